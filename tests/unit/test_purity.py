@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2] / "depin_p2p"
 # Every module DESIGN.md marks [pure]. Listed ones that do not exist yet are skipped.
 PURE = {
     "depin_p2p.wire",
+    "depin_p2p.model",
     "depin_p2p.ledger.state",
     "depin_p2p.ledger.merkle",
     "depin_p2p.gossip.validation",

@@ -61,7 +61,9 @@ def compute_device(k: KeyPair, *, owner: bytes, capacity: int = 1) -> Device:
     return Device(k.public_key, owner, DeviceKind.COMPUTE, 0, 0, 0, 0, capacity, 0)
 
 
-def make_beacon(k: KeyPair, device: Device, *, sent_at_ms: int = 1_000_000, nonce: int = 7) -> wire.Envelope:
+def make_beacon(
+    k: KeyPair, device: Device, *, sent_at_ms: int = 1_000_000, nonce: int = 7, network: str = NETWORK
+) -> wire.Envelope:
     b = radio.Beacon(
         device=k.public_key,
         epoch=3,
@@ -72,7 +74,7 @@ def make_beacon(k: KeyPair, device: Device, *, sent_at_ms: int = 1_000_000, nonc
         gain_cdbi=device.gain_cdbi,
         sent_at_ms=sent_at_ms,
     )
-    return wire.seal(b, k, NETWORK)
+    return wire.seal(b, k, network)
 
 
 def make_report(

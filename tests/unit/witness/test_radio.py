@@ -121,8 +121,17 @@ CASES = [
 
 
 def test_every_design_code_has_a_case() -> None:
-    design = {"self_witness", "duplicate", "stale", "frequency_mismatch", "too_close", "too_far",
-              "rssi_above_fspl_bound", "unknown_device", "bad_signature"}
+    design = {
+        "self_witness",
+        "duplicate",
+        "stale",
+        "frequency_mismatch",
+        "too_close",
+        "too_far",
+        "rssi_above_fspl_bound",
+        "unknown_device",
+        "bad_signature",
+    }
     assert design <= {c.code for c in CASES}
 
 
@@ -179,17 +188,31 @@ def test_valid_beacon_carries_its_id_and_work() -> None:
     [
         (lambda: s.make_beacon(STRANGER, s.radio_device(STRANGER, B_CELL)), "unknown_device"),
         (lambda: s.make_beacon(BEACONER, dataclasses.replace(B_DEV, tx_power_cdbm=3_000)), "beacon_mismatch"),
-        (lambda: s.make_beacon(BEACONER, dataclasses.replace(B_DEV, location=s.cell(37.8, -122.4))),
-         "beacon_mismatch"),
+        (
+            lambda: s.make_beacon(BEACONER, dataclasses.replace(B_DEV, location=s.cell(37.8, -122.4))),
+            "beacon_mismatch",
+        ),
         (lambda: tampered_signature(B_ENV), "bad_signature"),
         (lambda: dataclasses.replace(B_ENV, signer=NEAR.public_key), "bad_signature"),
-        (lambda: wire.seal(dataclasses.replace(
-            wire.decode_as(B_ENV.body, radio.Beacon), device=NEAR.public_key), BEACONER, s.NETWORK),
-         "wrong_signer"),
+        (
+            lambda: wire.seal(
+                dataclasses.replace(wire.decode_as(B_ENV.body, radio.Beacon), device=NEAR.public_key),
+                BEACONER,
+                s.NETWORK,
+            ),
+            "wrong_signer",
+        ),
         (lambda: s.make_report(NEAR, B_ENV), "wrong_domain"),
     ],
-    ids=["unknown_device", "tx_power_mismatch", "location_mismatch", "bad_signature", "swapped_signer",
-         "wrong_signer", "wrong_domain"],
+    ids=[
+        "unknown_device",
+        "tx_power_mismatch",
+        "location_mismatch",
+        "bad_signature",
+        "swapped_signer",
+        "wrong_signer",
+        "wrong_domain",
+    ],
 )
 def test_beacon_rejections(build: Callable[[], wire.Envelope], code: str) -> None:
     with pytest.raises(Reject) as info:

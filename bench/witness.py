@@ -29,13 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import h3.api.basic_int as h3  # noqa: E402
-from nacl.signing import VerifyKey  # noqa: E402
+import h3.api.basic_int as h3
+from nacl.signing import VerifyKey
 
-from depin_p2p import wire  # noqa: E402
-from depin_p2p.crypto import KeyPair  # noqa: E402
-from depin_p2p.model import Device, DeviceKind  # noqa: E402
-from depin_p2p.witness import compute, radio  # noqa: E402
+from depin_p2p import wire
+from depin_p2p.crypto import KeyPair
+from depin_p2p.model import Device, DeviceKind
+from depin_p2p.witness import compute, radio
 
 NETWORK = "depin-bench"
 
@@ -53,8 +53,17 @@ def _key(label: str) -> KeyPair:
 
 
 def _radio(reg: Registry, k: KeyPair, cell: int) -> Device:
-    d = Device(k.public_key, _key("owner" + k.public_key.hex()).public_key, DeviceKind.RADIO, cell,
-               915_000_000, 2_700, 300, 0, 0)
+    d = Device(
+        k.public_key,
+        _key("owner" + k.public_key.hex()).public_key,
+        DeviceKind.RADIO,
+        cell,
+        915_000_000,
+        2_700,
+        300,
+        0,
+        0,
+    )
     reg.devices[d.device_id] = d
     return d
 
@@ -75,8 +84,16 @@ def build_radio(n_beacons: int, per_beacon: int) -> tuple[Registry, list[tuple[b
         # Beacons sit between witness sites (>= 700 m from any), each at its own spot.
         blat, blng = lat0 + 0.005 + 0.01 * (b % 20), lng0 + 0.006 + 0.012 * (b // 20 % 20) + 1e-5 * (b // 400)
         bdev = _radio(reg, bk, h3.latlng_to_cell(blat, blng, 12))
-        beacon = radio.Beacon(bk.public_key, 1, b, bdev.location, bdev.frequency_hz, bdev.tx_power_cdbm,
-                              bdev.gain_cdbi, 1_000_000)
+        beacon = radio.Beacon(
+            bk.public_key,
+            1,
+            b,
+            bdev.location,
+            bdev.frequency_hz,
+            bdev.tx_power_cdbm,
+            bdev.gain_cdbi,
+            1_000_000,
+        )
         benv = wire.seal(beacon, bk, NETWORK)
         bid = radio.beacon_id(benv)
         reports = []
@@ -84,7 +101,9 @@ def build_radio(n_beacons: int, per_beacon: int) -> tuple[Registry, list[tuple[b
         for j in range(per_beacon):
             wk, wdev = witnesses[(start + j) % len(witnesses)]
             bound = radio.rssi_bound_cdbm(bdev, wdev)
-            rep = radio.WitnessReport(wk.public_key, bid, bound - 500 - j, 600, 915_000_000 + j, 1_000_100 + j)
+            rep = radio.WitnessReport(
+                wk.public_key, bid, bound - 500 - j, 600, 915_000_000 + j, 1_000_100 + j
+            )
             reports.append(wire.encode(wire.seal(rep, wk, NETWORK)))
         out.append((wire.encode(benv), reports))
     return reg, out
@@ -162,7 +181,11 @@ def bench_compute(n: int, repeat: int) -> dict[str, object]:
         t2 = time.perf_counter()
         compute.validate_response(pending, resp_env, registry=reg, network_id=NETWORK, now_ms=1)
         t3 = time.perf_counter()
-        provider_s, derive_s, verify_s = min(provider_s, t1 - t0), min(derive_s, t2 - t1), min(verify_s, t3 - t2)
+        provider_s, derive_s, verify_s = (
+            min(provider_s, t1 - t0),
+            min(derive_s, t2 - t1),
+            min(verify_s, t3 - t2),
+        )
     return {
         "n": n,
         "rounds": compute.DEFAULT_ROUNDS,

@@ -1,32 +1,43 @@
 """Compute challenges: a matrix product checked with Freivalds' algorithm. [pure]
 
 An assigned witness sends a provider a :class:`Challenge` with a 32-byte
-seed. Both derive two nxn integer matrices A, B mod the prime
+seed. Both derive two n x n integer matrices A, B mod the prime
 :data:`MODULUS` from the seed; the provider returns C = A·B mod p in a
 :class:`Response` before the deadline; the witness checks it with k rounds
 of Freivalds' check in O(k·n²) and signs an :class:`Attestation`.
 
 Spec, so another implementation can reproduce every number:
 
-* entry i (row-major) of matrix M ∈ {A: tag 0x41, B: tag 0x42} is
+* entry i (row-major) of matrix M in {A: tag 0x41, B: tag 0x42} is
   ``u32_le(word i mod 16 of BLAKE2b-512(tag ‖ seed ‖ u64_be(i // 16))) mod p``;
-* Freivalds vectors: the k columns of R (nxk), entry i (row-major) is the
-  same construction with tag 0x52 and ``seed ‖ BLAKE2b-256(product bytes)``
-  in place of the seed, so the provider learns R only after committing to C
-  (to fool the check it would have to grind responses; see soundness);
-* the check passes iff ``A·((B·R) mod p) mod p == C·R mod p``.
+* Freivalds vectors: the k columns of R (n x k), entry i (row-major) built
+  the same way with tag 0x52 from the witness's private ``r_seed``;
+* the response passes iff ``C·R mod p == A·((B·R) mod p) mod p``.
+
+The witness keeps ``r_seed`` to itself until it has judged the response
+(it derives it from its own secret and the challenge id), then publishes it
+in the :class:`Attestation`, so anyone holding the response can audit the
+verdict (:func:`audit`). Because R is fixed before C arrives, the witness
+computes ``A·(B·R)`` while the provider works, and checking a response costs
+one n x n by n x k product: O(k·n²).
+
+(Deriving R from a hash of the response instead, as first planned, would
+make the check public-coin but puts a 256 KiB hash and two more n x n x k
+products on the critical path; measured at n = 256 that kept the verifier
+only ~16x cheaper than the provider, short of the 20x target.)
 
 Soundness: if C ≠ A·B then D = A·B - C has a non-zero row d, and d·r = 0
 for at most one value of any r_j given the others; r_j takes any one residue
-with probability ≤ 33/2^32 < 2^-26.9 (u32 mod p, p ≈ 2^27). So one round
-misses with probability < 2^-26.9 and k rounds < 2^-26.9k, well inside the
-2^-k of a 0/1 vector. DEFAULT_ROUNDS = 3 makes grinding (≥ 2^80 hashes of a
-256 KiB product) hopeless.
+with probability ≤ 33/2^32 < 2^-26.9 (u32 mod p, p ≈ 2^27). One round misses
+with probability < 2^-26.9 and k rounds < 2^-26.9k, well inside the 2^-k of
+a 0/1 vector. The provider answers once and never sees R before, so it
+cannot grind; DEFAULT_ROUNDS = 3 gives < 2^-80.
 
-Overflow: every entry is in [0, p-1], so each dot product in A·B, B·R, A·X
-or C·R sums n terms ≤ (p-1)² < 2^54; with n ≤ 512 the sum is < 2^63 and numpy
-int64 never overflows. The codec caps n at :data:`MAX_N` = 256 (the product
-is n²·4 bytes = 256 KiB at n = 256, inside the 1 MiB message cap).
+Overflow: every entry is in [0, p-1] (a product entry >= p is rejected
+before any arithmetic), so each dot product in A·B, B·R, A·X or C·R sums n
+terms ≤ (p-1)² < 2^54; with n ≤ 512 the sum is < 2^63 and numpy int64 never
+overflows. The codec caps n at :data:`MAX_N` = 256 (the product is n²·4
+bytes = 256 KiB at n = 256, inside the 1 MiB message cap).
 """
 
 from __future__ import annotations
@@ -103,6 +114,7 @@ class Attestation:
     outcome: Outcome
     elapsed_ms: wire.U64
     n: wire.U16
+    r_seed: wire.Bytes32  # the Freivalds vectors' seed, revealed for audit
 
     @property
     def passed(self) -> bool:
@@ -128,7 +140,7 @@ def _words(tag: bytes, seed: bytes, count: int) -> npt.NDArray[np.uint32]:
 
 
 def derive_matrices(seed: bytes, n: int, modulus: int = MODULUS) -> tuple[Matrix, Matrix]:
-    """A and B (nxn, int64, entries in [0, modulus)) from a challenge seed."""
+    """A and B (n x n, int64, entries in [0, modulus)) from a challenge seed."""
     if not 1 <= n <= OVERFLOW_SAFE_N:
         raise ValueError(f"n = {n} outside [1, {OVERFLOW_SAFE_N}]")
     a = (_words(b"A", seed, n * n).astype(np.int64) % modulus).reshape(n, n)
@@ -136,10 +148,14 @@ def derive_matrices(seed: bytes, n: int, modulus: int = MODULUS) -> tuple[Matrix
     return a, b
 
 
-def freivalds_vectors(seed: bytes, product: bytes, n: int, rounds: int, modulus: int = MODULUS) -> Matrix:
-    """R (nxrounds): one random column per round, fixed by the seed and the product bytes."""
-    digest = hashlib.blake2b(product, digest_size=32).digest()
-    return (_words(b"R", seed + digest, n * rounds).astype(np.int64) % modulus).reshape(n, rounds)
+def freivalds_vectors(r_seed: bytes, n: int, rounds: int, modulus: int = MODULUS) -> Matrix:
+    """R (n x rounds): one random column per Freivalds round, from the witness's private seed."""
+    return (_words(b"R", r_seed, n * rounds).astype(np.int64) % modulus).reshape(n, rounds)
+
+
+def private_r_seed(witness_secret: bytes, challenge_id: bytes) -> bytes:
+    """The witness's Freivalds seed for a challenge: unpredictable to anyone without the secret."""
+    return hashlib.blake2b(b"depin-p2p/freivalds" + witness_secret + challenge_id, digest_size=32).digest()
 
 
 def compute_product(a: Matrix, b: Matrix, modulus: int = MODULUS) -> Matrix:
@@ -176,23 +192,37 @@ def freivalds_check(a: Matrix, b: Matrix, c: Matrix, r: Matrix, modulus: int = M
 
 @dataclass(frozen=True, slots=True)
 class PendingChallenge:
-    """A challenge the witness issued, with A and B derived ahead of the response."""
+    """A challenge the witness issued, with R and A·(B·R) computed ahead of the response."""
 
     challenge: Challenge
     challenge_id: bytes
-    a: Matrix = field(repr=False, compare=False)
-    b: Matrix = field(repr=False, compare=False)
+    r_seed: bytes = field(repr=False)
+    r: Matrix = field(repr=False, compare=False)
+    expected: Matrix = field(repr=False, compare=False)  # A·((B·R) mod p) mod p
 
 
-def prepare_challenge(envelope: wire.Envelope) -> PendingChallenge:
-    """Derive A and B for a challenge this witness signed (while the provider works).
+def prepare_challenge(
+    envelope: wire.Envelope, *, witness_secret: bytes, rounds: int = DEFAULT_ROUNDS
+) -> PendingChallenge:
+    """Precompute the check of a challenge this witness signed (while the provider works).
 
-    Raises Reject('malformed') if the envelope does not hold a valid Challenge.
+    Args:
+        envelope: the witness's own signed challenge.
+        witness_secret: bytes only this witness knows (e.g. its key seed);
+            with the challenge id it fixes the Freivalds vectors.
+        rounds: Freivalds rounds k.
+
+    Raises Reject('malformed' | 'bad_modulus' | 'bad_size') for a bad challenge.
     """
     challenge = _decode(envelope.body, Challenge)
     _check_shape(challenge)
+    cid = challenge_id(envelope)
+    r_seed = private_r_seed(witness_secret, cid)
     a, b = derive_matrices(challenge.seed, challenge.n, challenge.modulus)
-    return PendingChallenge(challenge, challenge_id(envelope), a, b)
+    r = freivalds_vectors(r_seed, challenge.n, rounds, challenge.modulus)
+    p = challenge.modulus
+    expected: Matrix = np.matmul(a, np.matmul(b, r) % p) % p
+    return PendingChallenge(challenge, cid, r_seed, r, expected)
 
 
 def validate_response(
@@ -202,7 +232,6 @@ def validate_response(
     registry: DeviceRegistry,
     network_id: str,
     now_ms: int,
-    rounds: int = DEFAULT_ROUNDS,
 ) -> int:
     """Check a provider's response; return the elapsed milliseconds on success.
 
@@ -212,7 +241,6 @@ def validate_response(
         registry: registered devices.
         network_id: this network.
         now_ms: when the response arrived, by the witness's clock.
-        rounds: Freivalds rounds k.
 
     Raises:
         Reject: from the envelope (``wrong_network``, ``malformed``,
@@ -236,8 +264,7 @@ def validate_response(
     if now_ms > ch.deadline_ms:
         raise Reject("deadline_missed", f"arrived at {now_ms}, deadline {ch.deadline_ms}")
     c = decode_product(response.product, ch.n, ch.modulus)
-    r = freivalds_vectors(ch.seed, response.product, ch.n, rounds, ch.modulus)
-    if not freivalds_check(pending.a, pending.b, c, r, ch.modulus):
+    if not np.array_equal(np.matmul(c, pending.r) % ch.modulus, pending.expected):
         raise Reject("wrong_result", "Freivalds check failed")
     return max(0, now_ms - ch.issued_at_ms)
 
@@ -249,7 +276,6 @@ def judge_response(
     registry: DeviceRegistry,
     network_id: str,
     now_ms: int,
-    rounds: int = DEFAULT_ROUNDS,
 ) -> Attestation:
     """The attestation a witness signs for a challenge (None: no response by the deadline).
 
@@ -264,7 +290,7 @@ def judge_response(
     else:
         try:
             elapsed = validate_response(
-                pending, envelope, registry=registry, network_id=network_id, now_ms=now_ms, rounds=rounds
+                pending, envelope, registry=registry, network_id=network_id, now_ms=now_ms
             )
         except ValidationError as exc:
             if exc.code == "wrong_result":
@@ -274,7 +300,25 @@ def judge_response(
             else:
                 raise
             elapsed = max(0, now_ms - ch.issued_at_ms)
-    return Attestation(ch.witness, ch.provider, ch.epoch, pending.challenge_id, outcome, elapsed, ch.n)
+    return Attestation(
+        ch.witness, ch.provider, ch.epoch, pending.challenge_id, outcome, elapsed, ch.n, pending.r_seed
+    )
+
+
+def audit(challenge: Challenge, response: Response, attestation: Attestation) -> bool:
+    """Re-run a published verdict: does the product pass with the revealed vectors?
+
+    True when the Freivalds check passes with ``attestation.r_seed`` (with the
+    attestation's round count assumed to be DEFAULT_ROUNDS); a PASSED
+    attestation for which this is False proves the witness lied.
+    """
+    try:
+        c = decode_product(response.product, challenge.n, challenge.modulus)
+    except Reject:
+        return False
+    a, b = derive_matrices(challenge.seed, challenge.n, challenge.modulus)
+    r = freivalds_vectors(attestation.r_seed, challenge.n, DEFAULT_ROUNDS, challenge.modulus)
+    return freivalds_check(a, b, c, r, challenge.modulus)
 
 
 # --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ REG = s.DictRegistry(
     ]
 )
 ISSUED, DEADLINE = 5_000, 65_000
+SECRET = b"the witness's own secret"
 
 
 def seed_of(i: int) -> bytes:
@@ -79,7 +80,7 @@ def test_a_correct_product_always_passes(i: int, n: int) -> None:
     seed = seed_of(i)
     a, b = c.derive_matrices(seed, n)
     prod = c.compute_product(a, b)
-    r = c.freivalds_vectors(seed, c.encode_product(prod), n, c.DEFAULT_ROUNDS)
+    r = c.freivalds_vectors(seed_of(i + 1), n, c.DEFAULT_ROUNDS)
     assert c.freivalds_check(a, b, prod, r)
 
 
@@ -90,7 +91,7 @@ def test_one_wrong_entry_is_always_caught_with_field_vectors() -> None:
         seed = seed_of(i)
         a, b = c.derive_matrices(seed, n)
         bad = one_wrong_entry(c.encode_product(c.compute_product(a, b)), i % (n * n))
-        r = c.freivalds_vectors(seed, bad, n, c.DEFAULT_ROUNDS)
+        r = c.freivalds_vectors(seed_of(50_000 + i), n, c.DEFAULT_ROUNDS)
         assert not c.freivalds_check(a, b, c.decode_product(bad, n), r)
 
 
@@ -116,7 +117,7 @@ def test_binary_vectors_miss_one_wrong_entry_with_probability_2_to_minus_k(round
 
 def pending(n: int = 8) -> tuple[wire.Envelope, c.PendingChallenge]:
     env = issue(n)
-    return env, c.prepare_challenge(env)
+    return env, c.prepare_challenge(env, witness_secret=SECRET)
 
 
 def test_full_round_passes_and_attests() -> None:
@@ -240,3 +241,28 @@ def test_attestation_validation() -> None:
     with pytest.raises(Reject) as info:
         c.validate_attestation(forged, network_id=s.NETWORK, epoch=4, assigned=assigned)
     assert info.value.code == "wrong_signer"
+
+
+def test_published_verdicts_can_be_audited() -> None:
+    env, p = pending()
+    ch = wire.decode_as(env.body, c.Challenge)
+    good = wire.decode_as(answer(env).body, c.Response)
+    att = c.judge_response(p, answer(env), registry=REG, network_id=s.NETWORK, now_ms=ISSUED + 1)
+    assert att.passed and c.audit(ch, good, att)
+    bad = dataclasses.replace(good, product=_bad(good.product))
+    assert not c.audit(ch, bad, att)  # a PASSED verdict on this product would be a provable lie
+    assert att.r_seed == c.private_r_seed(SECRET, p.challenge_id)
+
+
+def test_vectors_depend_on_the_witness_secret_not_only_on_public_data() -> None:
+    env = issue()
+    a = c.prepare_challenge(env, witness_secret=b"one")
+    b = c.prepare_challenge(env, witness_secret=b"two")
+    assert not np.array_equal(a.r, b.r)
+    # Both still accept the right answer and reject a wrong one.
+    good = answer(env)
+    wrong = answer(env, product=_bad(wire.decode_as(good.body, c.Response).product))
+    for pend in (a, b):
+        c.validate_response(pend, good, registry=REG, network_id=s.NETWORK, now_ms=ISSUED)
+        with pytest.raises(Reject):
+            c.validate_response(pend, wrong, registry=REG, network_id=s.NETWORK, now_ms=ISSUED)

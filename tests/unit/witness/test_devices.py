@@ -66,7 +66,7 @@ async def test_simulated_compute_takes_the_worlds_time(autojump_clock: trio.test
             key=PK, world=WORLD, clock=clock, network_id=s.NETWORK, faulty=faulty
         )
         env = _challenge(64, clock)
-        pending = compute.prepare_challenge(env)
+        pending = compute.prepare_challenge(env, witness_secret=b"drv")
         answer = await driver.answer(env)
         assert answer.elapsed_ms == WORLD.compute_ms(PK.public_key, 64)
         att = compute.judge_response(
@@ -80,7 +80,7 @@ async def test_local_compute_driver_really_multiplies_and_times_it() -> None:
     clock = Clock(wall_anchor_ms=T0)  # trio's real clock: the work takes real time
     driver: ComputeDriver = LocalComputeDriver(key=PK, clock=clock, network_id=s.NETWORK)
     env = _challenge(256, clock)
-    pending = compute.prepare_challenge(env)
+    pending = compute.prepare_challenge(env, witness_secret=b"drv")
     with trio.fail_after(30):
         answer = await driver.answer(env)
     elapsed = compute.validate_response(

@@ -274,3 +274,12 @@ def test_bad_location_is_rejected() -> None:
 def test_memoised_report_signing_bytes_equal_wire(body: bytes, network: str) -> None:
     expected = wire.signing_bytes(network, wire.Domain.WITNESS, radio.WITNESS_REPORT_TYPE_ID, body)
     assert radio._report_signing_bytes(network, body) == expected
+
+
+def test_distance_across_the_antimeridian_and_far_pairs() -> None:
+    a = radio.cell_geo(s.cell(10.0, 179.99))
+    b = radio.cell_geo(s.cell(10.0, -179.99))
+    d = radio.distance_mm(a, b)
+    assert d is not None and 2_100_000 < d < 2_300_000  # ~2.19 km, not half the planet
+    assert radio.distance_mm(a, radio.cell_geo(s.cell(10.0, 0.0))) is None  # beyond 1000 km
+    assert radio.distance_mm(a, radio.cell_geo(s.cell(25.0, 179.99))) is None  # 15 degrees of latitude

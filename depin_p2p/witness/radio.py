@@ -359,15 +359,34 @@ def _report_signing_bytes(network_id: str, body: bytes) -> bytes:
     return prefix + len(body).to_bytes(4, "big") + body
 
 
-def validate_beacon(envelope: wire.Envelope, *, registry: DeviceRegistry, network_id: str) -> CheckedBeacon:
+def validate_beacon(
+    envelope: wire.Envelope,
+    *,
+    registry: DeviceRegistry,
+    network_id: str,
+    epoch: int | None = None,
+    now_ms: int | None = None,
+    params: RadioParams = DEFAULT_PARAMS,
+) -> CheckedBeacon:
     """Check a signed beacon once; reports are then checked against the result.
+
+    Args:
+        envelope: the beacon's signed envelope.
+        registry: registered devices.
+        network_id: this network.
+        epoch: if given, the epoch the beacon must belong to.
+        now_ms: the node's clock (gossip only), or None to skip the
+            local-clock check of :func:`validate_report_arrival`.
+        params: validation constants.
 
     Raises:
         Reject: ``wrong_network``, ``malformed``, ``wrong_domain``,
             ``bad_signature`` (from the envelope); ``wrong_signer`` (the
             beacon names another device than its signer); ``unknown_device``;
             ``not_a_radio``; ``beacon_mismatch`` (location, frequency, tx
-            power or gain differ from the registry); ``bad_location``.
+            power or gain differ from the registry); ``bad_location``;
+            ``wrong_epoch``.
+        Ignore: ``arrived_too_late`` / ``arrived_too_early`` (only with ``now_ms``).
     """
     verified = wire.open_envelope(envelope, network_id=network_id, domain=wire.Domain.BEACON)
     beacon = verified.message
@@ -375,6 +394,10 @@ def validate_beacon(envelope: wire.Envelope, *, registry: DeviceRegistry, networ
         raise Reject("malformed", f"expected a Beacon, got {type(beacon).__name__}")
     if beacon.device != envelope.signer:
         raise Reject("wrong_signer", "beacon signed by another key than its device")
+    if epoch is not None and beacon.epoch != epoch:
+        raise Reject("wrong_epoch", f"beacon of epoch {beacon.epoch}, expected {epoch}")
+    if now_ms is not None:
+        validate_report_arrival(beacon, now_ms, params)
     device = registry.get_device(beacon.device)
     if device is None:
         raise Reject("unknown_device", "beaconing device is not registered")

@@ -29,6 +29,8 @@ from typing import Final
 
 from depin_p2p.errors import InternalError
 from depin_p2p.model import DeviceRegistry
+from depin_p2p.witness.assign import ComputeAssignment
+from depin_p2p.witness.compute import Attestation
 
 SHARE_SCALE: Final = 10**12  # share units per 1.0 reward unit
 REDUNDANCY: Final = 4
@@ -69,6 +71,23 @@ class ComputeProof:
 
     provider: bytes
     passed_by: tuple[bytes, ...]
+
+
+def collect_compute_proofs(
+    assignments: Iterable[ComputeAssignment], attestations: Iterable[Attestation]
+) -> tuple[ComputeProof, ...]:
+    """One proof per assigned provider: the assigned witnesses that attested a pass.
+
+    Attestations from unassigned witnesses, for unknown providers or with a
+    failed outcome are left out (consensus has rejected them already; this
+    keeps the count honest even if one slips through). Sorted by provider.
+    """
+    assigned = {a.provider: frozenset(a.witnesses) for a in assignments}
+    passes: dict[bytes, set[bytes]] = {p: set() for p in assigned}
+    for att in attestations:
+        if att.passed and att.witness in assigned.get(att.provider, frozenset()):
+            passes[att.provider].add(att.witness)
+    return tuple(ComputeProof(p, tuple(sorted(ws))) for p, ws in sorted(passes.items()))
 
 
 def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:

@@ -283,3 +283,13 @@ def test_distance_across_the_antimeridian_and_far_pairs() -> None:
     assert d is not None and 2_100_000 < d < 2_300_000  # ~2.19 km, not half the planet
     assert radio.distance_mm(a, radio.cell_geo(s.cell(10.0, 0.0))) is None  # beyond 1000 km
     assert radio.distance_mm(a, radio.cell_geo(s.cell(25.0, 179.99))) is None  # 15 degrees of latitude
+
+
+def test_beacon_epoch_and_local_clock_checks() -> None:
+    radio.validate_beacon(B_ENV, registry=REG, network_id=s.NETWORK, epoch=3, now_ms=SENT)
+    with pytest.raises(Reject) as info:
+        radio.validate_beacon(B_ENV, registry=REG, network_id=s.NETWORK, epoch=4)
+    assert info.value.code == "wrong_epoch"
+    with pytest.raises(Ignore) as ignored:
+        radio.validate_beacon(B_ENV, registry=REG, network_id=s.NETWORK, now_ms=SENT + 10**7)
+    assert ignored.value.code == "arrived_too_late"

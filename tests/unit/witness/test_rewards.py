@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from depin_p2p.errors import InternalError
+from depin_p2p.witness import compute
 from depin_p2p.witness import rewards as r
+from depin_p2p.witness.assign import ComputeAssignment
 from tests.unit.witness import support as s
 
 SCALE = r.SHARE_SCALE
@@ -158,3 +160,29 @@ def test_unregistered_or_repeated_proofs_fail_loudly() -> None:
             compute=[],
             registry=REG,
         )
+
+
+def test_only_assigned_passing_witnesses_count_toward_a_claim() -> None:
+    p1, p2 = PROVIDERS[0].device_id, PROVIDERS[1].device_id
+    w1, w2, w3, outsider = (bytes([i]) * 32 for i in (1, 2, 3, 9))
+    assignments = [ComputeAssignment(p1, (w1, w2, w3)), ComputeAssignment(p2, (w1, w2, w3))]
+
+    def att(witness: bytes, provider: bytes, outcome: compute.Outcome) -> compute.Attestation:
+        return compute.Attestation(witness, provider, 1, b"\0" * 32, outcome, 10, 64, b"\0" * 32)
+
+    proofs = r.collect_compute_proofs(
+        assignments,
+        [
+            att(w1, p1, compute.Outcome.PASSED),
+            att(w1, p1, compute.Outcome.PASSED),  # counted once
+            att(outsider, p1, compute.Outcome.PASSED),  # not assigned
+            att(w2, p1, compute.Outcome.WRONG_RESULT),
+            att(w1, p2, compute.Outcome.PASSED),
+            att(w3, p2, compute.Outcome.PASSED),
+        ],
+    )
+    assert proofs == tuple(
+        sorted([r.ComputeProof(p1, (w1,)), r.ComputeProof(p2, (w1, w3))], key=lambda p: p.provider)
+    )
+    weights = r.compute_weights(proofs, REG)
+    assert weights == {PROVIDERS[1].owner: PROVIDERS[1].capacity}  # only p2 reached quorum 2

@@ -185,7 +185,11 @@ def compute_weights(
 ) -> dict[bytes, int]:
     """Attested capacity per owner account: claims with at least ``compute_quorum`` passes."""
     weights: dict[bytes, int] = {}
+    seen: set[bytes] = set()
     for proof in proofs:
+        if proof.provider in seen:
+            raise InternalError(f"provider {proof.provider.hex()} counted twice")
+        seen.add(proof.provider)
         if len(set(proof.passed_by)) < params.compute_quorum:
             continue
         device = registry.get_device(proof.provider)
@@ -210,7 +214,8 @@ def compute_epoch_rewards(
     the result is empty otherwise (nothing is minted).
 
     Raises:
-        InternalError: a proof names an unregistered device or a beacon twice.
+        InternalError: a proof names an unregistered device, or a beacon or
+            a provider twice.
         ValueError: a negative emission or a pool fraction outside [0, 10,000].
     """
     if emission < 0 or not 0 <= params.radio_pool_bps <= 10_000:

@@ -152,6 +152,11 @@ def test_unregistered_or_repeated_proofs_fail_loudly() -> None:
             compute=[],
             registry=REG,
         )
+    twice = [r.ComputeProof(PROVIDERS[0].device_id, ())] * 2
+    with pytest.raises(InternalError):
+        r.compute_epoch_rewards(
+            prev_cert_hash=b"\x00" * 32, emission=5, beacons=[], compute=twice, registry=REG
+        )
     with pytest.raises(InternalError):
         r.compute_epoch_rewards(
             prev_cert_hash=b"\x00" * 32,
@@ -186,3 +191,35 @@ def test_only_assigned_passing_witnesses_count_toward_a_claim() -> None:
     )
     weights = r.compute_weights(proofs, REG)
     assert weights == {PROVIDERS[1].owner: PROVIDERS[1].capacity}  # only p2 reached quorum 2
+
+
+@settings(max_examples=100)
+@given(
+    st.integers(0, 10**13),
+    st.lists(st.tuples(st.integers(0, 11), st.sets(st.integers(0, 11), max_size=12)), max_size=12),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 4)), max_size=3),
+    st.integers(0, 10_000),
+)
+def test_any_epoch_pays_exactly_the_emission_or_nothing(
+    emission: int, beacon_specs: list[tuple[int, set[int]]], compute_specs: list[tuple[int, int]], bps: int
+) -> None:
+    beacon_list = [
+        r.BeaconProof(i.to_bytes(32, "big"), IDS[b], tuple(IDS[w] for w in ws if w != b))
+        for i, (b, ws) in enumerate(beacon_specs)
+    ]
+    compute_list = [
+        r.ComputeProof(PROVIDERS[p].device_id, tuple(bytes([j]) * 32 for j in range(passes)))
+        for p, passes in dict(compute_specs).items()  # one proof per provider
+    ]
+    payouts = r.compute_epoch_rewards(
+        prev_cert_hash=b"\x05" * 32,
+        emission=emission,
+        beacons=beacon_list,
+        compute=compute_list,
+        registry=REG,
+        params=r.RewardParams(radio_pool_bps=bps),
+    )
+    earned = any(b.witnesses for b in beacon_list) or any(len(c.passed_by) >= 2 for c in compute_list)
+    assert sum(v for _, v in payouts) == (emission if earned else 0)
+    assert all(v > 0 for _, v in payouts)
+    assert [a for a, _ in payouts] == sorted({a for a, _ in payouts})

@@ -1,0 +1,235 @@
+"""Epoch rewards: HIP-15 radio shares, compute shares, the exact split of the pool. [pure]
+
+Radio, per beacon (DESIGN.md): with w rewarded witnesses, redundancy N = 4
+and decay r = 0.8, the beaconer earns w/N if w ≤ N else 2 - r^(w-N), each
+witness 1 if w ≤ N else (N - 1 + r^(w-N))/w. r^m is the exact rational
+4^m/5^m; shares are integers in units of 1/SHARE_SCALE, floored. At most
+K = 14 valid witnesses are rewarded, picked by the lottery: lowest
+BLAKE2b-256("depin-p2p/witness-lottery" ‖ previous certificate hash ‖ beacon
+id ‖ witness device); w counts the rewarded ones. Receive time plays no part.
+
+Compute: a provider's claim counts when at least ``compute_quorum`` of its
+assigned witnesses attested a pass; it weighs its registered capacity.
+
+The epoch's emission (micro-units) is cut into a radio pool
+(``radio_pool_bps`` / 10,000 of it, floored) and a compute pool (the rest);
+a pool with no shares at all goes to the other one. Each pool is split
+over owner accounts in proportion to their share units: floor first, then
+the leftover micro-units one each to the largest remainders (ties: lower
+account bytes first), so the total paid equals the emission exactly. Rewards
+go to the device's owner account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from depin_p2p.errors import InternalError
+from depin_p2p.model import DeviceRegistry
+from depin_p2p.witness.assign import ComputeAssignment
+from depin_p2p.witness.compute import Attestation
+
+SHARE_SCALE: Final = 10**12  # share units per 1.0 reward unit
+REDUNDANCY: Final = 4
+DECAY_NUM, DECAY_DEN = 4, 5  # r = 0.8
+MAX_REWARDED_WITNESSES: Final = 14
+DEFAULT_RADIO_POOL_BPS: Final = 7_000
+DEFAULT_COMPUTE_QUORUM: Final = 2
+_LOTTERY_TAG: Final = b"depin-p2p/witness-lottery"
+
+Payouts = tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RewardParams:
+    """Reward constants; consensus uses the defaults unless genesis says otherwise."""
+
+    radio_pool_bps: int = DEFAULT_RADIO_POOL_BPS
+    redundancy: int = REDUNDANCY
+    max_rewarded_witnesses: int = MAX_REWARDED_WITNESSES
+    compute_quorum: int = DEFAULT_COMPUTE_QUORUM
+
+
+DEFAULT_PARAMS: Final = RewardParams()
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconProof:
+    """A beacon and the devices whose reports on it were valid (any order)."""
+
+    beacon_id: bytes
+    beaconer: bytes
+    witnesses: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeProof:
+    """A provider and the assigned witnesses that attested a pass."""
+
+    provider: bytes
+    passed_by: tuple[bytes, ...]
+
+
+def collect_compute_proofs(
+    assignments: Iterable[ComputeAssignment], attestations: Iterable[Attestation]
+) -> tuple[ComputeProof, ...]:
+    """One proof per assigned provider: the assigned witnesses that attested a pass.
+
+    Attestations from unassigned witnesses, for unknown providers or with a
+    failed outcome are left out (consensus has rejected them already; this
+    keeps the count honest even if one slips through). Sorted by provider.
+    """
+    assigned = {a.provider: frozenset(a.witnesses) for a in assignments}
+    passes: dict[bytes, set[bytes]] = {p: set() for p in assigned}
+    for att in attestations:
+        if att.passed and att.witness in assigned.get(att.provider, frozenset()):
+            passes[att.provider].add(att.witness)
+    return tuple(ComputeProof(p, tuple(sorted(ws))) for p, ws in sorted(passes.items()))
+
+
+def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:
+    """(beaconer, each witness) share units for a beacon with ``w`` rewarded witnesses."""
+    if w < 0:
+        raise ValueError("negative witness count")
+    if w == 0:
+        return 0, 0
+    if w <= redundancy:
+        return SHARE_SCALE * w // redundancy, SHARE_SCALE
+    num, den = DECAY_NUM ** (w - redundancy), DECAY_DEN ** (w - redundancy)
+    beaconer = SHARE_SCALE * (2 * den - num) // den
+    witness = SHARE_SCALE * ((redundancy - 1) * den + num) // (w * den)
+    return beaconer, witness
+
+
+def lottery_ticket(prev_cert_hash: bytes, beacon_id: bytes, witness: bytes) -> bytes:
+    """A witness's ticket for a beacon (lower wins)."""
+    h = hashlib.blake2b(digest_size=32)
+    for part in (_LOTTERY_TAG, prev_cert_hash, beacon_id, witness):
+        h.update(part)
+    return h.digest()
+
+
+def select_rewarded_witnesses(
+    prev_cert_hash: bytes, beacon_id: bytes, witnesses: Iterable[bytes], k: int = MAX_REWARDED_WITNESSES
+) -> tuple[bytes, ...]:
+    """The at most ``k`` valid witnesses a beacon rewards, in ticket order."""
+    unique = set(witnesses)
+    return tuple(sorted(unique, key=lambda w: lottery_ticket(prev_cert_hash, beacon_id, w))[:k])
+
+
+def split_pool(pool: int, weights: Mapping[bytes, int]) -> dict[bytes, int]:
+    """Split ``pool`` micro-units in proportion to ``weights``, paying out exactly ``pool``.
+
+    Floors first; the leftover (fewer micro-units than accounts) goes one each
+    to the largest remainders, ties to the lower account bytes. Accounts with
+    zero weight get nothing; with no weight at all, nothing is paid.
+    """
+    if pool < 0 or any(w < 0 for w in weights.values()):
+        raise ValueError("negative pool or weight")
+    total = sum(weights.values())
+    if total == 0:
+        return {}
+    out: dict[bytes, int] = {}
+    remainders = []
+    for account, weight in weights.items():
+        if weight == 0:
+            continue
+        base, rem = divmod(pool * weight, total)
+        out[account] = base
+        remainders.append((-rem, account))
+    leftover = pool - sum(out.values())
+    remainders.sort()
+    for _, account in remainders[:leftover]:
+        out[account] += 1
+    return out
+
+
+def _owner(registry: DeviceRegistry, device_id: bytes) -> bytes:
+    device = registry.get_device(device_id)
+    if device is None:
+        raise InternalError(f"rewarding unregistered device {device_id.hex()}")
+    return device.owner
+
+
+def radio_weights(
+    prev_cert_hash: bytes,
+    beacons: Iterable[BeaconProof],
+    registry: DeviceRegistry,
+    params: RewardParams = DEFAULT_PARAMS,
+) -> dict[bytes, int]:
+    """Share units per owner account from the epoch's beacons."""
+    weights: dict[bytes, int] = {}
+    seen: set[bytes] = set()
+    for proof in beacons:
+        if proof.beacon_id in seen:
+            raise InternalError(f"beacon {proof.beacon_id.hex()} counted twice")
+        seen.add(proof.beacon_id)
+        rewarded = select_rewarded_witnesses(
+            prev_cert_hash, proof.beacon_id, proof.witnesses, params.max_rewarded_witnesses
+        )
+        beaconer_units, witness_units = beacon_shares(len(rewarded), params.redundancy)
+        if beaconer_units:
+            owner = _owner(registry, proof.beaconer)
+            weights[owner] = weights.get(owner, 0) + beaconer_units
+        for w in rewarded:
+            owner = _owner(registry, w)
+            weights[owner] = weights.get(owner, 0) + witness_units
+    return weights
+
+
+def compute_weights(
+    proofs: Iterable[ComputeProof], registry: DeviceRegistry, params: RewardParams = DEFAULT_PARAMS
+) -> dict[bytes, int]:
+    """Attested capacity per owner account: claims with at least ``compute_quorum`` passes."""
+    weights: dict[bytes, int] = {}
+    seen: set[bytes] = set()
+    for proof in proofs:
+        if proof.provider in seen:
+            raise InternalError(f"provider {proof.provider.hex()} counted twice")
+        seen.add(proof.provider)
+        if len(set(proof.passed_by)) < params.compute_quorum:
+            continue
+        device = registry.get_device(proof.provider)
+        if device is None:
+            raise InternalError(f"rewarding unregistered provider {proof.provider.hex()}")
+        weights[device.owner] = weights.get(device.owner, 0) + device.capacity
+    return weights
+
+
+def compute_epoch_rewards(
+    *,
+    prev_cert_hash: bytes,
+    emission: int,
+    beacons: Iterable[BeaconProof],
+    compute: Iterable[ComputeProof],
+    registry: DeviceRegistry,
+    params: RewardParams = DEFAULT_PARAMS,
+) -> Payouts:
+    """The epoch's payouts: ``((owner account, micro-units), ...)`` sorted by account.
+
+    The amounts sum to ``emission`` exactly when anything earned a share, and
+    the result is empty otherwise (nothing is minted).
+
+    Raises:
+        InternalError: a proof names an unregistered device, or a beacon or
+            a provider twice.
+        ValueError: a negative emission or a pool fraction outside [0, 10,000].
+    """
+    if emission < 0 or not 0 <= params.radio_pool_bps <= 10_000:
+        raise ValueError("bad emission or radio_pool_bps")
+    radio = radio_weights(prev_cert_hash, beacons, registry, params)
+    comp = compute_weights(compute, registry, params)
+    radio_pool = emission * params.radio_pool_bps // 10_000
+    compute_pool = emission - radio_pool
+    if not any(radio.values()):
+        radio_pool, compute_pool = 0, emission
+    if not any(comp.values()):
+        radio_pool, compute_pool = radio_pool + compute_pool, 0
+    totals: dict[bytes, int] = {}
+    for part in (split_pool(radio_pool, radio), split_pool(compute_pool, comp)):
+        for account, amount in part.items():
+            totals[account] = totals.get(account, 0) + amount
+    return tuple(sorted((a, v) for a, v in totals.items() if v > 0))

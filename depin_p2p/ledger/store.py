@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import lmdb
+import msgpack
 import trio
 
 from depin_p2p import wire
@@ -82,8 +83,20 @@ def _u64(n: int) -> bytes:
 
 
 def _decode(data: bytes, cls: type[T], what: str) -> T:
+    """Decode a record we wrote ourselves: strict field checks, no canonical re-encode.
+
+    Skipping the re-encode halves the cost of a read; the Merkle tree hashes
+    re-encoded values, so even a non-canonical (corrupt) record cannot make
+    two nodes disagree silently.
+    """
     try:
-        return wire.decode_as(data, cls)
+        raw = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise StorageError(f"ledger store is corrupt: bad {what} record: {exc}") from None
+    if type(raw) is not tuple or len(raw) < 2 or raw[0:2] != (wire.WIRE_VERSION, wire.info_of(cls).type_id):
+        raise StorageError(f"ledger store is corrupt: bad {what} record: not a {cls.__name__}")
+    try:
+        return wire.schema_of(cls).from_raw_fields(raw[2:], cls.__name__)  # type: ignore[no-any-return]
     except CodecError as exc:
         raise StorageError(f"ledger store is corrupt: bad {what} record: {exc}") from None
 
@@ -302,24 +315,33 @@ class LedgerStore:
 
     def _put_changes(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
         db = self._dbs
-        txn.cursor(db=db["accounts"]).putmulti([(aid, wire.encode(a)) for aid, a in changes.accounts])
-        for did, dev in changes.devices:
-            txn.put(did, wire.encode(DeviceRecord(dev)), db=db["devices"])
-        for addr, vs in changes.validators:
-            if vs is None:
-                txn.delete(addr, db=db["validators"])
+        by_db: dict[bytes, tuple[Any, list[tuple[bytes, bytes]]]] = {
+            NS_ACCOUNT: (db["accounts"], []),
+            NS_DEVICE: (db["devices"], []),
+            NS_VALIDATOR: (db["validators"], []),
+        }
+        for key, value in changes.records:
+            if key == META_KEY:
+                if value is None:
+                    raise InternalError("state changes delete the meta record")
+                txn.put(_K_STATE, value, db=db["meta"])
+                continue
+            target, puts = by_db[key[:1]]
+            if value is None:
+                txn.delete(key[1:], db=target)
             else:
-                txn.put(addr, wire.encode(vs), db=db["validators"])
-        txn.put(_K_STATE, wire.encode(changes.meta), db=db["meta"])
-        leaves = txn.cursor(db=db["merkle_leaves"])
-        puts = []
+                puts.append((key[1:], value))
+        for target, puts in by_db.values():
+            txn.cursor(db=target).putmulti(puts)
+        leaves = db["merkle_leaves"]
+        leaf_puts = []
         for bucket, key, lh in changes.merkle.leaves:
             lk = bucket.to_bytes(2, "big") + key
             if lh is None:
-                txn.delete(lk, db=db["merkle_leaves"])
+                txn.delete(lk, db=leaves)
             else:
-                puts.append((lk, lh))
-        leaves.putmulti(puts)
+                leaf_puts.append((lk, lh))
+        txn.cursor(db=leaves).putmulti(leaf_puts)
         txn.cursor(db=db["merkle_nodes"]).putmulti(
             [(index.to_bytes(4, "big"), h) for index, h in changes.merkle.nodes]
         )

@@ -24,6 +24,7 @@ from depin_p2p.ledger.state import (
     Unstake,
     ValidatorStake,
     apply_epoch,
+    encode_account,
     sign_device_binding,
     validator_set,
 )
@@ -286,3 +287,8 @@ def test_root_changes_with_every_epoch(tmp_path: Path) -> None:
     for _ in range(3):
         seen.add(step(mem).root)
     assert len(seen) == 4  # meta (epoch) changes each time, so must the root
+
+
+@given(st.integers(0, wire.UINT64_MAX), st.integers(0, wire.UINT64_MAX))
+def test_fast_account_encoding_is_the_wire_encoding(balance: int, nonce: int) -> None:
+    assert encode_account(Account(balance, nonce)) == wire.encode(Account(balance, nonce))

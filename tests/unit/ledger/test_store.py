@@ -20,7 +20,6 @@ from depin_p2p.ledger.state import (
     compute_genesis_changes,
 )
 from depin_p2p.ledger.store import LedgerStore
-from depin_p2p.model import Device, DeviceKind
 from tests.unit.ledger.helpers import (
     GENESIS_HASH,
     IDS,
@@ -63,10 +62,10 @@ def test_a_failed_commit_leaves_no_trace(tmp_path: Path) -> None:
         value = epoch_value(1, GENESIS_HASH, rewards=(Reward(IDS[0], 5),))
         changes = store.apply(value, NETWORK)
         before = store.state_root()
-        # Accounts are written first; a record that cannot encode fails the txn half way.
-        broken_device = Device(IDS[3], IDS[0], DeviceKind.COMPUTE, 1 << 70, 0, 0, 0, 100, 0)
-        broken = dataclasses.replace(changes, devices=((broken_device.device_id, broken_device),))
-        with pytest.raises(InternalError):
+        # Records and leaves are written first; a node index that cannot encode fails the txn late.
+        bad_nodes = (*changes.merkle.nodes, (1 << 40, b"x" * 32))
+        broken = dataclasses.replace(changes, merkle=dataclasses.replace(changes.merkle, nodes=bad_nodes))
+        with pytest.raises(OverflowError):
             store.commit_epoch(broken, certificate(1), b"value")
         assert store.last_epoch() == 0
         assert store.state_root() == before
@@ -152,3 +151,14 @@ def test_proof_from_the_store_verifies_against_its_root(tmp_path: Path) -> None:
         merkle.verify_proof(view.state_root(), key, value, proof)
         with pytest.raises(Exception, match="proof_root_mismatch"):
             merkle.verify_proof(view.state_root(), key, wire.encode(Account(START_BALANCE + 1, 0)), proof)
+
+
+def test_a_corrupt_record_is_a_storage_error(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        with store._env.begin(write=True) as txn:
+            txn.put(IDS[0], b"\x94\x01\x17\x01\x02", db=store._dbs["accounts"])  # a ValidatorStake's bytes
+            txn.put(IDS[1], b"\xff\xff", db=store._dbs["accounts"])
+        with pytest.raises(StorageError, match="bad account record"):
+            store.read(lambda v: v.get_account(IDS[0]))
+        with pytest.raises(StorageError, match="bad account record"):
+            store.read(lambda v: v.get_account(IDS[1]))

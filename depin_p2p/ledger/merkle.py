@@ -141,20 +141,23 @@ def compute_update(source: MerkleSource, updates: Mapping[bytes, bytes | None]) 
                 entries.pop(key, None)
             else:
                 entries[key] = lh
-        level[FIRST_BUCKET_NODE + bucket] = bucket_hash([entries[k] for k in sorted(entries)])
+        if len(entries) == 1:  # the common case: no sort needed
+            level[FIRST_BUCKET_NODE + bucket] = bucket_hash(tuple(entries.values()))
+        else:
+            level[FIRST_BUCKET_NODE + bucket] = bucket_hash([entries[k] for k in sorted(entries)])
 
     nodes: dict[int, bytes] = dict(level)
+    stored = source.merkle_node
     for height in range(DEPTH):
+        empty = EMPTY[height]
         parents: dict[int, bytes] = {}
-        for index in {i >> 1 for i in level}:
-            left, right = index << 1, (index << 1) | 1
-            lh = level.get(left)
-            if lh is None:
-                lh = source.merkle_node(left) or EMPTY[height]
-            rh = level.get(right)
-            if rh is None:
-                rh = source.merkle_node(right) or EMPTY[height]
-            parents[index] = node_hash(lh, rh)
+        for index in level:
+            parent = index >> 1
+            if parent in parents:
+                continue  # its sibling already produced it
+            left = level.get(index & ~1) or stored(index & ~1) or empty
+            right = level.get(index | 1) or stored(index | 1) or empty
+            parents[parent] = _h(_NODE + left + right)
         nodes.update(parents)
         level = parents
 

@@ -255,7 +255,11 @@ class LedgerStore:
 
     @contextlib.contextmanager
     def view(self) -> Iterator[LmdbView]:
-        """A consistent read view for the duration of the ``with`` block (blocks writes meanwhile)."""
+        """A consistent read view for the duration of the ``with`` block.
+
+        It holds the store's lock: writes (and other views) wait until the
+        block ends, so never call another store method inside it.
+        """
         with self._mutex:
             try:
                 txn = self._env.begin(write=False)

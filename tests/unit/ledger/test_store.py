@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import msgpack
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from depin_p2p import wire
 from depin_p2p.errors import InternalError, StorageError
@@ -19,7 +22,7 @@ from depin_p2p.ledger.state import (
     account_key,
     compute_genesis_changes,
 )
-from depin_p2p.ledger.store import LedgerStore
+from depin_p2p.ledger.store import LedgerStore, _decode_account
 from tests.unit.ledger.helpers import (
     GENESIS_HASH,
     IDS,
@@ -162,3 +165,25 @@ def test_a_corrupt_record_is_a_storage_error(tmp_path: Path) -> None:
             store.read(lambda v: v.get_account(IDS[0]))
         with pytest.raises(StorageError, match="bad account record"):
             store.read(lambda v: v.get_account(IDS[1]))
+
+
+@given(st.integers(0, wire.UINT64_MAX), st.integers(0, wire.UINT64_MAX))
+def test_fast_account_decoding_is_the_wire_decoding(balance: int, nonce: int) -> None:
+    encoded = wire.encode(Account(balance, nonce))
+    assert _decode_account(encoded) == wire.decode(encoded) == Account(balance, nonce)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        msgpack.packb((1, 22, -1, 0)),
+        msgpack.packb((1, 22, 1, 0, 9)),
+        msgpack.packb((1, 23, 1, 0)),
+        msgpack.packb((1, 22, True, 0)),
+        msgpack.packb((1, 22, b"x", 0)),
+        b"\xc1",
+    ],
+)
+def test_fast_account_decoding_rejects_what_the_wire_rejects(raw: bytes) -> None:
+    with pytest.raises(StorageError, match="bad account record"):
+        _decode_account(raw)

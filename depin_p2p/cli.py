@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from depin_p2p import __version__
-from depin_p2p.crypto import KeyPair, load_key_file, write_key_file
+from depin_p2p import __version__, wire
+from depin_p2p.crypto import (
+    KeyPair,
+    address_from_public_key,
+    load_key_file,
+    public_key_from_address,
+    write_key_file,
+)
 from depin_p2p.errors import (
     CodecError,
     ConfigError,
@@ -65,6 +72,101 @@ def cmd_keyinfo(args: argparse.Namespace) -> int:
     return 0
 
 
+HOME_KEY = "node.key"
+HOME_GENESIS = "genesis.json"
+HOME_DATA = "data"
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    # Imported here so `keygen` and `--help` stay fast (no LMDB or trio import).
+    from depin_p2p.ledger.genesis import load_genesis  # noqa: PLC0415
+    from depin_p2p.ledger.state import compute_genesis_changes  # noqa: PLC0415
+    from depin_p2p.ledger.store import LedgerStore  # noqa: PLC0415
+
+    home: Path = args.home
+    genesis = load_genesis(args.genesis)
+    key = load_key_file(args.key) if args.key is not None else KeyPair.generate()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"home {home} exists and is not a directory")
+    if home.exists() and any(home.iterdir()):
+        if not args.force:
+            raise ConfigError(f"home {home} already exists; use --force to overwrite it")
+        # Only what init itself creates is removed; other files in the home are left alone.
+        shutil.rmtree(home / HOME_DATA, ignore_errors=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.genesis, home / HOME_GENESIS)
+    except OSError as exc:
+        raise ConfigError(f"cannot create home {home}: {exc.strerror}") from None
+    write_key_file(home / HOME_KEY, key, force=True)
+    with LedgerStore.open(home / HOME_DATA) as store:
+        store.commit_genesis(store.read(lambda v: compute_genesis_changes(v, genesis.initial_state())))
+        root = store.state_root()
+    result = {
+        "home": str(home),
+        "address": key.address,
+        "peer_id": key.peer_id,
+        "network_id": genesis.network_id,
+        "genesis_hash": genesis.genesis_hash.hex(),
+        "state_root": root.hex(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"initialized {home} for network {genesis.network_id}")
+        print(f"address:    {key.address}")
+        print(f"state root: {root.hex()}")
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from depin_p2p.ledger import merkle  # noqa: PLC0415
+    from depin_p2p.ledger.state import account_key  # noqa: PLC0415
+    from depin_p2p.ledger.store import LedgerStore  # noqa: PLC0415
+
+    account_id = public_key_from_address(args.address)
+    with LedgerStore.open(args.home / HOME_DATA, readonly=True) as store, store.view() as view:
+        account = view.get_account(account_id)
+        meta = view.get_meta()
+        root = view.state_root()
+        proof = merkle.prove(view, account_key(account_id)) if args.prove else None
+    result: dict[str, object] = {
+        "address": address_from_public_key(account_id),
+        "exists": account is not None,
+        "balance": 0 if account is None else account.balance,
+        "nonce": 0 if account is None else account.nonce,
+        "epoch": meta.epoch,
+        "state_root": root.hex(),
+    }
+    if proof is not None:
+        value = None if account is None else wire.encode(account)
+        # The same check a light client does: no store access, only the root.
+        merkle.verify_proof(root, account_key(account_id), value, proof)
+        result["proof"] = {
+            "key": proof.key.hex(),
+            "value": None if value is None else value.hex(),
+            "bucket": merkle.bucket_of(proof.key),
+            "bucket_others": [[e.key.hex(), e.leaf.hex()] for e in proof.others],
+            "siblings": [s.hex() for s in proof.siblings],
+            "verified": True,
+        }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    whole, frac = divmod(int(str(result["balance"])), 1_000_000)
+    print(f"address: {result['address']}")
+    print(f"balance: {result['balance']} micro ({whole}.{frac:06d}){'' if account else ' (no account)'}")
+    print(f"nonce:   {result['nonce']}")
+    print(f"epoch:   {meta.epoch}  state root: {root.hex()}")
+    if proof is not None:
+        kind = "inclusion" if account is not None else "exclusion"
+        print(f"proof:   {kind} proof verified against the state root")
+        print(f"  bucket {merkle.bucket_of(proof.key)} with {len(proof.others)} other entries")
+        for height, sibling in enumerate(proof.siblings):
+            print(f"  sibling[{height:2d}] {sibling.hex()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="depin-p2p",
@@ -92,6 +194,31 @@ def build_parser() -> argparse.ArgumentParser:
     keyinfo.add_argument("key", type=Path, metavar="FILE", help="the key file")
     keyinfo.add_argument("--json", action="store_true", help="print the result as JSON")
     keyinfo.set_defaults(handler=cmd_keyinfo)
+
+    init = sub.add_parser(
+        "init",
+        help="create a node home from a genesis file",
+        description="Create DIR with the node key, a copy of the genesis file and an LMDB ledger "
+        "holding the genesis state.",
+    )
+    init.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home to create")
+    init.add_argument("--genesis", type=Path, required=True, metavar="FILE", help="genesis JSON file")
+    init.add_argument("--key", type=Path, metavar="FILE", help="node key file to copy (default: generate)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing home")
+    init.add_argument("--json", action="store_true", help="print the result as JSON")
+    init.set_defaults(handler=cmd_init)
+
+    balance = sub.add_parser(
+        "balance",
+        help="show an account's balance from the local ledger",
+        description="Read an account from the node home's ledger; --prove also prints its Merkle "
+        "branch and checks it against the stored state root.",
+    )
+    balance.add_argument("address", metavar="ADDRESS", help="account address (dp...)")
+    balance.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home")
+    balance.add_argument("--prove", action="store_true", help="print and check the Merkle proof")
+    balance.add_argument("--json", action="store_true", help="print the result as JSON")
+    balance.set_defaults(handler=cmd_balance)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The ledger: pure state transition and Merkle tree, LMDB store, genesis."""

@@ -1,0 +1,112 @@
+"""An in-memory ledger: the same ``LedgerView`` as the LMDB store, in dicts.
+
+For tests and the in-process simulator. It commits :class:`StateChanges`
+exactly as the store does, so both backends give byte-identical roots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from depin_p2p import wire
+from depin_p2p.errors import InternalError
+from depin_p2p.ledger import merkle
+from depin_p2p.ledger.state import (
+    META_KEY,
+    NS_ACCOUNT,
+    NS_DEVICE,
+    NS_VALIDATOR,
+    ZERO_HASH,
+    Account,
+    DeviceRecord,
+    LedgerMeta,
+    StateChanges,
+    ValidatorStake,
+)
+from depin_p2p.model import Device
+
+
+class MemoryLedger:
+    """A mutable in-memory ledger state implementing ``state.LedgerView``.
+
+    Starts empty (epoch 0, supply 0); apply the genesis changes with
+    :meth:`commit` like any epoch.
+    """
+
+    def __init__(self) -> None:
+        self.accounts: dict[bytes, Account] = {}
+        self.devices: dict[bytes, Device] = {}
+        self.validators: dict[bytes, ValidatorStake] = {}
+        self.meta = LedgerMeta(0, 0, ZERO_HASH)
+        self.certificate_hash = ZERO_HASH
+        self.certificates: dict[int, bytes] = {}
+        self._buckets: dict[int, dict[bytes, bytes]] = {}
+        self._nodes: dict[int, bytes] = {}
+
+    # LedgerView
+    def get_account(self, account_id: bytes) -> Account | None:
+        return self.accounts.get(account_id)
+
+    def get_device(self, device_id: bytes) -> Device | None:
+        return self.devices.get(device_id)
+
+    def get_validator(self, address: bytes) -> ValidatorStake | None:
+        return self.validators.get(address)
+
+    def iter_validators(self) -> Iterator[tuple[bytes, ValidatorStake]]:
+        return iter(sorted(self.validators.items()))
+
+    def get_meta(self) -> LedgerMeta:
+        return self.meta
+
+    def last_certificate_hash(self) -> bytes:
+        return self.certificate_hash
+
+    def bucket_leaves(self, bucket: int) -> Sequence[tuple[bytes, bytes]]:
+        return sorted(self._buckets.get(bucket, {}).items())
+
+    def merkle_node(self, index: int) -> bytes | None:
+        return self._nodes.get(index)
+
+    def state_root(self) -> bytes:
+        return merkle.root_of(self)
+
+    def commit(self, changes: StateChanges, certificate: bytes) -> None:
+        """Apply ``changes``; ``certificate`` is recorded and its hash becomes the last certificate hash.
+
+        For the genesis (epoch 0) ``certificate`` is ignored: the last
+        certificate hash becomes the genesis hash (``changes.meta.prev_certificate_hash``).
+        """
+        if changes.prev_root != self.state_root():
+            raise InternalError("state changes were computed against another state")
+        for aid, acct in changes.accounts:
+            self.accounts[aid] = acct
+        for did, dev in changes.devices:
+            self.devices[did] = dev
+        for addr, vs in changes.validators:
+            if vs is None:
+                self.validators.pop(addr, None)
+            else:
+                self.validators[addr] = vs
+        self.meta = changes.meta
+        for bucket, key, lh in changes.merkle.leaves:
+            if lh is None:
+                self._buckets.get(bucket, {}).pop(key, None)
+            else:
+                self._buckets.setdefault(bucket, {})[key] = lh
+        self._nodes.update(changes.merkle.nodes)
+        if changes.epoch == 0:
+            self.certificate_hash = changes.meta.prev_certificate_hash
+        else:
+            self.certificates[changes.epoch] = certificate
+            self.certificate_hash = wire.content_id(certificate)
+
+    def entries(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every Merkle ``(key, value)`` pair of the state."""
+        for aid, acct in self.accounts.items():
+            yield NS_ACCOUNT + aid, wire.encode(acct)
+        for did, dev in self.devices.items():
+            yield NS_DEVICE + did, wire.encode(DeviceRecord(dev))
+        for addr, vs in self.validators.items():
+            yield NS_VALIDATOR + addr, wire.encode(vs)
+        yield META_KEY, wire.encode(self.meta)

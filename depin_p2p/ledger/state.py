@@ -1,0 +1,549 @@
+"""Ledger state and the epoch transition. [pure]
+
+State: accounts (balance, nonce), devices (``model.Device``), validators
+(bonded stake = voting power, plus stake unbonding), and one meta record
+(epoch, total supply, previous certificate hash). Amounts are integer
+micro-units; nothing here uses floats.
+
+Transactions are wire messages in the TX domain, sealed in an envelope by
+the account key (the envelope signer is the sending account), each carrying
+that account's next nonce (``nonce == account.nonce``; applying increments it).
+
+:func:`apply_epoch` consumes an :class:`EpochValue` in this order:
+
+1. checks the value itself, raising ``Reject`` if it cannot apply at all:
+   ``wrong_epoch`` (not last epoch + 1), ``wrong_prev_certificate`` (does not
+   build on the last committed certificate), ``reward_sum_mismatch`` (the
+   rewards do not add up to the declared emission exactly),
+   ``supply_overflow`` (supply would leave u64);
+2. releases the stake unbonded during the previous epoch to its owners;
+3. applies the transactions in order; an invalid one is skipped with a
+   stable reason code in ``StateChanges.tx_results``, never fatal;
+4. credits the rewards (creating accounts as needed);
+5. applies the slashes: ``basis_points`` of the validator's stake plus
+   unbonding stake is burned (stake first);
+6. sets meta: ``total_supply = old + emission - slashed`` exactly.
+
+Merkle keys (see ``ledger.merkle``): ``0x01 ‖ account id``, ``0x02 ‖ device
+id``, ``0x03 ‖ validator address``, ``0x04`` (meta); values are the
+canonical wire bytes of :class:`Account`, :class:`DeviceRecord`,
+:class:`ValidatorStake` and :class:`LedgerMeta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Annotated, Protocol
+
+import msgpack
+
+from depin_p2p import wire
+from depin_p2p.errors import Reject, ValidationError
+from depin_p2p.ledger import merkle
+from depin_p2p.model import Device, DeviceKind, Validator
+
+MAX_TXS = 10_000
+MAX_REWARDS = 200_000
+MAX_SLASHES = 256
+BASIS_POINTS = 10_000
+ZERO_HASH = b"\0" * 32
+
+NS_ACCOUNT = b"\x01"
+NS_DEVICE = b"\x02"
+NS_VALIDATOR = b"\x03"
+META_KEY = b"\x04"
+
+# --------------------------------------------------------------------------
+# Records (stored as their canonical wire bytes)
+
+
+@wire.message(type_id=22)
+@dataclass(frozen=True, slots=True)
+class Account:
+    balance: wire.U64
+    nonce: wire.U64
+
+
+@wire.message(type_id=23)
+@dataclass(frozen=True, slots=True)
+class ValidatorStake:
+    """A validator's bonded ``stake`` (its voting power) and stake leaving at the next epoch."""
+
+    stake: wire.U64
+    unbonding: wire.U64
+
+
+@wire.message(type_id=24)
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device: Device
+
+
+@wire.message(type_id=25)
+@dataclass(frozen=True, slots=True)
+class LedgerMeta:
+    """The last applied epoch, total supply, and the certificate hash that epoch built on."""
+
+    epoch: wire.U64
+    total_supply: wire.U64
+    prev_certificate_hash: wire.Bytes32
+
+
+# --------------------------------------------------------------------------
+# Transactions
+
+
+@wire.message(type_id=16, domain=wire.Domain.TX)
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    nonce: wire.U64
+    to: wire.PublicKeyBytes
+    amount: wire.U64
+
+
+@wire.message(type_id=17, domain=wire.Domain.TX)
+@dataclass(frozen=True, slots=True)
+class RegisterDevice:
+    """Register a device owned by the signing account.
+
+    ``device_signature`` is the device key's signature over
+    ``signing_bytes(network_id, TX, 20, encode(DeviceBinding(device_id, owner)))``
+    (see :func:`sign_device_binding`): a device cannot be registered by an
+    account that does not hold its key.
+    """
+
+    nonce: wire.U64
+    device_id: wire.PublicKeyBytes
+    kind: DeviceKind
+    location: wire.U64
+    frequency_hz: wire.U64
+    tx_power_cdbm: Annotated[int, wire.Range(-100_000, 100_000)]
+    gain_cdbi: Annotated[int, wire.Range(-100_000, 100_000)]
+    capacity: wire.U64
+    device_signature: wire.SignatureBytes
+
+
+@wire.message(type_id=18, domain=wire.Domain.TX)
+@dataclass(frozen=True, slots=True)
+class Stake:
+    """Bond ``amount`` from the balance; the voting power counts from the next epoch's validator set."""
+
+    nonce: wire.U64
+    amount: wire.U64
+
+
+@wire.message(type_id=19, domain=wire.Domain.TX)
+@dataclass(frozen=True, slots=True)
+class Unstake:
+    """Unbond ``amount``: power drops at once, the funds return at the next epoch (slashable until then)."""
+
+    nonce: wire.U64
+    amount: wire.U64
+
+
+@wire.message(type_id=20, domain=wire.Domain.TX)
+@dataclass(frozen=True, slots=True)
+class DeviceBinding:
+    """What a device signs to let ``owner`` register it (never sent on its own)."""
+
+    device_id: wire.PublicKeyBytes
+    owner: wire.PublicKeyBytes
+
+
+Transaction = Transfer | RegisterDevice | Stake | Unstake
+_TX_TYPES = (Transfer, RegisterDevice, Stake, Unstake)
+
+
+def device_binding_bytes(device_id: bytes, owner: bytes, network_id: str) -> bytes:
+    """The exact bytes a device signs for :class:`RegisterDevice`."""
+    body = wire.encode(DeviceBinding(device_id, owner))
+    return wire.signing_bytes(network_id, wire.Domain.TX, wire.info_of(DeviceBinding).type_id, body)
+
+
+def sign_device_binding(device_key: wire.Signer, owner: bytes, network_id: str) -> bytes:
+    """The ``device_signature`` for registering ``device_key``'s device to ``owner``."""
+    return device_key.sign(device_binding_bytes(device_key.public_key, owner, network_id))
+
+
+# --------------------------------------------------------------------------
+# Epoch value
+
+
+@wire.struct
+@dataclass(frozen=True, slots=True)
+class Reward:
+    account: wire.PublicKeyBytes
+    amount: wire.U64
+
+
+@wire.struct
+@dataclass(frozen=True, slots=True)
+class Slash:
+    """Burn ``basis_points`` / 10 000 of a validator's stake for the evidence ``evidence_id``."""
+
+    validator: wire.PublicKeyBytes
+    basis_points: Annotated[int, wire.Range(0, BASIS_POINTS)]
+    evidence_id: wire.Bytes32
+
+
+@wire.message(type_id=21)
+@dataclass(frozen=True, slots=True)
+class EpochValue:
+    """Everything an epoch does to the ledger; what :func:`apply_epoch` consumes.
+
+    Attributes:
+        epoch: the epoch being applied (last applied + 1).
+        prev_certificate_hash: ``content_id`` of the previous epoch's
+            certificate bytes (for epoch 1: the genesis hash).
+        txs: sealed transactions, applied in order.
+        rewards: the epoch's emission split; must sum to ``emission`` exactly.
+        slashes: stake to burn, from verified evidence.
+        emission: the newly minted supply of this epoch.
+    """
+
+    epoch: wire.U64
+    prev_certificate_hash: wire.Bytes32
+    txs: Annotated[tuple[wire.Envelope, ...], wire.MaxLen(MAX_TXS)]
+    rewards: Annotated[tuple[Reward, ...], wire.MaxLen(MAX_REWARDS)]
+    slashes: Annotated[tuple[Slash, ...], wire.MaxLen(MAX_SLASHES)]
+    emission: wire.U64
+
+
+# --------------------------------------------------------------------------
+# Read view and results
+
+
+class LedgerView(merkle.MerkleSource, Protocol):
+    """Read access to a committed ledger state (in memory or the LMDB store)."""
+
+    def get_account(self, account_id: bytes) -> Account | None: ...
+    def get_device(self, device_id: bytes) -> Device | None: ...
+    def get_validator(self, address: bytes) -> ValidatorStake | None: ...
+    def iter_validators(self) -> Iterator[tuple[bytes, ValidatorStake]]:
+        """Every validator record, sorted by address."""
+        ...
+
+    def get_meta(self) -> LedgerMeta: ...
+    def last_certificate_hash(self) -> bytes:
+        """``content_id`` of the last committed certificate (the genesis hash before epoch 1)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """The outcome of one transaction: ``code`` is None when applied, else why it was skipped."""
+
+    index: int
+    tx_id: bytes
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlashResult:
+    validator: bytes
+    evidence_id: bytes
+    burned: int
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanges:
+    """Everything an epoch changed, ready for ``LedgerStore.commit_epoch``.
+
+    ``validators`` maps to None for a record deleted (no stake left).
+    ``records`` holds the same changes as Merkle ``(key, encoded value or
+    None)`` pairs, sorted by key: what the store writes, encoded once.
+    """
+
+    records: tuple[tuple[bytes, bytes | None], ...]
+    epoch: int
+    prev_root: bytes
+    root: bytes
+    accounts: tuple[tuple[bytes, Account], ...]
+    devices: tuple[tuple[bytes, Device], ...]
+    validators: tuple[tuple[bytes, ValidatorStake | None], ...]
+    meta: LedgerMeta
+    merkle: merkle.MerkleUpdate
+    tx_results: tuple[TxResult, ...]
+    slash_results: tuple[SlashResult, ...]
+    minted: int
+    burned: int
+
+    @property
+    def change_count(self) -> int:
+        """Number of state records written (accounts, devices, validators, meta)."""
+        return len(self.accounts) + len(self.devices) + len(self.validators) + 1
+
+
+_ACCOUNT_HEADER = (wire.WIRE_VERSION, wire.info_of(Account).type_id)
+
+
+def encode_account(account: Account) -> bytes:
+    """``wire.encode(account)``, without the generic schema walk (the hot path of every epoch)."""
+    return msgpack.packb((*_ACCOUNT_HEADER, account.balance, account.nonce))  # type: ignore[no-any-return]
+
+
+def account_key(account_id: bytes) -> bytes:
+    return NS_ACCOUNT + account_id
+
+
+def device_key(device_id: bytes) -> bytes:
+    return NS_DEVICE + device_id
+
+
+def validator_key(address: bytes) -> bytes:
+    return NS_VALIDATOR + address
+
+
+def validator_set(view: LedgerView) -> tuple[Validator, ...]:
+    """Validators with non-zero bonded stake, power = stake, sorted by address."""
+    return tuple(Validator(addr, v.stake) for addr, v in view.iter_validators() if v.stake > 0)
+
+
+# --------------------------------------------------------------------------
+# The transition
+
+
+class _Overlay:
+    """Pending writes over a view during one epoch (private to apply_epoch)."""
+
+    __slots__ = ("accounts", "devices", "validators", "view")
+
+    def __init__(self, view: LedgerView) -> None:
+        self.view = view
+        self.accounts: dict[bytes, Account] = {}
+        self.devices: dict[bytes, Device] = {}
+        self.validators: dict[bytes, ValidatorStake] = {}
+
+    def account(self, account_id: bytes) -> Account | None:
+        got = self.accounts.get(account_id)
+        return got if got is not None else self.view.get_account(account_id)
+
+    def device(self, device_id: bytes) -> Device | None:
+        got = self.devices.get(device_id)
+        return got if got is not None else self.view.get_device(device_id)
+
+    def validator(self, address: bytes) -> ValidatorStake | None:
+        got = self.validators.get(address)
+        return got if got is not None else self.view.get_validator(address)
+
+
+def _apply_tx(ov: _Overlay, env: wire.Envelope, network_id: str, epoch: int) -> None:
+    verified = wire.open_envelope(env, network_id=network_id, domain=wire.Domain.TX)
+    tx = verified.message
+    if not isinstance(tx, _TX_TYPES):
+        raise Reject("not_a_transaction", type(tx).__name__)
+    sender = verified.signer
+    account = ov.account(sender)
+    if account is None:
+        raise Reject("unknown_account")
+    if tx.nonce != account.nonce:
+        raise Reject("bad_nonce", f"expected nonce {account.nonce}, got {tx.nonce}")
+    account = replace(account, nonce=account.nonce + 1)
+
+    if isinstance(tx, Transfer):
+        if tx.amount == 0:
+            raise Reject("zero_amount")
+        if tx.amount > account.balance:
+            raise Reject("insufficient_balance")
+        if tx.to == sender:
+            ov.accounts[sender] = account
+            return
+        ov.accounts[sender] = replace(account, balance=account.balance - tx.amount)
+        dest = ov.account(tx.to) or Account(0, 0)
+        ov.accounts[tx.to] = replace(dest, balance=dest.balance + tx.amount)
+    elif isinstance(tx, RegisterDevice):
+        if ov.device(tx.device_id) is not None:
+            raise Reject("device_exists")
+        try:
+            wire.verify_signature(
+                tx.device_id, device_binding_bytes(tx.device_id, sender, network_id), tx.device_signature
+            )
+        except Reject:
+            raise Reject("bad_device_signature") from None
+        ov.accounts[sender] = account
+        ov.devices[tx.device_id] = Device(
+            device_id=tx.device_id,
+            owner=sender,
+            kind=tx.kind,
+            location=tx.location,
+            frequency_hz=tx.frequency_hz,
+            tx_power_cdbm=tx.tx_power_cdbm,
+            gain_cdbi=tx.gain_cdbi,
+            capacity=tx.capacity,
+            registered_epoch=epoch,
+        )
+    elif isinstance(tx, Stake):
+        if tx.amount == 0:
+            raise Reject("zero_amount")
+        if tx.amount > account.balance:
+            raise Reject("insufficient_balance")
+        current = ov.validator(sender) or ValidatorStake(0, 0)
+        ov.accounts[sender] = replace(account, balance=account.balance - tx.amount)
+        ov.validators[sender] = replace(current, stake=current.stake + tx.amount)
+    else:  # Unstake
+        if tx.amount == 0:
+            raise Reject("zero_amount")
+        stake = ov.validator(sender)
+        if stake is None:
+            raise Reject("not_a_validator")
+        if tx.amount > stake.stake:
+            raise Reject("insufficient_stake")
+        ov.accounts[sender] = account
+        ov.validators[sender] = ValidatorStake(stake.stake - tx.amount, stake.unbonding + tx.amount)
+
+
+def validate_epoch_value(view: LedgerView, value: EpochValue) -> None:
+    """Check that ``value`` can apply on top of ``view`` at all.
+
+    Raises:
+        Reject: ``wrong_epoch``, ``wrong_prev_certificate``,
+            ``reward_sum_mismatch``, ``supply_overflow``.
+    """
+    meta = view.get_meta()
+    if value.epoch != meta.epoch + 1:
+        raise Reject("wrong_epoch", f"ledger is at epoch {meta.epoch}, value is for {value.epoch}")
+    if value.prev_certificate_hash != view.last_certificate_hash():
+        raise Reject("wrong_prev_certificate", "the value does not build on the last committed certificate")
+    total = sum(r.amount for r in value.rewards)
+    if total != value.emission:
+        raise Reject("reward_sum_mismatch", f"rewards sum to {total}, declared emission is {value.emission}")
+    if meta.total_supply + value.emission > wire.UINT64_MAX:
+        raise Reject("supply_overflow", "total supply would exceed 2^64 - 1 micro-units")
+
+
+def apply_epoch(view: LedgerView, value: EpochValue, network_id: str) -> StateChanges:
+    """Apply one epoch value to ``view`` and return the changes with the new state root.
+
+    Pure: reads ``view``, writes nothing. Transactions are opened with
+    ``network_id``. See the module docstring for the order of effects.
+
+    Raises:
+        Reject: the value as a whole cannot apply (see :func:`validate_epoch_value`).
+    """
+    validate_epoch_value(view, value)
+    meta = view.get_meta()
+    ov = _Overlay(view)
+
+    # Unbonding from the previous epoch returns to the balance now.
+    for address, stake in view.iter_validators():
+        if stake.unbonding:
+            owner = ov.account(address) or Account(0, 0)
+            ov.accounts[address] = replace(owner, balance=owner.balance + stake.unbonding)
+            ov.validators[address] = replace(stake, unbonding=0)
+
+    tx_results = []
+    for index, env in enumerate(value.txs):
+        tx_id = wire.content_id(wire.encode(env))
+        try:
+            _apply_tx(ov, env, network_id, value.epoch)
+        except ValidationError as exc:
+            tx_results.append(TxResult(index, tx_id, exc.code))
+        else:
+            tx_results.append(TxResult(index, tx_id, None))
+
+    for reward in value.rewards:
+        acct = ov.account(reward.account) or Account(0, 0)
+        ov.accounts[reward.account] = Account(acct.balance + reward.amount, acct.nonce)
+
+    burned = 0
+    slash_results = []
+    seen_evidence: set[bytes] = set()
+    for slash in value.slashes:
+        target = ov.validator(slash.validator)
+        if slash.evidence_id in seen_evidence:
+            slash_results.append(SlashResult(slash.validator, slash.evidence_id, 0, "duplicate_evidence"))
+            continue
+        seen_evidence.add(slash.evidence_id)
+        if target is None:
+            slash_results.append(SlashResult(slash.validator, slash.evidence_id, 0, "not_a_validator"))
+            continue
+        amount = (target.stake + target.unbonding) * slash.basis_points // BASIS_POINTS
+        from_stake = min(amount, target.stake)
+        ov.validators[slash.validator] = ValidatorStake(
+            target.stake - from_stake, target.unbonding - (amount - from_stake)
+        )
+        burned += amount
+        slash_results.append(SlashResult(slash.validator, slash.evidence_id, amount, None))
+
+    supply = meta.total_supply + value.emission - burned
+    new_meta = LedgerMeta(value.epoch, supply, value.prev_certificate_hash)
+    return _finish(
+        view,
+        ov,
+        new_meta,
+        tx_results=tuple(tx_results),
+        slash_results=tuple(slash_results),
+        minted=value.emission,
+        burned=burned,
+    )
+
+
+def _finish(
+    view: LedgerView,
+    ov: _Overlay,
+    meta: LedgerMeta,
+    *,
+    tx_results: tuple[TxResult, ...],
+    slash_results: tuple[SlashResult, ...],
+    minted: int,
+    burned: int,
+) -> StateChanges:
+    updates: dict[bytes, bytes | None] = {}
+    accounts = tuple(sorted(ov.accounts.items()))
+    for aid, acct in accounts:
+        updates[NS_ACCOUNT + aid] = encode_account(acct)
+    devices = tuple(sorted(ov.devices.items()))
+    for did, dev in devices:
+        updates[NS_DEVICE + did] = wire.encode(DeviceRecord(dev))
+    validators: list[tuple[bytes, ValidatorStake | None]] = []
+    for addr, vs in sorted(ov.validators.items()):
+        gone = vs.stake == 0 and vs.unbonding == 0
+        validators.append((addr, None if gone else vs))
+        updates[NS_VALIDATOR + addr] = None if gone else wire.encode(vs)
+    updates[META_KEY] = wire.encode(meta)
+    update = merkle.compute_update(view, updates)
+    return StateChanges(
+        records=tuple(sorted(updates.items())),
+        epoch=meta.epoch,
+        prev_root=merkle.root_of(view),
+        root=update.root,
+        accounts=accounts,
+        devices=devices,
+        validators=tuple(validators),
+        meta=meta,
+        merkle=update,
+        tx_results=tx_results,
+        slash_results=slash_results,
+        minted=minted,
+        burned=burned,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InitialState:
+    """The state a genesis describes (built by ``ledger.genesis``)."""
+
+    accounts: tuple[tuple[bytes, Account], ...]
+    devices: tuple[Device, ...]
+    validators: tuple[tuple[bytes, int], ...]  # (address, stake)
+    genesis_hash: bytes
+
+
+def compute_genesis_changes(view: LedgerView, initial: InitialState) -> StateChanges:
+    """The changes that take an empty ``view`` to the genesis state (epoch 0)."""
+    ov = _Overlay(view)
+    supply = 0
+    for aid, acct in initial.accounts:
+        ov.accounts[aid] = acct
+        supply += acct.balance
+    for dev in initial.devices:
+        ov.devices[dev.device_id] = dev
+    for addr, stake in initial.validators:
+        ov.validators[addr] = ValidatorStake(stake, 0)
+        supply += stake
+    if supply > wire.UINT64_MAX:
+        raise Reject("supply_overflow", "genesis supply exceeds 2^64 - 1 micro-units")
+    meta = LedgerMeta(0, supply, initial.genesis_hash)
+    return _finish(view, ov, meta, tx_results=(), slash_results=(), minted=0, burned=0)

@@ -1,0 +1,458 @@
+"""The ledger on LMDB: one environment, one writer, one write transaction per epoch.
+
+Named databases: ``accounts``, ``devices``, ``validators`` (wire bytes of the
+records, keyed by 32-byte id), ``certificates`` and ``epoch_values`` (opaque
+bytes keyed by u64 big-endian epoch), ``sign_state`` (consensus's own
+persisted vote state), ``meta`` (``state``: LedgerMeta, ``last_epoch``,
+``last_certificate_hash``, ``genesis_hash``, ``format``), and the Merkle
+tree: ``merkle_leaves`` (``u16 bucket ‖ state key`` -> leaf hash) and
+``merkle_nodes`` (``u32 heap index`` -> node hash).
+
+:meth:`LedgerStore.commit_epoch` writes an epoch's state changes, Merkle
+nodes, certificate, epoch value and ``last_epoch`` in ONE write transaction,
+so a reader or a restart after a crash sees the state after some whole
+epoch, never half of one. LMDB syncs each commit (``sync=True``). When the
+map is full the transaction is aborted, the map doubled and the write
+retried. A second process opening the same store for writing gets a
+StorageError (an exclusive ``flock`` on ``writer.lock``).
+
+All methods block; trio code calls the ``*_async`` wrappers, which run them
+in a worker thread with ``trio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import lmdb
+import msgpack
+import trio
+
+from depin_p2p import wire
+from depin_p2p.errors import CodecError, InternalError, StorageError
+from depin_p2p.ledger import merkle
+from depin_p2p.ledger.state import (
+    META_KEY,
+    NS_ACCOUNT,
+    NS_DEVICE,
+    NS_VALIDATOR,
+    ZERO_HASH,
+    Account,
+    DeviceRecord,
+    EpochValue,
+    LedgerMeta,
+    StateChanges,
+    ValidatorStake,
+    apply_epoch,
+)
+from depin_p2p.model import Device
+
+FORMAT = b"depin-p2p/ledger/1"
+DEFAULT_MAP_SIZE = 64 << 20
+MAX_MAP_SIZE = 1 << 40
+_DB_NAMES = (
+    "accounts",
+    "devices",
+    "validators",
+    "certificates",
+    "epoch_values",
+    "sign_state",
+    "meta",
+    "merkle_leaves",
+    "merkle_nodes",
+)
+_K_STATE = b"state"
+_K_LAST_EPOCH = b"last_epoch"
+_K_LAST_CERT = b"last_certificate_hash"
+_K_GENESIS = b"genesis_hash"
+_K_FORMAT = b"format"
+_K_SIGN_STATE = b"sign_state"
+
+T = TypeVar("T")
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def _decode(data: bytes, cls: type[T], what: str) -> T:
+    """Decode a record we wrote ourselves: strict field checks, no canonical re-encode.
+
+    Skipping the re-encode halves the cost of a read; the Merkle tree hashes
+    re-encoded values, so even a non-canonical (corrupt) record cannot make
+    two nodes disagree silently.
+    """
+    try:
+        raw = msgpack.unpackb(data, use_list=False, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise StorageError(f"ledger store is corrupt: bad {what} record: {exc}") from None
+    if type(raw) is not tuple or len(raw) < 2 or raw[0:2] != (wire.WIRE_VERSION, wire.info_of(cls).type_id):
+        raise StorageError(f"ledger store is corrupt: bad {what} record: not a {cls.__name__}")
+    try:
+        return wire.schema_of(cls).from_raw_fields(raw[2:], cls.__name__)  # type: ignore[no-any-return]
+    except CodecError as exc:
+        raise StorageError(f"ledger store is corrupt: bad {what} record: {exc}") from None
+
+
+_ACCOUNT_HEADER = (wire.WIRE_VERSION, wire.info_of(Account).type_id)
+
+
+def _decode_account(data: bytes) -> Account:
+    # The hot read of every epoch: a direct check of the 4-element array; anything
+    # unusual goes through the generic decoder for a precise error.
+    try:
+        raw = msgpack.unpackb(data, use_list=False)
+    except (ValueError, msgpack.UnpackException):
+        raw = None
+    if (
+        type(raw) is tuple
+        and len(raw) == 4
+        and raw[:2] == _ACCOUNT_HEADER
+        and type(raw[2]) is int
+        and type(raw[3]) is int
+        and 0 <= raw[2] <= wire.UINT64_MAX
+        and 0 <= raw[3] <= wire.UINT64_MAX
+    ):
+        return Account(raw[2], raw[3])
+    return _decode(data, Account, "account")
+
+
+class LmdbView:
+    """A consistent read-only view of the store (one LMDB read transaction).
+
+    Implements ``state.LedgerView``; valid only inside ``LedgerStore.view()``.
+    """
+
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def _get(self, db: str, key: bytes) -> bytes | None:
+        return self._txn.get(key, db=self._dbs[db])
+
+    def get_account(self, account_id: bytes) -> Account | None:
+        raw = self._get("accounts", account_id)
+        return None if raw is None else _decode_account(raw)
+
+    def get_device(self, device_id: bytes) -> Device | None:
+        raw = self._get("devices", device_id)
+        return None if raw is None else _decode(raw, DeviceRecord, "device").device
+
+    def get_validator(self, address: bytes) -> ValidatorStake | None:
+        raw = self._get("validators", address)
+        return None if raw is None else _decode(raw, ValidatorStake, "validator")
+
+    def iter_validators(self) -> Iterator[tuple[bytes, ValidatorStake]]:
+        cursor = self._txn.cursor(db=self._dbs["validators"])
+        rows = [(bytes(k), _decode(bytes(v), ValidatorStake, "validator")) for k, v in cursor]
+        return iter(rows)
+
+    def get_meta(self) -> LedgerMeta:
+        raw = self._get("meta", _K_STATE)
+        return LedgerMeta(0, 0, ZERO_HASH) if raw is None else _decode(raw, LedgerMeta, "meta")
+
+    def last_certificate_hash(self) -> bytes:
+        return self._get("meta", _K_LAST_CERT) or ZERO_HASH
+
+    def last_epoch(self) -> int:
+        raw = self._get("meta", _K_LAST_EPOCH)
+        return -1 if raw is None else int.from_bytes(raw, "big")
+
+    def bucket_leaves(self, bucket: int) -> Sequence[tuple[bytes, bytes]]:
+        prefix = bucket.to_bytes(2, "big")
+        cursor = self._txn.cursor(db=self._dbs["merkle_leaves"])
+        rows: list[tuple[bytes, bytes]] = []
+        if not cursor.set_range(prefix):
+            return rows
+        for key, value in cursor:
+            if key[:2] != prefix:
+                break
+            rows.append((bytes(key[2:]), bytes(value)))
+        return rows
+
+    def merkle_node(self, index: int) -> bytes | None:
+        return self._get("merkle_nodes", index.to_bytes(4, "big"))
+
+    def state_root(self) -> bytes:
+        return merkle.root_of(self)
+
+    def get_certificate(self, epoch: int) -> bytes | None:
+        return self._get("certificates", _u64(epoch))
+
+    def get_epoch_value(self, epoch: int) -> bytes | None:
+        return self._get("epoch_values", _u64(epoch))
+
+    def entries(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every Merkle ``(key, value)`` pair of the state, read from the record databases."""
+        for db, ns in (("accounts", NS_ACCOUNT), ("devices", NS_DEVICE), ("validators", NS_VALIDATOR)):
+            for key, value in self._txn.cursor(db=self._dbs[db]):
+                yield ns + bytes(key), bytes(value)
+        raw = self._get("meta", _K_STATE)
+        if raw is not None:
+            yield META_KEY, raw
+
+
+class LedgerStore:
+    """The node's ledger in an LMDB directory. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(
+        self, path: Path, env: lmdb.Environment, dbs: dict[str, Any], lock_fd: int | None, readonly: bool
+    ) -> None:
+        self.path = path
+        self._env = env
+        self._dbs = dbs
+        self._lock_fd = lock_fd
+        self._readonly = readonly
+        # One lock for every transaction of this process: growing the map needs no txn open.
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> LedgerStore:
+        """Open (and for writing, create) the store at directory ``path``.
+
+        Raises:
+            StorageError: missing (read-only), locked by another writer,
+                unreadable, or not a depin-p2p ledger.
+        """
+        lock_fd = None
+        if readonly:
+            if not (path / "data.mdb").exists():
+                raise StorageError(f"no ledger at {path} (run `depin-p2p init` first)")
+        else:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                lock_fd = os.open(path / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StorageError(f"cannot create ledger at {path}: {exc.strerror}") from None
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(lock_fd)
+                raise StorageError(f"ledger at {path} is in use by another process") from None
+        try:
+            env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                max_dbs=len(_DB_NAMES) + 1,
+                readonly=readonly,
+                sync=True,
+                metasync=True,
+            )
+            dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DB_NAMES}
+        except lmdb.Error as exc:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise StorageError(f"cannot open ledger at {path}: {exc}") from None
+        store = cls(path, env, dbs, lock_fd, readonly)
+        with store.view() as view:
+            fmt = view._get("meta", _K_FORMAT)
+        if fmt is not None and fmt != FORMAT:
+            store.close()
+            raise StorageError(f"{path} holds an unknown ledger format {fmt!r}")
+        return store
+
+    def close(self) -> None:
+        """Close the environment and release the writer lock. Idempotent."""
+        with self._mutex:
+            self._env.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reads
+
+    @contextlib.contextmanager
+    def view(self) -> Iterator[LmdbView]:
+        """A consistent read view for the duration of the ``with`` block.
+
+        It holds the store's lock: writes (and other views) wait until the
+        block ends, so never call another store method inside it.
+        """
+        with self._mutex:
+            try:
+                txn = self._env.begin(write=False)
+            except lmdb.MapResizedError:
+                # Another process grew the map: adopt its size.
+                self._env.set_mapsize(0)
+                txn = self._env.begin(write=False)
+            except lmdb.Error as exc:
+                raise StorageError(f"cannot read ledger at {self.path}: {exc}") from None
+            try:
+                yield LmdbView(txn, self._dbs)
+            finally:
+                txn.abort()
+
+    def read(self, fn: Callable[[LmdbView], T]) -> T:
+        """Run ``fn`` on a fresh read view and return its result."""
+        with self.view() as view:
+            return fn(view)
+
+    def last_epoch(self) -> int:
+        """The last committed epoch: 0 after genesis, -1 for an empty store."""
+        return self.read(LmdbView.last_epoch)
+
+    def state_root(self) -> bytes:
+        return self.read(LmdbView.state_root)
+
+    def apply(self, value: EpochValue, network_id: str) -> StateChanges:
+        """``state.apply_epoch`` against the current committed state (raises its Reject)."""
+        with self.view() as view:
+            return apply_epoch(view, value, network_id)
+
+    def load_sign_state(self) -> bytes | None:
+        """Consensus's persisted sign state, or None if never saved."""
+        return self.read(lambda v: v._get("sign_state", _K_SIGN_STATE))
+
+    # ----------------------------------------------------------------- writes
+
+    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], None]) -> None:
+        if self._readonly:
+            raise InternalError("write to a read-only ledger store")
+        with self._mutex:
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        fn(txn)
+                except lmdb.MapFullError:
+                    # The failed txn was aborted by the context manager; grow and redo it all.
+                    size = self._env.info()["map_size"] * 2
+                    if size > MAX_MAP_SIZE:
+                        msg = f"ledger at {self.path} would exceed {MAX_MAP_SIZE} bytes"
+                        raise StorageError(msg) from None
+                    self._env.set_mapsize(size)
+                except lmdb.Error as exc:
+                    raise StorageError(f"cannot write ledger at {self.path}: {exc}") from None
+                else:
+                    return
+
+    def _put_changes(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
+        db = self._dbs
+        by_db: dict[bytes, tuple[Any, list[tuple[bytes, bytes]]]] = {
+            NS_ACCOUNT: (db["accounts"], []),
+            NS_DEVICE: (db["devices"], []),
+            NS_VALIDATOR: (db["validators"], []),
+        }
+        for key, value in changes.records:
+            if key == META_KEY:
+                if value is None:
+                    raise InternalError("state changes delete the meta record")
+                txn.put(_K_STATE, value, db=db["meta"])
+                continue
+            target, puts = by_db[key[:1]]
+            if value is None:
+                txn.delete(key[1:], db=target)
+            else:
+                puts.append((key[1:], value))
+        for target, puts in by_db.values():
+            txn.cursor(db=target).putmulti(puts)
+        leaves = db["merkle_leaves"]
+        leaf_puts = []
+        for bucket, key, lh in changes.merkle.leaves:
+            lk = bucket.to_bytes(2, "big") + key
+            if lh is None:
+                txn.delete(lk, db=leaves)
+            else:
+                leaf_puts.append((lk, lh))
+        txn.cursor(db=leaves).putmulti(leaf_puts)
+        txn.cursor(db=db["merkle_nodes"]).putmulti(
+            [(index.to_bytes(4, "big"), h) for index, h in changes.merkle.nodes]
+        )
+        txn.put(_K_LAST_EPOCH, _u64(changes.epoch), db=db["meta"])
+
+    def _check_base(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
+        view = LmdbView(txn, self._dbs)
+        if changes.epoch != view.last_epoch() + 1:
+            raise InternalError(f"commit of epoch {changes.epoch} onto epoch {view.last_epoch()}")
+        if changes.prev_root != view.state_root():
+            raise InternalError("state changes were computed against another state")
+
+    def commit_genesis(self, changes: StateChanges) -> None:
+        """Write the genesis state (epoch 0) into an empty store.
+
+        Raises InternalError if the store is not empty.
+        """
+
+        def write(txn: lmdb.Transaction[bytes]) -> None:
+            self._check_base(txn, changes)
+            self._put_changes(txn, changes)
+            meta = self._dbs["meta"]
+            txn.put(_K_FORMAT, FORMAT, db=meta)
+            txn.put(_K_GENESIS, changes.meta.prev_certificate_hash, db=meta)
+            txn.put(_K_LAST_CERT, changes.meta.prev_certificate_hash, db=meta)
+
+        self._write(write)
+
+    def commit_epoch(self, changes: StateChanges, certificate: bytes, epoch_value: bytes) -> None:
+        """Commit one epoch atomically: state changes, Merkle nodes, certificate, value, last_epoch.
+
+        ``certificate`` and ``epoch_value`` are opaque bytes (consensus defines
+        them); ``content_id(certificate)`` becomes the hash the next epoch
+        value must build on.
+
+        Raises:
+            InternalError: ``changes`` is not for last_epoch + 1 or was computed
+                against another state.
+            StorageError: the disk refused the write.
+        """
+
+        def write(txn: lmdb.Transaction[bytes]) -> None:
+            self._check_base(txn, changes)
+            self._put_changes(txn, changes)
+            epoch = _u64(changes.epoch)
+            txn.put(epoch, certificate, db=self._dbs["certificates"])
+            txn.put(epoch, epoch_value, db=self._dbs["epoch_values"])
+            txn.put(_K_LAST_CERT, wire.content_id(certificate), db=self._dbs["meta"])
+
+        self._write(write)
+
+    def save_sign_state(self, data: bytes) -> None:
+        """Persist consensus's sign state; synced to disk when this returns (persist before send)."""
+
+        def write(txn: lmdb.Transaction[bytes]) -> None:
+            txn.put(_K_SIGN_STATE, data, db=self._dbs["sign_state"])
+
+        self._write(write)
+        # sync=True already flushed the commit; an explicit sync guards against a map_async env.
+        self._env.sync(True)
+
+    # ------------------------------------------------------------ async shell
+
+    async def commit_epoch_async(self, changes: StateChanges, certificate: bytes, epoch_value: bytes) -> None:
+        """:meth:`commit_epoch` in a worker thread.
+
+        Cancellation: the thread is not abandoned (``abandon_on_cancel=False``),
+        so a cancelled caller still waits for the commit to finish or fail;
+        an epoch is either fully committed or not at all.
+        """
+        await trio.to_thread.run_sync(self.commit_epoch, changes, certificate, epoch_value)
+
+    async def apply_async(self, value: EpochValue, network_id: str) -> StateChanges:
+        """:meth:`apply` in a worker thread; cancellation waits for it to finish (read only)."""
+        return await trio.to_thread.run_sync(self.apply, value, network_id)
+
+    async def save_sign_state_async(self, data: bytes) -> None:
+        """:meth:`save_sign_state` in a worker thread; cancellation waits for the synced write."""
+        await trio.to_thread.run_sync(self.save_sign_state, data)
+
+    async def load_sign_state_async(self) -> bytes | None:
+        """:meth:`load_sign_state` in a worker thread."""
+        return await trio.to_thread.run_sync(self.load_sign_state)
+
+    async def read_async(self, fn: Callable[[LmdbView], T]) -> T:
+        """:meth:`read` in a worker thread."""
+        return await trio.to_thread.run_sync(self.read, fn)

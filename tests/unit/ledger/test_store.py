@@ -1,0 +1,189 @@
+"""The LMDB store: persistence, one-transaction commits, map growth, locking, sign state."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from depin_p2p import wire
+from depin_p2p.errors import InternalError, StorageError
+from depin_p2p.ledger import merkle
+from depin_p2p.ledger.state import (
+    Account,
+    InitialState,
+    Reward,
+    Transfer,
+    account_key,
+    compute_genesis_changes,
+)
+from depin_p2p.ledger.store import LedgerStore, _decode_account
+from tests.unit.ledger.helpers import (
+    GENESIS_HASH,
+    IDS,
+    KEYS,
+    NETWORK,
+    START_BALANCE,
+    certificate,
+    epoch_value,
+    memory_ledger,
+    open_store,
+)
+
+
+def commit_next(store: LedgerStore, *txs: wire.Envelope, rewards: tuple[Reward, ...] = ()) -> None:
+    value = epoch_value(store.last_epoch() + 1, store.read(lambda v: v.last_certificate_hash()), txs, rewards)
+    store.commit_epoch(store.apply(value, NETWORK), certificate(value.epoch), wire.encode(value))
+
+
+def test_state_survives_reopen_and_matches_memory(tmp_path: Path) -> None:
+    mem = memory_ledger()
+    with open_store(tmp_path) as store:
+        assert store.last_epoch() == 0
+        assert store.state_root() == mem.state_root()
+        commit_next(store, wire.seal(Transfer(0, IDS[1], 10), KEYS[0], NETWORK), rewards=(Reward(IDS[2], 3),))
+        commit_next(store)
+        root = store.state_root()
+    with LedgerStore.open(tmp_path, readonly=True) as store, store.view() as view:
+        assert view.last_epoch() == 2
+        assert view.state_root() == root == merkle.compute_root(view.entries())
+        assert view.get_account(IDS[0]) == Account(START_BALANCE - 10, 1)
+        assert view.get_certificate(1) == certificate(1)
+        assert wire.decode(view.get_epoch_value(2) or b"").epoch == 2  # type: ignore[attr-defined]
+        assert view.get_certificate(3) is None
+        assert view.last_certificate_hash() == wire.content_id(certificate(2))
+        assert view.get_meta().epoch == 2
+
+
+def test_a_failed_commit_leaves_no_trace(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        value = epoch_value(1, GENESIS_HASH, rewards=(Reward(IDS[0], 5),))
+        changes = store.apply(value, NETWORK)
+        before = store.state_root()
+        # Records and leaves are written first; a node index that cannot encode fails the txn late.
+        bad_nodes = (*changes.merkle.nodes, (1 << 40, b"x" * 32))
+        broken = dataclasses.replace(changes, merkle=dataclasses.replace(changes.merkle, nodes=bad_nodes))
+        with pytest.raises(OverflowError):
+            store.commit_epoch(broken, certificate(1), b"value")
+        assert store.last_epoch() == 0
+        assert store.state_root() == before
+        assert store.read(lambda v: v.get_account(IDS[0])) == Account(START_BALANCE, 0)
+        assert store.read(lambda v: v.get_certificate(1)) is None
+        store.commit_epoch(changes, certificate(1), b"value")  # the good one still applies
+        assert store.last_epoch() == 1
+
+
+def test_out_of_order_or_stale_changes_are_refused(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        value = epoch_value(1, GENESIS_HASH)
+        changes = store.apply(value, NETWORK)
+        store.commit_epoch(changes, certificate(1), b"")
+        with pytest.raises(InternalError, match="commit of epoch 1 onto epoch 1"):
+            store.commit_epoch(changes, certificate(1), b"")
+        stale = dataclasses.replace(changes, epoch=2)
+        with pytest.raises(InternalError, match="another state"):
+            store.commit_epoch(stale, certificate(2), b"")
+        assert store.last_epoch() == 1
+
+
+def test_the_map_grows_when_full(tmp_path: Path) -> None:
+    store = LedgerStore.open(tmp_path, map_size=256 << 10)
+    try:
+        init = InitialState((), (), (), GENESIS_HASH)
+        store.commit_genesis(store.read(lambda v: compute_genesis_changes(v, init)))
+        many = tuple(Reward(i.to_bytes(32, "big"), 1) for i in range(1, 5_001))
+        commit_next(store, rewards=many)
+        assert store._env.info()["map_size"] > 256 << 10
+        assert store.read(lambda v: v.get_account((77).to_bytes(32, "big"))) == Account(1, 0)
+        assert store.state_root() == store.read(lambda v: merkle.compute_root(v.entries()))
+    finally:
+        store.close()
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    with open_store(tmp_path), pytest.raises(StorageError, match="in use by another process"):
+        LedgerStore.open(tmp_path)
+    LedgerStore.open(tmp_path).close()  # released on close
+
+
+def test_missing_or_corrupt_store_is_a_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="no ledger"):
+        LedgerStore.open(tmp_path / "nothing", readonly=True)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "data.mdb").write_bytes(b"this is not an lmdb file" * 1000)
+    with pytest.raises(StorageError, match="cannot open ledger"):
+        LedgerStore.open(bad)
+
+
+def test_sign_state_round_trip(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        assert store.load_sign_state() is None
+        store.save_sign_state(b"vote-1")
+        store.save_sign_state(b"vote-2")
+    with LedgerStore.open(tmp_path) as store:
+        assert store.load_sign_state() == b"vote-2"
+
+
+async def test_async_wrappers(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    try:
+        value = epoch_value(1, GENESIS_HASH, rewards=(Reward(IDS[1], 9),))
+        with trio.fail_after(30):
+            changes = await store.apply_async(value, NETWORK)
+            await store.commit_epoch_async(changes, certificate(1), wire.encode(value))
+            await store.save_sign_state_async(b"s")
+            assert await store.load_sign_state_async() == b"s"
+            account = await store.read_async(lambda v: v.get_account(IDS[1]))
+        assert account == Account(START_BALANCE + 9, 0)
+        assert store.last_epoch() == 1
+    finally:
+        store.close()
+
+
+def test_proof_from_the_store_verifies_against_its_root(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store, store.view() as view:
+        key = account_key(IDS[4])
+        proof = merkle.prove(view, key)
+        value = wire.encode(Account(START_BALANCE, 0))
+        merkle.verify_proof(view.state_root(), key, value, proof)
+        with pytest.raises(Exception, match="proof_root_mismatch"):
+            merkle.verify_proof(view.state_root(), key, wire.encode(Account(START_BALANCE + 1, 0)), proof)
+
+
+def test_a_corrupt_record_is_a_storage_error(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        with store._env.begin(write=True) as txn:
+            txn.put(IDS[0], b"\x94\x01\x17\x01\x02", db=store._dbs["accounts"])  # a ValidatorStake's bytes
+            txn.put(IDS[1], b"\xff\xff", db=store._dbs["accounts"])
+        with pytest.raises(StorageError, match="bad account record"):
+            store.read(lambda v: v.get_account(IDS[0]))
+        with pytest.raises(StorageError, match="bad account record"):
+            store.read(lambda v: v.get_account(IDS[1]))
+
+
+@given(st.integers(0, wire.UINT64_MAX), st.integers(0, wire.UINT64_MAX))
+def test_fast_account_decoding_is_the_wire_decoding(balance: int, nonce: int) -> None:
+    encoded = wire.encode(Account(balance, nonce))
+    assert _decode_account(encoded) == wire.decode(encoded) == Account(balance, nonce)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        msgpack.packb((1, 22, -1, 0)),
+        msgpack.packb((1, 22, 1, 0, 9)),
+        msgpack.packb((1, 23, 1, 0)),
+        msgpack.packb((1, 22, True, 0)),
+        msgpack.packb((1, 22, b"x", 0)),
+        b"\xc1",
+    ],
+)
+def test_fast_account_decoding_rejects_what_the_wire_rejects(raw: bytes) -> None:
+    with pytest.raises(StorageError, match="bad account record"):
+        _decode_account(raw)

@@ -50,6 +50,9 @@ class MemoryLedger:
     def get_device(self, device_id: bytes) -> Device | None:
         return self.devices.get(device_id)
 
+    def iter_devices(self) -> Iterator[Device]:
+        return iter([self.devices[k] for k in sorted(self.devices)])
+
     def get_validator(self, address: bytes) -> ValidatorStake | None:
         return self.validators.get(address)
 

@@ -224,6 +224,10 @@ class LedgerView(merkle.MerkleSource, Protocol):
         """Every validator record, sorted by address."""
         ...
 
+    def iter_devices(self) -> Iterator[Device]:
+        """Every registered device, sorted by device id."""
+        ...
+
     def get_meta(self) -> LedgerMeta: ...
     def last_certificate_hash(self) -> bytes:
         """``content_id`` of the last committed certificate (the genesis hash before epoch 1)."""

@@ -145,6 +145,11 @@ class LmdbView:
         raw = self._get("devices", device_id)
         return None if raw is None else _decode(raw, DeviceRecord, "device").device
 
+    def iter_devices(self) -> Iterator[Device]:
+        cursor = self._txn.cursor(db=self._dbs["devices"])
+        rows = [_decode(bytes(v), DeviceRecord, "device").device for _, v in cursor]
+        return iter(rows)
+
     def get_validator(self, address: bytes) -> ValidatorStake | None:
         raw = self._get("validators", address)
         return None if raw is None else _decode(raw, ValidatorStake, "validator")

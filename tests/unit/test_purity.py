@@ -23,6 +23,7 @@ PURE = {
     "depin_p2p.witness.world",
     "depin_p2p.consensus.state",
     "depin_p2p.consensus.transition",
+    "depin_p2p.consensus.value",
 }
 # Project modules a pure module may import besides other pure ones.
 PURE_SAFE = {"depin_p2p.errors", "depin_p2p", "depin_p2p.ledger", "depin_p2p.witness",

@@ -1,0 +1,342 @@
+"""Epoch content: what a proposer builds and what every validator re-checks. [pure]
+
+Consensus agrees on opaque bytes; for this node those bytes are the canonical
+encoding of :class:`EpochContent`: the proofs accepted this epoch (beacons,
+witness reports, compute attestations), the ledger effects they and the
+transactions cause (:class:`~depin_p2p.ledger.state.EpochValue`), the
+evidence of misbehaviour, and the resulting state root.
+
+:func:`check_content` is the validator's side: every included proof is
+re-validated from signed fields and the ledger only (never a local clock),
+rewards and slashes are recomputed and must match exactly, and the state root
+is recomputed. Anything invalid raises ``Reject``, and the validator prevotes
+nil. :func:`build_content` is the proposer's side: it keeps only what passes
+those same checks, so an honest proposal always checks.
+
+Rules beyond the individual proof checks:
+
+* at most one beacon per device per epoch counts [beacon_limit], and a beacon
+  is included once [duplicate_beacon];
+* a report must name an included beacon [unknown_beacon]; a witness reports
+  a beacon once [duplicate];
+* one attestation per (witness, provider) [duplicate_attestation];
+* emission is minted only when earned: when the epoch has no reward shares
+  at all, the declared emission is 0 [wrong_emission];
+* the rewards equal :func:`~depin_p2p.witness.rewards.compute_epoch_rewards`
+  over the included proofs [wrong_rewards]; slashes equal those of the
+  included evidence [wrong_slashes]; the root equals the recomputed one
+  [wrong_state_root].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Annotated
+
+from depin_p2p import wire
+from depin_p2p.errors import CodecError, Ignore, Reject, ValidationError
+from depin_p2p.ledger.state import (
+    EpochValue,
+    LedgerView,
+    Reward,
+    Slash,
+    StateChanges,
+    apply_epoch,
+    validator_set,
+)
+from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
+from depin_p2p.witness.compute import Attestation, validate_attestation
+from depin_p2p.witness.radio import (
+    CheckedBeacon,
+    WitnessReport,
+    validate_beacon,
+    validate_witness_report,
+)
+from depin_p2p.witness.rewards import (
+    DEFAULT_PARAMS as DEFAULT_REWARD_PARAMS,
+)
+from depin_p2p.witness.rewards import (
+    BeaconProof,
+    RewardParams,
+    collect_compute_proofs,
+    compute_epoch_rewards,
+)
+
+MAX_BEACONS = 2_048
+MAX_REPORTS = 16_384
+MAX_ATTESTATIONS = 2_048
+MAX_EVIDENCE = 64
+
+EvidenceBytes = Annotated[bytes, wire.MaxLen(4_096)]
+
+
+@wire.message(type_id=100)
+@dataclass(frozen=True, slots=True)
+class EpochContent:
+    """The value one epoch's consensus decides (encoded, it is ``Candidate.value``)."""
+
+    ledger: EpochValue
+    beacons: Annotated[tuple[wire.Envelope, ...], wire.MaxLen(MAX_BEACONS)]
+    reports: Annotated[tuple[wire.Envelope, ...], wire.MaxLen(MAX_REPORTS)]
+    attestations: Annotated[tuple[wire.Envelope, ...], wire.MaxLen(MAX_ATTESTATIONS)]
+    evidence: Annotated[tuple[EvidenceBytes, ...], wire.MaxLen(MAX_EVIDENCE)]
+    state_root: wire.Bytes32
+
+
+# Turns one encoded piece of evidence into the slash it earns, or raises Reject.
+# Consensus provides it (it knows the validator set and the vote format).
+EvidenceJudge = Callable[[bytes], Slash]
+
+
+def _no_evidence(evidence: bytes) -> Slash:
+    raise Reject("evidence_unsupported", "this node was built without an evidence judge")
+
+
+@dataclass(frozen=True, slots=True)
+class ValueParams:
+    """Network parameters both sides use (from the genesis)."""
+
+    network_id: str
+    emission_per_epoch: int
+    rewards: RewardParams = DEFAULT_REWARD_PARAMS
+    judge_evidence: EvidenceJudge = field(default=_no_evidence, compare=False)
+
+
+def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[bytes, ComputeAssignment]:
+    validators = frozenset(v.address for v in validator_set(view))
+    assigned = assign_compute_witnesses(
+        prev_cert_hash=prev_cert_hash,
+        epoch=epoch,
+        devices=tuple(view.iter_devices()),
+        validator_accounts=validators,
+    )
+    return {a.provider: a for a in assigned}
+
+
+def _decode_report(env: wire.Envelope) -> WitnessReport:
+    try:
+        return wire.decode_as(env.body, WitnessReport)
+    except CodecError as exc:
+        raise Reject("malformed", str(exc)) from None
+
+
+def _decode_attestation(env: wire.Envelope) -> Attestation:
+    try:
+        return wire.decode_as(env.body, Attestation)
+    except CodecError as exc:
+        raise Reject("malformed", str(exc)) from None
+
+
+@dataclass(slots=True)
+class _Accepted:
+    """Proofs accepted so far while checking or building one epoch's content."""
+
+    beacons: dict[bytes, CheckedBeacon] = field(default_factory=dict)
+    beacon_order: list[wire.Envelope] = field(default_factory=list)
+    beaconers: set[bytes] = field(default_factory=set)
+    witnesses: dict[bytes, list[bytes]] = field(default_factory=dict)
+    reports: list[wire.Envelope] = field(default_factory=list)
+    attested: set[tuple[bytes, bytes]] = field(default_factory=set)
+    attestations: list[Attestation] = field(default_factory=list)
+    attestation_envs: list[wire.Envelope] = field(default_factory=list)
+    slashes: list[Slash] = field(default_factory=list)
+    evidence: list[bytes] = field(default_factory=list)
+
+
+def _accept_beacon(acc: _Accepted, env: wire.Envelope, view: LedgerView, epoch: int, p: ValueParams) -> None:
+    checked = validate_beacon(env, registry=view, network_id=p.network_id, epoch=epoch)
+    if checked.beacon_id in acc.beacons:
+        raise Reject("duplicate_beacon")
+    if checked.beacon.device in acc.beaconers:
+        raise Reject("beacon_limit", "one beacon per device per epoch")
+    acc.beacons[checked.beacon_id] = checked
+    acc.beaconers.add(checked.beacon.device)
+    acc.witnesses[checked.beacon_id] = []
+    acc.beacon_order.append(env)
+
+
+def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: ValueParams) -> None:
+    report = _decode_report(env)
+    beacon = acc.beacons.get(report.beacon_id)
+    if beacon is None:
+        raise Reject("unknown_beacon", "the report's beacon is not in this value")
+    seen = acc.witnesses[report.beacon_id]
+    checked = validate_witness_report(beacon, env, registry=view, network_id=p.network_id, seen=seen)
+    seen.append(checked.report.witness)
+    acc.reports.append(env)
+
+
+def _accept_attestation(
+    acc: _Accepted,
+    env: wire.Envelope,
+    epoch: int,
+    assignments: dict[bytes, ComputeAssignment],
+    p: ValueParams,
+) -> None:
+    claimed = _decode_attestation(env)
+    assignment = assignments.get(claimed.provider)
+    if assignment is None:
+        raise Reject("unknown_provider", "no compute assignment for this provider")
+    att = validate_attestation(
+        env, network_id=p.network_id, epoch=epoch, assigned=frozenset(assignment.witnesses)
+    )
+    if (att.witness, att.provider) in acc.attested:
+        raise Reject("duplicate_attestation")
+    acc.attested.add((att.witness, att.provider))
+    acc.attestations.append(att)
+    acc.attestation_envs.append(env)
+
+
+def _accept_evidence(acc: _Accepted, evidence: bytes, p: ValueParams) -> None:
+    slash = p.judge_evidence(evidence)
+    if any(s.evidence_id == slash.evidence_id or s.validator == slash.validator for s in acc.slashes):
+        raise Reject("duplicate_evidence", "one slash per validator per epoch")
+    acc.slashes.append(slash)
+    acc.evidence.append(evidence)
+
+
+def _rewards(
+    acc: _Accepted,
+    view: LedgerView,
+    prev_cert_hash: bytes,
+    assignments: dict[bytes, ComputeAssignment],
+    p: ValueParams,
+) -> tuple[int, tuple[Reward, ...]]:
+    beacons = [
+        BeaconProof(bid, checked.beacon.device, tuple(acc.witnesses[bid]))
+        for bid, checked in acc.beacons.items()
+    ]
+    compute = collect_compute_proofs(assignments.values(), acc.attestations)
+    paid = compute_epoch_rewards(
+        prev_cert_hash=prev_cert_hash,
+        emission=p.emission_per_epoch,
+        beacons=beacons,
+        compute=compute,
+        registry=view,
+        params=p.rewards,
+    )
+    rewards = tuple(Reward(account, amount) for account, amount in paid)
+    return (p.emission_per_epoch if rewards else 0), rewards
+
+
+def check_content(view: LedgerView, content: EpochContent, params: ValueParams) -> StateChanges:
+    """Re-validate an epoch's content against the ledger; return the changes it makes.
+
+    Args:
+        view: the ledger as of the end of the previous epoch.
+        content: the proposed content.
+        params: network parameters.
+
+    Returns:
+        The state changes to commit if this content is decided.
+
+    Raises:
+        Reject: with the code of the first invalid piece (any proof's code,
+            or one of the module docstring's rules); the validator prevotes nil.
+    """
+    value = content.ledger
+    epoch, prev = value.epoch, value.prev_certificate_hash
+    acc = _Accepted()
+    assignments = _assignments(view, epoch, prev)
+    try:
+        for env in content.beacons:
+            _accept_beacon(acc, env, view, epoch, params)
+        for env in content.reports:
+            _accept_report(acc, env, view, params)
+        for env in content.attestations:
+            _accept_attestation(acc, env, epoch, assignments, params)
+        for ev in content.evidence:
+            _accept_evidence(acc, ev, params)
+    except Ignore as exc:
+        # Harmless in gossip (a duplicate), but a proposer that includes it is proposing junk.
+        raise Reject(exc.code, exc.detail) from None
+    emission, rewards = _rewards(acc, view, prev, assignments, params)
+    if value.emission != emission:
+        raise Reject("wrong_emission", f"declared {value.emission}, earned {emission}")
+    if value.rewards != rewards:
+        raise Reject("wrong_rewards", "rewards differ from the recomputation over the included proofs")
+    if value.slashes != tuple(acc.slashes):
+        raise Reject("wrong_slashes", "slashes differ from the included evidence")
+    changes = apply_epoch(view, value, params.network_id)
+    if changes.root != content.state_root:
+        raise Reject("wrong_state_root", "the state root differs from the recomputed one")
+    return changes
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A collected item the proposer left out, with the reason."""
+
+    kind: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    content: EpochContent
+    changes: StateChanges
+    dropped: tuple[Dropped, ...]
+
+
+def build_content(
+    view: LedgerView,
+    *,
+    epoch: int,
+    beacons: Iterable[wire.Envelope],
+    reports: Iterable[wire.Envelope],
+    attestations: Iterable[wire.Envelope],
+    txs: Sequence[wire.Envelope],
+    evidence: Iterable[bytes],
+    params: ValueParams,
+) -> Built:
+    """Build the content for ``epoch`` from what this node collected.
+
+    Items are considered in a canonical order (by content id) and kept only
+    if they pass the checks of :func:`check_content`, up to the size caps, so
+    the result always checks. Transactions are passed through in the given
+    order (the ledger skips invalid ones with a recorded reason).
+
+    Raises:
+        Reject: only if the ledger refuses the epoch as a whole (e.g. wrong epoch).
+    """
+    prev = view.last_certificate_hash()
+    acc = _Accepted()
+    dropped: list[Dropped] = []
+
+    def ordered(items: Iterable[wire.Envelope]) -> list[wire.Envelope]:
+        return sorted(set(items), key=lambda e: wire.content_id(wire.encode(e)))
+
+    def keep(kind: str, cap: int, count: int, accept: Callable[[], None]) -> None:
+        if count >= cap:
+            dropped.append(Dropped(kind, "over_cap"))
+            return
+        try:
+            accept()
+        except ValidationError as exc:
+            dropped.append(Dropped(kind, exc.code))
+
+    for env in ordered(beacons):
+        accept = partial(_accept_beacon, acc, env, view, epoch, params)
+        keep("beacon", MAX_BEACONS, len(acc.beacon_order), accept)
+    for env in ordered(reports):
+        keep("report", MAX_REPORTS, len(acc.reports), partial(_accept_report, acc, env, view, params))
+    assignments = _assignments(view, epoch, prev)
+    for env in ordered(attestations):
+        accept = partial(_accept_attestation, acc, env, epoch, assignments, params)
+        keep("attestation", MAX_ATTESTATIONS, len(acc.attestation_envs), accept)
+    for ev in sorted(set(evidence)):
+        keep("evidence", MAX_EVIDENCE, len(acc.evidence), partial(_accept_evidence, acc, ev, params))
+    emission, rewards = _rewards(acc, view, prev, assignments, params)
+    value = EpochValue(epoch, prev, tuple(txs), rewards, tuple(acc.slashes), emission)
+    changes = apply_epoch(view, value, params.network_id)
+    content = EpochContent(
+        ledger=value,
+        beacons=tuple(acc.beacon_order),
+        reports=tuple(acc.reports),
+        attestations=tuple(acc.attestation_envs),
+        evidence=tuple(acc.evidence),
+        state_root=changes.root,
+    )
+    return Built(content, changes, tuple(dropped))

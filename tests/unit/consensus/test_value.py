@@ -1,0 +1,230 @@
+"""Epoch content: the proposer's build always checks; every tampering is caught with its code."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+
+from depin_p2p import wire
+from depin_p2p.consensus.value import EpochContent, ValueParams, build_content, check_content
+from depin_p2p.crypto import KeyPair
+from depin_p2p.errors import Reject
+from depin_p2p.ledger.memory import MemoryLedger
+from depin_p2p.ledger.state import Account, InitialState, Reward, compute_genesis_changes
+from depin_p2p.model import MICRO, Device
+from depin_p2p.witness import compute, radio
+from depin_p2p.witness.assign import assign_compute_witnesses
+from tests.unit.witness import support as s
+
+NET = s.NETWORK
+EPOCH = 1
+EMISSION = 1_000 * MICRO
+GENESIS_HASH = hashlib.blake2b(b"value-test-genesis", digest_size=32).digest()
+PARAMS = ValueParams(network_id=NET, emission_per_epoch=EMISSION)
+VALIDATORS = [s.key(f"value-validator-{i}") for i in range(4)]
+RADIO_KEYS = [s.key(f"value-radio-{i}") for i in range(12)]
+PROVIDER_KEYS = [s.key(f"value-provider-{i}") for i in range(2)]
+T0 = 1_700_000_000_000
+
+
+def _devices() -> list[Device]:
+    radios = [
+        s.radio_device(
+            k,
+            s.cell(s.SF_LAT + 0.0135 * (i % 4), s.SF_LNG + 0.017 * (i // 4)),
+            owner=VALIDATORS[i % 4].public_key if i < 8 else None,
+        )
+        for i, k in enumerate(RADIO_KEYS)
+    ]
+    providers = [s.compute_device(k, owner=s.key(f"value-powner-{i}").public_key, capacity=8)
+                 for i, k in enumerate(PROVIDER_KEYS)]
+    return radios + providers
+
+
+DEVICES = {d.device_id: d for d in _devices()}
+
+
+def ledger() -> MemoryLedger:
+    accounts = tuple(sorted((v.public_key, Account(10_000 * MICRO, 0)) for v in VALIDATORS))
+    initial = InitialState(
+        accounts=accounts,
+        devices=tuple(sorted(DEVICES.values(), key=lambda d: d.device_id)),
+        validators=tuple(sorted((v.public_key, 1_000 * MICRO) for v in VALIDATORS)),
+        genesis_hash=GENESIS_HASH,
+    )
+    mem = MemoryLedger()
+    mem.commit(compute_genesis_changes(mem, initial), b"")
+    return mem
+
+
+def beacon(k: KeyPair, *, nonce: int = 0, epoch: int = EPOCH) -> wire.Envelope:
+    d = DEVICES[k.public_key]
+    b = radio.Beacon(k.public_key, epoch, nonce, d.location, d.frequency_hz, d.tx_power_cdbm, d.gain_cdbi, T0)
+    return wire.seal(b, k, NET)
+
+
+def report(k: KeyPair, beacon_env: wire.Envelope, *, rssi: int = -11_000) -> wire.Envelope:
+    rep = radio.WitnessReport(k.public_key, radio.beacon_id(beacon_env), rssi, 500, s.FREQ, T0 + 500)
+    return wire.seal(rep, k, NET)
+
+
+def attestations(view: MemoryLedger, *, passed: bool = True) -> list[wire.Envelope]:
+    table = assign_compute_witnesses(
+        prev_cert_hash=view.last_certificate_hash(),
+        epoch=EPOCH,
+        devices=view.iter_devices(),
+        validator_accounts=frozenset(v.public_key for v in VALIDATORS),
+    )
+    keys = {k.public_key: k for k in RADIO_KEYS}
+    out = []
+    outcome = compute.Outcome.PASSED if passed else compute.Outcome.WRONG_RESULT
+    for a in table:
+        for w in a.witnesses:
+            att = compute.Attestation(w, a.provider, EPOCH, b"\x01" * 32, outcome, 40, 32, b"\x02" * 32)
+            out.append(wire.seal(att, keys[w], NET))
+    return out
+
+
+def proofs(view: MemoryLedger) -> dict[str, list[wire.Envelope]]:
+    beacons = [beacon(k) for k in RADIO_KEYS[:3]]
+    # Everyone nearby reports; rssi -110 dBm is under the path-loss bound at ~1.5-6 km.
+    reports = [report(w, b) for b in beacons for w in RADIO_KEYS if w.public_key != b.signer]
+    return {"beacons": beacons, "reports": reports, "attestations": attestations(view)}
+
+
+def build(view: MemoryLedger, **extra: list[wire.Envelope]):  # type: ignore[no-untyped-def]
+    items = proofs(view)
+    for key, more in extra.items():
+        items[key] = items[key] + more
+    return build_content(view, epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items)
+
+
+def test_build_then_check_agrees_and_pays_the_emission() -> None:
+    view = ledger()
+    built = build(view)
+    content = built.content
+    assert len(content.beacons) == 3
+    assert len(content.reports) > 10
+    assert len(content.attestations) == 6  # 2 providers x 3 witnesses
+    assert content.ledger.emission == EMISSION
+    assert sum(r.amount for r in content.ledger.rewards) == EMISSION
+    # Compute providers' owners are paid for their passed claims.
+    paid = {r.account for r in content.ledger.rewards}
+    assert s.key("value-powner-0").public_key in paid
+    # The validator's side agrees, from the decoded bytes, on a fresh ledger.
+    decoded = wire.decode_as(wire.encode(content), EpochContent)
+    changes = check_content(ledger(), decoded, PARAMS)
+    assert changes.root == content.state_root == built.changes.root
+    supply_before = view.get_meta().total_supply
+    assert changes.meta.total_supply == supply_before + EMISSION
+
+
+def test_build_is_deterministic_whatever_the_arrival_order() -> None:
+    items = proofs(ledger())
+    a = build_content(ledger(), epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items)
+    shuffled = {k: list(reversed(v)) for k, v in items.items()}
+    shuffled["reports"] = shuffled["reports"] + shuffled["reports"][:5]  # duplicates arrive too
+    b = build_content(ledger(), epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **shuffled)
+    assert wire.encode(a.content) == wire.encode(b.content)
+
+
+def test_nothing_earned_mints_nothing() -> None:
+    built = build_content(ledger(), epoch=EPOCH, beacons=(), reports=(), attestations=(), txs=(),
+                          evidence=(), params=PARAMS)
+    assert built.content.ledger.emission == 0
+    assert built.content.ledger.rewards == ()
+    check_content(ledger(), built.content, PARAMS)
+
+
+def _beacon_of(report_env: wire.Envelope) -> bytes:
+    return wire.decode_as(report_env.body, radio.WitnessReport).beacon_id
+
+
+def test_builder_drops_invalid_items_with_their_codes() -> None:
+    view = ledger()
+    b0 = beacon(RADIO_KEYS[0])
+    forged = dataclasses.replace(report(RADIO_KEYS[5], b0), signature=b"\x00" * 64)
+    orphan = report(RADIO_KEYS[6], beacon(RADIO_KEYS[9], nonce=9))
+    second_beacon = beacon(RADIO_KEYS[0], nonce=1)
+    loud = report(RADIO_KEYS[7], b0, rssi=2_000)  # +20 dBm received: impossible
+    outsider = wire.seal(
+        compute.Attestation(RADIO_KEYS[11].public_key, PROVIDER_KEYS[0].public_key, EPOCH, b"\x01" * 32,
+                            compute.Outcome.PASSED, 1, 32, b"\x02" * 32),
+        RADIO_KEYS[11], NET)
+    items = proofs(view)
+    # Witnesses 5 and 7 did not report beacon 0 honestly, so their forged/impossible reports are judged.
+    judged = (RADIO_KEYS[5].public_key, RADIO_KEYS[7].public_key)
+    items["reports"] = [
+        r
+        for r in items["reports"]
+        if not (r.signer in judged and _beacon_of(r) == radio.beacon_id(b0))
+    ]
+    items["beacons"].append(second_beacon)
+    items["reports"] += [forged, orphan, loud]
+    items["attestations"].append(outsider)
+    built = build_content(view, epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items)
+    codes = sorted((d.kind, d.code) for d in built.dropped)
+    assert ("beacon", "beacon_limit") in codes
+    assert ("report", "bad_signature") in codes
+    assert ("report", "unknown_beacon") in codes
+    assert ("report", "rssi_above_fspl_bound") in codes
+    assert ("attestation", "not_assigned") in codes
+    check_content(ledger(), built.content, PARAMS)
+
+
+def _code(content: EpochContent) -> str:
+    with pytest.raises(Reject) as info:
+        check_content(ledger(), content, PARAMS)
+    return info.value.code
+
+
+def _valid() -> EpochContent:
+    return build(ledger()).content
+
+
+def test_tampered_rewards_same_total() -> None:
+    c = _valid()
+    r = list(c.ledger.rewards)
+    r[0], r[1] = Reward(r[0].account, r[0].amount + 1), Reward(r[1].account, r[1].amount - 1)
+    tampered = dataclasses.replace(c.ledger, rewards=tuple(r))
+    assert _code(dataclasses.replace(c, ledger=tampered)) == "wrong_rewards"
+
+
+def test_wrong_root_and_wrong_emission() -> None:
+    c = _valid()
+    assert _code(dataclasses.replace(c, state_root=b"\x00" * 32)) == "wrong_state_root"
+    inflated = dataclasses.replace(c.ledger, emission=c.ledger.emission * 2)
+    assert _code(dataclasses.replace(c, ledger=inflated)) == "wrong_emission"
+
+
+def test_invalid_or_duplicate_proofs_are_rejected() -> None:
+    c = _valid()
+    # Witness 10's honest report of beacon 0 swapped for a physically impossible one.
+    bid = radio.beacon_id(c.beacons[0])
+    w10 = RADIO_KEYS[10].public_key
+    others = tuple(r for r in c.reports if not (r.signer == w10 and _beacon_of(r) == bid))
+    assert len(others) == len(c.reports) - 1
+    loud = report(RADIO_KEYS[10], c.beacons[0], rssi=2_000)
+    assert _code(dataclasses.replace(c, reports=(*others, loud))) == "rssi_above_fspl_bound"
+    assert _code(dataclasses.replace(c, reports=(*c.reports, c.reports[0]))) == "duplicate"
+    assert _code(dataclasses.replace(c, beacons=(*c.beacons, c.beacons[0]))) == "duplicate_beacon"
+    orphan = report(RADIO_KEYS[6], beacon(RADIO_KEYS[9], nonce=9))
+    assert _code(dataclasses.replace(c, reports=(*c.reports, orphan))) == "unknown_beacon"
+    assert _code(dataclasses.replace(c, attestations=(*c.attestations, c.attestations[0]))) == (
+        "duplicate_attestation"
+    )
+    wrong_epoch = beacon(RADIO_KEYS[4], epoch=EPOCH + 1)
+    assert _code(dataclasses.replace(c, beacons=(*c.beacons, wrong_epoch))) != ""
+    assert _code(dataclasses.replace(c, evidence=(b"x",))) == "evidence_unsupported"
+
+
+def test_failed_compute_claims_earn_nothing() -> None:
+    view = ledger()
+    items = proofs(view)
+    items["attestations"] = attestations(view, passed=False)
+    built = build_content(view, epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items)
+    paid = {r.account for r in built.content.ledger.rewards}
+    assert s.key("value-powner-0").public_key not in paid
+    assert sum(r.amount for r in built.content.ledger.rewards) == EMISSION  # radio takes the whole pool

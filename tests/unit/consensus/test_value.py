@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Reject
 from depin_p2p.ledger.memory import MemoryLedger
 from depin_p2p.ledger.state import Account, InitialState, Reward, compute_genesis_changes
+from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import MICRO, Device
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import assign_compute_witnesses
@@ -46,16 +48,18 @@ def _devices() -> list[Device]:
 DEVICES = {d.device_id: d for d in _devices()}
 
 
-def ledger() -> MemoryLedger:
-    accounts = tuple(sorted((v.public_key, Account(10_000 * MICRO, 0)) for v in VALIDATORS))
-    initial = InitialState(
-        accounts=accounts,
+def _initial() -> InitialState:
+    return InitialState(
+        accounts=tuple(sorted((v.public_key, Account(10_000 * MICRO, 0)) for v in VALIDATORS)),
         devices=tuple(sorted(DEVICES.values(), key=lambda d: d.device_id)),
         validators=tuple(sorted((v.public_key, 1_000 * MICRO) for v in VALIDATORS)),
         genesis_hash=GENESIS_HASH,
     )
+
+
+def ledger() -> MemoryLedger:
     mem = MemoryLedger()
-    mem.commit(compute_genesis_changes(mem, initial), b"")
+    mem.commit(compute_genesis_changes(mem, _initial()), b"")
     return mem
 
 
@@ -228,3 +232,16 @@ def test_failed_compute_claims_earn_nothing() -> None:
     paid = {r.account for r in built.content.ledger.rewards}
     assert s.key("value-powner-0").public_key not in paid
     assert sum(r.amount for r in built.content.ledger.rewards) == EMISSION  # radio takes the whole pool
+
+
+def test_content_checks_identically_on_an_lmdb_store(tmp_path: Path) -> None:
+    built = build(ledger())
+    store = LedgerStore.open(tmp_path / "data")
+    try:
+        initial_changes = store.read(lambda v: compute_genesis_changes(v, _initial()))
+        store.commit_genesis(initial_changes)
+        assert store.read(lambda v: [d.device_id for d in v.iter_devices()]) == sorted(DEVICES)
+        changes = store.read(lambda v: check_content(v, built.content, PARAMS))
+        assert changes.root == built.content.state_root
+    finally:
+        store.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,48 +71,28 @@ def cmd_keyinfo(args: argparse.Namespace) -> int:
     return 0
 
 
-HOME_KEY = "node.key"
-HOME_GENESIS = "genesis.json"
-HOME_DATA = "data"
+HOME_DATA = "data"  # as in depin_p2p.home, which this module does not import eagerly
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     # Imported here so `keygen` and `--help` stay fast (no LMDB or trio import).
-    from depin_p2p.ledger.genesis import load_genesis  # noqa: PLC0415
-    from depin_p2p.ledger.state import compute_genesis_changes  # noqa: PLC0415
-    from depin_p2p.ledger.store import LedgerStore  # noqa: PLC0415
+    from depin_p2p.home import init_home  # noqa: PLC0415
 
-    home: Path = args.home
-    genesis = load_genesis(args.genesis)
     key = load_key_file(args.key) if args.key is not None else KeyPair.generate()
-    if home.exists() and not home.is_dir():
-        raise ConfigError(f"home {home} exists and is not a directory")
-    if home.exists() and any(home.iterdir()):
-        if not args.force:
-            raise ConfigError(f"home {home} already exists; use --force to overwrite it")
-        # Only what init itself creates is removed; other files in the home are left alone.
-        shutil.rmtree(home / HOME_DATA, ignore_errors=True)
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.genesis, home / HOME_GENESIS)
-    except OSError as exc:
-        raise ConfigError(f"cannot create home {home}: {exc.strerror}") from None
-    write_key_file(home / HOME_KEY, key, force=True)
-    with LedgerStore.open(home / HOME_DATA) as store:
-        store.commit_genesis(store.read(lambda v: compute_genesis_changes(v, genesis.initial_state())))
-        root = store.state_root()
+    made = init_home(args.home, genesis_file=args.genesis, key=key, force=args.force)
+    home, root = made.home, made.state_root
     result = {
         "home": str(home),
         "address": key.address,
         "peer_id": key.peer_id,
-        "network_id": genesis.network_id,
-        "genesis_hash": genesis.genesis_hash.hex(),
+        "network_id": made.network_id,
+        "genesis_hash": made.genesis_hash.hex(),
         "state_root": root.hex(),
     }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"initialized {home} for network {genesis.network_id}")
+        print(f"initialized {home} for network {made.network_id}")
         print(f"address:    {key.address}")
         print(f"state root: {root.hex()}")
     return 0

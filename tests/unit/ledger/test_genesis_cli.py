@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from depin_p2p.config import load_config
 from depin_p2p.crypto import KeyPair, address_from_public_key, write_key_file
 from depin_p2p.errors import ConfigError
 from depin_p2p.ledger.genesis import load_genesis, parse_genesis
@@ -148,6 +149,8 @@ def test_init_then_balance_with_proof(tmp_path: Path, genesis_file: Path) -> Non
     info = json.loads(made.stdout)
     assert info["address"] == A.address
     assert (home / "node.key").exists() and (home / "genesis.json").exists()
+    # The home is complete: its documented node.toml loads.
+    assert load_config(home).key_file == home / "node.key"
 
     shown = run_cli("balance", A.address, "--home", str(home), "--prove", "--json")
     assert shown.returncode == 0, shown.stderr

@@ -40,8 +40,10 @@ def _devices() -> list[Device]:
         )
         for i, k in enumerate(RADIO_KEYS)
     ]
-    providers = [s.compute_device(k, owner=s.key(f"value-powner-{i}").public_key, capacity=8)
-                 for i, k in enumerate(PROVIDER_KEYS)]
+    providers = [
+        s.compute_device(k, owner=s.key(f"value-powner-{i}").public_key, capacity=8)
+        for i, k in enumerate(PROVIDER_KEYS)
+    ]
     return radios + providers
 
 
@@ -135,8 +137,9 @@ def test_build_is_deterministic_whatever_the_arrival_order() -> None:
 
 
 def test_nothing_earned_mints_nothing() -> None:
-    built = build_content(ledger(), epoch=EPOCH, beacons=(), reports=(), attestations=(), txs=(),
-                          evidence=(), params=PARAMS)
+    built = build_content(
+        ledger(), epoch=EPOCH, beacons=(), reports=(), attestations=(), txs=(), evidence=(), params=PARAMS
+    )
     assert built.content.ledger.emission == 0
     assert built.content.ledger.rewards == ()
     check_content(ledger(), built.content, PARAMS)
@@ -154,16 +157,24 @@ def test_builder_drops_invalid_items_with_their_codes() -> None:
     second_beacon = beacon(RADIO_KEYS[0], nonce=1)
     loud = report(RADIO_KEYS[7], b0, rssi=2_000)  # +20 dBm received: impossible
     outsider = wire.seal(
-        compute.Attestation(RADIO_KEYS[11].public_key, PROVIDER_KEYS[0].public_key, EPOCH, b"\x01" * 32,
-                            compute.Outcome.PASSED, 1, 32, b"\x02" * 32),
-        RADIO_KEYS[11], NET)
+        compute.Attestation(
+            RADIO_KEYS[11].public_key,
+            PROVIDER_KEYS[0].public_key,
+            EPOCH,
+            b"\x01" * 32,
+            compute.Outcome.PASSED,
+            1,
+            32,
+            b"\x02" * 32,
+        ),
+        RADIO_KEYS[11],
+        NET,
+    )
     items = proofs(view)
     # Witnesses 5 and 7 did not report beacon 0 honestly, so their forged/impossible reports are judged.
     judged = (RADIO_KEYS[5].public_key, RADIO_KEYS[7].public_key)
     items["reports"] = [
-        r
-        for r in items["reports"]
-        if not (r.signer in judged and _beacon_of(r) == radio.beacon_id(b0))
+        r for r in items["reports"] if not (r.signer in judged and _beacon_of(r) == radio.beacon_id(b0))
     ]
     items["beacons"].append(second_beacon)
     items["reports"] += [forged, orphan, loud]

@@ -43,10 +43,16 @@ file = ""                      # also write JSON logs to this file when set
 
 [consensus]
 startup_wait_epochs = 0        # epochs to observe before signing after an empty or restored data dir
+
+[devices]
+keys = []                      # key files of the devices this node drives (each registered in the ledger)
+driver = "simulated"           # simulated (seeded world model) | local (real compute on this machine)
+world_seed = ""                # seed of the simulated world, hex; "" derives it from the network id
 """
 
 LOG_FORMATS = ("auto", "human", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEVICE_DRIVERS = ("simulated", "local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,9 @@ class NodeConfig:
     log_level: str
     log_file: Path | None
     startup_wait_epochs: int
+    device_keys: tuple[Path, ...] = ()
+    device_driver: str = "simulated"
+    world_seed: bytes = b""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -113,6 +122,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "api": {"port": int},
     "log": {"format": str, "level": str, "file": str},
     "consensus": {"startup_wait_epochs": int},
+    "devices": {"keys": list, "driver": str, "world_seed": str},
 }
 
 
@@ -185,6 +195,20 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
     wait = cfg["consensus"]["startup_wait_epochs"]
     if wait < 0:
         raise ConfigError(f"{path}: consensus.startup_wait_epochs must be ≥ 0")
+    devices = cfg["devices"]
+    device_keys = []
+    for i, item in enumerate(devices["keys"]):
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}: devices.keys[{i}] must be a string")
+        if not (home / item).is_file():
+            raise ConfigError(f"{path}: devices.keys[{i}]: {home / item} does not exist")
+        device_keys.append(home / item)
+    if devices["driver"] not in DEVICE_DRIVERS:
+        raise ConfigError(f"{path}: devices.driver must be one of {', '.join(DEVICE_DRIVERS)}")
+    try:
+        world_seed = bytes.fromhex(devices["world_seed"])
+    except ValueError:
+        raise ConfigError(f"{path}: devices.world_seed must be hex") from None
     key_file, genesis_file = home / node["key_file"], home / node["genesis_file"]
     if not genesis_file.is_file():
         raise ConfigError(f"{path}: genesis file {genesis_file} does not exist")
@@ -202,6 +226,9 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
         log_level=log["level"],
         log_file=home / log["file"] if log["file"] else None,
         startup_wait_epochs=wait,
+        device_keys=tuple(device_keys),
+        device_driver=devices["driver"],
+        world_seed=world_seed,
     )
 
 

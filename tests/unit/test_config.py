@@ -78,6 +78,10 @@ file = "node.log"
         ("[log]\nformat = 'xml'\n", "log.format must be one of"),
         ("this is = = not toml", "not valid TOML"),
         ("[consensus]\nstartup_wait_epochs = -1\n", "startup_wait_epochs"),
+        ("[devices]\ndriver = 'gpu'\n", "devices.driver must be one of"),
+        ("[devices]\nworld_seed = 'xyz'\n", "devices.world_seed must be hex"),
+        ("[devices]\nkeys = ['missing.key']\n", "devices.keys[0]"),
+        ("[devices]\nkeys = [1]\n", "devices.keys[0] must be a string"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, toml: str, needle: str) -> None:

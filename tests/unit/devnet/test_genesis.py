@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from depin_p2p import wire
+from depin_p2p.config import load_config
 from depin_p2p.home import init_home
 from depin_p2p.ledger.genesis import load_genesis
 from depin_p2p.ledger.memory import MemoryLedger
@@ -13,6 +16,7 @@ from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import DeviceKind
 from depin_p2p.witness import radio
 from devnet.genesis import DevnetPlan, plan_devnet, write_device_keys, write_genesis
+from devnet.layout import write_layout
 
 T0 = 1_767_225_600_000
 
@@ -69,3 +73,16 @@ def test_neighbours_witness_each_other_validly(tmp_path: Path) -> None:
         )
         valid += 1
     assert valid == len(others)  # -120 dBm is plausible at every grid distance
+
+
+def test_layout_homes_load_as_valid_configs(tmp_path: Path) -> None:
+    net = plan_devnet(DevnetPlan(nodes=3, seed=b"layout"), genesis_time_ms=T0)
+    layout = write_layout(net, tmp_path / "devnet")
+    configs = [load_config(n.home) for n in layout.nodes]
+    assert configs[0].bootstrap == ()
+    assert [c.bootstrap[0].peer_id for c in configs[1:]] == [layout.nodes[0].peer_id] * 2
+    assert len({c.listen.port for c in configs} | {c.api_port for c in configs}) == 6
+    assert all(len(c.device_keys) == 4 for c in configs)
+    assert configs[1].world_seed == b"layout"
+    with pytest.raises(FileExistsError):
+        write_layout(net, tmp_path / "devnet")

@@ -1,0 +1,195 @@
+"""The node's pool of proofs heard this epoch, the proposer's raw material.
+
+Gossip hands every verified proof (beacon, witness report, compute
+attestation) to :meth:`ProofPool.check` and then :meth:`ProofPool.add`. The
+check is as strict as the pool's knowledge allows: a report whose beacon is
+already here is fully validated (so a peer forwarding impossible physics is
+penalised), one whose beacon has not arrived yet is only checked for a
+registered radio signer and kept pending. Nothing here is trusted:
+``consensus.value.build_content`` re-validates everything it includes, and
+every validator re-checks it again.
+
+Everything is bounded: per-epoch caps on beacons and attestations, a cap on
+reports per beacon and on pending reports, and pruning of old epochs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from depin_p2p import wire
+from depin_p2p.errors import Ignore, Reject
+from depin_p2p.model import DeviceKind, DeviceRegistry
+from depin_p2p.witness.compute import Attestation
+from depin_p2p.witness.radio import (
+    Beacon,
+    CheckedBeacon,
+    WitnessReport,
+    beacon_id,
+    validate_beacon,
+    validate_witness_report,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    beacons_per_epoch: int = 2_048
+    reports_per_beacon: int = 64
+    pending_reports: int = 16_384
+    attestations_per_epoch: int = 2_048
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """One epoch's proofs, ready for ``build_content``."""
+
+    beacons: tuple[wire.Envelope, ...]
+    reports: tuple[wire.Envelope, ...]
+    attestations: tuple[wire.Envelope, ...]
+
+
+@dataclass(slots=True)
+class _Epoch:
+    beacons: dict[bytes, CheckedBeacon] = field(default_factory=dict)
+    reports: dict[bytes, dict[bytes, wire.Envelope]] = field(default_factory=dict)
+    attestations: dict[tuple[bytes, bytes], wire.Envelope] = field(default_factory=dict)
+
+
+class ProofPool:
+    """Proofs by epoch. Not thread-safe: one trio task (or the gossip validator) uses it.
+
+    Args:
+        registry: device lookups (the ledger view of the last committed epoch).
+        network_id: our network.
+        limits: the bounds.
+    """
+
+    def __init__(self, registry: DeviceRegistry, network_id: str, limits: PoolLimits | None = None) -> None:
+        self.registry = registry
+        self.network_id = network_id
+        self.limits = limits or PoolLimits()
+        self._epochs: dict[int, _Epoch] = {}
+        self._beacon_epoch: dict[bytes, int] = {}
+        self._pending: OrderedDict[tuple[bytes, bytes], wire.Envelope] = OrderedDict()
+        self.dropped = 0
+        # The epoch now running; proofs for other epochs than it and the next are ignored.
+        self.current_epoch = 1
+
+    def _epoch(self, epoch: int) -> _Epoch:
+        return self._epochs.setdefault(epoch, _Epoch())
+
+    # ------------------------------------------------------------ checks
+
+    def check(self, verified: wire.Verified, now_ms: int | None = None) -> None:
+        """Gossip-time check of one verified proof; raises Reject / Ignore, returns to accept.
+
+        Args:
+            verified: the envelope with its checked signature.
+            now_ms: local time; enables the beacon and report arrival windows.
+        """
+        msg = verified.message
+        epoch_of = getattr(msg, "epoch", None)
+        if epoch_of is not None and not self.current_epoch <= epoch_of <= self.current_epoch + 1:
+            raise Ignore("wrong_epoch", f"epoch {epoch_of} while {self.current_epoch} runs")
+        if isinstance(msg, Beacon):
+            validate_beacon(
+                verified.envelope, registry=self.registry, network_id=self.network_id, now_ms=now_ms
+            )
+        elif isinstance(msg, WitnessReport):
+            epoch = self._beacon_epoch.get(msg.beacon_id)
+            if epoch is None:
+                device = self.registry.get_device(msg.witness)
+                if device is None or device.kind is not DeviceKind.RADIO:
+                    raise Reject("unknown_device", "report signed by no registered radio")
+                if verified.signer != msg.witness:
+                    raise Reject("wrong_signer")
+                return
+            slot = self._epochs[epoch]
+            validate_witness_report(
+                slot.beacons[msg.beacon_id],
+                verified.envelope,
+                registry=self.registry,
+                network_id=self.network_id,
+                seen=slot.reports[msg.beacon_id].keys(),
+                now_ms=now_ms,
+            )
+        elif isinstance(msg, Attestation):
+            if verified.signer != msg.witness:
+                raise Reject("wrong_signer")
+            if self.registry.get_device(msg.witness) is None:
+                raise Reject("unknown_device")
+        else:
+            raise Reject("unexpected_type", type(msg).__name__)
+
+    # ------------------------------------------------------------ storage
+
+    def add(self, verified: wire.Verified) -> None:
+        """Store a proof that passed :meth:`check` (duplicates and overflow are dropped)."""
+        msg = verified.message
+        env = verified.envelope
+        if isinstance(msg, Beacon):
+            self._add_beacon(msg, env)
+        elif isinstance(msg, WitnessReport):
+            epoch = self._beacon_epoch.get(msg.beacon_id)
+            if epoch is None:
+                self._pending[(msg.beacon_id, msg.witness)] = env
+                while len(self._pending) > self.limits.pending_reports:
+                    self._pending.popitem(last=False)
+                    self.dropped += 1
+            else:
+                self._add_report(epoch, msg, env)
+        elif isinstance(msg, Attestation):
+            slot = self._epoch(msg.epoch)
+            if len(slot.attestations) >= self.limits.attestations_per_epoch:
+                self.dropped += 1
+                return
+            slot.attestations.setdefault((msg.witness, msg.provider), env)
+
+    def _add_beacon(self, msg: Beacon, env: wire.Envelope) -> None:
+        slot = self._epoch(msg.epoch)
+        bid = beacon_id(env)
+        if bid in slot.beacons:
+            return
+        if len(slot.beacons) >= self.limits.beacons_per_epoch:
+            self.dropped += 1
+            return
+        try:
+            checked = validate_beacon(env, registry=self.registry, network_id=self.network_id)
+        except (Reject, Ignore):
+            self.dropped += 1
+            return
+        slot.beacons[bid] = checked
+        slot.reports[bid] = {}
+        self._beacon_epoch[bid] = msg.epoch
+        # Reports that arrived before their beacon.
+        for key in [k for k in self._pending if k[0] == bid]:
+            report_env = self._pending.pop(key)
+            self._add_report(msg.epoch, wire.decode_as(report_env.body, WitnessReport), report_env)
+
+    def _add_report(self, epoch: int, msg: WitnessReport, env: wire.Envelope) -> None:
+        reports = self._epochs[epoch].reports[msg.beacon_id]
+        if msg.witness in reports:
+            return
+        if len(reports) >= self.limits.reports_per_beacon:
+            self.dropped += 1
+            return
+        reports[msg.witness] = env
+
+    # ------------------------------------------------------------ output
+
+    def collect(self, epoch: int) -> Collected:
+        """Everything held for ``epoch`` (in no particular order; the builder sorts)."""
+        slot = self._epochs.get(epoch)
+        if slot is None:
+            return Collected((), (), ())
+        reports = tuple(env for per_beacon in slot.reports.values() for env in per_beacon.values())
+        beacons = tuple(b.envelope for b in slot.beacons.values())
+        return Collected(beacons, reports, tuple(slot.attestations.values()))
+
+    def prune(self, committed_epoch: int) -> None:
+        """Forget epochs that can no longer be proposed (``<= committed_epoch``)."""
+        self.current_epoch = max(self.current_epoch, committed_epoch + 1)
+        for epoch in [e for e in self._epochs if e <= committed_epoch]:
+            for bid in self._epochs.pop(epoch).beacons:
+                self._beacon_epoch.pop(bid, None)

@@ -1,0 +1,107 @@
+"""The proof pool: strict where it can be, bounded everywhere, reports may outrun beacons."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from depin_p2p import wire
+from depin_p2p.errors import Ignore, Reject
+from depin_p2p.witness import compute
+from depin_p2p.witness.pool import PoolLimits, ProofPool
+from tests.unit.witness import support as s
+
+KEYS = [s.key(f"pool-radio-{i}") for i in range(6)]
+DEVICES = [s.radio_device(k, s.cell(s.SF_LAT + 0.0135 * i, s.SF_LNG)) for i, k in enumerate(KEYS)]
+REGISTRY = s.DictRegistry(DEVICES)
+
+
+def verified(env: wire.Envelope) -> wire.Verified:
+    return wire.Verified(wire.decode(env.body), env.signer, env)
+
+
+def pool(**limits: int) -> ProofPool:
+    p = ProofPool(REGISTRY, s.NETWORK, PoolLimits(**limits))
+    p.current_epoch = 3  # support.make_beacon signs epoch 3
+    return p
+
+
+def test_beacon_then_reports_collected() -> None:
+    p = pool()
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    p.check(verified(b))
+    p.add(verified(b))
+    for k in KEYS[1:4]:
+        r = s.make_report(k, b, rssi=-11_000)
+        p.check(verified(r))
+        p.add(verified(r))
+    got = p.collect(3)
+    assert got.beacons == (b,)
+    assert len(got.reports) == 3
+    assert p.collect(4).beacons == ()
+
+
+def test_report_before_beacon_is_kept_pending_then_attached() -> None:
+    p = pool()
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    r = s.make_report(KEYS[1], b, rssi=-11_000)
+    p.check(verified(r))  # only the signer is checked: the beacon is unknown here
+    p.add(verified(r))
+    assert p.collect(3).reports == ()
+    p.add(verified(b))
+    assert p.collect(3).reports == (r,)
+
+
+def test_impossible_report_is_rejected_once_the_beacon_is_known() -> None:
+    p = pool()
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    p.add(verified(b))
+    with pytest.raises(Reject) as info:
+        p.check(verified(s.make_report(KEYS[1], b, rssi=2_000)))
+    assert info.value.code == "rssi_above_fspl_bound"
+
+
+def test_unknown_signer_and_wrong_epoch() -> None:
+    p = pool()
+    stranger = s.key("pool-stranger")
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    with pytest.raises(Reject, match="unknown_device"):
+        p.check(verified(s.make_report(stranger, b)))
+    p.current_epoch = 9
+    with pytest.raises(Ignore, match="wrong_epoch"):
+        p.check(verified(b))
+
+
+def test_duplicates_and_caps() -> None:
+    p = pool(reports_per_beacon=2, pending_reports=1, beacons_per_epoch=1)
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    p.add(verified(b))
+    p.add(verified(b))
+    p.add(verified(s.make_beacon(KEYS[1], DEVICES[1])))  # over the per-epoch beacon cap
+    assert len(p.collect(3).beacons) == 1
+    for k in KEYS[1:5]:
+        p.add(verified(s.make_report(k, b)))
+    assert len(p.collect(3).reports) == 2
+    other = s.make_beacon(KEYS[2], DEVICES[2])
+    p.add(verified(s.make_report(KEYS[3], other)))
+    p.add(verified(s.make_report(KEYS[4], other)))  # pushes the first pending one out
+    assert p.dropped == 1 + 2 + 1  # one beacon, two reports over the cap, one pending pushed out
+
+
+def test_attestations_and_prune() -> None:
+    p = pool()
+    att = compute.Attestation(
+        KEYS[1].public_key, KEYS[2].public_key, 3, b"\x01" * 32, compute.Outcome.PASSED, 5, 32, b"\x02" * 32
+    )
+    env = wire.seal(att, KEYS[1], s.NETWORK)
+    p.check(verified(env))
+    p.add(verified(env))
+    p.add(verified(env))
+    assert p.collect(3).attestations == (env,)
+    forged = dataclasses.replace(att, witness=KEYS[3].public_key)
+    with pytest.raises(Reject, match="wrong_signer"):
+        p.check(verified(wire.seal(forged, KEYS[1], s.NETWORK)))
+    p.prune(3)
+    assert p.collect(3).attestations == ()
+    assert p.current_epoch == 4

@@ -1,0 +1,516 @@
+"""An in-process network for the simulator and tests.
+
+Every node is a :class:`MemoryTransport` attached to one :class:`MemoryNetwork`.
+Links have seeded latency, jitter, loss, duplication and reordering; the
+network can be partitioned and healed. Time is trio's clock, so under
+``trio.testing.MockClock(autojump_threshold=0)`` a whole cluster runs in
+virtual time with no real sleeps.
+
+Gossip is flooding over the connected graph among subscribers of a topic,
+with content-id de-duplication, the same validator and penalty semantics as
+the libp2p transport, and the same bounded queues and counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import random
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+if TYPE_CHECKING:
+    # libp2p pulls in trio-typing, whose stale trio-stubs shadow trio's own
+    # annotations and lack trio.TaskStatus; its TaskStatus is the same protocol.
+    from trio_typing import TaskStatus
+
+from depin_p2p import wire
+from depin_p2p.clock import Clock
+from depin_p2p.errors import Ignore, Reject, TransportError
+from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
+from depin_p2p.gossip.transport import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_SUBSCRIPTION_CAPACITY,
+    GossipMessage,
+    Handler,
+    PeerEvent,
+    PeerId,
+    TransportCounters,
+    Validator,
+)
+
+log = structlog.get_logger(__name__)
+
+ADDR_PREFIX = "memory/"
+_PPM = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LinkProfile:
+    """One direction of a link. Probabilities are integer parts per million."""
+
+    latency_ms: int = 5
+    jitter_ms: int = 0
+    loss_ppm: int = 0
+    duplicate_ppm: int = 0
+    reorder_ppm: int = 0
+    reorder_extra_ms: int = 50
+
+
+@dataclass(slots=True)
+class NetworkCounters:
+    """What the links did to the traffic (for simulator reports)."""
+
+    sent: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    partitioned: int = 0
+    inbox_full: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: trio.Event = field(default_factory=trio.Event)
+    response: bytes | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Gossip:
+    topic: str
+    data: bytes
+    sender: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    rid: int
+    protocol: str
+    data: bytes
+    sender: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    rid: int
+    data: bytes | None
+    error: str | None
+
+
+_Item = _Gossip | _Request | _Response
+
+
+class MemoryNetwork:
+    """The shared medium: who is connected, link profiles, partitions, and the seeded randomness."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        default_link: LinkProfile | None = None,
+        penalty_policy: PenaltyPolicy | None = None,
+    ) -> None:
+        self.seed = seed
+        self.default_link = default_link or LinkProfile()
+        self.penalty_policy = penalty_policy or PenaltyPolicy()
+        self.counters = NetworkCounters()
+        self._nodes: dict[PeerId, MemoryTransport] = {}
+        self._links: dict[tuple[PeerId, PeerId], LinkProfile] = {}
+        self._rngs: dict[tuple[PeerId, PeerId], random.Random] = {}
+        self._groups: dict[PeerId, int] | None = None
+        self._paused: set[PeerId] = set()
+
+    def create_node(self, name: str, *, inbox_capacity: int = 100_000) -> MemoryTransport:
+        """A new node whose peer id is derived from ``name``, e.g. ``create_node("n0")``."""
+        peer = PeerId("mem-" + hashlib.blake2b(name.encode(), digest_size=8).hexdigest())
+        if peer in self._nodes:
+            raise ValueError(f"node {name!r} already exists")
+        node = MemoryTransport(self, peer, inbox_capacity=inbox_capacity)
+        self._nodes[peer] = node
+        return node
+
+    def set_link(self, a: PeerId, b: PeerId, profile: LinkProfile, *, both_ways: bool = True) -> None:
+        """Use ``profile`` for traffic from ``a`` to ``b`` (and back, by default)."""
+        self._links[(a, b)] = profile
+        if both_ways:
+            self._links[(b, a)] = profile
+
+    def partition(self, *groups: Iterable[PeerId]) -> None:
+        """Cut traffic between groups; peers in no group form one more group. Connections stay up."""
+        self._groups = {}
+        for i, members in enumerate(groups):
+            for peer in members:
+                self._groups[peer] = i
+
+    def heal(self) -> None:
+        """Remove every partition."""
+        self._groups = None
+
+    def pause(self, peer: PeerId) -> None:
+        """Freeze a node (like SIGSTOP): it neither receives nor answers until resumed."""
+        self._paused.add(peer)
+
+    def resume(self, peer: PeerId) -> None:
+        self._paused.discard(peer)
+
+    def _rng(self, a: PeerId, b: PeerId) -> random.Random:
+        # One generator per directed link, seeded from (seed, a, b): traffic on
+        # one link never shifts the randomness of another.
+        rng = self._rngs.get((a, b))
+        if rng is None:
+            digest = hashlib.blake2b(f"{self.seed}|{a}|{b}".encode(), digest_size=8).digest()
+            rng = random.Random(int.from_bytes(digest, "big"))
+            self._rngs[(a, b)] = rng
+        return rng
+
+    def _cut(self, a: PeerId, b: PeerId) -> bool:
+        if b in self._paused or a in self._paused:
+            return True
+        if self._groups is None:
+            return False
+        return self._groups.get(a, -1) != self._groups.get(b, -1)
+
+    def _send(self, src: PeerId, dst: PeerId, item: _Item, *, lossy: bool) -> None:
+        node = self._nodes.get(dst)
+        if node is None:
+            return
+        self.counters.sent += 1
+        if self._cut(src, dst):
+            self.counters.partitioned += 1
+            return
+        profile = self._links.get((src, dst), self.default_link)
+        rng = self._rng(src, dst)
+        if lossy and rng.randrange(_PPM) < profile.loss_ppm:
+            self.counters.lost += 1
+            return
+        copies = 1
+        if lossy and rng.randrange(_PPM) < profile.duplicate_ppm:
+            copies = 2
+            self.counters.duplicated += 1
+        for _ in range(copies):
+            delay = profile.latency_ms
+            if profile.jitter_ms:
+                delay += rng.randrange(profile.jitter_ms + 1)
+            if rng.randrange(_PPM) < profile.reorder_ppm:
+                delay += profile.reorder_extra_ms
+            if not node._enqueue(trio.current_time() + delay / 1000, item):
+                self.counters.inbox_full += 1
+
+    def _connect(self, a: PeerId, b: PeerId) -> None:
+        node_a, node_b = self._nodes.get(a), self._nodes.get(b)
+        if node_a is None or node_b is None or not node_b._running:
+            raise TransportError(f"no node listening at {ADDR_PREFIX}{b}")
+        if a == b:
+            raise TransportError("cannot connect to ourselves")
+        if node_a.is_banned(b) or node_b.is_banned(a):
+            raise TransportError(f"connection between {a} and {b} refused: banned")
+        if b in node_a._neighbours:
+            return
+        node_a._neighbours.add(b)
+        node_b._neighbours.add(a)
+        node_a._emit(PeerEvent(b, True))
+        node_b._emit(PeerEvent(a, True))
+
+    def _disconnect(self, a: PeerId, b: PeerId) -> None:
+        node_a, node_b = self._nodes.get(a), self._nodes.get(b)
+        if node_a is None or node_b is None or b not in node_a._neighbours:
+            return
+        node_a._neighbours.discard(b)
+        node_b._neighbours.discard(a)
+        node_a._emit(PeerEvent(b, False))
+        node_b._emit(PeerEvent(a, False))
+
+    def _subscribers(self, peers: Iterable[PeerId], topic: str) -> list[PeerId]:
+        return [p for p in peers if topic in self._nodes[p]._subs]
+
+
+class MemoryTransport:
+    """One node on a :class:`MemoryNetwork`. Implements :class:`~depin_p2p.gossip.transport.Transport`."""
+
+    def __init__(self, network: MemoryNetwork, peer_id: PeerId, *, inbox_capacity: int) -> None:
+        self._net = network
+        self._peer_id = peer_id
+        self._inbox_capacity = inbox_capacity
+        self._inbox: list[tuple[float, int, _Item]] = []
+        self._seq = itertools.count()
+        self._wake = trio.Event()
+        self._running = False
+        self._neighbours: set[PeerId] = set()
+        self._subs: dict[str, tuple[Validator, trio.MemorySendChannel[GossipMessage]]] = {}
+        self._handlers: dict[str, tuple[Handler, int]] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._rids = itertools.count(1)
+        self._event_channels: list[trio.MemorySendChannel[PeerEvent]] = []
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._seen_cap = 65_536
+        self._penalties = PenaltyTable(network.penalty_policy)
+        self._clock = Clock(wall_anchor_ms=0)
+        self._counters = TransportCounters()
+        self._request_send: trio.MemorySendChannel[_Request] | None = None
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self._peer_id
+
+    @property
+    def counters(self) -> TransportCounters:
+        return self._counters
+
+    def listen_addrs(self) -> tuple[str, ...]:
+        return (ADDR_PREFIX + self._peer_id,)
+
+    def peers(self) -> frozenset[PeerId]:
+        return frozenset(self._neighbours)
+
+    def topic_peers(self, topic: str) -> frozenset[PeerId]:
+        return frozenset(self._net._subscribers(self._neighbours, topic))
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver this node's inbound traffic until cancelled.
+
+        Cancellation: the node goes offline; its connections are dropped.
+        """
+        # Requests are served by a fixed pool so a flood of requests queues
+        # (bounded) instead of spawning unbounded tasks.
+        send, receive = trio.open_memory_channel[_Request](256)
+        self._request_send = send
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(self._serve_requests, receive.clone())
+                self._running = True
+                task_status.started()
+                await self._deliver_loop()
+        finally:
+            self._running = False
+            self._request_send = None
+            for peer in list(self._neighbours):
+                self._net._disconnect(self._peer_id, peer)
+            for pending in self._pending.values():
+                pending.error = "closed"
+                pending.event.set()
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            while self._inbox and self._inbox[0][0] <= now:
+                _, _, item = heapq.heappop(self._inbox)
+                self._handle(item)
+            self._wake = trio.Event()
+            if self._inbox:
+                with trio.move_on_at(self._inbox[0][0]):
+                    await self._wake.wait()
+            else:
+                await self._wake.wait()
+
+    def _enqueue(self, due: float, item: _Item) -> bool:
+        if not self._running or len(self._inbox) >= self._inbox_capacity:
+            return False
+        heapq.heappush(self._inbox, (due, next(self._seq), item))
+        self._wake.set()
+        return True
+
+    def _handle(self, item: _Item) -> None:
+        if isinstance(item, _Response):
+            pending = self._pending.get(item.rid)
+            if pending is not None:
+                pending.response, pending.error = item.data, item.error
+                pending.event.set()
+            return
+        if item.sender not in self._neighbours or self.is_banned(item.sender):
+            return
+        if isinstance(item, _Gossip):
+            self._on_gossip(item)
+        elif self._request_send is not None:
+            try:
+                self._request_send.send_nowait(item)
+            except trio.WouldBlock:
+                self._counters.requests_failed += 1
+                self._reply(item, None, "overloaded")
+
+    def _mark_seen(self, data: bytes) -> bool:
+        mid = wire.content_id(data)
+        if mid in self._seen:
+            return False
+        self._seen[mid] = None
+        if len(self._seen) > self._seen_cap:
+            self._seen.popitem(last=False)
+        return True
+
+    def _on_gossip(self, msg: _Gossip) -> None:
+        sub = self._subs.get(msg.topic)
+        if sub is None:
+            return
+        if not self._mark_seen(msg.data):
+            self._counters.duplicates += 1
+            return
+        validator, channel = sub
+        try:
+            validator(msg.sender, msg.data)
+        except Ignore:
+            self._counters.ignored += 1
+            return
+        except Reject as exc:
+            self._counters.count_reject(exc.code)
+            self.penalise(msg.sender, exc.code)
+            return
+        except Exception:  # a bug in our validator must cost the message, never the node
+            log.exception("gossip.validator.crashed", topic=msg.topic, peer=msg.sender)
+            self._counters.count_reject("validator_error")
+            self.penalise(msg.sender, "validator_error")
+            return
+        try:
+            channel.send_nowait(GossipMessage(msg.topic, msg.data, msg.sender))
+            self._counters.delivered += 1
+        except trio.WouldBlock:
+            self._counters.dropped_subscriber_full += 1
+        except trio.BrokenResourceError:
+            self._subs.pop(msg.topic, None)
+            return
+        self._forward(msg.topic, msg.data, exclude=msg.sender)
+
+    def _forward(self, topic: str, data: bytes, exclude: PeerId | None) -> None:
+        item = _Gossip(topic, data, self._peer_id)
+        for peer in self._net._subscribers(self._neighbours, topic):
+            if peer != exclude:
+                self._net._send(self._peer_id, peer, item, lossy=True)
+
+    async def _serve_requests(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
+        async with receive:
+            async for req in receive:
+                await self._serve_one(req)
+
+    async def _serve_one(self, req: _Request) -> None:
+        entry = self._handlers.get(req.protocol)
+        if entry is None:
+            self._counters.requests_failed += 1
+            self._reply(req, None, "unsupported_protocol")
+            return
+        handler, max_request = entry
+        if len(req.data) > max_request:
+            self._counters.requests_failed += 1
+            self.penalise(req.sender, "oversized_request")
+            self._reply(req, None, "oversized_request")
+            return
+        try:
+            response = await handler(req.sender, req.data)
+        except (Reject, Ignore) as exc:
+            if isinstance(exc, Reject):
+                self.penalise(req.sender, exc.code)
+            self._counters.requests_failed += 1
+            self._reply(req, None, exc.code)
+            return
+        except Exception:
+            log.exception("gossip.handler.crashed", protocol=req.protocol, peer=req.sender)
+            self._counters.requests_failed += 1
+            self._reply(req, None, "handler_error")
+            return
+        self._counters.requests_served += 1
+        self._reply(req, response, None)
+
+    def _reply(self, req: _Request, data: bytes | None, error: str | None) -> None:
+        self._net._send(self._peer_id, req.sender, _Response(req.rid, data, error), lossy=False)
+
+    def _emit(self, event: PeerEvent) -> None:
+        for channel in list(self._event_channels):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                self._counters.dropped_peer_events_full += 1
+            except trio.BrokenResourceError:
+                self._event_channels.remove(channel)
+
+    # ---------------------------------------------------------------- API
+
+    async def connect(self, addr: str) -> PeerId:
+        """Connect to the node at ``memory/<peer id>``. Raises TransportError if absent or banned."""
+        await trio.lowlevel.checkpoint()
+        if not addr.startswith(ADDR_PREFIX):
+            raise TransportError(f"not a memory address: {addr!r}")
+        peer = PeerId(addr[len(ADDR_PREFIX) :])
+        self._net._connect(self._peer_id, peer)
+        return peer
+
+    async def subscribe(
+        self, topic: str, validator: Validator, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY
+    ) -> trio.MemoryReceiveChannel[GossipMessage]:
+        """Join ``topic``; see :meth:`Transport.subscribe`."""
+        await trio.lowlevel.checkpoint()
+        send, receive = trio.open_memory_channel[GossipMessage](capacity)
+        self._subs[topic] = (validator, send)
+        return receive
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Flood ``data`` to subscribed neighbours; never delivered to ourselves."""
+        await trio.lowlevel.checkpoint()
+        if len(data) > wire.MAX_MESSAGE_BYTES:
+            raise TransportError(f"gossip message of {len(data)} bytes exceeds {wire.MAX_MESSAGE_BYTES}")
+        self._mark_seen(data)
+        self._counters.published += 1
+        self._forward(topic, data, exclude=None)
+
+    def set_handler(
+        self, protocol: str, handler: Handler, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    ) -> None:
+        self._handlers[protocol] = (handler, max_request_bytes)
+
+    async def request(
+        self,
+        peer: PeerId,
+        protocol: str,
+        data: bytes,
+        *,
+        timeout: float,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> bytes:
+        """See :meth:`Transport.request`. Cancellation: the pending slot is dropped."""
+        if peer not in self._neighbours:
+            raise TransportError(f"not connected to {peer}")
+        rid = next(self._rids)
+        pending = _Pending()
+        self._pending[rid] = pending
+        try:
+            self._net._send(self._peer_id, peer, _Request(rid, protocol, data, self._peer_id), lossy=False)
+            with trio.move_on_after(timeout) as scope:
+                await pending.event.wait()
+            if scope.cancelled_caught:
+                raise TransportError(f"request {protocol} to {peer} timed out after {timeout}s")
+        finally:
+            del self._pending[rid]
+        if pending.error is not None or pending.response is None:
+            raise TransportError(f"request {protocol} to {peer} failed: {pending.error}")
+        if len(pending.response) > max_response_bytes:
+            self.penalise(peer, "oversized_response")
+            raise TransportError(f"response from {peer} exceeds {max_response_bytes} bytes")
+        return pending.response
+
+    def peer_events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
+        send, receive = trio.open_memory_channel[PeerEvent](capacity)
+        self._event_channels.append(send)
+        return receive
+
+    def penalise(self, peer: PeerId, code: str) -> None:
+        """Charge ``peer``; logs the first reason per peer; bans and disconnects past the threshold."""
+        outcome = self._penalties.penalise(peer, code, self._clock.now_ms())
+        if outcome.first:
+            log.warning("gossip.peer.penalised", peer=peer, code=code, node=self._peer_id)
+        if outcome.banned:
+            self._counters.peers_banned += 1
+            log.warning("gossip.peer.banned", peer=peer, code=code, node=self._peer_id)
+            self._net._disconnect(self._peer_id, peer)
+
+    def ban(self, peer: PeerId, seconds: float) -> None:
+        self._penalties.ban(peer, self._clock.now_ms() + int(seconds * 1000))
+        self._counters.peers_banned += 1
+        log.warning("gossip.peer.banned", peer=peer, code="explicit", node=self._peer_id)
+        self._net._disconnect(self._peer_id, peer)
+
+    def is_banned(self, peer: PeerId) -> bool:
+        return self._penalties.is_banned(peer, self._clock.now_ms())

@@ -1,0 +1,280 @@
+"""Proof gossip: batching into bundles, de-duplication, validation, bounded queues.
+
+GossipSub in py-libp2p costs milliseconds of CPU per message, so proofs do
+not travel one per message: :class:`ProofGossip` collects the node's own
+proofs and publishes them as one :class:`ProofBundle` every ``flush_ms`` (or
+as soon as a bundle is full), which keeps the gossip message rate in the
+tens per second whatever the proof rate.
+
+On receipt every item of a bundle is de-duplicated by content id *before*
+its signature is checked, then validated (:mod:`depin_p2p.gossip.validation`
+plus the subsystem's own check, plugged in as ``check_item``). A bundle with
+any rejected item is rejected as a whole: an honest node only ever bundles
+and forwards items it validated, so the forwarding peer is at fault. A bundle
+with nothing new is ignored (not forwarded). Accepted items come out of
+:attr:`ProofGossip.received`, with the peer that forwarded them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+import structlog
+import trio
+
+from depin_p2p import wire
+from depin_p2p.clock import Clock
+from depin_p2p.errors import CodecError, Ignore, InternalError, Reject
+from depin_p2p.gossip.transport import PROOFS, GossipMessage, PeerId, Transport, topic
+from depin_p2p.gossip.validation import GossipRule, validate_gossip_envelope
+
+if TYPE_CHECKING:
+    # libp2p pulls in trio-typing, whose stale trio-stubs shadow trio's own
+    # annotations and lack trio.TaskStatus; its TaskStatus is the same protocol.
+    from trio_typing import TaskStatus
+
+log = structlog.get_logger(__name__)
+
+MAX_BUNDLE_ITEMS = 64
+MAX_BUNDLE_BYTES = 512 * 1024
+
+
+@wire.message(type_id=64)
+@dataclass(frozen=True, slots=True)
+class ProofBundle:
+    """Signed envelopes (encoded) travelling together in one gossip message. Not itself signed."""
+
+    items: Annotated[tuple[bytes, ...], wire.MaxLen(MAX_BUNDLE_ITEMS)]
+
+
+# The subsystem's own check of a verified item: returns to accept, raises Ignore / Reject.
+ItemCheck = Callable[[wire.Verified, PeerId], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedProof:
+    """A new, verified proof from the network, and the peer that forwarded its bundle."""
+
+    verified: wire.Verified
+    data: bytes
+    peer: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    """Bundle size and timing, queue bounds."""
+
+    flush_ms: int = 50
+    max_items: int = MAX_BUNDLE_ITEMS
+    max_bytes: int = MAX_BUNDLE_BYTES
+    submit_capacity: int = 10_000
+    output_capacity: int = 10_000
+    seen_capacity: int = 200_000
+    pending_bundles: int = 4_096
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_items <= MAX_BUNDLE_ITEMS:
+            raise InternalError(f"max_items must be in [1, {MAX_BUNDLE_ITEMS}]")
+
+
+@dataclass(slots=True)
+class ServiceCounters:
+    """Exported as metrics. Mutable: the service increments in place."""
+
+    submitted: int = 0
+    dropped_submit_full: int = 0
+    bundles_published: int = 0
+    bundles_accepted: int = 0
+    bundles_rejected: int = 0
+    bundles_ignored: int = 0
+    items_duplicate: int = 0
+    items_accepted: int = 0
+    items_ignored: int = 0
+    dropped_output_full: int = 0
+    reject_codes: dict[str, int] = field(default_factory=dict)
+    ignore_codes: dict[str, int] = field(default_factory=dict)
+
+
+class _Lru:
+    """A bounded set of content ids; the oldest fall out first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._items
+
+    def add(self, key: bytes) -> None:
+        self._items[key] = None
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+
+class ProofGossip:
+    """The proofs topic of one node.
+
+    Args:
+        transport: the node's network.
+        network_id: our network; names the topic and is checked in every envelope.
+        clock: time for the gossip time window.
+        rules: message types carried, by type id (domain, time window).
+        check_item: the subsystem's validator for each verified item.
+        config: batching and bounds.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        network_id: str,
+        clock: Clock,
+        rules: Mapping[int, GossipRule],
+        check_item: ItemCheck | None = None,
+        config: BatchConfig | None = None,
+    ) -> None:
+        self.config = config or BatchConfig()
+        self.counters = ServiceCounters()
+        self.topic = topic(network_id, PROOFS)
+        self._transport = transport
+        self._network_id = network_id
+        self._clock = clock
+        self._rules = dict(rules)
+        self._check_item = check_item
+        self._seen = _Lru(self.config.seen_capacity)
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._wake = trio.Event()
+        self._pending: OrderedDict[bytes, list[ReceivedProof]] = OrderedDict()
+        self._out_send, self.received = trio.open_memory_channel[ReceivedProof](self.config.output_capacity)
+
+    # ---------------------------------------------------------------- send
+
+    def submit(self, envelope: bytes) -> bool:
+        """Queue one of our own encoded envelopes for the next bundle.
+
+        Returns False (and counts a drop) when the outbox is full or the item
+        can never fit in a bundle. Our own items are marked seen, so their
+        echoes from the network are dropped as duplicates.
+        """
+        if len(self._outbox) >= self.config.submit_capacity or len(envelope) > self.config.max_bytes - 64:
+            self.counters.dropped_submit_full += 1
+            return False
+        self._seen.add(wire.content_id(envelope))
+        self._outbox.append(envelope)
+        self._outbox_bytes += len(envelope)
+        self.counters.submitted += 1
+        self._wake.set()
+        return True
+
+    def _take_bundle(self) -> ProofBundle:
+        items: list[bytes] = []
+        size = 16  # msgpack array headers
+        while self._outbox and len(items) < self.config.max_items:
+            item_size = len(self._outbox[0]) + 5
+            if items and size + item_size > self.config.max_bytes:
+                break
+            item = self._outbox.popleft()
+            self._outbox_bytes -= len(item)
+            items.append(item)
+            size += item_size
+        return ProofBundle(tuple(items))
+
+    def _bundle_full(self) -> bool:
+        return len(self._outbox) >= self.config.max_items or self._outbox_bytes >= self.config.max_bytes
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if not self._outbox:
+                continue
+            if not self._bundle_full():
+                # Wait for the bundle to fill, at most flush_ms after its first item.
+                deadline = trio.current_time() + self.config.flush_ms / 1000
+                while not self._bundle_full() and trio.current_time() < deadline:
+                    with trio.move_on_at(deadline):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+            while self._outbox:
+                bundle = self._take_bundle()
+                await self._transport.publish(self.topic, wire.encode(bundle))
+                self.counters.bundles_published += 1
+                if not self._bundle_full():
+                    break
+            if self._outbox:
+                self._wake.set()
+
+    # ------------------------------------------------------------- receive
+
+    def validate_bundle(self, peer: PeerId, data: bytes) -> None:
+        """The transport validator of the proofs topic: raises Ignore / Reject, stashes new items."""
+        try:
+            bundle = wire.decode_as(data, ProofBundle)
+        except CodecError as exc:
+            self._count_reject("malformed_bundle")
+            raise Reject("malformed_bundle", str(exc)) from None
+        fresh: list[ReceivedProof] = []
+        fresh_ids: set[bytes] = set()
+        now_ms = self._clock.now_ms()
+        for item in bundle.items:
+            cid = wire.content_id(item)
+            if cid in self._seen or cid in fresh_ids:
+                self.counters.items_duplicate += 1
+                continue
+            try:
+                verified = validate_gossip_envelope(
+                    item, network_id=self._network_id, rules=self._rules, now_ms=now_ms
+                )
+                if self._check_item is not None:
+                    self._check_item(verified, peer)
+            except Ignore as exc:
+                self.counters.items_ignored += 1
+                self.counters.ignore_codes[exc.code] = self.counters.ignore_codes.get(exc.code, 0) + 1
+                continue
+            except Reject as exc:
+                self._count_reject(exc.code)
+                raise
+            fresh.append(ReceivedProof(verified, item, peer))
+            fresh_ids.add(cid)
+        if not fresh:
+            self.counters.bundles_ignored += 1
+            raise Ignore("nothing_new")
+        for cid in fresh_ids:
+            self._seen.add(cid)
+        self._pending[wire.content_id(data)] = fresh
+        while len(self._pending) > self.config.pending_bundles:
+            self._pending.popitem(last=False)
+
+    def _count_reject(self, code: str) -> None:
+        self.counters.bundles_rejected += 1
+        self.counters.reject_codes[code] = self.counters.reject_codes.get(code, 0) + 1
+
+    async def _drain(self, channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+        async with channel:
+            async for msg in channel:
+                fresh = self._pending.pop(wire.content_id(msg.data), None)
+                if fresh is None:
+                    continue
+                self.counters.bundles_accepted += 1
+                for proof in fresh:
+                    try:
+                        self._out_send.send_nowait(proof)
+                        self.counters.items_accepted += 1
+                    except trio.WouldBlock:
+                        self.counters.dropped_output_full += 1
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe to the proofs topic and run the flush timer until cancelled.
+
+        Cancellation: items still in the outbox are dropped (they were never sent).
+        """
+        channel = await self._transport.subscribe(self.topic, self.validate_bundle, capacity=1024)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._drain, channel)
+            nursery.start_soon(self._flush_loop)
+            task_status.started()

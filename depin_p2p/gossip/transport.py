@@ -1,0 +1,190 @@
+"""What the node needs from a network, independent of libp2p.
+
+Two implementations: :mod:`depin_p2p.gossip.memory` (in-process, virtual
+time, for the simulator and tests) and :mod:`depin_p2p.gossip.libp2p` (real
+TCP + Noise + Yamux + GossipSub). One conformance suite runs against both.
+
+Semantics both implementations share:
+
+- ``publish`` sends to every subscribed peer of the topic (not to ourselves);
+  a message is identified by the content id of its bytes, so the same bytes
+  published twice, or by two nodes, arrive at most once.
+- A topic validator runs on every message from a peer before it is delivered
+  or forwarded. It returns to accept, raises ``Ignore`` to drop quietly, or
+  ``Reject`` to drop and penalise the peer that forwarded it. Any other
+  exception counts as ``Reject('validator_error')``.
+- Accepted messages land on a bounded channel per subscription; when the
+  consumer falls behind, the newest message is dropped and counted.
+- ``request`` opens one exchange on a named protocol: the request and the
+  response are each capped in size and the whole exchange runs under a
+  timeout. A handler raising ``Reject`` penalises the requester.
+- Penalties accumulate per peer (see :mod:`depin_p2p.gossip.penalty`); a peer
+  over the threshold is disconnected and banned for a while.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NewType, Protocol
+
+import trio
+
+if TYPE_CHECKING:
+    # libp2p pulls in trio-typing, whose stale trio-stubs shadow trio's own
+    # annotations and lack trio.TaskStatus; its TaskStatus is the same protocol.
+    from trio_typing import TaskStatus
+
+PeerId = NewType("PeerId", str)
+
+# A validator sees the forwarding peer and the raw bytes; it returns (accept)
+# or raises Ignore / Reject. It is synchronous on purpose: it runs inline on
+# the receive path and must never block the network.
+Validator = Callable[[PeerId, bytes], None]
+# A request handler returns the response bytes; Reject penalises the requester.
+Handler = Callable[[PeerId, bytes], Awaitable[bytes]]
+
+DEFAULT_SUBSCRIPTION_CAPACITY = 1024
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+PROOFS = "proofs"
+TX = "tx"
+CONSENSUS = "consensus"
+SYNC = "sync"
+CHALLENGE = "challenge"
+STATUS = "status"
+
+
+def topic(network_id: str, name: str, version: int = 1) -> str:
+    """The gossip topic ``/depin/<network>/<name>/<version>``, e.g. ``/depin/devnet/proofs/1``."""
+    return f"/depin/{network_id}/{name}/{version}"
+
+
+def protocol(network_id: str, name: str, version: int = 1) -> str:
+    """The request/response protocol id ``/depin/<network>/<name>/<version>``, e.g. ``.../sync/1``."""
+    return f"/depin/{network_id}/{name}/{version}"
+
+
+@dataclass(frozen=True, slots=True)
+class GossipMessage:
+    """An accepted gossip message: its topic, bytes and the peer that forwarded it to us."""
+
+    topic: str
+    data: bytes
+    peer: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEvent:
+    """A peer connected (``connected=True``) or disconnected."""
+
+    peer: PeerId
+    connected: bool
+
+
+@dataclass(slots=True)
+class TransportCounters:
+    """Drop and penalty counters, exported as metrics by the node.
+
+    Mutable on purpose: the transport increments them in place.
+    """
+
+    published: int = 0
+    delivered: int = 0
+    ignored: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    dropped_subscriber_full: int = 0
+    dropped_rate_limited: int = 0
+    dropped_peer_events_full: int = 0
+    malformed_frames: int = 0
+    requests_served: int = 0
+    requests_failed: int = 0
+    peers_banned: int = 0
+    peers_dropped_unresponsive: int = 0
+    reject_codes: dict[str, int] = field(default_factory=dict)
+
+    def count_reject(self, code: str) -> None:
+        self.rejected += 1
+        self.reject_codes[code] = self.reject_codes.get(code, 0) + 1
+
+
+class Transport(Protocol):
+    """A node's network. Every method is safe to call only while ``run`` is running."""
+
+    @property
+    def peer_id(self) -> PeerId:
+        """Our own peer id."""
+        ...
+
+    @property
+    def counters(self) -> TransportCounters: ...
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the transport until cancelled; ``task_status.started()`` once it listens."""
+        ...
+
+    def listen_addrs(self) -> tuple[str, ...]:
+        """Addresses other nodes can pass to :meth:`connect`."""
+        ...
+
+    async def connect(self, addr: str) -> PeerId:
+        """Dial ``addr`` and keep it in the address book (re-dialled when lost).
+
+        Raises TransportError if the dial fails or the peer is banned.
+        """
+        ...
+
+    def peers(self) -> frozenset[PeerId]:
+        """Currently connected peers."""
+        ...
+
+    def topic_peers(self, topic: str) -> frozenset[PeerId]:
+        """Peers our messages on ``topic`` go to now (GossipSub: the mesh)."""
+        ...
+
+    async def subscribe(
+        self, topic: str, validator: Validator, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY
+    ) -> trio.MemoryReceiveChannel[GossipMessage]:
+        """Join ``topic``; accepted messages arrive on the returned channel (bounded by ``capacity``)."""
+        ...
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Send ``data`` to the topic. Never blocks on slow peers; never raises for a peer's fault."""
+        ...
+
+    def set_handler(
+        self, protocol: str, handler: Handler, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    ) -> None:
+        """Serve requests on ``protocol`` with ``handler``."""
+        ...
+
+    async def request(
+        self,
+        peer: PeerId,
+        protocol: str,
+        data: bytes,
+        *,
+        timeout: float,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> bytes:
+        """One request/response exchange. Raises TransportError on timeout, reset, refusal or oversize.
+
+        Cancellation: the exchange is abandoned (the stream is reset).
+        """
+        ...
+
+    def peer_events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
+        """A new bounded channel of peer connect/disconnect events (drops counted when full)."""
+        ...
+
+    def penalise(self, peer: PeerId, code: str) -> None:
+        """Charge ``peer`` for a rejected message or request; bans it past the threshold."""
+        ...
+
+    def ban(self, peer: PeerId, seconds: float) -> None:
+        """Disconnect ``peer`` and refuse it for ``seconds``."""
+        ...
+
+    def is_banned(self, peer: PeerId) -> bool: ...

@@ -1,0 +1,192 @@
+"""One conformance suite for every Transport: the memory network and real libp2p on 127.0.0.1.
+
+The memory variant runs in virtual time (MockClock); the libp2p variant on the
+real clock with every wait under ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import trio
+import trio.testing
+
+from depin_p2p.errors import Ignore, Reject, TransportError
+from depin_p2p.gossip.penalty import PenaltyPolicy
+from depin_p2p.gossip.transport import PeerEvent, PeerId, Transport, protocol, topic
+from tests.unit.gossip.cluster import KINDS, cluster, connect_line, wait_until
+
+T = topic("test", "proofs")
+ECHO = protocol("test", "echo")
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def vclock(kind: str) -> trio.testing.MockClock | None:
+    """Virtual time for the memory transport; the real clock for libp2p."""
+    return trio.testing.MockClock(autojump_threshold=0) if kind == "memory" else None
+
+
+def accept(peer: PeerId, data: bytes) -> None:
+    pass
+
+
+async def refused_while_banned(
+    a: Transport, b: Transport, events_b: trio.MemoryReceiveChannel[PeerEvent]
+) -> None:
+    """``a`` is banned by ``b``: a dial either fails or is cut at once; ``b`` never reports it connected."""
+    with contextlib.suppress(TransportError), trio.fail_after(10):
+        await a.connect(b.listen_addrs()[0])
+    await wait_until(lambda: a.peer_id not in b.peers() and b.peer_id not in a.peers())
+    await trio.sleep(0.2)  # give a wrongly accepted connection time to show up as an event
+    while True:
+        try:
+            event = events_b.receive_nowait()
+        except trio.WouldBlock:
+            break
+        assert not event.connected, event
+    assert a.peer_id not in b.peers()
+
+
+async def test_publish_reaches_every_subscriber_through_forwarding(kind: str, vclock: object) -> None:
+    async with cluster(kind, 3) as nodes:
+        subs = [await n.subscribe(T, accept) for n in nodes]
+        await connect_line(nodes)
+        await wait_until(lambda: nodes[1].topic_peers(T) == {nodes[0].peer_id, nodes[2].peer_id})
+        await wait_until(lambda: nodes[2].topic_peers(T) == {nodes[1].peer_id})
+        await nodes[0].publish(T, b"proof-1")
+        with trio.fail_after(10):
+            got1 = await subs[1].receive()
+            got2 = await subs[2].receive()
+        assert (got1.topic, got1.data, got1.peer) == (T, b"proof-1", nodes[0].peer_id)
+        # Node 2 is not connected to the publisher: it hears it from node 1.
+        assert (got2.data, got2.peer) == (b"proof-1", nodes[1].peer_id)
+        # Identical bytes are one message (content-addressed ids), and the
+        # publisher never hears its own message.
+        await nodes[2].publish(T, b"proof-1")
+        await nodes[2].publish(T, b"proof-2")
+        with trio.fail_after(10):
+            assert (await subs[1].receive()).data == b"proof-2"
+            assert (await subs[0].receive()).data == b"proof-2"
+        with pytest.raises(trio.WouldBlock):
+            subs[0].receive_nowait()
+        assert nodes[1].counters.delivered == 2
+
+
+async def test_ignore_drops_quietly_reject_drops_penalises_and_bans(kind: str, vclock: object) -> None:
+    policy = PenaltyPolicy(reject_points=25, threshold=100, ban_ms=60_000)
+
+    def picky(peer: PeerId, data: bytes) -> None:
+        if data.startswith(b"ignore"):
+            raise Ignore("too_early")
+        if data.startswith(b"reject"):
+            raise Reject("bad_thing")
+
+    async with cluster(kind, 3, penalty_policy=policy) as (a, b, c):
+        await a.subscribe(T, accept)
+        sub_b = await b.subscribe(T, picky)
+        sub_c = await c.subscribe(T, accept)
+        events_b = b.peer_events()
+        await connect_line([a, b, c])
+        await wait_until(lambda: b.topic_peers(T) == {a.peer_id, c.peer_id})
+        await wait_until(lambda: c.topic_peers(T) == {b.peer_id})
+        for i in range(20):  # far more ignores than the ban threshold would allow as rejects
+            await a.publish(T, b"ignore %d" % i)
+        await a.publish(T, b"fine")
+        with trio.fail_after(10):
+            assert (await sub_b.receive()).data == b"fine"
+            # Ignored messages were not forwarded: the next thing c sees is "fine".
+            assert (await sub_c.receive()).data == b"fine"
+        assert b.counters.ignored == 20
+        assert b.counters.rejected == 0
+        assert a.peer_id in b.peers()
+        for i in range(3):
+            await a.publish(T, b"reject %d" % i)
+        await wait_until(lambda: b.counters.rejected == 3)
+        assert b.counters.reject_codes == {"bad_thing": 3}
+        assert a.peer_id in b.peers() and not b.is_banned(a.peer_id)
+        await a.publish(T, b"reject 3")  # 4 x 25 points reach the threshold
+        await wait_until(lambda: a.peer_id not in b.peers())
+        assert b.is_banned(a.peer_id)
+        assert b.counters.peers_banned == 1
+        with trio.fail_after(10):
+            events = [await events_b.receive() for _ in range(3)]
+        assert PeerEvent(a.peer_id, False) in events
+        # c never saw a rejected message.
+        with pytest.raises(trio.WouldBlock):
+            sub_c.receive_nowait()
+        await refused_while_banned(a, b, events_b)
+
+
+async def test_validator_crash_costs_the_message_not_the_node(kind: str, vclock: object) -> None:
+    def broken(peer: PeerId, data: bytes) -> None:
+        if data == b"boom":
+            raise ZeroDivisionError("a bug in our own validator")
+
+    async with cluster(kind, 2) as (a, b):
+        await a.subscribe(T, accept)
+        sub_b = await b.subscribe(T, broken)
+        await connect_line([a, b])
+        await wait_until(lambda: b.topic_peers(T) == {a.peer_id} and a.topic_peers(T) == {b.peer_id})
+        await a.publish(T, b"boom")
+        await a.publish(T, b"after")
+        with trio.fail_after(10):
+            assert (await sub_b.receive()).data == b"after"
+        assert b.counters.reject_codes == {"validator_error": 1}
+
+
+async def test_request_response_caps_timeouts_and_errors(kind: str, vclock: object) -> None:
+    async def echo(peer: PeerId, data: bytes) -> bytes:
+        if data == b"hang":
+            await trio.sleep_forever()
+        if data == b"crash":
+            raise RuntimeError("a bug in our own handler")
+        if data == b"reject":
+            raise Reject("bad_request")
+        if data == b"big":
+            return b"x" * 5000
+        return peer.encode() + b":" + data
+
+    async with cluster(kind, 2) as (a, b):
+        b.set_handler(ECHO, echo, max_request_bytes=100)
+        await connect_line([a, b])
+        with trio.fail_after(10):
+            assert await a.request(b.peer_id, ECHO, b"hi", timeout=5) == a.peer_id.encode() + b":hi"
+            with pytest.raises(TransportError):
+                await a.request(b.peer_id, ECHO, b"hang", timeout=0.5)
+            with pytest.raises(TransportError):
+                await a.request(b.peer_id, ECHO, b"crash", timeout=5)
+            with pytest.raises(TransportError):
+                await a.request(b.peer_id, ECHO, b"big", timeout=5, max_response_bytes=1000)
+            with pytest.raises(TransportError):
+                await a.request(b.peer_id, ECHO, b"y" * 101, timeout=5)
+            with pytest.raises(TransportError):
+                await a.request(b.peer_id, protocol("test", "nothing"), b"hi", timeout=5)
+            with pytest.raises(TransportError):
+                await a.request(b.peer_id, ECHO, b"reject", timeout=5)
+            # Still serving after all of that.
+            assert await a.request(b.peer_id, ECHO, b"again", timeout=5) == a.peer_id.encode() + b":again"
+        # Served: hi, big (refused by the requester, not the server), again.
+        assert b.counters.requests_served == 3
+        assert b.counters.requests_failed >= 3  # crash, reject, oversized request (+ hang on libp2p)
+
+
+async def test_peer_events_and_explicit_ban(kind: str, vclock: object) -> None:
+    async with cluster(kind, 2) as (a, b):
+        events_a, events_b = a.peer_events(), b.peer_events()
+        assert await a.connect(b.listen_addrs()[0]) == b.peer_id
+        with trio.fail_after(10):
+            assert await events_a.receive() == PeerEvent(b.peer_id, True)
+            assert await events_b.receive() == PeerEvent(a.peer_id, True)
+        assert a.peers() == {b.peer_id}
+        b.ban(a.peer_id, 30)
+        with trio.fail_after(10):
+            assert await events_b.receive() == PeerEvent(a.peer_id, False)
+            assert await events_a.receive() == PeerEvent(b.peer_id, False)
+        assert b.peers() == frozenset()
+        await refused_while_banned(a, b, events_b)

@@ -1,0 +1,273 @@
+"""The node's witnessing: its devices beacon, witness, challenge and answer; proofs go to the pool.
+
+Per epoch, each of this node's radio devices beacons once, at an offset in
+the first half of the epoch derived from its id (so beacons spread out, and
+the same way on every run). Every beacon the node hears (its own, or from the
+proofs topic) is offered to its other radio devices; what they hear they
+report. A quarter into the epoch, each compute assignment whose witness
+device is this node's sends a challenge to the provider's node over the
+``/challenge/1`` protocol, judges the answer with Freivalds' check, and
+publishes the signed attestation. The provider side answers challenges for
+this node's compute devices. Everything heard or made lands in the
+:class:`~depin_p2p.witness.pool.ProofPool`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+
+from depin_p2p import wire
+from depin_p2p.clock import Clock
+from depin_p2p.crypto import KeyPair
+from depin_p2p.errors import CodecError, DepinError, Reject, TransportError, ValidationError
+from depin_p2p.gossip.service import ProofGossip
+from depin_p2p.gossip.transport import CHALLENGE, PeerId, Transport, protocol
+from depin_p2p.gossip.validation import GossipRule, TimeWindow
+from depin_p2p.model import Device, DeviceRegistry
+from depin_p2p.schedule import EpochSchedule
+from depin_p2p.witness import compute, radio
+from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
+from depin_p2p.witness.devices import ComputeDriver, RadioDriver
+from depin_p2p.witness.pool import ProofPool
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = structlog.get_logger("depin_p2p.witness")
+
+CHALLENGE_N = 32
+CHALLENGE_TIMEOUT_S = 10.0
+MAX_CONCURRENT_WITNESSING = 64
+MAX_CHALLENGE_BYTES = 4 * 1024
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a u32 product at the largest n, plus framing
+
+
+def proof_rules(epoch_length_ms: int) -> dict[int, GossipRule]:
+    """What the proofs topic carries, by wire type id, with local-clock arrival windows."""
+    window = epoch_length_ms * 2
+    beacon_window = TimeWindow(lambda m: m.sent_at_ms, window, 30_000)  # type: ignore[attr-defined]
+    report_window = TimeWindow(lambda m: m.received_at_ms, window, 30_000)  # type: ignore[attr-defined]
+    return {
+        wire.info_of(radio.Beacon).type_id: GossipRule(wire.Domain.BEACON, beacon_window),
+        wire.info_of(radio.WitnessReport).type_id: GossipRule(wire.Domain.WITNESS, report_window),
+        wire.info_of(compute.Attestation).type_id: GossipRule(wire.Domain.COMPUTE_ATTESTATION),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerContext:
+    """What witnessing needs from the last committed ledger state."""
+
+    registry: DeviceRegistry
+    devices: tuple[Device, ...]
+    validator_accounts: frozenset[bytes]
+    prev_cert_hash: bytes
+
+
+def _offset_ms(device_id: bytes, epoch: int, span_ms: int) -> int:
+    h = hashlib.blake2b(device_id + epoch.to_bytes(8, "big"), digest_size=8).digest()
+    return int.from_bytes(h, "big") % max(1, span_ms)
+
+
+class WitnessService:
+    """Drives this node's devices; see the module docstring.
+
+    Args:
+        network_id: our network.
+        clock: the node's clock.
+        schedule: epoch boundaries.
+        transport: for challenges (request/response).
+        gossip: the proofs topic.
+        pool: where proofs go.
+        context: the ledger context of the last committed epoch (called per use).
+        radios: this node's radio drivers.
+        computes: this node's compute drivers, by device id.
+        device_keys: keys of this node's devices (radio devices sign challenges
+            and attestations when they are compute witnesses).
+        peer_of: the peer that serves a device owner's challenges.
+    """
+
+    def __init__(
+        self,
+        *,
+        network_id: str,
+        clock: Clock,
+        schedule: EpochSchedule,
+        transport: Transport,
+        gossip: ProofGossip,
+        pool: ProofPool,
+        context: Callable[[], LedgerContext],
+        radios: Sequence[RadioDriver],
+        computes: Mapping[bytes, ComputeDriver],
+        device_keys: Mapping[bytes, KeyPair],
+        peer_of: Callable[[bytes], PeerId],
+    ) -> None:
+        self._net = network_id
+        self._clock = clock
+        self._schedule = schedule
+        self._transport = transport
+        self._gossip = gossip
+        self._pool = pool
+        self._context = context
+        self._radios = list(radios)
+        self._computes = dict(computes)
+        self._keys = dict(device_keys)
+        self._peer_of = peer_of
+        self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_WITNESSING)
+        self._challenge_protocol = protocol(network_id, CHALLENGE)
+        self.beacons_sent = 0
+        self.reports_sent = 0
+        self.attestations_sent = 0
+        self.challenges_answered = 0
+        self.challenges_failed = 0
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve challenges, witness heard beacons and run the per-epoch schedule until cancelled.
+
+        Cancellation: in-flight challenges and reports are abandoned.
+        """
+        self._transport.set_handler(
+            self._challenge_protocol, self._on_challenge, max_request_bytes=MAX_CHALLENGE_BYTES
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._consume, nursery)
+            nursery.start_soon(self._epochs, nursery)
+            task_status.started()
+
+    async def _consume(self, nursery: trio.Nursery) -> None:
+        async for proof in self._gossip.received:
+            self._accept(proof.verified, nursery)
+
+    def _accept(self, verified: wire.Verified, nursery: trio.Nursery) -> None:
+        self._pool.add(verified)
+        msg = verified.message
+        if isinstance(msg, radio.Beacon) and msg.epoch == self._schedule.epoch_at(self._clock.now_ms()):
+            for driver in self._radios:
+                if driver.device_id != msg.device:
+                    nursery.start_soon(self._witness, driver, verified.envelope)
+
+    def _publish(self, env: wire.Envelope, nursery: trio.Nursery) -> None:
+        self._gossip.submit(wire.encode(env))
+        self._accept(wire.Verified(wire.decode(env.body), env.signer, env), nursery)
+
+    async def _witness(self, driver: RadioDriver, beacon_env: wire.Envelope) -> None:
+        async with self._limiter:
+            report = await driver.witness(beacon_env)
+        if report is not None:
+            self._gossip.submit(wire.encode(report))
+            self._pool.add(wire.Verified(wire.decode(report.body), report.signer, report))
+            self.reports_sent += 1
+
+    async def _epochs(self, nursery: trio.Nursery) -> None:
+        epoch = max(1, self._schedule.epoch_at(self._clock.now_ms()))
+        while True:
+            start = self._schedule.start_of(epoch)
+            length = self._schedule.epoch_length_ms
+            async with trio.open_nursery() as epoch_tasks:
+                for driver in self._radios:
+                    at = start + _offset_ms(driver.device_id, epoch, length // 2)
+                    epoch_tasks.start_soon(self._beacon_at, driver, epoch, at, nursery)
+                epoch_tasks.start_soon(self._challenge_all, epoch, start + length // 4)
+            await self._clock.sleep_until_ms(self._schedule.start_of(epoch + 1))
+            epoch += 1
+
+    async def _beacon_at(self, driver: RadioDriver, epoch: int, at_ms: int, nursery: trio.Nursery) -> None:
+        if self._clock.now_ms() > at_ms + self._schedule.epoch_length_ms // 2:
+            return  # started late in this epoch: skip rather than beacon out of time
+        await self._clock.sleep_until_ms(at_ms)
+        env = await driver.beacon(epoch=epoch, nonce=0)
+        self._publish(env, nursery)
+        self.beacons_sent += 1
+
+    # ------------------------------------------------------------- compute
+
+    def _assignments(self, epoch: int) -> tuple[ComputeAssignment, ...]:
+        ctx = self._context()
+        return assign_compute_witnesses(
+            prev_cert_hash=ctx.prev_cert_hash,
+            epoch=epoch,
+            devices=ctx.devices,
+            validator_accounts=ctx.validator_accounts,
+        )
+
+    async def _challenge_all(self, epoch: int, at_ms: int) -> None:
+        await self._clock.sleep_until_ms(at_ms)
+        if self._schedule.epoch_at(self._clock.now_ms()) != epoch:
+            return
+        async with trio.open_nursery() as nursery:
+            for assignment in self._assignments(epoch):
+                for witness in assignment.witnesses:
+                    if witness in self._keys:
+                        nursery.start_soon(self._challenge, epoch, assignment, witness)
+
+    async def _challenge(self, epoch: int, assignment: ComputeAssignment, witness: bytes) -> None:
+        key = self._keys[witness]
+        ctx = self._context()
+        provider = ctx.registry.get_device(assignment.provider)
+        if provider is None:
+            return
+        now = self._clock.now_ms()
+        seed = hashlib.blake2b(
+            key.seed + epoch.to_bytes(8, "big") + assignment.provider, digest_size=32
+        ).digest()
+        deadline = now + int(CHALLENGE_TIMEOUT_S * 1000) // 2
+        challenge = compute.Challenge(
+            witness, assignment.provider, epoch, seed, CHALLENGE_N, compute.MODULUS, now, deadline
+        )
+        ch_env = wire.seal(challenge, key, self._net)
+        pending = compute.prepare_challenge(ch_env, witness_secret=key.seed)
+        answer: wire.Envelope | None = None
+        try:
+            data = await self._transport.request(
+                self._peer_of(provider.owner),
+                self._challenge_protocol,
+                wire.encode(ch_env),
+                timeout=CHALLENGE_TIMEOUT_S,
+                max_response_bytes=MAX_RESPONSE_BYTES,
+            )
+            answer = wire.decode_as(data, wire.Envelope)
+        except (TransportError, CodecError) as exc:
+            log.info("witness.challenge.unanswered", provider=assignment.provider.hex()[:16], error=str(exc))
+        try:
+            att = compute.judge_response(
+                pending, answer, registry=ctx.registry, network_id=self._net, now_ms=self._clock.now_ms()
+            )
+        except ValidationError as exc:
+            # A forged or stranger's response says nothing about the provider: no attestation.
+            log.info("witness.challenge.bad_response", code=exc.code)
+            return
+        env = wire.seal(att, key, self._net)
+        self._gossip.submit(wire.encode(env))
+        self._pool.add(wire.Verified(att, env.signer, env))
+        self.attestations_sent += 1
+
+    async def _on_challenge(self, peer: PeerId, data: bytes) -> bytes:
+        """Provider side: check the challenge, do the work, return the signed response."""
+        try:
+            env = wire.decode_as(data, wire.Envelope)
+            claimed = wire.decode_as(env.body, compute.Challenge)
+        except CodecError as exc:
+            raise Reject("malformed", str(exc)) from None
+        driver = self._computes.get(claimed.provider)
+        if driver is None:
+            raise Reject("unknown_provider", "no such compute device on this node")
+        assigned = {a.provider: a for a in self._assignments(claimed.epoch)}.get(claimed.provider)
+        allowed = frozenset(assigned.witnesses) if assigned is not None else frozenset()
+        compute.validate_challenge(
+            env, provider=claimed.provider, network_id=self._net, allowed_witnesses=allowed
+        )
+        try:
+            answer = await driver.answer(env)
+        except DepinError:
+            self.challenges_failed += 1
+            raise
+        self.challenges_answered += 1
+        return wire.encode(answer.envelope)

@@ -7,8 +7,9 @@
     ...
 
 Each node listens on 127.0.0.1 at a free port chosen now and bootstraps to
-node 0 (node 0 to nobody); every node's API port is chosen now too, so the
-devnet tools know where to read each node's status.
+every earlier node (node 0 to nobody), so a devnet is a full mesh; every
+node's API port is chosen now too, so the devnet tools know where to read
+each node's status.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def write_layout(devnet: Devnet, root: Path) -> Layout:
         home = root / f"node-{i}"
         p2p_port, api_port = free_port(), free_port()
         device_paths = write_device_keys(devnet, i, home / "devices")
-        bootstrap = [nodes[0].multiaddr] if nodes else []
+        # Every node dials every earlier one: a full mesh, so validators peer directly
+        # and direct requests (compute challenges, sync) reach any node.
+        bootstrap = [n.multiaddr for n in nodes]
         config = node_toml(
             p2p_port=p2p_port,
             api_port=api_port,

@@ -22,6 +22,13 @@ Rules beyond the individual proof checks:
 * one attestation per (witness, provider) [duplicate_attestation];
 * emission is minted only when earned: when the epoch has no reward shares
   at all, the declared emission is 0 [wrong_emission];
+* each list of proofs is in canonical order, strictly increasing by the
+  content id of the encoded envelope [not_canonical], so a proposer cannot
+  steer the next epoch's hash-seeded draws by reordering;
+* at most ``MAX_REPORTS_PER_BEACON`` reports per beacon [too_many_reports]
+  and at most ``MAX_CONTENT_BYTES`` encoded [too_large], so an honest
+  proposal always fits one message (the builder keeps the reports with the
+  lowest ``report_ticket`` and drops what does not fit, in canonical order);
 * the rewards equal :func:`~depin_p2p.witness.rewards.compute_epoch_rewards`
   over the included proofs [wrong_rewards]; slashes equal those of the
   included evidence [wrong_slashes]; the root equals the recomputed one
@@ -30,6 +37,8 @@ Rules beyond the individual proof checks:
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +47,7 @@ from typing import Annotated
 from depin_p2p import wire
 from depin_p2p.errors import CodecError, Ignore, Reject, ValidationError
 from depin_p2p.ledger.state import (
+    MAX_TXS,
     EpochValue,
     LedgerView,
     Reward,
@@ -68,6 +78,13 @@ MAX_BEACONS = 2_048
 MAX_REPORTS = 16_384
 MAX_ATTESTATIONS = 2_048
 MAX_EVIDENCE = 64
+MAX_REPORTS_PER_BEACON = 32
+# Under consensus' 900 000-byte candidate cap, itself under the 1 MiB message cap.
+MAX_CONTENT_BYTES = 880_000
+_REWARD_BYTES = 48  # one encoded Reward(account, amount), rounded up
+_SLASH_BYTES = 96  # one encoded Slash plus the evidence's array framing
+_ITEM_OVERHEAD = 8 + _REWARD_BYTES  # array framing of the item + the reward entry it may add
+_FRAMING = 1_024  # EpochContent's own header, root and list headers
 
 EvidenceBytes = Annotated[bytes, wire.MaxLen(4_096)]
 
@@ -101,6 +118,8 @@ class ValueParams:
     network_id: str
     emission_per_epoch: int
     rewards: RewardParams = DEFAULT_REWARD_PARAMS
+    max_content_bytes: int = MAX_CONTENT_BYTES
+    max_reports_per_beacon: int = MAX_REPORTS_PER_BEACON
     judge_evidence: EvidenceJudge = field(default=_no_evidence, compare=False)
 
 
@@ -113,6 +132,23 @@ def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[by
         validator_accounts=validators,
     )
     return {a.provider: a for a in assigned}
+
+
+def envelope_id(env: wire.Envelope) -> bytes:
+    """The canonical sort key of an included envelope."""
+    return wire.content_id(wire.encode(env))
+
+
+def report_ticket(prev_cert_hash: bytes, report: WitnessReport) -> bytes:
+    """Which reports of a crowded beacon are kept (lowest first); fixed by the witness device."""
+    return hashlib.blake2b(
+        b"depin/report-inclusion" + prev_cert_hash + report.beacon_id + report.witness, digest_size=32
+    ).digest()
+
+
+def _check_order(name: str, keys: Sequence[bytes]) -> None:
+    if any(a >= b for a, b in itertools.pairwise(keys)):
+        raise Reject("not_canonical", f"{name} are not in strictly increasing content-id order")
 
 
 def _decode_report(env: wire.Envelope) -> WitnessReport:
@@ -163,6 +199,8 @@ def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: Valu
     if beacon is None:
         raise Reject("unknown_beacon", "the report's beacon is not in this value")
     seen = acc.witnesses[report.beacon_id]
+    if len(seen) >= p.max_reports_per_beacon:
+        raise Reject("too_many_reports", f"more than {p.max_reports_per_beacon} reports for one beacon")
     checked = validate_witness_report(beacon, env, registry=view, network_id=p.network_id, seen=seen)
     seen.append(checked.report.witness)
     acc.reports.append(env)
@@ -238,6 +276,16 @@ def check_content(view: LedgerView, content: EpochContent, params: ValueParams) 
     """
     value = content.ledger
     epoch, prev = value.epoch, value.prev_certificate_hash
+    size = len(wire.encode(content))
+    if size > params.max_content_bytes:
+        raise Reject("too_large", f"{size} bytes > {params.max_content_bytes}")
+    for name, items in (
+        ("beacons", content.beacons),
+        ("reports", content.reports),
+        ("attestations", content.attestations),
+    ):
+        _check_order(name, [envelope_id(e) for e in items])
+    _check_order("evidence", list(content.evidence))
     acc = _Accepted()
     assignments = _assignments(view, epoch, prev)
     try:
@@ -304,38 +352,66 @@ def build_content(
     prev = view.last_certificate_hash()
     acc = _Accepted()
     dropped: list[Dropped] = []
+    # Transactions first, in the given order, within half the budget; then proofs. Every
+    # accepted item is charged its size plus room for the one reward entry it can add.
+    kept_txs: list[wire.Envelope] = []
+    tx_budget = params.max_content_bytes // 2
+    for tx in txs:
+        size = len(wire.encode(tx)) + _ITEM_OVERHEAD
+        if len(kept_txs) >= MAX_TXS or size > tx_budget:
+            dropped.append(Dropped("tx", "over_budget"))
+            continue
+        kept_txs.append(tx)
+        tx_budget -= size
+    framing = len(wire.encode(EpochValue(epoch, prev, tuple(kept_txs), (), (), 0))) + _FRAMING
+    budget = [params.max_content_bytes - framing]
 
     def ordered(items: Iterable[wire.Envelope]) -> list[wire.Envelope]:
-        return sorted(set(items), key=lambda e: wire.content_id(wire.encode(e)))
+        return sorted(set(items), key=envelope_id)
 
-    def keep(kind: str, cap: int, count: int, accept: Callable[[], None]) -> None:
+    def keep(kind: str, cap: int, count: int, accept: Callable[[], None], size: int) -> None:
         if count >= cap:
             dropped.append(Dropped(kind, "over_cap"))
+            return
+        if size > budget[0]:
+            dropped.append(Dropped(kind, "over_budget"))
             return
         try:
             accept()
         except ValidationError as exc:
             dropped.append(Dropped(kind, exc.code))
+            return
+        budget[0] -= size
 
+    def report_rank(env: wire.Envelope) -> bytes:
+        try:
+            return report_ticket(prev, _decode_report(env))
+        except Reject:
+            return b"\xff" * 32  # undecodable: judged (and dropped) last
+
+    for ev in sorted(set(evidence)):
+        accept = partial(_accept_evidence, acc, ev, params)
+        keep("evidence", MAX_EVIDENCE, len(acc.evidence), accept, len(ev) + _SLASH_BYTES)
     for env in ordered(beacons):
         accept = partial(_accept_beacon, acc, env, view, epoch, params)
-        keep("beacon", MAX_BEACONS, len(acc.beacon_order), accept)
-    for env in ordered(reports):
-        keep("report", MAX_REPORTS, len(acc.reports), partial(_accept_report, acc, env, view, params))
+        keep("beacon", MAX_BEACONS, len(acc.beacon_order), accept, len(wire.encode(env)) + _ITEM_OVERHEAD)
     assignments = _assignments(view, epoch, prev)
     for env in ordered(attestations):
         accept = partial(_accept_attestation, acc, env, epoch, assignments, params)
-        keep("attestation", MAX_ATTESTATIONS, len(acc.attestation_envs), accept)
-    for ev in sorted(set(evidence)):
-        keep("evidence", MAX_EVIDENCE, len(acc.evidence), partial(_accept_evidence, acc, ev, params))
+        size = len(wire.encode(env)) + _ITEM_OVERHEAD
+        keep("attestation", MAX_ATTESTATIONS, len(acc.attestation_envs), accept, size)
+    # Reports last, best ticket first, so a crowd of witnesses never crowds out the rest.
+    for env in sorted(set(reports), key=report_rank):
+        accept = partial(_accept_report, acc, env, view, params)
+        keep("report", MAX_REPORTS, len(acc.reports), accept, len(wire.encode(env)) + _ITEM_OVERHEAD)
     emission, rewards = _rewards(acc, view, prev, assignments, params)
-    value = EpochValue(epoch, prev, tuple(txs), rewards, tuple(acc.slashes), emission)
+    value = EpochValue(epoch, prev, tuple(kept_txs), rewards, tuple(acc.slashes), emission)
     changes = apply_epoch(view, value, params.network_id)
     content = EpochContent(
         ledger=value,
-        beacons=tuple(acc.beacon_order),
-        reports=tuple(acc.reports),
-        attestations=tuple(acc.attestation_envs),
+        beacons=tuple(sorted(acc.beacon_order, key=envelope_id)),
+        reports=tuple(sorted(acc.reports, key=envelope_id)),
+        attestations=tuple(sorted(acc.attestation_envs, key=envelope_id)),
         evidence=tuple(acc.evidence),
         state_root=changes.root,
     )

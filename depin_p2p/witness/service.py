@@ -126,6 +126,8 @@ class WitnessService:
         self.attestations_sent = 0
         self.challenges_answered = 0
         self.challenges_failed = 0
+        # (epoch, witness, provider) already served: an assigned witness gets one answer per epoch.
+        self._served: set[tuple[int, bytes, bytes]] = set()
 
     # ------------------------------------------------------------------ run
 
@@ -259,11 +261,19 @@ class WitnessService:
         driver = self._computes.get(claimed.provider)
         if driver is None:
             raise Reject("unknown_provider", "no such compute device on this node")
+        epoch = self._schedule.epoch_at(self._clock.now_ms())
+        if claimed.epoch != epoch:
+            raise Reject("wrong_epoch", f"challenge for epoch {claimed.epoch} while {epoch} runs")
+        served = (claimed.epoch, claimed.witness, claimed.provider)
+        if served in self._served:
+            raise Reject("duplicate_challenge", "this witness was already answered this epoch")
         assigned = {a.provider: a for a in self._assignments(claimed.epoch)}.get(claimed.provider)
         allowed = frozenset(assigned.witnesses) if assigned is not None else frozenset()
         compute.validate_challenge(
             env, provider=claimed.provider, network_id=self._net, allowed_witnesses=allowed
         )
+        self._served = {s for s in self._served if s[0] == epoch}
+        self._served.add(served)
         try:
             answer = await driver.answer(env)
         except DepinError:

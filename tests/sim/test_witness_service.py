@@ -1,30 +1,61 @@
-"""Four nodes witness each other for one epoch on the memory network, in virtual time."""
+"""Four nodes witness each other on the memory network, in virtual time."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 
+import pytest
 import trio
 import trio.testing
 
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.consensus.value import ValueParams, build_content, check_content
-from depin_p2p.gossip.memory import MemoryNetwork
+from depin_p2p.errors import TransportError
+from depin_p2p.gossip.memory import MemoryNetwork, MemoryTransport
 from depin_p2p.gossip.service import ProofGossip
+from depin_p2p.gossip.transport import CHALLENGE, protocol
 from depin_p2p.ledger.genesis import parse_genesis
 from depin_p2p.ledger.memory import MemoryLedger
 from depin_p2p.ledger.state import compute_genesis_changes, validator_set
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
+from depin_p2p.witness import compute
+from depin_p2p.witness.assign import assign_compute_witnesses
 from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.pool import ProofPool
 from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
 from depin_p2p.witness.world import World
-from devnet.genesis import DevnetPlan, plan_devnet
+from devnet.genesis import Devnet, DevnetPlan, plan_devnet
 
 T0 = 1_767_225_600_000
 EPOCH_MS = 20_000
+
+
+@dataclass
+class Cluster:
+    devnet: Devnet
+    clock: Clock
+    schedule: EpochSchedule
+    transports: list[MemoryTransport]
+    ledgers: list[MemoryLedger]
+    pools: list[ProofPool]
+    gossips: list[ProofGossip]
+    services: list[WitnessService]
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        for t in self.transports:
+            await nursery.start(t.run)
+        # A full mesh, as in a devnet: direct requests (challenges) need a connection.
+        for i, t in enumerate(self.transports):
+            for other in self.transports[:i]:
+                await t.connect(other.listen_addrs()[0])
+        for g in self.gossips:
+            await nursery.start(g.run)
+        for s in self.services:
+            await nursery.start(s.run)
 
 
 def _ledger(genesis_text: str) -> MemoryLedger:
@@ -33,7 +64,7 @@ def _ledger(genesis_text: str) -> MemoryLedger:
     return mem
 
 
-async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.testing.MockClock) -> None:
+def make_cluster() -> Cluster:
     devnet = plan_devnet(
         DevnetPlan(nodes=4, seed=b"witness-sim", epoch_seconds=EPOCH_MS / 1000), genesis_time_ms=T0
     )
@@ -44,12 +75,9 @@ async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.tes
     transports = [network.create_node(k.peer_id) for k in devnet.node_keys]
     peer_of_owner = {k.public_key: t.peer_id for k, t in zip(devnet.node_keys, transports, strict=True)}
     ledgers = [_ledger(text) for _ in devnet.node_keys]
-    devices = tuple(ledgers[0].iter_devices())
-    world = World(b"world", devices)
-    pools: list[ProofPool] = []
-    gossips: list[ProofGossip] = []
-    services: list[WitnessService] = []
+    world = World(b"world", tuple(ledgers[0].iter_devices()))
     clock = Clock(wall_anchor_ms=T0 - 1_000)
+    c = Cluster(devnet, clock, schedule, transports, ledgers, [], [], [])
     for i, (transport, view) in enumerate(zip(transports, ledgers, strict=True)):
         pool = ProofPool(view, net_id)
         gossip = ProofGossip(
@@ -60,17 +88,13 @@ async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.tes
             check_item=lambda v, peer, pool=pool: pool.check(v, clock.now_ms()),
         )
         mine = devnet.devices_of(i)
-        radios = [
-            SimulatedRadio(
-                key=d.key,
-                device=view.get_device(d.key.public_key),
-                world=world,
-                clock=clock,
-                network_id=net_id,
-            )  # type: ignore[arg-type]
-            for d in mine
-            if d.kind == "radio"
-        ]
+        radios = []
+        for d in mine:
+            device = view.get_device(d.key.public_key)
+            if device is not None and device.kind is DeviceKind.RADIO:
+                radios.append(
+                    SimulatedRadio(key=d.key, device=device, world=world, clock=clock, network_id=net_id)
+                )
         computes: dict[bytes, ComputeDriver] = {
             d.key.public_key: SimulatedCompute(key=d.key, world=world, clock=clock, network_id=net_id)
             for d in mine
@@ -81,50 +105,49 @@ async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.tes
         def context(view: MemoryLedger = view, validators: frozenset[bytes] = validators) -> LedgerContext:
             return LedgerContext(view, tuple(view.iter_devices()), validators, view.last_certificate_hash())
 
-        service = WitnessService(
-            network_id=net_id,
-            clock=clock,
-            schedule=schedule,
-            transport=transport,
-            gossip=gossip,
-            pool=pool,
-            context=context,
-            radios=radios,
-            computes=computes,
-            device_keys={d.key.public_key: d.key for d in mine},
-            peer_of=lambda owner: peer_of_owner[owner],
+        c.pools.append(pool)
+        c.gossips.append(gossip)
+        c.services.append(
+            WitnessService(
+                network_id=net_id,
+                clock=clock,
+                schedule=schedule,
+                transport=transport,
+                gossip=gossip,
+                pool=pool,
+                context=context,
+                radios=radios,
+                computes=computes,
+                device_keys={d.key.public_key: d.key for d in mine},
+                peer_of=lambda owner: peer_of_owner[owner],
+            )
         )
-        pools.append(pool)
-        services.append(service)
-        gossips.append(gossip)
+    return c
 
+
+async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.testing.MockClock) -> None:
+    c = make_cluster()
     async with trio.open_nursery() as nursery:
-        for t in transports:
-            await nursery.start(t.run)
-        for t in transports[1:]:
-            await t.connect(transports[0].listen_addrs()[0])
-        for t in transports[2:]:
-            await t.connect(transports[1].listen_addrs()[0])
-        for gossip in gossips:
-            await nursery.start(gossip.run)
-        for service in services:
-            await nursery.start(service.run)
-        await clock.sleep_until_ms(schedule.end_of(1) - 1)
+        await c.start(nursery)
+        await c.clock.sleep_until_ms(c.schedule.end_of(1) - 1)
         nursery.cancel_scope.cancel()
 
+    devices = tuple(c.ledgers[0].iter_devices())
     radios_total = sum(1 for d in devices if d.kind is DeviceKind.RADIO)
     providers = sum(1 for d in devices if d.kind is DeviceKind.COMPUTE)
-    for pool in pools:
+    for pool in c.pools:
         got = pool.collect(1)
         assert len(got.beacons) == radios_total
         assert len(got.reports) >= radios_total  # every beacon is heard by someone
         assert len(got.attestations) == providers * 3
+        passed = [wire.decode_as(a.body, compute.Attestation) for a in got.attestations]
+        assert all(a.outcome is compute.Outcome.PASSED for a in passed)
     # All nodes hold the same proofs, and a value built from one node's pool checks on another's ledger.
-    assert len({frozenset(wire.encode(e) for e in p.collect(1).reports) for p in pools}) == 1
-    params = ValueParams(network_id=net_id, emission_per_epoch=int(devnet.genesis["emission_per_epoch"]))  # type: ignore[call-overload]
-    got = pools[0].collect(1)
+    assert len({frozenset(wire.encode(e) for e in p.collect(1).reports) for p in c.pools}) == 1
+    params = ValueParams(network_id=c.devnet.network_id, emission_per_epoch=1_000_000_000)
+    got = c.pools[0].collect(1)
     built = build_content(
-        ledgers[0],
+        c.ledgers[0],
         epoch=1,
         beacons=got.beacons,
         reports=got.reports,
@@ -135,9 +158,49 @@ async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.tes
     )
     assert built.dropped == ()
     assert len(built.content.ledger.rewards) > 0
-    assert check_content(ledgers[3], built.content, params).root == built.content.state_root
-    assert all(s.challenges_answered + s.challenges_failed > 0 for s in services)
+    assert check_content(c.ledgers[3], built.content, params).root == built.content.state_root
+    assert all(s.challenges_answered > 0 for s in c.services)
     print(
         f"beacons={len(got.beacons)} reports={len(got.reports)} attestations={len(got.attestations)}",
         f"paid={len(built.content.ledger.rewards)} accounts",
     )
+
+
+async def test_a_provider_answers_each_witness_once_per_epoch(autojump_clock: trio.testing.MockClock) -> None:
+    c = make_cluster()
+    net = c.devnet.network_id
+    view = c.ledgers[0]
+    table = assign_compute_witnesses(
+        prev_cert_hash=view.last_certificate_hash(),
+        epoch=1,
+        devices=tuple(view.iter_devices()),
+        validator_accounts=frozenset(v.address for v in validator_set(view)),
+    )
+    keys = {d.key.public_key: d.key for d in c.devnet.devices}
+    owner_node = {k.public_key: i for i, k in enumerate(c.devnet.node_keys)}
+    assignment = table[0]
+    witness = keys[assignment.witnesses[0]]
+    provider = view.get_device(assignment.provider)
+    assert provider is not None
+    target = c.transports[owner_node[provider.owner]].peer_id
+    sender = c.transports[(owner_node[provider.owner] + 1) % 4]
+
+    def challenge(epoch: int) -> bytes:
+        now = c.clock.now_ms()
+        seed = hashlib.blake2b(b"again", digest_size=32).digest()
+        ch = compute.Challenge(
+            witness.public_key, provider.device_id, epoch, seed, 8, compute.MODULUS, now, now + 5_000
+        )
+        return wire.encode(wire.seal(ch, witness, net))
+
+    async with trio.open_nursery() as nursery:
+        await c.start(nursery)
+        # After the epoch's own challenges (a quarter in), the same witness is refused.
+        await c.clock.sleep_until_ms(c.schedule.start_of(1) + EPOCH_MS // 2)
+        with pytest.raises(TransportError):
+            await sender.request(target, protocol(net, CHALLENGE), challenge(1), timeout=5)
+        with pytest.raises(TransportError):
+            await sender.request(target, protocol(net, CHALLENGE), challenge(5), timeout=5)
+        nursery.cancel_scope.cancel()
+    answered = sum(s.challenges_answered for s in c.services)
+    assert answered == len(table) * 3  # the two extra challenges were not computed

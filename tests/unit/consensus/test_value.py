@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from depin_p2p import wire
-from depin_p2p.consensus.value import EpochContent, ValueParams, build_content, check_content
+from depin_p2p.consensus.value import (
+    EpochContent,
+    ValueParams,
+    build_content,
+    check_content,
+    envelope_id,
+    report_ticket,
+)
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Reject
 from depin_p2p.ledger.memory import MemoryLedger
@@ -100,11 +107,8 @@ def proofs(view: MemoryLedger) -> dict[str, list[wire.Envelope]]:
     return {"beacons": beacons, "reports": reports, "attestations": attestations(view)}
 
 
-def build(view: MemoryLedger, **extra: list[wire.Envelope]):  # type: ignore[no-untyped-def]
-    items = proofs(view)
-    for key, more in extra.items():
-        items[key] = items[key] + more
-    return build_content(view, epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items)
+def build(view: MemoryLedger, params: ValueParams = PARAMS):  # type: ignore[no-untyped-def]
+    return build_content(view, epoch=EPOCH, txs=(), evidence=(), params=params, **proofs(view))
 
 
 def test_build_then_check_agrees_and_pays_the_emission() -> None:
@@ -214,6 +218,12 @@ def test_wrong_root_and_wrong_emission() -> None:
     assert _code(dataclasses.replace(c, ledger=inflated)) == "wrong_emission"
 
 
+def _with(c: EpochContent, name: str, *extra: wire.Envelope) -> EpochContent:
+    """``c`` with ``extra`` envelopes added to list ``name``, kept in canonical order."""
+    items = tuple(sorted((*getattr(c, name), *extra), key=envelope_id))
+    return dataclasses.replace(c, **{name: items})
+
+
 def test_invalid_or_duplicate_proofs_are_rejected() -> None:
     c = _valid()
     # Witness 10's honest report of beacon 0 swapped for a physically impossible one.
@@ -222,17 +232,57 @@ def test_invalid_or_duplicate_proofs_are_rejected() -> None:
     others = tuple(r for r in c.reports if not (r.signer == w10 and _beacon_of(r) == bid))
     assert len(others) == len(c.reports) - 1
     loud = report(RADIO_KEYS[10], c.beacons[0], rssi=2_000)
-    assert _code(dataclasses.replace(c, reports=(*others, loud))) == "rssi_above_fspl_bound"
-    assert _code(dataclasses.replace(c, reports=(*c.reports, c.reports[0]))) == "duplicate"
-    assert _code(dataclasses.replace(c, beacons=(*c.beacons, c.beacons[0]))) == "duplicate_beacon"
+    assert _code(_with(dataclasses.replace(c, reports=others), "reports", loud)) == "rssi_above_fspl_bound"
+    # A second, different report by a witness that already reported: duplicate.
+    assert _code(_with(c, "reports", report(RADIO_KEYS[10], c.beacons[0], rssi=-11_500))) == "duplicate"
+    # The very same envelope twice breaks the strictly increasing order.
+    assert _code(_with(c, "reports", c.reports[0])) == "not_canonical"
+    assert _code(_with(c, "beacons", beacon(RADIO_KEYS[0], nonce=5))) == "beacon_limit"
     orphan = report(RADIO_KEYS[6], beacon(RADIO_KEYS[9], nonce=9))
-    assert _code(dataclasses.replace(c, reports=(*c.reports, orphan))) == "unknown_beacon"
-    assert _code(dataclasses.replace(c, attestations=(*c.attestations, c.attestations[0]))) == (
-        "duplicate_attestation"
-    )
-    wrong_epoch = beacon(RADIO_KEYS[4], epoch=EPOCH + 1)
-    assert _code(dataclasses.replace(c, beacons=(*c.beacons, wrong_epoch))) != ""
+    assert _code(_with(c, "reports", orphan)) == "unknown_beacon"
+    assert _code(_with(c, "beacons", beacon(RADIO_KEYS[4], epoch=EPOCH + 1))) == "wrong_epoch"
     assert _code(dataclasses.replace(c, evidence=(b"x",))) == "evidence_unsupported"
+
+
+def test_reordered_content_is_not_canonical() -> None:
+    c = _valid()
+    assert _code(dataclasses.replace(c, reports=tuple(reversed(c.reports)))) == "not_canonical"
+    assert _code(dataclasses.replace(c, beacons=tuple(reversed(c.beacons)))) == "not_canonical"
+
+
+def test_crowded_beacon_keeps_the_best_tickets_and_content_fits() -> None:
+    view = ledger()
+    items = proofs(view)
+    per_beacon = len(RADIO_KEYS) - 1
+    params = dataclasses.replace(PARAMS, max_reports_per_beacon=4)
+    built = build_content(view, epoch=EPOCH, txs=(), evidence=(), params=params, **items)
+    assert len(built.content.reports) == 3 * 4
+    assert sum(1 for d in built.dropped if d.code == "too_many_reports") == 3 * (per_beacon - 4)
+    kept = {(_beacon_of(r), r.signer) for r in built.content.reports}
+    prev = view.last_certificate_hash()
+    for b in built.content.beacons:
+        bid = radio.beacon_id(b)
+        ranked = sorted(
+            (wire.decode_as(r.body, radio.WitnessReport) for r in items["reports"] if _beacon_of(r) == bid),
+            key=lambda rep: report_ticket(prev, rep),
+        )
+        assert {(bid, rep.witness) for rep in ranked[:4]} == {k for k in kept if k[0] == bid}
+    check_content(ledger(), built.content, params)
+    extra = next(r for r in items["reports"] if r not in built.content.reports)
+    with pytest.raises(Reject, match="too_many_reports"):
+        check_content(ledger(), _with(built.content, "reports", extra), params)
+
+
+def test_oversized_content_is_refused_and_the_builder_stays_under_budget() -> None:
+    c = _valid()
+    size = len(wire.encode(c))
+    with pytest.raises(Reject, match="too_large"):
+        check_content(ledger(), c, dataclasses.replace(PARAMS, max_content_bytes=size - 1))
+    tight = dataclasses.replace(PARAMS, max_content_bytes=size // 2)
+    built = build(ledger(), params=tight)
+    assert len(wire.encode(built.content)) <= tight.max_content_bytes
+    assert any(d.code == "over_budget" for d in built.dropped)
+    check_content(ledger(), built.content, tight)
 
 
 def test_failed_compute_claims_earn_nothing() -> None:

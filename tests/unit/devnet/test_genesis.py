@@ -80,7 +80,10 @@ def test_layout_homes_load_as_valid_configs(tmp_path: Path) -> None:
     layout = write_layout(net, tmp_path / "devnet")
     configs = [load_config(n.home) for n in layout.nodes]
     assert configs[0].bootstrap == ()
-    assert [c.bootstrap[0].peer_id for c in configs[1:]] == [layout.nodes[0].peer_id] * 2
+    assert [[b.peer_id for b in c.bootstrap] for c in configs[1:]] == [
+        [layout.nodes[0].peer_id],
+        [layout.nodes[0].peer_id, layout.nodes[1].peer_id],
+    ]
     assert len({c.listen.port for c in configs} | {c.api_port for c in configs}) == 6
     assert all(len(c.device_keys) == 4 for c in configs)
     assert configs[1].world_seed == b"layout"

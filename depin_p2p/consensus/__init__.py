@@ -1,0 +1,1 @@
+"""Epoch consensus: one Tendermint instance per epoch (pure core), its signer, its fuzz harness."""

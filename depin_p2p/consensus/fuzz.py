@@ -81,7 +81,7 @@ MAX_DOWNTIME_MS = 3000
 LIVENESS_BUDGET_MS = 120_000
 FUTURE_BUFFER = 512
 HARNESS_TIMEOUTS = Timeouts(propose_ms=400, prevote_ms=200, precommit_ms=200, delta_ms=100, retransmit_ms=300)
-BYZANTINE_MODES = ("split", "equivocate", "withhold")
+BYZANTINE_MODES = ("split", "equivocate", "withhold", "amnesia")
 
 
 # --------------------------------------------------------------------------
@@ -334,13 +334,16 @@ class Simulation:
         self.nodes: list[Node] = []
         for i in range(n):
             honest = i not in byz
-            mode = "honest" if honest else (scenario.byzantine_mode or BYZANTINE_MODES[net.below(3)])
+            mode = "honest" if honest else (scenario.byzantine_mode or BYZANTINE_MODES[net.below(4)])
             store = MemorySignStateStore() if scenario.persist_before_send or not honest else LazyStore()
             self.nodes.append(Node(i, keys[i], honest, mode, store))
         self.honest = [nd.index for nd in self.nodes if nd.honest]
         # Split attack: the honest validators in two groups that get different stories.
         order = net.shuffled(self.honest)
         self.group_a = set(order[: (len(order) + 1) // 2])
+        # Amnesia attack: the one honest validator allowed to decide early.
+        self.victim = order[0] if order else -1
+        self.amnesia = any(nd.mode == "amnesia" for nd in self.nodes)
         # Network schedule.
         if scenario.faults:
             self.drop_permille = net.between(0, 300)
@@ -353,6 +356,7 @@ class Simulation:
             self.gst = max(net.between(1000, 10_000), self.partition[1] if self.partition else 0)
         else:
             self.drop_permille, self.max_delay, self.partition, self.gst = 0, 0, None, 0
+        self.release: dict[tuple[int, int, int, int], int] = {}
         self.queue: list[tuple[int, int, Event]] = []
         self.seq = 0
         self.now = 0
@@ -386,9 +390,24 @@ class Simulation:
                         return
             hi = self.max_delay if before_gst else MAX_DELAY_AFTER_GST_MS
             delay = self.rng.between(1, hi)
+            held = self.held_back(item) if self.amnesia and before_gst and frm == self.victim else None
+            if held is not None:
+                # Before GST the adversary schedules the network: it holds back the victim's
+                # precommits and certificates (re-sent copies too, until one release time per
+                # link and round) so the victim decides while the others only lock.
+                release = self.release.setdefault((frm, to, *held), self.now + self.rng.between(500, 4000))
+                delay = max(delay, release - self.now)
         else:
             delay = self.sc.fixed_delay_ms
         self.push(self.now + delay, Deliver(to, frm, item))
+
+    @staticmethod
+    def held_back(item: wire.Envelope | Certificate) -> tuple[int, int] | None:
+        """The (epoch, round) the amnesia adversary holds this item back for, if it does."""
+        if isinstance(item, Certificate):
+            return (item.epoch, -1)
+        msg = _decode_consensus(item)
+        return (msg.epoch, msg.round) if isinstance(msg, Precommit) else None
 
     def broadcast(self, frm: int, item: wire.Envelope | Certificate) -> None:
         for to in range(len(self.nodes)):
@@ -630,6 +649,15 @@ class Simulation:
             alt = self.alternative(node, msg, prev)
             for to in others:
                 self.send(node.index, to, env if to in side_a else alt)
+        elif node.mode == "amnesia" and prev is not None:
+            # Lets the victim decide, then tries to get a fresh value decided by the rest:
+            # only locks stop it (correct nodes locked on the victim's value prevote nil).
+            alt = self.alternative(node, msg, prev)
+            byz_round = self.by_address[proposer_for(self.validators, prev, msg.epoch, msg.round)] in byz
+            own_precommit = isinstance(msg, Precommit) and msg.value_id is not None
+            for to in others:
+                lie = isinstance(msg, Proposal) or byz_round or (own_precommit and to != self.victim)
+                self.send(node.index, to, alt if lie else env)
         elif node.mode == "equivocate" and prev is not None:
             alt = self.alternative(node, msg, prev)
             for to in others:

@@ -3,9 +3,9 @@
 Like cometbft's privval, the signer keeps the last signed (epoch, round,
 step) and refuses anything that goes back, and anything different at the
 same step; asked again for an identical message it returns the identical
-bytes it signed before. Unlike privval it keeps every message it signed in
-the latest (epoch, round) (at most one per step, so a restarted node can
-re-send all of them) and the lock: the round and value of its last non-nil
+bytes it signed before. Unlike privval it keeps the latest message of each
+step (a restarted node re-sends them: a peer still in the round of our last
+precommit may need exactly that one to move on) and the lock: the round and value of its last non-nil
 precommit, so a restarted node cannot forget its lock (amnesia).
 
 The sign-state is written through :class:`SignStateStore` and is durable
@@ -82,7 +82,7 @@ class SignState:
     Attributes:
         floor_epoch: sign nothing for an epoch below this (startup wait).
         epoch, round, step: the last signed position; step 0 when nothing was signed yet.
-        signed: the envelopes signed at (epoch, round), at most one per step.
+        signed: the latest envelope signed for each step in ``epoch`` (at most three).
         lock: own last non-nil precommit in ``epoch``, if any.
     """
 
@@ -173,7 +173,7 @@ class Signer:
         return self._state.round if self._state.epoch == epoch and self._state.step else 0
 
     def last_signed(self, epoch: int) -> tuple[wire.Envelope, ...]:
-        """What this key signed in its last (epoch, round), to re-send identically after a restart."""
+        """The latest message of each step signed in ``epoch``, to re-send identically after a restart."""
         return self._state.signed if self._state.epoch == epoch else ()
 
     def sign(self, msg: Proposal | Prevote | Precommit, lock: Lock | None = None) -> wire.Envelope:
@@ -197,17 +197,17 @@ class Signer:
         body = wire.encode(msg)
         if st.step and here == last:
             for env in st.signed:
-                if _same_type(env, msg):  # one message per step, and the type is the step
+                if _same_type(env, msg) and _position(env) == here:
                     if env.body == body:
                         return env
                     raise SignRefused("conflict", f"{type(msg).__name__} {here} already signed")
             if step < st.step:
                 raise SignRefused("regression", f"step {step} after {st.step} in {here}")
-            signed = st.signed
         elif st.step and here < last:
             raise SignRefused("regression", f"{here} after {last}")
-        else:
-            signed = ()
+        # Keep the latest message of each step of this epoch, whatever its round: after a
+        # restart they are re-sent, and peers still in an older round may need exactly those.
+        signed = tuple(e for e in st.signed if msg.epoch == st.epoch and not _same_type(e, msg))
         env = wire.seal(msg, self._key, self._network_id)
         record = st.lock if msg.epoch == st.epoch else None
         if isinstance(msg, Precommit) and msg.value_id is not None:
@@ -219,6 +219,12 @@ class Signer:
         self._store.save(wire.encode(new))  # durable before the signature is returned
         self._state = new
         return env
+
+
+def _position(env: wire.Envelope) -> tuple[int, int]:
+    msg = wire.decode(env.body)
+    assert isinstance(msg, Proposal | Prevote | Precommit)
+    return (msg.epoch, msg.round)
 
 
 def _same_type(env: wire.Envelope, msg: object) -> bool:

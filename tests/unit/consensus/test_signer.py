@@ -112,3 +112,14 @@ def test_a_restored_store_is_not_trusted() -> None:
 def test_a_corrupt_store_is_a_storage_error() -> None:
     with pytest.raises(StorageError):
         signer(MemorySignStateStore(b"\x93garbage"))
+
+
+def test_the_latest_message_of_each_step_is_kept_across_rounds() -> None:
+    store = MemorySignStateStore()
+    s = signer(store)
+    pc0 = s.sign(Precommit(0, 0, None))
+    pv1 = s.sign(Prevote(0, 1, VID))
+    # A peer still in round 0 may need our round-0 precommit after we restart in round 1.
+    assert set(signer(store).last_signed(0)) == {pc0, pv1}
+    pc1 = s.sign(Precommit(0, 1, VID))
+    assert set(signer(store).last_signed(0)) == {pv1, pc1}

@@ -74,8 +74,11 @@ class MemoryLedger:
     def state_root(self) -> bytes:
         return merkle.root_of(self)
 
-    def commit(self, changes: StateChanges, certificate: bytes) -> None:
-        """Apply ``changes``; ``certificate`` is recorded and its hash becomes the last certificate hash.
+    def commit(
+        self, changes: StateChanges, certificate: bytes, certificate_hash: bytes | None = None
+    ) -> None:
+        """Apply ``changes``; ``certificate`` is recorded and ``certificate_hash`` (by default
+        ``content_id(certificate)``) becomes the last certificate hash, as in ``LedgerStore.commit_epoch``.
 
         For the genesis (epoch 0) ``certificate`` is ignored: the last
         certificate hash becomes the genesis hash (``changes.meta.prev_certificate_hash``).
@@ -102,7 +105,9 @@ class MemoryLedger:
             self.certificate_hash = changes.meta.prev_certificate_hash
         else:
             self.certificates[changes.epoch] = certificate
-            self.certificate_hash = wire.content_id(certificate)
+            self.certificate_hash = (
+                wire.content_id(certificate) if certificate_hash is None else certificate_hash
+            )
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         """Every Merkle ``(key, value)`` pair of the state."""

@@ -402,12 +402,20 @@ class LedgerStore:
 
         self._write(write)
 
-    def commit_epoch(self, changes: StateChanges, certificate: bytes, epoch_value: bytes) -> None:
+    def commit_epoch(
+        self,
+        changes: StateChanges,
+        certificate: bytes,
+        epoch_value: bytes,
+        certificate_hash: bytes | None = None,
+    ) -> None:
         """Commit one epoch atomically: state changes, Merkle nodes, certificate, value, last_epoch.
 
         ``certificate`` and ``epoch_value`` are opaque bytes (consensus defines
-        them); ``content_id(certificate)`` becomes the hash the next epoch
-        value must build on.
+        them). ``certificate_hash`` is the chain link the next epoch value must
+        build on; consensus passes its own (the decided value's id, the same on
+        every node whatever signatures its certificate holds); by default
+        ``content_id(certificate)``.
 
         Raises:
             InternalError: ``changes`` is not for last_epoch + 1 or was computed
@@ -421,7 +429,8 @@ class LedgerStore:
             epoch = _u64(changes.epoch)
             txn.put(epoch, certificate, db=self._dbs["certificates"])
             txn.put(epoch, epoch_value, db=self._dbs["epoch_values"])
-            txn.put(_K_LAST_CERT, wire.content_id(certificate), db=self._dbs["meta"])
+            link = wire.content_id(certificate) if certificate_hash is None else certificate_hash
+            txn.put(_K_LAST_CERT, link, db=self._dbs["meta"])
 
         self._write(write)
 
@@ -437,14 +446,20 @@ class LedgerStore:
 
     # ------------------------------------------------------------ async shell
 
-    async def commit_epoch_async(self, changes: StateChanges, certificate: bytes, epoch_value: bytes) -> None:
+    async def commit_epoch_async(
+        self,
+        changes: StateChanges,
+        certificate: bytes,
+        epoch_value: bytes,
+        certificate_hash: bytes | None = None,
+    ) -> None:
         """:meth:`commit_epoch` in a worker thread.
 
         Cancellation: the thread is not abandoned (``abandon_on_cancel=False``),
         so a cancelled caller still waits for the commit to finish or fail;
         an epoch is either fully committed or not at all.
         """
-        await trio.to_thread.run_sync(self.commit_epoch, changes, certificate, epoch_value)
+        await trio.to_thread.run_sync(self.commit_epoch, changes, certificate, epoch_value, certificate_hash)
 
     async def apply_async(self, value: EpochValue, network_id: str) -> StateChanges:
         """:meth:`apply` in a worker thread; cancellation waits for it to finish (read only)."""

@@ -6,7 +6,10 @@ exactly as the store does, so both backends give byte-identical roots.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import trio
 
 from depin_p2p import wire
 from depin_p2p.errors import InternalError
@@ -24,6 +27,8 @@ from depin_p2p.ledger.state import (
     ValidatorStake,
 )
 from depin_p2p.model import Device
+
+T = TypeVar("T")
 
 
 class MemoryLedger:
@@ -118,3 +123,25 @@ class MemoryLedger:
         for addr, vs in self.validators.items():
             yield NS_VALIDATOR + addr, wire.encode(vs)
         yield META_KEY, wire.encode(self.meta)
+
+    # The parts of LedgerStore's API the node's services use, so a simulator can swap it in.
+    def read(self, fn: Callable[[MemoryLedger], T]) -> T:
+        """Run ``fn`` on this ledger (a consistent view: nothing else runs meanwhile)."""
+        return fn(self)
+
+    def last_epoch(self) -> int:
+        return self.meta.epoch
+
+    def get_certificate(self, epoch: int) -> bytes | None:
+        return self.certificates.get(epoch)
+
+    async def commit_epoch_async(
+        self,
+        changes: StateChanges,
+        certificate: bytes,
+        epoch_value: bytes,
+        certificate_hash: bytes | None = None,
+    ) -> None:
+        """As ``LedgerStore.commit_epoch_async``, in memory (no thread, so virtual time holds)."""
+        self.commit(changes, certificate, certificate_hash)
+        await trio.lowlevel.checkpoint()

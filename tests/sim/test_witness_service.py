@@ -3,130 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
 
 import pytest
 import trio
 import trio.testing
 
 from depin_p2p import wire
-from depin_p2p.clock import Clock
 from depin_p2p.consensus.value import ValueParams, build_content, check_content
 from depin_p2p.errors import TransportError
-from depin_p2p.gossip.memory import MemoryNetwork, MemoryTransport
-from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.gossip.transport import CHALLENGE, protocol
-from depin_p2p.ledger.genesis import parse_genesis
-from depin_p2p.ledger.memory import MemoryLedger
-from depin_p2p.ledger.state import compute_genesis_changes, validator_set
+from depin_p2p.ledger.state import validator_set
 from depin_p2p.model import DeviceKind
-from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness import compute
 from depin_p2p.witness.assign import assign_compute_witnesses
-from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
-from depin_p2p.witness.pool import ProofPool
-from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
-from depin_p2p.witness.world import World
-from devnet.genesis import Devnet, DevnetPlan, plan_devnet
+from tests.sim import cluster
 
-T0 = 1_767_225_600_000
-EPOCH_MS = 20_000
-
-
-@dataclass
-class Cluster:
-    devnet: Devnet
-    clock: Clock
-    schedule: EpochSchedule
-    transports: list[MemoryTransport]
-    ledgers: list[MemoryLedger]
-    pools: list[ProofPool]
-    gossips: list[ProofGossip]
-    services: list[WitnessService]
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        for t in self.transports:
-            await nursery.start(t.run)
-        # A full mesh, as in a devnet: direct requests (challenges) need a connection.
-        for i, t in enumerate(self.transports):
-            for other in self.transports[:i]:
-                await t.connect(other.listen_addrs()[0])
-        for g in self.gossips:
-            await nursery.start(g.run)
-        for s in self.services:
-            await nursery.start(s.run)
-
-
-def _ledger(genesis_text: str) -> MemoryLedger:
-    mem = MemoryLedger()
-    mem.commit(compute_genesis_changes(mem, parse_genesis(genesis_text).initial_state()), b"")
-    return mem
-
-
-def make_cluster() -> Cluster:
-    devnet = plan_devnet(
-        DevnetPlan(nodes=4, seed=b"witness-sim", epoch_seconds=EPOCH_MS / 1000), genesis_time_ms=T0
-    )
-    text = json.dumps(devnet.genesis)
-    net_id = devnet.network_id
-    schedule = EpochSchedule(T0, EPOCH_MS)
-    network = MemoryNetwork(seed=7)
-    transports = [network.create_node(k.peer_id) for k in devnet.node_keys]
-    peer_of_owner = {k.public_key: t.peer_id for k, t in zip(devnet.node_keys, transports, strict=True)}
-    ledgers = [_ledger(text) for _ in devnet.node_keys]
-    world = World(b"world", tuple(ledgers[0].iter_devices()))
-    clock = Clock(wall_anchor_ms=T0 - 1_000)
-    c = Cluster(devnet, clock, schedule, transports, ledgers, [], [], [])
-    for i, (transport, view) in enumerate(zip(transports, ledgers, strict=True)):
-        pool = ProofPool(view, net_id)
-        gossip = ProofGossip(
-            transport,
-            network_id=net_id,
-            clock=clock,
-            rules=proof_rules(EPOCH_MS),
-            check_item=lambda v, peer, pool=pool: pool.check(v, clock.now_ms()),
-        )
-        mine = devnet.devices_of(i)
-        radios = []
-        for d in mine:
-            device = view.get_device(d.key.public_key)
-            if device is not None and device.kind is DeviceKind.RADIO:
-                radios.append(
-                    SimulatedRadio(key=d.key, device=device, world=world, clock=clock, network_id=net_id)
-                )
-        computes: dict[bytes, ComputeDriver] = {
-            d.key.public_key: SimulatedCompute(key=d.key, world=world, clock=clock, network_id=net_id)
-            for d in mine
-            if d.kind == "compute"
-        }
-        validators = frozenset(v.address for v in validator_set(view))
-
-        def context(view: MemoryLedger = view, validators: frozenset[bytes] = validators) -> LedgerContext:
-            return LedgerContext(view, tuple(view.iter_devices()), validators, view.last_certificate_hash())
-
-        c.pools.append(pool)
-        c.gossips.append(gossip)
-        c.services.append(
-            WitnessService(
-                network_id=net_id,
-                clock=clock,
-                schedule=schedule,
-                transport=transport,
-                gossip=gossip,
-                pool=pool,
-                context=context,
-                radios=radios,
-                computes=computes,
-                device_keys={d.key.public_key: d.key for d in mine},
-                peer_of=lambda owner: peer_of_owner[owner],
-            )
-        )
-    return c
+EPOCH_MS = cluster.EPOCH_MS
 
 
 async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.testing.MockClock) -> None:
-    c = make_cluster()
+    c = cluster.make_cluster()
     async with trio.open_nursery() as nursery:
         await c.start(nursery)
         await c.clock.sleep_until_ms(c.schedule.end_of(1) - 1)
@@ -167,7 +63,7 @@ async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.tes
 
 
 async def test_a_provider_answers_each_witness_once_per_epoch(autojump_clock: trio.testing.MockClock) -> None:
-    c = make_cluster()
+    c = cluster.make_cluster()
     net = c.devnet.network_id
     view = c.ledgers[0]
     table = assign_compute_witnesses(

@@ -20,6 +20,11 @@ Rules beyond the individual proof checks:
 * a report must name an included beacon [unknown_beacon]; a witness reports
   a beacon once [duplicate];
 * one attestation per (witness, provider) [duplicate_attestation];
+* evidence is of an epoch the ledger can still punish
+  (:func:`~depin_p2p.ledger.state.validate_evidence_age`: at most
+  ``EVIDENCE_MAX_AGE_EPOCHS`` old) [evidence_too_old, evidence_too_early],
+  has not slashed before [evidence_reused], and one slash per validator
+  and per evidence per epoch [duplicate_evidence];
 * emission is minted only when earned: when the epoch has no reward shares
   at all, the declared emission is 0 [wrong_emission];
 * each list of proofs is in canonical order, strictly increasing by the
@@ -54,6 +59,7 @@ from depin_p2p.ledger.state import (
     Slash,
     StateChanges,
     apply_epoch,
+    validate_evidence_age,
     validator_set,
 )
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
@@ -102,12 +108,21 @@ class EpochContent:
     state_root: wire.Bytes32
 
 
-# Turns one encoded piece of evidence into the slash it earns, or raises Reject.
-# Consensus provides it (it knows the validator set and the vote format).
-EvidenceJudge = Callable[[bytes], Slash]
+@dataclass(frozen=True, slots=True)
+class JudgedEvidence:
+    """What a piece of evidence proves: the slash it earns and the epoch of the misbehaviour."""
+
+    slash: Slash
+    epoch: int
 
 
-def _no_evidence(evidence: bytes) -> Slash:
+# Turns one encoded piece of evidence into what it proves, or raises Reject.
+# Consensus provides it (it knows the validator set and the vote format); the
+# age rule is applied here, on the epoch it reports, not left to each judge.
+EvidenceJudge = Callable[[bytes], JudgedEvidence]
+
+
+def _no_evidence(evidence: bytes) -> JudgedEvidence:
     raise Reject("evidence_unsupported", "this node was built without an evidence judge")
 
 
@@ -227,8 +242,12 @@ def _accept_attestation(
     acc.attestation_envs.append(env)
 
 
-def _accept_evidence(acc: _Accepted, evidence: bytes, p: ValueParams) -> None:
-    slash = p.judge_evidence(evidence)
+def _accept_evidence(acc: _Accepted, evidence: bytes, view: LedgerView, epoch: int, p: ValueParams) -> None:
+    judged = p.judge_evidence(evidence)
+    validate_evidence_age(judged.epoch, epoch)
+    slash = judged.slash
+    if view.get_used_evidence(slash.evidence_id) is not None:
+        raise Reject("evidence_reused", "this evidence already slashed in an earlier epoch")
     if any(s.evidence_id == slash.evidence_id or s.validator == slash.validator for s in acc.slashes):
         raise Reject("duplicate_evidence", "one slash per validator per epoch")
     acc.slashes.append(slash)
@@ -296,7 +315,7 @@ def check_content(view: LedgerView, content: EpochContent, params: ValueParams) 
         for env in content.attestations:
             _accept_attestation(acc, env, epoch, assignments, params)
         for ev in content.evidence:
-            _accept_evidence(acc, ev, params)
+            _accept_evidence(acc, ev, view, epoch, params)
     except Ignore as exc:
         # Harmless in gossip (a duplicate), but a proposer that includes it is proposing junk.
         raise Reject(exc.code, exc.detail) from None
@@ -390,7 +409,7 @@ def build_content(
             return b"\xff" * 32  # undecodable: judged (and dropped) last
 
     for ev in sorted(set(evidence)):
-        accept = partial(_accept_evidence, acc, ev, params)
+        accept = partial(_accept_evidence, acc, ev, view, epoch, params)
         keep("evidence", MAX_EVIDENCE, len(acc.evidence), accept, len(ev) + _SLASH_BYTES)
     for env in ordered(beacons):
         accept = partial(_accept_beacon, acc, env, view, epoch, params)

@@ -15,6 +15,12 @@ Format (every field required; amounts are integer micro-units, 1 token = 10^6)::
                    "capacity": 0}, ...]
     }
 
+Devices must satisfy :func:`depin_p2p.model.validate_device` (the same
+bounds registration applies): a radio device has an H3 resolution-12
+``location``, ``frequency_hz`` in [400 MHz, 6 GHz], ``tx_power_cdbm`` in
+[-1000, 3600], ``gain_cdbi`` in [0, 1500] and ``capacity`` 0; a compute
+device has ``location`` "0", zero radio fields and ``capacity`` in [1, 1024].
+
 Addresses are ``depin-p2p`` account addresses (``dp`` + base58, as printed
 by ``keygen``); a device id is the address form of the device's own key.
 Validator stake is bonded, not part of the balance; total supply is the sum
@@ -33,9 +39,9 @@ from typing import Any
 
 from depin_p2p import wire
 from depin_p2p.crypto import public_key_from_address
-from depin_p2p.errors import ConfigError
+from depin_p2p.errors import ConfigError, Reject
 from depin_p2p.ledger.state import Account, InitialState
-from depin_p2p.model import Device, DeviceKind
+from depin_p2p.model import Device, DeviceKind, validate_device
 
 _TOP_FIELDS = (
     "network_id",
@@ -182,7 +188,7 @@ def _parse_devices(doc: dict[str, Any]) -> dict[bytes, Device]:
                 ints[name] = _int(value, f"{where}{name}", lo=-100_000, hi=100_000)
             else:
                 ints[name] = _int(value, f"{where}{name}")
-        devices[did] = Device(
+        device = Device(
             device_id=did,
             owner=owner,
             kind=kind,
@@ -193,6 +199,11 @@ def _parse_devices(doc: dict[str, Any]) -> dict[bytes, Device]:
             capacity=ints["capacity"],
             registered_epoch=0,
         )
+        try:
+            validate_device(device)
+        except Reject as exc:  # the detail starts with the field at fault
+            raise ConfigError(f"genesis field {where}{exc.detail}") from None
+        devices[did] = device
     return devices
 
 

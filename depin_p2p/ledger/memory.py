@@ -18,12 +18,14 @@ from depin_p2p.ledger.state import (
     META_KEY,
     NS_ACCOUNT,
     NS_DEVICE,
+    NS_EVIDENCE,
     NS_VALIDATOR,
     ZERO_HASH,
     Account,
     DeviceRecord,
     LedgerMeta,
     StateChanges,
+    UsedEvidence,
     ValidatorStake,
 )
 from depin_p2p.model import Device
@@ -42,6 +44,7 @@ class MemoryLedger:
         self.accounts: dict[bytes, Account] = {}
         self.devices: dict[bytes, Device] = {}
         self.validators: dict[bytes, ValidatorStake] = {}
+        self.evidence: dict[bytes, UsedEvidence] = {}
         self.meta = LedgerMeta(0, 0, ZERO_HASH)
         self.certificate_hash = ZERO_HASH
         self.certificates: dict[int, bytes] = {}
@@ -63,6 +66,12 @@ class MemoryLedger:
 
     def iter_validators(self) -> Iterator[tuple[bytes, ValidatorStake]]:
         return iter(sorted(self.validators.items()))
+
+    def get_used_evidence(self, evidence_id: bytes) -> UsedEvidence | None:
+        return self.evidence.get(evidence_id)
+
+    def iter_used_evidence(self) -> Iterator[tuple[bytes, UsedEvidence]]:
+        return iter(sorted(self.evidence.items()))
 
     def get_meta(self) -> LedgerMeta:
         return self.meta
@@ -99,6 +108,11 @@ class MemoryLedger:
                 self.validators.pop(addr, None)
             else:
                 self.validators[addr] = vs
+        for eid, used in changes.evidence:
+            if used is None:
+                self.evidence.pop(eid, None)
+            else:
+                self.evidence[eid] = used
         self.meta = changes.meta
         for bucket, key, lh in changes.merkle.leaves:
             if lh is None:
@@ -122,6 +136,8 @@ class MemoryLedger:
             yield NS_DEVICE + did, wire.encode(DeviceRecord(dev))
         for addr, vs in self.validators.items():
             yield NS_VALIDATOR + addr, wire.encode(vs)
+        for eid, used in self.evidence.items():
+            yield NS_EVIDENCE + eid, wire.encode(used)
         yield META_KEY, wire.encode(self.meta)
 
     # The parts of LedgerStore's API the node's services use, so a simulator can swap it in.

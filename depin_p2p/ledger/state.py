@@ -1,13 +1,35 @@
 """Ledger state and the epoch transition. [pure]
 
 State: accounts (balance, nonce), devices (``model.Device``), validators
-(bonded stake = voting power, plus stake unbonding), and one meta record
-(epoch, total supply, previous certificate hash). Amounts are integer
-micro-units; nothing here uses floats.
+(bonded stake = voting power, plus stake unbonding), the evidence already
+punished, and one meta record (epoch, total supply, previous certificate
+hash). Amounts are integer micro-units; nothing here uses floats.
 
 Transactions are wire messages in the TX domain, sealed in an envelope by
 the account key (the envelope signer is the sending account), each carrying
-that account's next nonce (``nonce == account.nonce``; applying increments it).
+that account's next nonce (``nonce == account.nonce``). A transaction whose
+envelope opens, from an existing account, with the right nonce, consumes the
+nonce (increments it) even when it then fails (``insufficient_balance``,
+``bad_device_params``, ...): the chain has judged it, so the same envelope
+can never execute later. Only ``not_a_transaction``, ``unknown_account``,
+``bad_nonce`` and envelope errors (bad signature, wrong network) leave the
+nonce untouched.
+
+A registered device must satisfy :func:`depin_p2p.model.validate_device`
+(radio: an H3 resolution-12 cell, 400 MHz - 6 GHz, tx power -10..36 dBm,
+gain 0..15 dBi; compute: no radio fields, capacity 1..1024), else
+``bad_device_params``.
+
+Unbonding and evidence. Misbehaviour in epoch E's consensus is admissible
+as evidence in the values of epochs E+1 .. E + :data:`EVIDENCE_MAX_AGE_EPOCHS`
+(:func:`validate_evidence_age`; the content check refuses older evidence).
+Stake unbonded by an ``Unstake`` in epoch V leaves voting power at once but
+stays slashable until it is released in epoch V + :data:`UNBONDING_EPOCHS`,
+after that epoch's slashes; ``UNBONDING_EPOCHS >= EVIDENCE_MAX_AGE_EPOCHS``,
+so any stake that had power when a validator misbehaved can still be burned
+by every value that may include the evidence. The id of every evidence that
+slashed is kept (``UsedEvidence``) for ``EVIDENCE_MAX_AGE_EPOCHS`` epochs,
+which outlives its admissibility, and a value repeating one burns nothing.
 
 :func:`apply_epoch` consumes an :class:`EpochValue` in this order:
 
@@ -16,18 +38,24 @@ that account's next nonce (``nonce == account.nonce``; applying increments it).
    build on the last committed certificate), ``reward_sum_mismatch`` (the
    rewards do not add up to the declared emission exactly),
    ``supply_overflow`` (supply would leave u64);
-2. releases the stake unbonded during the previous epoch to its owners;
-3. applies the transactions in order; an invalid one is skipped with a
+2. applies the slashes: ``basis_points`` of the validator's stake plus
+   still-unbonding stake is burned (stake first, then unbonding entries in
+   release order); a slash is skipped, burning nothing, with
+   ``duplicate_evidence`` (twice in this value), ``evidence_reused`` (its
+   evidence already slashed in an earlier epoch) or ``not_a_validator``;
+3. releases the unbonding entries due this epoch to their owners;
+4. applies the transactions in order; an invalid one is skipped with a
    stable reason code in ``StateChanges.tx_results``, never fatal;
-4. credits the rewards (creating accounts as needed);
-5. applies the slashes: ``basis_points`` of the validator's stake plus
-   unbonding stake is burned (stake first);
-6. sets meta: ``total_supply = old + emission - slashed`` exactly.
+5. credits the rewards (creating accounts as needed);
+6. records the evidence that slashed and forgets records that are
+   ``EVIDENCE_MAX_AGE_EPOCHS`` old;
+7. sets meta: ``total_supply = old + emission - slashed`` exactly.
 
 Merkle keys (see ``ledger.merkle``): ``0x01 ‖ account id``, ``0x02 ‖ device
-id``, ``0x03 ‖ validator address``, ``0x04`` (meta); values are the
-canonical wire bytes of :class:`Account`, :class:`DeviceRecord`,
-:class:`ValidatorStake` and :class:`LedgerMeta`.
+id``, ``0x03 ‖ validator address``, ``0x04`` (meta), ``0x05 ‖ evidence id``;
+values are the canonical wire bytes of :class:`Account`,
+:class:`DeviceRecord`, :class:`ValidatorStake`, :class:`LedgerMeta` and
+:class:`UsedEvidence`.
 """
 
 from __future__ import annotations
@@ -39,20 +67,27 @@ from typing import Annotated, Protocol
 import msgpack
 
 from depin_p2p import wire
-from depin_p2p.errors import Reject, ValidationError
+from depin_p2p.errors import InternalError, Reject, ValidationError
 from depin_p2p.ledger import merkle
-from depin_p2p.model import Device, DeviceKind, Validator
+from depin_p2p.model import Device, DeviceKind, Validator, validate_device
 
 MAX_TXS = 10_000
 MAX_REWARDS = 200_000
 MAX_SLASHES = 256
 BASIS_POINTS = 10_000
 ZERO_HASH = b"\0" * 32
+# Evidence of epoch E's misbehaviour is admissible in epochs E+1 .. E+EVIDENCE_MAX_AGE_EPOCHS.
+EVIDENCE_MAX_AGE_EPOCHS = 3
+# Unstaked funds return this many epochs after the Unstake; must be >= the evidence max age.
+UNBONDING_EPOCHS = 3
+if UNBONDING_EPOCHS < EVIDENCE_MAX_AGE_EPOCHS:
+    raise InternalError("unbonding stake would be released before its evidence expires")
 
 NS_ACCOUNT = b"\x01"
 NS_DEVICE = b"\x02"
 NS_VALIDATOR = b"\x03"
 META_KEY = b"\x04"
+NS_EVIDENCE = b"\x05"
 
 # --------------------------------------------------------------------------
 # Records (stored as their canonical wire bytes)
@@ -65,13 +100,31 @@ class Account:
     nonce: wire.U64
 
 
+@wire.struct
+@dataclass(frozen=True, slots=True)
+class Unbonding:
+    """Unbonded stake that returns to the balance in epoch ``release_epoch`` (slashable until then)."""
+
+    amount: wire.U64
+    release_epoch: wire.U64
+
+
 @wire.message(type_id=23)
 @dataclass(frozen=True, slots=True)
 class ValidatorStake:
-    """A validator's bonded ``stake`` (its voting power) and stake leaving at the next epoch."""
+    """A validator's bonded ``stake`` (its voting power) and its unbonding entries.
+
+    ``unbonding`` is sorted by ``release_epoch``, one entry per epoch, every
+    amount > 0; at most :data:`UNBONDING_EPOCHS` entries can be pending.
+    """
 
     stake: wire.U64
-    unbonding: wire.U64
+    unbonding: Annotated[tuple[Unbonding, ...], wire.MaxLen(UNBONDING_EPOCHS)] = ()
+
+    @property
+    def unbonding_total(self) -> int:
+        """The stake still unbonding (not voting, but slashable)."""
+        return sum(u.amount for u in self.unbonding)
 
 
 @wire.message(type_id=24)
@@ -88,6 +141,15 @@ class LedgerMeta:
     epoch: wire.U64
     total_supply: wire.U64
     prev_certificate_hash: wire.Bytes32
+
+
+@wire.message(type_id=27)
+@dataclass(frozen=True, slots=True)
+class UsedEvidence:
+    """Evidence that slashed ``validator`` in ``epoch``; kept until it can no longer be admissible."""
+
+    validator: wire.PublicKeyBytes
+    epoch: wire.U64
 
 
 # --------------------------------------------------------------------------
@@ -136,7 +198,10 @@ class Stake:
 @wire.message(type_id=19, domain=wire.Domain.TX)
 @dataclass(frozen=True, slots=True)
 class Unstake:
-    """Unbond ``amount``: power drops at once, the funds return at the next epoch (slashable until then)."""
+    """Unbond ``amount``: power drops at once, the funds return :data:`UNBONDING_EPOCHS` epochs later.
+
+    Until then they stay slashable, so unstaking cannot outrun evidence.
+    """
 
     nonce: wire.U64
     amount: wire.U64
@@ -228,6 +293,11 @@ class LedgerView(merkle.MerkleSource, Protocol):
         """Every registered device, sorted by device id."""
         ...
 
+    def get_used_evidence(self, evidence_id: bytes) -> UsedEvidence | None: ...
+    def iter_used_evidence(self) -> Iterator[tuple[bytes, UsedEvidence]]:
+        """Every used-evidence record, sorted by evidence id."""
+        ...
+
     def get_meta(self) -> LedgerMeta: ...
     def last_certificate_hash(self) -> bytes:
         """``content_id`` of the last committed certificate (the genesis hash before epoch 1)."""
@@ -255,7 +325,8 @@ class SlashResult:
 class StateChanges:
     """Everything an epoch changed, ready for ``LedgerStore.commit_epoch``.
 
-    ``validators`` maps to None for a record deleted (no stake left).
+    ``validators`` maps to None for a record deleted (no stake left),
+    ``evidence`` to None for a used-evidence record forgotten.
     ``records`` holds the same changes as Merkle ``(key, encoded value or
     None)`` pairs, sorted by key: what the store writes, encoded once.
     """
@@ -267,6 +338,7 @@ class StateChanges:
     accounts: tuple[tuple[bytes, Account], ...]
     devices: tuple[tuple[bytes, Device], ...]
     validators: tuple[tuple[bytes, ValidatorStake | None], ...]
+    evidence: tuple[tuple[bytes, UsedEvidence | None], ...]
     meta: LedgerMeta
     merkle: merkle.MerkleUpdate
     tx_results: tuple[TxResult, ...]
@@ -276,8 +348,8 @@ class StateChanges:
 
     @property
     def change_count(self) -> int:
-        """Number of state records written (accounts, devices, validators, meta)."""
-        return len(self.accounts) + len(self.devices) + len(self.validators) + 1
+        """Number of state records written (accounts, devices, validators, evidence, meta)."""
+        return len(self.accounts) + len(self.devices) + len(self.validators) + len(self.evidence) + 1
 
 
 _ACCOUNT_HEADER = (wire.WIRE_VERSION, wire.info_of(Account).type_id)
@@ -300,6 +372,27 @@ def validator_key(address: bytes) -> bytes:
     return NS_VALIDATOR + address
 
 
+def evidence_key(evidence_id: bytes) -> bytes:
+    return NS_EVIDENCE + evidence_id
+
+
+def validate_evidence_age(misbehaviour_epoch: int, epoch: int) -> None:
+    """Check that evidence of misbehaviour in ``misbehaviour_epoch`` may be included in ``epoch``'s value.
+
+    Admissible: ``misbehaviour_epoch < epoch <= misbehaviour_epoch + EVIDENCE_MAX_AGE_EPOCHS``.
+    Whoever judges evidence for a value must call this: the ledger holds
+    unbonding stake and remembers used evidence only that long.
+
+    Raises:
+        Reject: ``evidence_too_old``, ``evidence_too_early``.
+    """
+    if misbehaviour_epoch >= epoch:
+        raise Reject("evidence_too_early", f"evidence of epoch {misbehaviour_epoch} in the value of {epoch}")
+    if epoch - misbehaviour_epoch > EVIDENCE_MAX_AGE_EPOCHS:
+        limit = f"older than {EVIDENCE_MAX_AGE_EPOCHS} epochs"
+        raise Reject("evidence_too_old", f"evidence of epoch {misbehaviour_epoch} is {limit} in {epoch}")
+
+
 def validator_set(view: LedgerView) -> tuple[Validator, ...]:
     """Validators with non-zero bonded stake, power = stake, sorted by address."""
     return tuple(Validator(addr, v.stake) for addr, v in view.iter_validators() if v.stake > 0)
@@ -312,13 +405,14 @@ def validator_set(view: LedgerView) -> tuple[Validator, ...]:
 class _Overlay:
     """Pending writes over a view during one epoch (private to apply_epoch)."""
 
-    __slots__ = ("accounts", "devices", "validators", "view")
+    __slots__ = ("accounts", "devices", "evidence", "validators", "view")
 
     def __init__(self, view: LedgerView) -> None:
         self.view = view
         self.accounts: dict[bytes, Account] = {}
         self.devices: dict[bytes, Device] = {}
         self.validators: dict[bytes, ValidatorStake] = {}
+        self.evidence: dict[bytes, UsedEvidence | None] = {}
 
     def account(self, account_id: bytes) -> Account | None:
         got = self.accounts.get(account_id)
@@ -344,7 +438,10 @@ def _apply_tx(ov: _Overlay, env: wire.Envelope, network_id: str, epoch: int) -> 
         raise Reject("unknown_account")
     if tx.nonce != account.nonce:
         raise Reject("bad_nonce", f"expected nonce {account.nonce}, got {tx.nonce}")
+    # From here on the tx is judged: its nonce is consumed even if it fails, so a
+    # failed tx can never be re-included and execute later.
     account = replace(account, nonce=account.nonce + 1)
+    ov.accounts[sender] = account
 
     if isinstance(tx, Transfer):
         if tx.amount == 0:
@@ -352,7 +449,6 @@ def _apply_tx(ov: _Overlay, env: wire.Envelope, network_id: str, epoch: int) -> 
         if tx.amount > account.balance:
             raise Reject("insufficient_balance")
         if tx.to == sender:
-            ov.accounts[sender] = account
             return
         ov.accounts[sender] = replace(account, balance=account.balance - tx.amount)
         dest = ov.account(tx.to) or Account(0, 0)
@@ -366,8 +462,7 @@ def _apply_tx(ov: _Overlay, env: wire.Envelope, network_id: str, epoch: int) -> 
             )
         except Reject:
             raise Reject("bad_device_signature") from None
-        ov.accounts[sender] = account
-        ov.devices[tx.device_id] = Device(
+        device = Device(
             device_id=tx.device_id,
             owner=sender,
             kind=tx.kind,
@@ -378,24 +473,35 @@ def _apply_tx(ov: _Overlay, env: wire.Envelope, network_id: str, epoch: int) -> 
             capacity=tx.capacity,
             registered_epoch=epoch,
         )
+        validate_device(device)
+        ov.devices[tx.device_id] = device
     elif isinstance(tx, Stake):
         if tx.amount == 0:
             raise Reject("zero_amount")
         if tx.amount > account.balance:
             raise Reject("insufficient_balance")
-        current = ov.validator(sender) or ValidatorStake(0, 0)
+        current = ov.validator(sender) or ValidatorStake(0)
         ov.accounts[sender] = replace(account, balance=account.balance - tx.amount)
         ov.validators[sender] = replace(current, stake=current.stake + tx.amount)
-    else:  # Unstake
-        if tx.amount == 0:
-            raise Reject("zero_amount")
-        stake = ov.validator(sender)
-        if stake is None:
-            raise Reject("not_a_validator")
-        if tx.amount > stake.stake:
-            raise Reject("insufficient_stake")
-        ov.accounts[sender] = account
-        ov.validators[sender] = ValidatorStake(stake.stake - tx.amount, stake.unbonding + tx.amount)
+    else:
+        _unstake(ov, sender, tx, epoch)
+
+
+def _unstake(ov: _Overlay, sender: bytes, tx: Unstake, epoch: int) -> None:
+    """Move ``tx.amount`` from stake to an entry released in ``epoch + UNBONDING_EPOCHS``."""
+    if tx.amount == 0:
+        raise Reject("zero_amount")
+    stake = ov.validator(sender)
+    if stake is None:
+        raise Reject("not_a_validator")
+    if tx.amount > stake.stake:
+        raise Reject("insufficient_stake")
+    release = epoch + UNBONDING_EPOCHS
+    pending = [u for u in stake.unbonding if u.release_epoch != release]
+    already = sum(u.amount for u in stake.unbonding if u.release_epoch == release)
+    pending.append(Unbonding(already + tx.amount, release))
+    unbonding = tuple(sorted(pending, key=lambda u: u.release_epoch))
+    ov.validators[sender] = ValidatorStake(stake.stake - tx.amount, unbonding)
 
 
 def validate_epoch_value(view: LedgerView, value: EpochValue) -> None:
@@ -430,12 +536,19 @@ def apply_epoch(view: LedgerView, value: EpochValue, network_id: str) -> StateCh
     meta = view.get_meta()
     ov = _Overlay(view)
 
-    # Unbonding from the previous epoch returns to the balance now.
+    # Slashes first, while this epoch's releases are still held: stake that had
+    # power when the validator misbehaved is burned, however it was unstaked since.
+    burned, slash_results = _apply_slashes(ov, value)
+
+    # Unbonding entries due this epoch return to the balance now.
     for address, stake in view.iter_validators():
-        if stake.unbonding:
+        current = ov.validator(address) or stake
+        due = sum(u.amount for u in current.unbonding if u.release_epoch <= value.epoch)
+        if due:
             owner = ov.account(address) or Account(0, 0)
-            ov.accounts[address] = replace(owner, balance=owner.balance + stake.unbonding)
-            ov.validators[address] = replace(stake, unbonding=0)
+            ov.accounts[address] = replace(owner, balance=owner.balance + due)
+            kept = tuple(u for u in current.unbonding if u.release_epoch > value.epoch)
+            ov.validators[address] = replace(current, unbonding=kept)
 
     tx_results = []
     for index, env in enumerate(value.txs):
@@ -451,25 +564,11 @@ def apply_epoch(view: LedgerView, value: EpochValue, network_id: str) -> StateCh
         acct = ov.account(reward.account) or Account(0, 0)
         ov.accounts[reward.account] = Account(acct.balance + reward.amount, acct.nonce)
 
-    burned = 0
-    slash_results = []
-    seen_evidence: set[bytes] = set()
-    for slash in value.slashes:
-        target = ov.validator(slash.validator)
-        if slash.evidence_id in seen_evidence:
-            slash_results.append(SlashResult(slash.validator, slash.evidence_id, 0, "duplicate_evidence"))
-            continue
-        seen_evidence.add(slash.evidence_id)
-        if target is None:
-            slash_results.append(SlashResult(slash.validator, slash.evidence_id, 0, "not_a_validator"))
-            continue
-        amount = (target.stake + target.unbonding) * slash.basis_points // BASIS_POINTS
-        from_stake = min(amount, target.stake)
-        ov.validators[slash.validator] = ValidatorStake(
-            target.stake - from_stake, target.unbonding - (amount - from_stake)
-        )
-        burned += amount
-        slash_results.append(SlashResult(slash.validator, slash.evidence_id, amount, None))
+    # Forget evidence that can no longer be admissible: used in epoch U, it is of
+    # an epoch <= U - 1, so validate_evidence_age refuses it from U + MAX_AGE on.
+    for evidence_id, used in view.iter_used_evidence():
+        if value.epoch >= used.epoch + EVIDENCE_MAX_AGE_EPOCHS:
+            ov.evidence[evidence_id] = None
 
     supply = meta.total_supply + value.emission - burned
     new_meta = LedgerMeta(value.epoch, supply, value.prev_certificate_hash)
@@ -482,6 +581,40 @@ def apply_epoch(view: LedgerView, value: EpochValue, network_id: str) -> StateCh
         minted=value.emission,
         burned=burned,
     )
+
+
+def _apply_slashes(ov: _Overlay, value: EpochValue) -> tuple[int, list[SlashResult]]:
+    """Burn each slash's share of stake plus unbonding stake; record the evidence used."""
+    burned = 0
+    results = []
+    seen: set[bytes] = set()
+    for slash in value.slashes:
+        vid, eid = slash.validator, slash.evidence_id
+        if eid in seen:
+            results.append(SlashResult(vid, eid, 0, "duplicate_evidence"))
+            continue
+        seen.add(eid)
+        if ov.view.get_used_evidence(eid) is not None:
+            results.append(SlashResult(vid, eid, 0, "evidence_reused"))
+            continue
+        target = ov.validator(vid)
+        if target is None:
+            results.append(SlashResult(vid, eid, 0, "not_a_validator"))
+            continue
+        ov.evidence[eid] = UsedEvidence(vid, value.epoch)
+        amount = (target.stake + target.unbonding_total) * slash.basis_points // BASIS_POINTS
+        from_stake = min(amount, target.stake)
+        left = amount - from_stake
+        unbonding = []
+        for entry in target.unbonding:  # in release order: the soonest released is burned first
+            cut = min(left, entry.amount)
+            left -= cut
+            if entry.amount > cut:
+                unbonding.append(Unbonding(entry.amount - cut, entry.release_epoch))
+        ov.validators[vid] = ValidatorStake(target.stake - from_stake, tuple(unbonding))
+        burned += amount
+        results.append(SlashResult(vid, eid, amount, None))
+    return burned, results
 
 
 def _finish(
@@ -503,9 +636,12 @@ def _finish(
         updates[NS_DEVICE + did] = wire.encode(DeviceRecord(dev))
     validators: list[tuple[bytes, ValidatorStake | None]] = []
     for addr, vs in sorted(ov.validators.items()):
-        gone = vs.stake == 0 and vs.unbonding == 0
+        gone = vs.stake == 0 and not vs.unbonding
         validators.append((addr, None if gone else vs))
         updates[NS_VALIDATOR + addr] = None if gone else wire.encode(vs)
+    evidence = tuple(sorted(ov.evidence.items()))
+    for eid, used in evidence:
+        updates[NS_EVIDENCE + eid] = None if used is None else wire.encode(used)
     updates[META_KEY] = wire.encode(meta)
     update = merkle.compute_update(view, updates)
     return StateChanges(
@@ -516,6 +652,7 @@ def _finish(
         accounts=accounts,
         devices=devices,
         validators=tuple(validators),
+        evidence=evidence,
         meta=meta,
         merkle=update,
         tx_results=tx_results,
@@ -545,7 +682,7 @@ def compute_genesis_changes(view: LedgerView, initial: InitialState) -> StateCha
     for dev in initial.devices:
         ov.devices[dev.device_id] = dev
     for addr, stake in initial.validators:
-        ov.validators[addr] = ValidatorStake(stake, 0)
+        ov.validators[addr] = ValidatorStake(stake)
         supply += stake
     if supply > wire.UINT64_MAX:
         raise Reject("supply_overflow", "genesis supply exceeds 2^64 - 1 micro-units")

@@ -1,7 +1,7 @@
 """The ledger on LMDB: one environment, one writer, one write transaction per epoch.
 
-Named databases: ``accounts``, ``devices``, ``validators`` (wire bytes of the
-records, keyed by 32-byte id), ``certificates`` and ``epoch_values`` (opaque
+Named databases: ``accounts``, ``devices``, ``validators``, ``evidence``
+(wire bytes of the records, keyed by 32-byte id), ``certificates`` and ``epoch_values`` (opaque
 bytes keyed by u64 big-endian epoch), ``sign_state`` (consensus's own
 persisted vote state), ``meta`` (``state``: LedgerMeta, ``last_epoch``,
 ``last_certificate_hash``, ``genesis_hash``, ``format``), and the Merkle
@@ -42,6 +42,7 @@ from depin_p2p.ledger.state import (
     META_KEY,
     NS_ACCOUNT,
     NS_DEVICE,
+    NS_EVIDENCE,
     NS_VALIDATOR,
     ZERO_HASH,
     Account,
@@ -49,12 +50,13 @@ from depin_p2p.ledger.state import (
     EpochValue,
     LedgerMeta,
     StateChanges,
+    UsedEvidence,
     ValidatorStake,
     apply_epoch,
 )
 from depin_p2p.model import Device
 
-FORMAT = b"depin-p2p/ledger/1"
+FORMAT = b"depin-p2p/ledger/2"  # 2: unbonding entries, used-evidence records
 DEFAULT_MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 40
 _DB_NAMES = (
@@ -67,6 +69,7 @@ _DB_NAMES = (
     "meta",
     "merkle_leaves",
     "merkle_nodes",
+    "evidence",
 )
 _K_STATE = b"state"
 _K_LAST_EPOCH = b"last_epoch"
@@ -159,6 +162,15 @@ class LmdbView:
         rows = [(bytes(k), _decode(bytes(v), ValidatorStake, "validator")) for k, v in cursor]
         return iter(rows)
 
+    def get_used_evidence(self, evidence_id: bytes) -> UsedEvidence | None:
+        raw = self._get("evidence", evidence_id)
+        return None if raw is None else _decode(raw, UsedEvidence, "evidence")
+
+    def iter_used_evidence(self) -> Iterator[tuple[bytes, UsedEvidence]]:
+        cursor = self._txn.cursor(db=self._dbs["evidence"])
+        rows = [(bytes(k), _decode(bytes(v), UsedEvidence, "evidence")) for k, v in cursor]
+        return iter(rows)
+
     def get_meta(self) -> LedgerMeta:
         raw = self._get("meta", _K_STATE)
         return LedgerMeta(0, 0, ZERO_HASH) if raw is None else _decode(raw, LedgerMeta, "meta")
@@ -196,7 +208,13 @@ class LmdbView:
 
     def entries(self) -> Iterator[tuple[bytes, bytes]]:
         """Every Merkle ``(key, value)`` pair of the state, read from the record databases."""
-        for db, ns in (("accounts", NS_ACCOUNT), ("devices", NS_DEVICE), ("validators", NS_VALIDATOR)):
+        namespaces = (
+            ("accounts", NS_ACCOUNT),
+            ("devices", NS_DEVICE),
+            ("validators", NS_VALIDATOR),
+            ("evidence", NS_EVIDENCE),
+        )
+        for db, ns in namespaces:
             for key, value in self._txn.cursor(db=self._dbs[db]):
                 yield ns + bytes(key), bytes(value)
         raw = self._get("meta", _K_STATE)
@@ -351,6 +369,7 @@ class LedgerStore:
             NS_ACCOUNT: (db["accounts"], []),
             NS_DEVICE: (db["devices"], []),
             NS_VALIDATOR: (db["validators"], []),
+            NS_EVIDENCE: (db["evidence"], []),
         }
         for key, value in changes.records:
             if key == META_KEY:

@@ -48,7 +48,7 @@ from h3 import H3BaseException
 
 from depin_p2p import wire
 from depin_p2p.errors import CodecError, Ignore, Reject
-from depin_p2p.model import CentiDb, Device, DeviceKind, DeviceRegistry
+from depin_p2p.model import CentiDb, Device, DeviceKind, DeviceRegistry, validate_device
 
 BEACON_TYPE_ID: Final = 32
 WITNESS_REPORT_TYPE_ID: Final = 33
@@ -384,7 +384,9 @@ def validate_beacon(
             ``bad_signature`` (from the envelope); ``wrong_signer`` (the
             beacon names another device than its signer); ``unknown_device``;
             ``not_a_radio``; ``beacon_mismatch`` (location, frequency, tx
-            power or gain differ from the registry); ``bad_location``;
+            power or gain differ from the registry); ``bad_device_params``
+            (the registered device is outside ``model.validate_device``'s
+            bounds); ``bad_location``;
             ``wrong_epoch``.
         Ignore: ``arrived_too_late`` / ``arrived_too_early`` (only with ``now_ms``).
     """
@@ -403,6 +405,8 @@ def validate_beacon(
         raise Reject("unknown_device", "beaconing device is not registered")
     if device.kind is not DeviceKind.RADIO:
         raise Reject("not_a_radio", "beaconing device is not a radio device")
+    # The FSPL bound trusts the registered power and gains: never a device outside the bounds.
+    validate_device(device)
     declared = (beacon.location, beacon.frequency_hz, beacon.tx_power_cdbm, beacon.gain_cdbi)
     registered = (device.location, device.frequency_hz, device.tx_power_cdbm, device.gain_cdbi)
     if declared != registered:
@@ -451,7 +455,7 @@ def validate_witness_report(
             ``wrong_beacon``, ``unknown_device``, ``not_a_radio``,
             ``self_witness``, ``bad_signature``, ``stale``,
             ``frequency_mismatch``, ``too_far``, ``too_close``,
-            ``rssi_above_fspl_bound``, ``bad_location``.
+            ``rssi_above_fspl_bound``, ``bad_location``, ``bad_device_params``.
         Ignore: ``duplicate``; ``arrived_too_late`` / ``arrived_too_early``
             (only with ``now_ms``).
     """
@@ -474,6 +478,7 @@ def validate_witness_report(
         raise Reject("unknown_device", "witness device is not registered")
     if device.kind is not DeviceKind.RADIO:
         raise Reject("not_a_radio", "witness device is not a radio device")
+    validate_device(device)
     if report.witness in seen:
         raise Ignore("duplicate", "this witness already reported this beacon")
     signed = _report_signing_bytes(network_id, envelope.body)

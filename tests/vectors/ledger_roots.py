@@ -18,7 +18,10 @@ from depin_p2p.ledger.state import (
     EpochValue,
     InitialState,
     Reward,
+    Slash,
+    Stake,
     Transfer,
+    Unstake,
     apply_epoch,
     compute_genesis_changes,
 )
@@ -58,8 +61,15 @@ def compute() -> dict[str, Any]:
     mem = MemoryLedger()
     mem.commit(compute_genesis_changes(mem, initial), b"")
     out: dict[str, Any] = {"empty_root": merkle.EMPTY_ROOT.hex(), "genesis": _state(mem)}
-    tx = wire.seal(Transfer(0, b, 1_500), KEYS[0], NETWORK_ID)
-    value = EpochValue(1, GENESIS_HASH, (tx,), (Reward(c, 700), Reward(b, 300)), (), 1_000)
+    # Epoch 1 pins every record kind: a transfer, a stake partly unbonding
+    # (ValidatorStake with an Unbonding entry) and a slash (UsedEvidence).
+    txs = (
+        wire.seal(Transfer(0, b, 1_500), KEYS[0], NETWORK_ID),
+        wire.seal(Stake(1, 1_000_000), KEYS[0], NETWORK_ID),
+        wire.seal(Unstake(2, 400_000), KEYS[0], NETWORK_ID),
+    )
+    slashes = (Slash(c, 1_000, bytes([0x5A]) * 32),)
+    value = EpochValue(1, GENESIS_HASH, txs, (Reward(c, 700), Reward(b, 300)), slashes, 1_000)
     mem.commit(apply_epoch(mem, value, NETWORK_ID), b"certificate-1")
     out["epoch_1"] = {"network_id": NETWORK_ID, "value": wire.encode(value).hex(), **_state(mem)}
     return out

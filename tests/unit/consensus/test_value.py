@@ -11,6 +11,7 @@ import pytest
 from depin_p2p import wire
 from depin_p2p.consensus.value import (
     EpochContent,
+    JudgedEvidence,
     ValueParams,
     build_content,
     check_content,
@@ -20,7 +21,7 @@ from depin_p2p.consensus.value import (
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Reject
 from depin_p2p.ledger.memory import MemoryLedger
-from depin_p2p.ledger.state import Account, InitialState, Reward, compute_genesis_changes
+from depin_p2p.ledger.state import Account, InitialState, Reward, Slash, compute_genesis_changes
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import MICRO, Device
 from depin_p2p.witness import compute, radio
@@ -306,3 +307,53 @@ def test_content_checks_identically_on_an_lmdb_store(tmp_path: Path) -> None:
         assert changes.root == built.content.state_root
     finally:
         store.close()
+
+
+def _judge(evidence: bytes) -> JudgedEvidence:
+    """A toy judge: evidence is ``validator ‖ u64 epoch of the misbehaviour``; 10% slash."""
+    validator, epoch = evidence[:32], int.from_bytes(evidence[32:40], "big")
+    return JudgedEvidence(Slash(validator, 1_000, hashlib.blake2b(evidence, digest_size=32).digest()), epoch)
+
+
+def _evidence(validator: int, epoch: int) -> bytes:
+    return VALIDATORS[validator].public_key + epoch.to_bytes(8, "big")
+
+
+def _build_empty(view: MemoryLedger, epoch: int, evidence: tuple[bytes, ...], params: ValueParams):  # type: ignore[no-untyped-def]
+    return build_content(
+        view, epoch=epoch, beacons=(), reports=(), attestations=(), txs=(), evidence=evidence, params=params
+    )
+
+
+def test_evidence_is_admissible_once_and_only_while_young() -> None:
+    params = dataclasses.replace(PARAMS, judge_evidence=_judge)
+    view = ledger()
+    first = _build_empty(view, 1, (_evidence(0, 0),), params)
+    assert first.dropped == () and first.changes.burned == 100 * MICRO
+    view.commit(first.changes, b"certificate-1")
+    # Epoch 2: the same evidence again is dropped by the proposer and refused by validators.
+    again = _build_empty(view, 2, (_evidence(0, 0), _evidence(1, 2), _evidence(2, 1)), params)
+    assert sorted(d.code for d in again.dropped) == ["evidence_reused", "evidence_too_early"]
+    assert len(again.content.evidence) == 1  # validator 2's, of epoch 1
+    # Replay the used evidence, in canonical order so only the reuse rule can object.
+    pairs = sorted(
+        [
+            *zip(again.content.evidence, again.content.ledger.slashes, strict=True),
+            *zip(first.content.evidence, first.content.ledger.slashes, strict=True),
+        ]
+    )
+    replayed = dataclasses.replace(
+        again.content,
+        evidence=tuple(e for e, _ in pairs),
+        ledger=dataclasses.replace(again.content.ledger, slashes=tuple(sl for _, sl in pairs)),
+    )
+    with pytest.raises(Reject) as info:
+        check_content(view, replayed, params)
+    assert info.value.code == "evidence_reused"
+    view.commit(again.changes, b"certificate-2")
+    # Epoch 5: evidence of epoch 1 is older than EVIDENCE_MAX_AGE_EPOCHS (3).
+    for epoch in (3, 4):
+        view.commit(_build_empty(view, epoch, (), params).changes, b"certificate-%d" % epoch)
+    late = _build_empty(view, 5, (_evidence(3, 1), _evidence(3, 2)), params)
+    assert [d.code for d in late.dropped] == ["evidence_too_old"]
+    assert len(late.content.evidence) == 1

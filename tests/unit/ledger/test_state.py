@@ -14,6 +14,8 @@ from depin_p2p.errors import Reject
 from depin_p2p.ledger import merkle
 from depin_p2p.ledger.memory import MemoryLedger
 from depin_p2p.ledger.state import (
+    EVIDENCE_MAX_AGE_EPOCHS,
+    UNBONDING_EPOCHS,
     Account,
     DeviceBinding,
     RegisterDevice,
@@ -21,11 +23,14 @@ from depin_p2p.ledger.state import (
     Slash,
     Stake,
     Transfer,
+    Unbonding,
     Unstake,
+    UsedEvidence,
     ValidatorStake,
     apply_epoch,
     encode_account,
     sign_device_binding,
+    validate_evidence_age,
     validator_set,
 )
 from depin_p2p.model import DeviceKind, Validator
@@ -56,7 +61,7 @@ def step(mem: MemoryLedger, *txs: wire.Envelope, rewards: tuple[Reward, ...] = (
 
 def total_held(mem: MemoryLedger) -> int:
     return sum(a.balance for a in mem.accounts.values()) + sum(
-        v.stake + v.unbonding for v in mem.validators.values()
+        v.stake + v.unbonding_total for v in mem.validators.values()
     )
 
 
@@ -81,13 +86,13 @@ def test_transfer_moves_funds_and_bumps_the_nonce() -> None:
 
 def test_invalid_transactions_are_skipped_with_a_reason() -> None:
     mem = memory_ledger()
-    good = wire.seal(Transfer(0, IDS[1], 1), KEYS[0], NETWORK)
+    good = wire.seal(Transfer(2, IDS[1], 1), KEYS[0], NETWORK)
     tampered = wire.Envelope(good.network_id, good.signer, bytes(64), good.body)
     changes = step(
         mem,
         wire.seal(Transfer(3, IDS[1], 1), KEYS[0], NETWORK),  # nonce too high
-        wire.seal(Transfer(0, IDS[1], START_BALANCE + 1), KEYS[0], NETWORK),
-        wire.seal(Transfer(0, IDS[1], 0), KEYS[0], NETWORK),
+        wire.seal(Transfer(0, IDS[1], START_BALANCE + 1), KEYS[0], NETWORK),  # fails, uses nonce 0
+        wire.seal(Transfer(1, IDS[1], 0), KEYS[0], NETWORK),  # fails, uses nonce 1
         wire.seal(Transfer(0, IDS[1], 1), OUTSIDER, NETWORK),
         wire.seal(Transfer(0, IDS[1], 1), KEYS[0], "other-net"),
         tampered,
@@ -106,7 +111,7 @@ def test_invalid_transactions_are_skipped_with_a_reason() -> None:
         None,
         "bad_nonce",
     ]
-    assert mem.accounts[IDS[0]] == Account(START_BALANCE - 1, 1)
+    assert mem.accounts[IDS[0]] == Account(START_BALANCE - 1, 3)
     assert len({r.tx_id for r in changes.tx_results}) == 8  # tx ids are content ids
 
 
@@ -115,7 +120,7 @@ def test_register_device_needs_the_device_signature() -> None:
     changes = step(
         mem,
         register(KEYS[0], DEVICE, 0, signed_owner=IDS[1]),  # the device agreed to another owner
-        register(KEYS[0], DEVICE, 0),
+        register(KEYS[0], DEVICE, 1),  # the failed one used nonce 0
         register(KEYS[1], DEVICE, 0),
     )
     assert codes(changes) == ["bad_device_signature", None, "device_exists"]
@@ -124,7 +129,7 @@ def test_register_device_needs_the_device_signature() -> None:
     assert mem.get_device(DEVICE.public_key) == device
 
 
-def test_stake_then_unstake_returns_funds_at_the_next_epoch() -> None:
+def test_stake_then_unstake_returns_funds_after_the_unbonding_period() -> None:
     mem = memory_ledger(initial_state({}))
     assert validator_set(mem) == ()
     step(mem, wire.seal(Stake(0, 400), KEYS[1], NETWORK))
@@ -133,13 +138,16 @@ def test_stake_then_unstake_returns_funds_at_the_next_epoch() -> None:
     changes = step(
         mem,
         wire.seal(Unstake(1, 500), KEYS[1], NETWORK),
-        wire.seal(Unstake(1, 400), KEYS[1], NETWORK),
+        wire.seal(Unstake(2, 300), KEYS[1], NETWORK),
+        wire.seal(Unstake(3, 100), KEYS[1], NETWORK),  # same epoch: one entry
         wire.seal(Unstake(0, 1), KEYS[2], NETWORK),
     )
-    assert codes(changes) == ["insufficient_stake", None, "not_a_validator"]
-    assert mem.validators[IDS[1]] == ValidatorStake(0, 400)
+    assert codes(changes) == ["insufficient_stake", None, None, "not_a_validator"]
+    assert mem.validators[IDS[1]] == ValidatorStake(0, (Unbonding(400, 2 + UNBONDING_EPOCHS),))
     assert validator_set(mem) == ()  # power is gone at once
-    assert mem.accounts[IDS[1]].balance == START_BALANCE - 400  # funds still bonded
+    for _ in range(UNBONDING_EPOCHS - 1):
+        step(mem)
+        assert mem.accounts[IDS[1]].balance == START_BALANCE - 400  # funds still bonded (slashable)
     step(mem)
     assert mem.accounts[IDS[1]].balance == START_BALANCE
     assert IDS[1] not in mem.validators  # nothing left: the record is deleted
@@ -149,9 +157,10 @@ def test_slash_burns_stake_and_lowers_supply() -> None:
     mem = memory_ledger(initial_state({0: 10_000, 1: 3}))
     supply = mem.meta.total_supply
     ev = [bytes([i]) * 32 for i in range(3)]
+    step(mem, wire.seal(Unstake(0, 1_000), KEYS[0], NETWORK))
+    step(mem, wire.seal(Unstake(1, 3_000), KEYS[0], NETWORK))
     changes = step(
         mem,
-        wire.seal(Unstake(0, 4_000), KEYS[0], NETWORK),
         slashes=(
             Slash(IDS[0], 2_500, ev[0]),  # 25% of 6000 stake + 4000 unbonding
             Slash(IDS[0], 10_000, ev[0]),  # same evidence twice
@@ -161,8 +170,34 @@ def test_slash_burns_stake_and_lowers_supply() -> None:
     )
     assert [r.code for r in changes.slash_results] == [None, "duplicate_evidence", "not_a_validator", None]
     assert [r.burned for r in changes.slash_results] == [2_500, 0, 0, 1]
-    assert mem.validators[IDS[0]] == ValidatorStake(3_500, 4_000)
+    assert mem.validators[IDS[0]] == ValidatorStake(3_500, (Unbonding(1_000, 4), Unbonding(3_000, 5)))
     assert mem.meta.total_supply == supply - 2_501 == total_held(mem)
+    # More than the stake: the rest is burned from the soonest-released unbonding entry.
+    # Epoch 4: slashes apply before the entry due now is released.
+    balance = mem.accounts[IDS[0]].balance
+    changes = step(mem, slashes=(Slash(IDS[0], 5_000, b"\x09" * 32),))  # 50% of 7500
+    assert changes.burned == 3_750
+    assert mem.validators[IDS[0]] == ValidatorStake(0, (Unbonding(3_000, 5),))
+    assert mem.accounts[IDS[0]].balance == balance + 750
+    assert mem.meta.total_supply == supply - 2_501 - 3_750 == total_held(mem)
+
+
+def test_used_evidence_is_remembered_while_it_could_still_be_admissible() -> None:
+    mem = memory_ledger()
+    ev = b"\x33" * 32
+    step(mem, slashes=(Slash(IDS[0], 100, ev),))  # epoch 1: evidence of epoch 0 at the latest
+    assert mem.evidence == {ev: UsedEvidence(IDS[0], 1)}
+    for epoch in range(2, 1 + EVIDENCE_MAX_AGE_EPOCHS):
+        validate_evidence_age(0, epoch)  # still admissible: the record must stay
+        step(mem)
+        assert ev in mem.evidence
+    with pytest.raises(Reject, match="evidence_too_old"):
+        validate_evidence_age(0, 1 + EVIDENCE_MAX_AGE_EPOCHS)
+    step(mem)  # epoch 1 + MAX_AGE: no evidence of epoch <= 0 is admissible any more
+    assert mem.evidence == {}
+    assert mem.state_root() == merkle.compute_root(mem.entries())
+    with pytest.raises(Reject, match="evidence_too_early"):
+        validate_evidence_age(5, 5)
 
 
 def test_rewards_must_sum_to_the_declared_emission() -> None:

@@ -189,16 +189,21 @@ class _GuardedPubsub(Pubsub):
 
 
 class _GossipSub(GossipSub):
-    """GossipSub that sends IDONTWANT only for large messages, as go-libp2p does (1 KiB).
+    """GossipSub that does not send IDONTWANT for messages under ``idontwant_min_bytes``.
 
-    py-libp2p sends one IDONTWANT RPC per mesh peer for every message, which
-    for small messages costs more frames than the duplicates it saves.
+    py-libp2p sends one IDONTWANT RPC to every mesh peer for every message it
+    receives or publishes. On a 5-process loopback mesh that doubled or
+    tripled the median latency of 3 KB messages (measured: p50 1009 ms vs
+    399 ms and 276 ms vs 41 ms in back-to-back runs), because frames, not
+    bytes, are what py-libp2p pays for. We still honour the IDONTWANTs that
+    other peers send us. go-libp2p's threshold is 1 KiB; ours defaults to
+    "never" for the bundle sizes we send.
     """
 
-    idontwant_threshold = 1024
+    idontwant_min_bytes = wire.MAX_MESSAGE_BYTES + 1
 
     async def publish(self, msg_forwarder: Any, pubsub_msg: Any) -> None:
-        self._idontwant_enabled = len(pubsub_msg.data) >= self.idontwant_threshold
+        self._idontwant_enabled = len(pubsub_msg.data) >= self.idontwant_min_bytes
         await super().publish(msg_forwarder, pubsub_msg)
 
     async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:

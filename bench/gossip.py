@@ -39,7 +39,7 @@ def run(mode: str, nodes: int, rate: float, seconds: float, size: int, grace: fl
         last_total, last_change = 0, time.monotonic()
         deadline = start + seconds + grace
         while time.monotonic() < deadline:
-            total = sum(p.call({"cmd": "stats"}, timeout=60)["received"] for p in procs)
+            total = sum(p.call({"cmd": "count"}, timeout=60)["received"] for p in procs)
             if total != last_total:
                 last_total, last_change = total, time.monotonic()
             if total >= expected:

@@ -11,6 +11,7 @@ answers one JSON line per command line:
 - ``{"cmd": "publish", "count": N, "rate": R, "size": S}``: submit N proofs
   of ~S bytes at R proofs/s (in the background; answers at once)
 - ``{"cmd": "stats"}``: received count, latencies (ms), counters, peers, mesh
+- ``{"cmd": "count"}``: received count only (cheap enough to poll)
 - ``{"cmd": "quit"}``
 
 ``batch`` mode gossips through :class:`ProofGossip` (bundles); ``bare`` mode
@@ -151,6 +152,8 @@ class Node:
                     reply({"ok": True})
                 elif cmd["cmd"] == "stats":
                     reply(self.stats())
+                elif cmd["cmd"] == "count":  # cheap progress poll: no latency list to serialise
+                    reply({"received": self.received})
                 elif cmd["cmd"] == "quit":
                     break
             nursery.cancel_scope.cancel()

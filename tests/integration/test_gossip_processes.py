@@ -20,7 +20,7 @@ def test_1000_proofs_from_all_nodes_reach_every_node() -> None:
             assert p.call({"cmd": "publish", "count": per_node, "rate": 100, "size": 300})["ok"]
         expected = (n - 1) * per_node  # every proof of every other node
         for p in procs:
-            wait_for(lambda p=p: p.call({"cmd": "stats"})["received"] >= expected, 60, f"delivery {p.seed}")
+            wait_for(lambda p=p: p.call({"cmd": "count"})["received"] >= expected, 60, f"delivery {p.seed}")
         stats = [p.call({"cmd": "stats"}) for p in procs]
     latencies = [ms for s in stats for ms in s["latencies_ms"]]
     assert [s["received"] for s in stats] == [expected] * n  # 100 %, and no duplicates
@@ -52,7 +52,7 @@ def test_a_frozen_peer_is_dropped_and_a_restarted_peer_rejoins_within_seconds() 
         assert a.call({"cmd": "stats"})["transport"]["peers_dropped_unresponsive"] >= 1
         # The others keep gossiping between themselves meanwhile.
         a.call({"cmd": "publish", "count": 10, "rate": 100})
-        wait_for(lambda: b.call({"cmd": "stats"})["received"] >= 10, 20, "a->b while c is frozen")
+        wait_for(lambda: b.call({"cmd": "count"})["received"] >= 10, 20, "a->b while c is frozen")
 
         # Resumed, c re-dials from its address book and rejoins.
         os.kill(c.pid, signal.SIGCONT)
@@ -74,6 +74,6 @@ def test_a_frozen_peer_is_dropped_and_a_restarted_peer_rejoins_within_seconds() 
             print(f"restarted peer (process start included) back in both meshes after {took:.1f} s")
             assert took < 15
             b.call({"cmd": "publish", "count": 10, "rate": 100})
-            wait_for(lambda: restarted.call({"cmd": "stats"})["received"] >= 10, 20, "b->restarted")
+            wait_for(lambda: restarted.call({"cmd": "count"})["received"] >= 10, 20, "b->restarted")
         finally:
             restarted.kill()

@@ -1,0 +1,433 @@
+"""The composition root: builds every service of a node and runs them in one nursery.
+
+Start order: ledger store, transport (listening), proof gossip, witness
+service, consensus service, local API; then bootstrap dials and catch-up.
+Each service signals readiness with ``task_status.started()``. SIGINT and
+SIGTERM cancel the nursery: services stop, the ledger closes after any write
+in flight (LMDB writes are atomic either way), and the process exits 0.
+
+Every user mistake found while starting (missing home, wrong genesis for the
+data dir, port in use, corrupt key) is raised as ConfigError before anything
+listens, so ``depin-p2p run`` prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+from prometheus_client import CollectorRegistry, Gauge
+
+from depin_p2p import __version__, wire
+from depin_p2p.api import ApiServer
+from depin_p2p.clock import Clock
+from depin_p2p.config import NodeConfig, check_port_free
+from depin_p2p.consensus.service import ConsensusService
+from depin_p2p.consensus.signer import Signer
+from depin_p2p.consensus.state import Certificate
+from depin_p2p.consensus.value import ValueParams
+from depin_p2p.crypto import KeyPair, load_key_file, peer_id_from_public_key
+from depin_p2p.errors import ConfigError, StorageError, TransportError
+from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
+from depin_p2p.gossip.service import ProofGossip
+from depin_p2p.gossip.transport import PeerId
+from depin_p2p.ledger.genesis import Genesis, load_genesis
+from depin_p2p.ledger.state import validator_set
+from depin_p2p.ledger.store import LedgerStore
+from depin_p2p.model import Device, DeviceKind
+from depin_p2p.schedule import EpochSchedule
+from depin_p2p.witness.devices import (
+    ComputeDriver,
+    LocalComputeDriver,
+    RadioDriver,
+    SimulatedCompute,
+    SimulatedRadio,
+)
+from depin_p2p.witness.pool import ProofPool
+from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
+from depin_p2p.witness.world import World
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = structlog.get_logger("depin_p2p.node")
+
+RUNTIME_FILE = "run.json"  # written at start: pid, API port, listen addresses (read by `status`)
+CATCH_UP_RETRY_S = 2.0
+
+
+class StoreRegistry:
+    """Device lookups against the store's latest committed state (a fresh read each time)."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+
+    def get_device(self, device_id: bytes) -> Device | None:
+        return self._store.read(lambda v: v.get_device(device_id))
+
+
+class StoreSignState:
+    """The signer's durable storage: the ledger's synced sign-state record."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+
+    def load(self) -> bytes | None:
+        return self._store.load_sign_state()
+
+    def save(self, data: bytes) -> None:
+        self._store.save_sign_state(data)
+
+
+@dataclass
+class NodeStatus:
+    """Live figures for /status and /metrics (mutated by the node's tasks)."""
+
+    peers: int = 0
+    started_ms: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_store_matches_genesis(store: LedgerStore, genesis: Genesis, data_dir: Path) -> None:
+    def read(view: Any) -> bytes:
+        if view.last_epoch() == 0:
+            return bytes(view.last_certificate_hash())
+        raw = view.get_certificate(1)
+        if raw is None:
+            raise StorageError(f"{data_dir}: epoch 1 is committed but its certificate is missing")
+        return wire.decode_as(raw, Certificate).candidate.prev_cert_hash
+
+    if store.read(read) != genesis.genesis_hash:
+        raise ConfigError(
+            f"{data_dir} holds the ledger of another genesis than {genesis.network_id!r} "
+            "(wrong genesis for this network; re-run `depin-p2p init`)"
+        )
+
+
+@contextmanager
+def open_node_store(config: NodeConfig, genesis: Genesis) -> Iterator[LedgerStore]:
+    """Open the home's ledger and check it belongs to ``genesis``; ConfigError otherwise."""
+    if not config.data_dir.exists():
+        raise ConfigError(f"{config.data_dir} does not exist (create the home with `depin-p2p init`)")
+    try:
+        store = LedgerStore.open(config.data_dir)
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        _check_store_matches_genesis(store, genesis, config.data_dir)
+        yield store
+    finally:
+        store.close()
+
+
+class Node:
+    """One depin-p2p node, built from its configuration.
+
+    Args:
+        config: the validated node configuration.
+
+    Raises:
+        ConfigError: the key file or the genesis cannot be loaded.
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.key: KeyPair = load_key_file(config.key_file)
+        self.genesis = load_genesis(config.genesis_file)
+        self.schedule = EpochSchedule(self.genesis.genesis_time_ms, self.genesis.epoch_length_ms)
+        self.metrics = CollectorRegistry()
+        self.status = NodeStatus()
+        self.api_port = 0
+        self.transport: Libp2pTransport | None = None
+        self.consensus: ConsensusService | None = None
+        self.gossip: ProofGossip | None = None
+        self.witness: WitnessService | None = None
+        self.pool: ProofPool | None = None
+        self.store: LedgerStore | None = None
+        self._clock: Clock | None = None
+
+    def _now_ms(self) -> int:
+        return self._clock.now_ms() if self._clock is not None else 0
+
+    def check_ports(self) -> None:
+        """ConfigError when a configured port is taken (port 0 is always fine)."""
+        check_port_free(self.config.listen.host, self.config.listen.port, what="network.listen")
+        check_port_free("127.0.0.1", self.config.api_port, what="api.port")
+
+    def _drivers(
+        self, store: LedgerStore, clock: Clock
+    ) -> tuple[list[RadioDriver], dict[bytes, ComputeDriver], dict[bytes, KeyPair]]:
+        devices = tuple(store.read(lambda v: list(v.iter_devices())))
+        seed = self.config.world_seed or self.genesis.network_id.encode()
+        world = World(seed, devices)
+        radios: list[RadioDriver] = []
+        computes: dict[bytes, ComputeDriver] = {}
+        keys: dict[bytes, KeyPair] = {}
+        net = self.genesis.network_id
+        for path in self.config.device_keys:
+            key = load_key_file(path)
+            device = store.read(lambda v, k=key: v.get_device(k.public_key))  # type: ignore[misc]
+            if device is None:
+                raise ConfigError(f"{path}: device {key.address} is not registered in the ledger")
+            if device.owner != self.key.public_key:
+                raise ConfigError(
+                    f"{path}: device {key.address} is owned by another account than this node's"
+                )
+            keys[key.public_key] = key
+            if device.kind is DeviceKind.RADIO:
+                radios.append(
+                    SimulatedRadio(key=key, device=device, world=world, clock=clock, network_id=net)
+                )
+            elif self.config.device_driver == "local":
+                computes[key.public_key] = LocalComputeDriver(key=key, clock=clock, network_id=net)
+            else:
+                computes[key.public_key] = SimulatedCompute(key=key, world=world, clock=clock, network_id=net)
+        return radios, computes, keys
+
+    def _status_doc(self) -> dict[str, Any]:
+        store, transport, consensus, pool = self.store, self.transport, self.consensus, self.pool
+        doc: dict[str, Any] = {
+            "version": __version__,
+            "network_id": self.genesis.network_id,
+            "address": self.key.address,
+            "peer_id": self.key.peer_id,
+            "epoch_now": self.schedule.epoch_at(self._now_ms()),
+        }
+        if store is not None:
+
+            def read(view: Any) -> dict[str, Any]:
+                meta = view.get_meta()
+                validators = validator_set(view)
+                return {
+                    "last_epoch": view.last_epoch(),
+                    "last_certificate": view.last_certificate_hash().hex(),
+                    "state_root": view.state_root().hex(),
+                    "total_supply": meta.total_supply,
+                    "validators": [{"address": v.address.hex(), "power": v.power} for v in validators],
+                }
+
+            doc.update(store.read(read))
+            account = store.read(lambda v: v.get_account(self.key.public_key))
+            doc["balance"] = 0 if account is None else account.balance
+        if transport is not None:
+            doc["peers"] = sorted(transport.peers())
+            doc["listen"] = list(transport.listen_addrs())
+            doc["transport_counters"] = _counters(transport.counters)
+        if consensus is not None:
+            doc["consensus"] = {
+                "running_epoch": consensus.running_epoch,
+                "round": consensus.running_round,
+                **_counters(consensus.counters),
+            }
+        if pool is not None:
+            got = pool.collect(self.schedule.epoch_at(self._now_ms()))
+            doc["pending_proofs"] = {
+                "beacons": len(got.beacons),
+                "reports": len(got.reports),
+                "attestations": len(got.attestations),
+                "dropped": pool.dropped,
+            }
+        if self.gossip is not None:
+            doc["gossip_counters"] = _counters(self.gossip.counters)
+        if self.witness is not None:
+            w = self.witness
+            doc["witness"] = {
+                "beacons_sent": w.beacons_sent,
+                "reports_sent": w.reports_sent,
+                "attestations_sent": w.attestations_sent,
+                "challenges_answered": w.challenges_answered,
+            }
+        return doc
+
+    def _register_metrics(self) -> None:
+        def gauge(name: str, doc: str, fn: Any) -> None:
+            g = Gauge(name, doc, registry=self.metrics)
+            g.set_function(fn)
+
+        gauge(
+            "depin_last_epoch", "last committed epoch", lambda: self.store.last_epoch() if self.store else 0
+        )
+        gauge("depin_peers", "connected peers", lambda: len(self.transport.peers()) if self.transport else 0)
+        gauge(
+            "depin_consensus_committed_total",
+            "epochs committed by this process",
+            lambda: self.consensus.counters.committed if self.consensus else 0,
+        )
+        gauge(
+            "depin_gossip_items_accepted_total",
+            "proofs accepted from gossip",
+            lambda: self.gossip.counters.items_accepted if self.gossip else 0,
+        )
+        gauge(
+            "depin_gossip_bundles_rejected_total",
+            "proof bundles rejected",
+            lambda: self.gossip.counters.bundles_rejected if self.gossip else 0,
+        )
+        gauge(
+            "depin_transport_rejected_total",
+            "messages rejected by topic validators",
+            lambda: self.transport.counters.rejected if self.transport else 0,
+        )
+        gauge(
+            "depin_transport_dropped_subscriber_full_total",
+            "messages dropped: subscriber queue full",
+            lambda: self.transport.counters.dropped_subscriber_full if self.transport else 0,
+        )
+        gauge(
+            "depin_pool_dropped_total",
+            "proofs dropped by the pool's bounds",
+            lambda: self.pool.dropped if self.pool else 0,
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node until cancelled; ``task_status.started()`` once every service is up.
+
+        Raises:
+            ConfigError: a bad start (ports, data dir, devices).
+        Cancellation: every service stops; the ledger store is closed.
+        """
+        self.check_ports()
+        clock = Clock()
+        self._clock = clock
+        cfg = self.config
+        net = self.genesis.network_id
+        with open_node_store(cfg, self.genesis) as store:
+            self.store = store
+            transport = Libp2pTransport(
+                self.key, network_id=net, clock=clock, config=Libp2pConfig(listen_addr=cfg.listen.text)
+            )
+            self.transport = transport
+            registry = StoreRegistry(store)
+            pool = ProofPool(registry, net)
+            self.pool = pool
+            gossip = ProofGossip(
+                transport,
+                network_id=net,
+                clock=clock,
+                rules=proof_rules(self.genesis.epoch_length_ms),
+                check_item=lambda v, peer: pool.check(v, clock.now_ms()),
+            )
+            self.gossip = gossip
+            radios, computes, device_keys = self._drivers(store, clock)
+
+            def context() -> LedgerContext:
+                def read(view: Any) -> LedgerContext:
+                    validators = frozenset(v.address for v in validator_set(view))
+                    return LedgerContext(
+                        registry, tuple(view.iter_devices()), validators, view.last_certificate_hash()
+                    )
+
+                return store.read(read)
+
+            witness = WitnessService(
+                network_id=net,
+                clock=clock,
+                schedule=self.schedule,
+                transport=transport,
+                gossip=gossip,
+                pool=pool,
+                context=context,
+                radios=radios,
+                computes=computes,
+                device_keys=device_keys,
+                peer_of=lambda owner: PeerId(peer_id_from_public_key(owner)),
+            )
+            self.witness = witness
+            now_epoch = max(1, self.schedule.epoch_at(clock.now_ms()))
+            signer = Signer(
+                self.key,
+                StoreSignState(store),
+                net,
+                current_epoch=now_epoch,
+                startup_wait_epochs=cfg.startup_wait_epochs,
+            )
+            consensus = ConsensusService(
+                network_id=net,
+                clock=clock,
+                schedule=self.schedule,
+                transport=transport,
+                ledger=store,
+                signer=signer,
+                pool=pool,
+                value_params=ValueParams(network_id=net, emission_per_epoch=self.genesis.emission_per_epoch),
+                grace_ms=min(1_000, self.genesis.epoch_length_ms // 10),
+            )
+            self.consensus = consensus
+            self._register_metrics()
+            api = ApiServer(status=self._status_doc, registry=self.metrics, port=cfg.api_port)
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(transport.run)
+                except TransportError as exc:
+                    raise ConfigError(f"network.listen {cfg.listen.text}: {exc}") from None
+                await nursery.start(gossip.run)
+                await nursery.start(witness.run)
+                await nursery.start(consensus.run)
+                try:
+                    self.api_port = await nursery.start(api.run)
+                except OSError as exc:
+                    raise ConfigError(f"api.port {cfg.api_port}: {exc.strerror}") from None
+                self._write_runtime_file(transport)
+                nursery.start_soon(self._bootstrap, transport, consensus)
+                log.info(
+                    "node.started",
+                    address=self.key.address,
+                    peer_id=self.key.peer_id,
+                    listen=list(transport.listen_addrs()),
+                    api_port=self.api_port,
+                    network=net,
+                )
+                task_status.started()
+
+    def _write_runtime_file(self, transport: Libp2pTransport) -> None:
+        doc = {
+            "pid": os.getpid(),
+            "api_port": self.api_port,
+            "listen": list(transport.listen_addrs()),
+            "peer_id": self.key.peer_id,
+        }
+        path = self.config.home / RUNTIME_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc) + "\n")
+        os.replace(tmp, path)
+
+    async def _bootstrap(self, transport: Libp2pTransport, consensus: ConsensusService) -> None:
+        """Dial the bootstrap peers (the transport re-dials them), then catch up if behind."""
+        for addr in self.config.bootstrap:
+            try:
+                with trio.move_on_after(10):
+                    await transport.connect(addr.text)
+            except TransportError as exc:
+                log.info("node.bootstrap.failed", addr=addr.text, error=str(exc))
+        while True:
+            behind_to = self.schedule.epoch_at(self._now_ms()) - 1
+            if consensus.last_epoch() >= behind_to - 1:
+                return  # at most the running epoch away: live consensus and certificates do the rest
+            peers = sorted(transport.peers())
+            if peers:
+                applied = await consensus.catch_up_from_any([PeerId(p) for p in peers], behind_to)
+                log.info("node.catch_up", applied=applied, last_epoch=consensus.last_epoch())
+            await trio.sleep(CATCH_UP_RETRY_S)
+
+
+def _counters(obj: object) -> dict[str, Any]:
+    return {k: getattr(obj, k) for k in getattr(obj, "__dataclass_fields__", {})}
+
+
+async def run_until_signalled(node: Node) -> None:
+    """Run ``node`` until SIGINT or SIGTERM, then shut it down cleanly."""
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await nursery.start(node.run)
+            async for signum in signals:
+                log.info("node.stopping", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break

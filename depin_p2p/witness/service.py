@@ -150,9 +150,15 @@ class WitnessService:
         self._pool.add(verified)
         msg = verified.message
         if isinstance(msg, radio.Beacon) and msg.epoch == self._schedule.epoch_at(self._clock.now_ms()):
+            registry = self._context().registry
+            beaconer = registry.get_device(msg.device)
             for driver in self._radios:
-                if driver.device_id != msg.device:
-                    nursery.start_soon(self._witness, driver, verified.envelope)
+                if driver.device_id == msg.device:
+                    continue
+                mine = registry.get_device(driver.device_id)
+                if beaconer is not None and mine is not None and mine.owner == beaconer.owner:
+                    continue  # consensus rejects a sibling's report [same_owner]: do not send it
+                nursery.start_soon(self._witness, driver, verified.envelope)
 
     def _publish(self, env: wire.Envelope, nursery: trio.Nursery) -> None:
         self._gossip.submit(wire.encode(env))

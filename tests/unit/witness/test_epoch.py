@@ -69,7 +69,11 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
                     checked, rep, registry=registry, network_id=s.NETWORK, seen=seen
                 )
             except Reject as exc:
-                assert exc.code == "too_far", exc  # honest devices only fail on distance
+                # Honest devices only fail on distance, or on witnessing a sibling of their owner.
+                witness = registry.get_device(rep.signer)
+                assert witness is not None
+                same = witness.owner == checked.device.owner
+                assert exc.code == ("same_owner" if same else "too_far"), exc
                 continue
             seen.add(ok.report.witness)
         assert len(seen) > 4  # more than N: the decay applies

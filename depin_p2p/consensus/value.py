@@ -200,6 +200,8 @@ def _accept_evidence(acc: _Accepted, evidence: bytes, p: ValueParams) -> None:
 def _rewards(
     acc: _Accepted,
     view: LedgerView,
+    *,
+    epoch: int,
     prev_cert_hash: bytes,
     assignments: dict[bytes, ComputeAssignment],
     p: ValueParams,
@@ -211,6 +213,7 @@ def _rewards(
     compute = collect_compute_proofs(assignments.values(), acc.attestations)
     paid = compute_epoch_rewards(
         prev_cert_hash=prev_cert_hash,
+        epoch=epoch,
         emission=p.emission_per_epoch,
         beacons=beacons,
         compute=compute,
@@ -252,7 +255,9 @@ def check_content(view: LedgerView, content: EpochContent, params: ValueParams) 
     except Ignore as exc:
         # Harmless in gossip (a duplicate), but a proposer that includes it is proposing junk.
         raise Reject(exc.code, exc.detail) from None
-    emission, rewards = _rewards(acc, view, prev, assignments, params)
+    emission, rewards = _rewards(
+        acc, view, epoch=epoch, prev_cert_hash=prev, assignments=assignments, p=params
+    )
     if value.emission != emission:
         raise Reject("wrong_emission", f"declared {value.emission}, earned {emission}")
     if value.rewards != rewards:
@@ -328,7 +333,9 @@ def build_content(
         keep("attestation", MAX_ATTESTATIONS, len(acc.attestation_envs), accept)
     for ev in sorted(set(evidence)):
         keep("evidence", MAX_EVIDENCE, len(acc.evidence), partial(_accept_evidence, acc, ev, params))
-    emission, rewards = _rewards(acc, view, prev, assignments, params)
+    emission, rewards = _rewards(
+        acc, view, epoch=epoch, prev_cert_hash=prev, assignments=assignments, p=params
+    )
     value = EpochValue(epoch, prev, tuple(txs), rewards, tuple(acc.slashes), emission)
     changes = apply_epoch(view, value, params.network_id)
     content = EpochContent(

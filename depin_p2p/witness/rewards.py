@@ -5,8 +5,13 @@ and decay r = 0.8, the beaconer earns w/N if w ≤ N else 2 - r^(w-N), each
 witness 1 if w ≤ N else (N - 1 + r^(w-N))/w. r^m is the exact rational
 4^m/5^m; shares are integers in units of 1/SHARE_SCALE, floored. At most
 K = 14 valid witnesses are rewarded, picked by the lottery: lowest
-BLAKE2b-256("depin-p2p/witness-lottery" ‖ previous certificate hash ‖ beacon
-id ‖ witness device); w counts the rewarded ones. Receive time plays no part.
+BLAKE2b-256("depin-p2p/witness-lottery" ‖ previous certificate hash ‖
+u64_be(epoch) ‖ beaconer device ‖ witness device); w counts the rewarded
+ones. Receive time plays no part, and neither does the beacon id: the
+beaconer picks its nonce and send time after the previous certificate is
+known, so a ticket over the beacon id could be ground until its own
+witnesses win. Nothing in the ticket is free for the beaconer once consensus
+counts one beacon per device per epoch [beacon_limit].
 
 Compute: a provider's claim counts when at least ``compute_quorum`` of its
 assigned witnesses attested a pass; it weighs its registered capacity.
@@ -104,20 +109,28 @@ def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:
     return beaconer, witness
 
 
-def lottery_ticket(prev_cert_hash: bytes, beacon_id: bytes, witness: bytes) -> bytes:
-    """A witness's ticket for a beacon (lower wins)."""
+def lottery_ticket(prev_cert_hash: bytes, epoch: int, beaconer: bytes, witness: bytes) -> bytes:
+    """A witness's ticket for the beaconer's beacon of ``epoch`` (lower wins).
+
+    Only inputs fixed before the beacon is signed enter (never the beacon id),
+    so the beaconer cannot steer the draw by re-signing its beacon.
+    """
     h = hashlib.blake2b(digest_size=32)
-    for part in (_LOTTERY_TAG, prev_cert_hash, beacon_id, witness):
+    for part in (_LOTTERY_TAG, prev_cert_hash, epoch.to_bytes(8, "big"), beaconer, witness):
         h.update(part)
     return h.digest()
 
 
 def select_rewarded_witnesses(
-    prev_cert_hash: bytes, beacon_id: bytes, witnesses: Iterable[bytes], k: int = MAX_REWARDED_WITNESSES
+    prev_cert_hash: bytes,
+    epoch: int,
+    beaconer: bytes,
+    witnesses: Iterable[bytes],
+    k: int = MAX_REWARDED_WITNESSES,
 ) -> tuple[bytes, ...]:
-    """The at most ``k`` valid witnesses a beacon rewards, in ticket order."""
+    """The at most ``k`` valid witnesses a beacon of ``beaconer`` in ``epoch`` rewards, in ticket order."""
     unique = set(witnesses)
-    return tuple(sorted(unique, key=lambda w: lottery_ticket(prev_cert_hash, beacon_id, w))[:k])
+    return tuple(sorted(unique, key=lambda w: lottery_ticket(prev_cert_hash, epoch, beaconer, w))[:k])
 
 
 def split_pool(pool: int, weights: Mapping[bytes, int]) -> dict[bytes, int]:
@@ -156,19 +169,25 @@ def _owner(registry: DeviceRegistry, device_id: bytes) -> bytes:
 
 def radio_weights(
     prev_cert_hash: bytes,
+    epoch: int,
     beacons: Iterable[BeaconProof],
     registry: DeviceRegistry,
     params: RewardParams = DEFAULT_PARAMS,
 ) -> dict[bytes, int]:
-    """Share units per owner account from the epoch's beacons."""
+    """Share units per owner account from the epoch's beacons (one per beaconer)."""
     weights: dict[bytes, int] = {}
     seen: set[bytes] = set()
+    beaconers: set[bytes] = set()
     for proof in beacons:
         if proof.beacon_id in seen:
             raise InternalError(f"beacon {proof.beacon_id.hex()} counted twice")
+        if proof.beaconer in beaconers:
+            # The lottery draws per (epoch, beaconer): consensus admits one beacon each [beacon_limit].
+            raise InternalError(f"beaconer {proof.beaconer.hex()} counted twice")
         seen.add(proof.beacon_id)
+        beaconers.add(proof.beaconer)
         rewarded = select_rewarded_witnesses(
-            prev_cert_hash, proof.beacon_id, proof.witnesses, params.max_rewarded_witnesses
+            prev_cert_hash, epoch, proof.beaconer, proof.witnesses, params.max_rewarded_witnesses
         )
         beaconer_units, witness_units = beacon_shares(len(rewarded), params.redundancy)
         if beaconer_units:
@@ -202,6 +221,7 @@ def compute_weights(
 def compute_epoch_rewards(
     *,
     prev_cert_hash: bytes,
+    epoch: int,
     emission: int,
     beacons: Iterable[BeaconProof],
     compute: Iterable[ComputeProof],
@@ -214,13 +234,13 @@ def compute_epoch_rewards(
     the result is empty otherwise (nothing is minted).
 
     Raises:
-        InternalError: a proof names an unregistered device, or a beacon or
-            a provider twice.
+        InternalError: a proof names an unregistered device, or a beacon, a
+            beaconer or a provider twice.
         ValueError: a negative emission or a pool fraction outside [0, 10,000].
     """
     if emission < 0 or not 0 <= params.radio_pool_bps <= 10_000:
         raise ValueError("bad emission or radio_pool_bps")
-    radio = radio_weights(prev_cert_hash, beacons, registry, params)
+    radio = radio_weights(prev_cert_hash, epoch, beacons, registry, params)
     comp = compute_weights(compute, registry, params)
     radio_pool = emission * params.radio_pool_bps // 10_000
     compute_pool = emission - radio_pool

@@ -6,10 +6,13 @@ fails on the code before the fix and passes with it.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
+from depin_p2p import wire
 from depin_p2p.errors import Reject
-from depin_p2p.witness import radio
+from depin_p2p.witness import radio, rewards
 from tests.unit.witness import support as s
 
 # ------------------------------------------------- F06: same-owner witness ring
@@ -38,3 +41,48 @@ def test_an_owner_cannot_witness_its_own_beacon_through_another_device() -> None
     other = s.radio_device(RING_MEMBER, RING_W_DEV.location)
     registry = s.DictRegistry([RING_B_DEV, other])
     radio.validate_witness_report(checked, report, registry=registry, network_id=s.NETWORK)
+
+
+# ------------------------------------------- F07: beaconer grinds the lottery
+
+GRINDER = s.key("adv-grinding-beaconer")
+GRINDER_DEV = s.radio_device(GRINDER, s.cell(s.SF_LAT, s.SF_LNG))
+SYBIL_OWNER = s.key("adv-sybil-owner").public_key  # colludes with the beaconer
+HONEST_WITNESSES = [s.radio_device(s.key(f"adv-honest-witness-{i}"), 0) for i in range(14)]
+SYBIL_WITNESSES = [s.radio_device(s.key(f"adv-sybil-witness-{i}"), 0, owner=SYBIL_OWNER) for i in range(14)]
+LOTTERY_REGISTRY = s.DictRegistry([GRINDER_DEV, *HONEST_WITNESSES, *SYBIL_WITNESSES])
+LOTTERY_PREV = hashlib.blake2b(b"adv-lottery-prev-cert", digest_size=32).digest()
+
+
+def _sybil_payout(prev: bytes, beacon_env: wire.Envelope) -> int:
+    """What the colluding owner earns when all 28 valid witnesses report this beacon."""
+    beacon = wire.decode_as(beacon_env.body, radio.Beacon)
+    witnesses = tuple(d.device_id for d in (*HONEST_WITNESSES, *SYBIL_WITNESSES))
+    proof = rewards.BeaconProof(radio.beacon_id(beacon_env), beacon.device, witnesses)
+    payouts = rewards.compute_epoch_rewards(
+        prev_cert_hash=prev,
+        epoch=beacon.epoch,
+        emission=1_000_000,
+        beacons=[proof],
+        compute=[],
+        registry=LOTTERY_REGISTRY,
+    )
+    return dict(payouts).get(SYBIL_OWNER, 0)
+
+
+def test_beaconer_cannot_grind_its_beacon_to_pick_the_rewarded_witnesses() -> None:
+    """Defence: the ticket is H(tag, prev cert, epoch, beaconer, witness), never the beacon id.
+
+    With 28 valid witnesses for 14 rewarded places, a beaconer re-signing its
+    beacon (nonce, send time) after the previous certificate is known used to
+    pick the draw that pays its accomplice's witnesses most.
+    """
+    grinds = [
+        s.make_beacon(GRINDER, GRINDER_DEV, nonce=nonce, sent_at_ms=sent_at)
+        for nonce in range(100)
+        for sent_at in (1_000_000, 1_000_001)
+    ]
+    assert len({_sybil_payout(LOTTERY_PREV, env) for env in grinds}) == 1
+    # The draw still moves with what the beaconer cannot choose once it beacons: the certificate.
+    others = [hashlib.blake2b(b"adv-cert-%d" % i, digest_size=32).digest() for i in range(20)]
+    assert len({_sybil_payout(prev, grinds[0]) for prev in others}) > 1

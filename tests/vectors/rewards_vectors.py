@@ -15,6 +15,7 @@ from depin_p2p.witness import rewards
 
 PREV_CERT_HASH = hashlib.blake2b(b"vectors/prev-cert", digest_size=32).digest()
 EMISSION = 12_345_678_901
+EPOCH = 42
 
 
 def _id(label: str) -> bytes:
@@ -61,12 +62,15 @@ def compute() -> dict[str, Any]:
     devices, beacons, comp = epoch_inputs()
     payouts = rewards.compute_epoch_rewards(
         prev_cert_hash=PREV_CERT_HASH,
+        epoch=EPOCH,
         emission=EMISSION,
         beacons=beacons,
         compute=comp,
         registry=_Registry(devices),
     )
-    rewarded_c = rewards.select_rewarded_witnesses(PREV_CERT_HASH, beacons[2].beacon_id, beacons[2].witnesses)
+    rewarded_c = rewards.select_rewarded_witnesses(
+        PREV_CERT_HASH, EPOCH, beacons[2].beaconer, beacons[2].witnesses
+    )
     return {
         "share_scale": rewards.SHARE_SCALE,
         "redundancy": rewards.REDUNDANCY,
@@ -75,6 +79,7 @@ def compute() -> dict[str, Any]:
         "table": table,
         "epoch": {
             "prev_cert_hash": PREV_CERT_HASH.hex(),
+            "number": EPOCH,
             "emission": EMISSION,
             "radio_pool_bps": rewards.DEFAULT_RADIO_POOL_BPS,
             "compute_quorum": rewards.DEFAULT_COMPUTE_QUORUM,

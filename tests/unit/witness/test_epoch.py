@@ -129,7 +129,12 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
     assert [p.passed_by for p in cproofs if p.provider == pkeys[2].public_key] == [()]
 
     payouts = rewards.compute_epoch_rewards(
-        prev_cert_hash=PREV, emission=5_000 * 10**6, beacons=proofs, compute=cproofs, registry=registry
+        prev_cert_hash=PREV,
+        epoch=EPOCH,
+        emission=5_000 * 10**6,
+        beacons=proofs,
+        compute=cproofs,
+        registry=registry,
     )
     paid = dict(payouts)
     assert sum(paid.values()) == 5_000 * 10**6

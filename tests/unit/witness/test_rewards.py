@@ -52,11 +52,13 @@ def test_zero_witnesses_earn_nothing() -> None:
 
 def test_lottery_caps_and_ignores_input_order() -> None:
     ws = [bytes([i]) * 32 for i in range(30)]
-    a = r.select_rewarded_witnesses(b"\x01" * 32, b"\x02" * 32, ws)
-    b = r.select_rewarded_witnesses(b"\x01" * 32, b"\x02" * 32, list(reversed(ws)) + ws[:3])
+    a = r.select_rewarded_witnesses(b"\x01" * 32, 5, b"\x02" * 32, ws)
+    b = r.select_rewarded_witnesses(b"\x01" * 32, 5, b"\x02" * 32, list(reversed(ws)) + ws[:3])
     assert a == b and len(a) == 14 and len(set(a)) == 14
-    c = r.select_rewarded_witnesses(b"\x03" * 32, b"\x02" * 32, ws)
+    c = r.select_rewarded_witnesses(b"\x03" * 32, 5, b"\x02" * 32, ws)
     assert set(a) != set(c)  # another certificate hash, another draw
+    d = r.select_rewarded_witnesses(b"\x01" * 32, 6, b"\x02" * 32, ws)
+    assert set(a) != set(d)  # another epoch, another draw
 
 
 def test_lottery_is_fair_over_many_beacons() -> None:
@@ -64,7 +66,7 @@ def test_lottery_is_fair_over_many_beacons() -> None:
     ws = [bytes([i]) * 32 for i in range(20)]
     wins = dict.fromkeys(ws, 0)
     for i in range(700):
-        for w in r.select_rewarded_witnesses(b"\x09" * 32, i.to_bytes(32, "big"), ws):
+        for w in r.select_rewarded_witnesses(b"\x09" * 32, 1, i.to_bytes(32, "big"), ws):
             wins[w] += 1
     assert all(430 < n < 550 for n in wins.values())  # mean 490, sd ~12
 
@@ -123,7 +125,12 @@ def test_epoch_pays_the_emission_to_the_last_micro_unit() -> None:
         r.ComputeProof(PROVIDERS[1].device_id, (b"w1",)),
     ]
     payouts = r.compute_epoch_rewards(
-        prev_cert_hash=b"\x00" * 32, emission=1_000_000_007, beacons=beacons(), compute=compute, registry=REG
+        prev_cert_hash=b"\x00" * 32,
+        epoch=1,
+        emission=1_000_000_007,
+        beacons=beacons(),
+        compute=compute,
+        registry=REG,
     )
     assert sum(v for _, v in payouts) == 1_000_000_007
     assert [a for a, _ in payouts] == sorted(a for a, _ in payouts)
@@ -134,11 +141,11 @@ def test_epoch_pays_the_emission_to_the_last_micro_unit() -> None:
 
 def test_empty_pool_side_goes_to_the_other() -> None:
     payouts = r.compute_epoch_rewards(
-        prev_cert_hash=b"\x00" * 32, emission=999, beacons=beacons(), compute=[], registry=REG
+        prev_cert_hash=b"\x00" * 32, epoch=1, emission=999, beacons=beacons(), compute=[], registry=REG
     )
     assert sum(v for _, v in payouts) == 999
     nothing = r.compute_epoch_rewards(
-        prev_cert_hash=b"\x00" * 32, emission=999, beacons=[], compute=[], registry=REG
+        prev_cert_hash=b"\x00" * 32, epoch=1, emission=999, beacons=[], compute=[], registry=REG
     )
     assert nothing == ()
 
@@ -147,19 +154,30 @@ def test_unregistered_or_repeated_proofs_fail_loudly() -> None:
     with pytest.raises(InternalError):
         r.compute_epoch_rewards(
             prev_cert_hash=b"\x00" * 32,
+            epoch=1,
             emission=5,
             beacons=beacons() + beacons()[:1],
+            compute=[],
+            registry=REG,
+        )
+    with pytest.raises(InternalError):  # one beacon per beaconer: the lottery draws per beaconer
+        r.compute_epoch_rewards(
+            prev_cert_hash=b"\x00" * 32,
+            epoch=1,
+            emission=5,
+            beacons=[*beacons(), r.BeaconProof(b"\xb9" * 32, IDS[0], (IDS[7],))],
             compute=[],
             registry=REG,
         )
     twice = [r.ComputeProof(PROVIDERS[0].device_id, ())] * 2
     with pytest.raises(InternalError):
         r.compute_epoch_rewards(
-            prev_cert_hash=b"\x00" * 32, emission=5, beacons=[], compute=twice, registry=REG
+            prev_cert_hash=b"\x00" * 32, epoch=1, emission=5, beacons=[], compute=twice, registry=REG
         )
     with pytest.raises(InternalError):
         r.compute_epoch_rewards(
             prev_cert_hash=b"\x00" * 32,
+            epoch=1,
             emission=5,
             beacons=[r.BeaconProof(b"\x01" * 32, b"\xee" * 32, (IDS[1],))],
             compute=[],
@@ -205,7 +223,7 @@ def test_any_epoch_pays_exactly_the_emission_or_nothing(
 ) -> None:
     beacon_list = [
         r.BeaconProof(i.to_bytes(32, "big"), IDS[b], tuple(IDS[w] for w in ws if w != b))
-        for i, (b, ws) in enumerate(beacon_specs)
+        for i, (b, ws) in enumerate(dict(beacon_specs).items())  # one beacon per beaconer
     ]
     compute_list = [
         r.ComputeProof(PROVIDERS[p].device_id, tuple(bytes([j]) * 32 for j in range(passes)))
@@ -213,6 +231,7 @@ def test_any_epoch_pays_exactly_the_emission_or_nothing(
     ]
     payouts = r.compute_epoch_rewards(
         prev_cert_hash=b"\x05" * 32,
+        epoch=1,
         emission=emission,
         beacons=beacon_list,
         compute=compute_list,

@@ -105,12 +105,11 @@ class ValueParams:
 
 
 def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[bytes, ComputeAssignment]:
-    validators = frozenset(v.address for v in validator_set(view))
     assigned = assign_compute_witnesses(
         prev_cert_hash=prev_cert_hash,
         epoch=epoch,
         devices=tuple(view.iter_devices()),
-        validator_accounts=validators,
+        validators=validator_set(view),
     )
     return {a.provider: a for a in assigned}
 

@@ -29,7 +29,7 @@ from depin_p2p.errors import CodecError, DepinError, Reject, TransportError, Val
 from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.gossip.transport import CHALLENGE, PeerId, Transport, protocol
 from depin_p2p.gossip.validation import GossipRule, TimeWindow
-from depin_p2p.model import Device, DeviceRegistry
+from depin_p2p.model import Device, DeviceRegistry, Validator
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
@@ -66,7 +66,7 @@ class LedgerContext:
 
     registry: DeviceRegistry
     devices: tuple[Device, ...]
-    validator_accounts: frozenset[bytes]
+    validators: tuple[Validator, ...]  # with their bonded stake: compute witnesses are drawn by stake
     prev_cert_hash: bytes
 
 
@@ -201,7 +201,7 @@ class WitnessService:
             prev_cert_hash=ctx.prev_cert_hash,
             epoch=epoch,
             devices=ctx.devices,
-            validator_accounts=ctx.validator_accounts,
+            validators=ctx.validators,
         )
 
     async def _challenge_all(self, epoch: int, at_ms: int) -> None:

@@ -12,7 +12,9 @@ import pytest
 
 from depin_p2p import wire
 from depin_p2p.errors import Reject
+from depin_p2p.model import MICRO, Validator
 from depin_p2p.witness import radio, rewards
+from depin_p2p.witness.assign import assign_compute_witnesses
 from tests.unit.witness import support as s
 
 # ------------------------------------------------- F06: same-owner witness ring
@@ -86,3 +88,46 @@ def test_beaconer_cannot_grind_its_beacon_to_pick_the_rewarded_witnesses() -> No
     # The draw still moves with what the beaconer cannot choose once it beacons: the certificate.
     others = [hashlib.blake2b(b"adv-cert-%d" % i, digest_size=32).digest() for i in range(20)]
     assert len({_sybil_payout(prev, grinds[0]) for prev in others}) > 1
+
+
+# --------------------------------- F05: dust-stake validator captures the quorum
+
+HONEST_VALIDATORS = [s.key(f"adv-validator-{i}").public_key for i in range(3)]
+DUST_VALIDATOR = s.key("adv-dust-validator").public_key
+CAPTURED_PROVIDER = s.compute_device(
+    s.key("adv-provider"), owner=s.key("adv-provider-owner").public_key, capacity=8
+)
+
+
+def _sybil_slots(validators: list[Validator], sybil_owner: bytes) -> list[int]:
+    """Per epoch, how many of the provider's witness slots the sybil owner's 60 devices hold."""
+    honest = [
+        s.radio_device(s.key(f"adv-vdev-{i}"), s.cell(s.SF_LAT, s.SF_LNG), owner=v)
+        for i, v in enumerate(HONEST_VALIDATORS)
+    ]
+    sybils = [s.radio_device(s.key(f"adv-sybil-{i}"), 0, owner=sybil_owner) for i in range(60)]
+    sybil_ids = {d.device_id for d in sybils}
+    slots = []
+    for epoch in range(1, 41):
+        (assignment,) = assign_compute_witnesses(
+            prev_cert_hash=hashlib.blake2b(b"adv-cert-%d" % epoch, digest_size=32).digest(),
+            epoch=epoch,
+            devices=[*honest, *sybils, CAPTURED_PROVIDER],
+            validators=validators,
+        )
+        slots.append(sum(w in sybil_ids for w in assignment.witnesses))
+    return slots
+
+
+def test_dust_stake_and_many_devices_cannot_capture_a_providers_witnesses() -> None:
+    """Defence: witnesses are drawn by validator, weighted by stake, one device each, above a minimum.
+
+    An account with 1 micro-unit of stake and 60 free devices used to fill
+    (nearly) every witness slot of a provider it colludes with, attesting
+    passes for work never done, or denying honest providers their quorum.
+    """
+    honest = [Validator(v, 1_000 * MICRO) for v in HONEST_VALIDATORS]
+    assert set(_sybil_slots([*honest, Validator(DUST_VALIDATOR, 1)], DUST_VALIDATOR)) == {0}
+    # Even with real stake, 60 devices still give that validator one slot at most: never a quorum.
+    staked = _sybil_slots([*honest, Validator(DUST_VALIDATOR, 1_000 * MICRO)], DUST_VALIDATOR)
+    assert max(staked) == 1 < rewards.DEFAULT_COMPUTE_QUORUM

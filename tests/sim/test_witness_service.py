@@ -15,7 +15,7 @@ from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.ledger.genesis import parse_genesis
 from depin_p2p.ledger.memory import MemoryLedger
 from depin_p2p.ledger.state import compute_genesis_changes, validator_set
-from depin_p2p.model import DeviceKind
+from depin_p2p.model import DeviceKind, Validator
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.pool import ProofPool
@@ -76,9 +76,11 @@ async def test_one_epoch_of_witnessing_fills_every_pool(autojump_clock: trio.tes
             for d in mine
             if d.kind == "compute"
         }
-        validators = frozenset(v.address for v in validator_set(view))
+        validators = validator_set(view)
 
-        def context(view: MemoryLedger = view, validators: frozenset[bytes] = validators) -> LedgerContext:
+        def context(
+            view: MemoryLedger = view, validators: tuple[Validator, ...] = validators
+        ) -> LedgerContext:
             return LedgerContext(view, tuple(view.iter_devices()), validators, view.last_certificate_hash())
 
         service = WitnessService(

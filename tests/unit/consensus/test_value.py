@@ -13,7 +13,7 @@ from depin_p2p.consensus.value import EpochContent, ValueParams, build_content, 
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Reject
 from depin_p2p.ledger.memory import MemoryLedger
-from depin_p2p.ledger.state import Account, InitialState, Reward, compute_genesis_changes
+from depin_p2p.ledger.state import Account, InitialState, Reward, compute_genesis_changes, validator_set
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import MICRO, Device
 from depin_p2p.witness import compute, radio
@@ -81,7 +81,7 @@ def attestations(view: MemoryLedger, *, passed: bool = True) -> list[wire.Envelo
         prev_cert_hash=view.last_certificate_hash(),
         epoch=EPOCH,
         devices=view.iter_devices(),
-        validator_accounts=frozenset(v.public_key for v in VALIDATORS),
+        validators=validator_set(view),
     )
     keys = {k.public_key: k for k in RADIO_KEYS}
     out = []

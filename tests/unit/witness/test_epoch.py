@@ -10,6 +10,7 @@ import trio.testing
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.errors import Reject
+from depin_p2p.model import MICRO, Validator
 from depin_p2p.witness import assign, compute, radio, rewards
 from depin_p2p.witness.devices import SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.world import World
@@ -84,7 +85,7 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
         prev_cert_hash=PREV,
         epoch=EPOCH,
         devices=registry.devices.values(),
-        validator_accounts=frozenset(v.public_key for v in VALIDATORS),
+        validators=[Validator(v.public_key, 1_000 * MICRO) for v in VALIDATORS],
         k=3,
     )
     witness_keys = {k.public_key: k for k in keys}

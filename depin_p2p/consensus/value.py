@@ -19,7 +19,8 @@ Rules beyond the individual proof checks:
   is included once [duplicate_beacon];
 * a report must name an included beacon [unknown_beacon]; a witness reports
   a beacon once [duplicate];
-* one attestation per (witness, provider) [duplicate_attestation];
+* one attestation per (witness, provider) [duplicate_attestation], at the
+  challenge size the provider's registered capacity sets [wrong_size];
 * emission is minted only when earned: when the epoch has no reward shares
   at all, the declared emission is 0 [wrong_emission];
 * the rewards equal :func:`~depin_p2p.witness.rewards.compute_epoch_rewards`
@@ -47,7 +48,7 @@ from depin_p2p.ledger.state import (
     validator_set,
 )
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
-from depin_p2p.witness.compute import Attestation, validate_attestation
+from depin_p2p.witness.compute import Attestation, challenge_size, validate_attestation
 from depin_p2p.witness.radio import (
     CheckedBeacon,
     WitnessReport,
@@ -170,16 +171,23 @@ def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: Valu
 def _accept_attestation(
     acc: _Accepted,
     env: wire.Envelope,
+    *,
+    view: LedgerView,
     epoch: int,
     assignments: dict[bytes, ComputeAssignment],
     p: ValueParams,
 ) -> None:
     claimed = _decode_attestation(env)
     assignment = assignments.get(claimed.provider)
-    if assignment is None:
+    provider = view.get_device(claimed.provider)
+    if assignment is None or provider is None:
         raise Reject("unknown_provider", "no compute assignment for this provider")
     att = validate_attestation(
-        env, network_id=p.network_id, epoch=epoch, assigned=frozenset(assignment.witnesses)
+        env,
+        network_id=p.network_id,
+        epoch=epoch,
+        assigned=frozenset(assignment.witnesses),
+        expected_n=challenge_size(provider.capacity),
     )
     if (att.witness, att.provider) in acc.attested:
         raise Reject("duplicate_attestation")
@@ -209,7 +217,7 @@ def _rewards(
         BeaconProof(bid, checked.beacon.device, tuple(acc.witnesses[bid]))
         for bid, checked in acc.beacons.items()
     ]
-    compute = collect_compute_proofs(assignments.values(), acc.attestations)
+    compute = collect_compute_proofs(assignments.values(), acc.attestations, view)
     paid = compute_epoch_rewards(
         prev_cert_hash=prev_cert_hash,
         epoch=epoch,
@@ -248,7 +256,7 @@ def check_content(view: LedgerView, content: EpochContent, params: ValueParams) 
         for env in content.reports:
             _accept_report(acc, env, view, params)
         for env in content.attestations:
-            _accept_attestation(acc, env, epoch, assignments, params)
+            _accept_attestation(acc, env, view=view, epoch=epoch, assignments=assignments, p=params)
         for ev in content.evidence:
             _accept_evidence(acc, ev, params)
     except Ignore as exc:
@@ -328,7 +336,9 @@ def build_content(
         keep("report", MAX_REPORTS, len(acc.reports), partial(_accept_report, acc, env, view, params))
     assignments = _assignments(view, epoch, prev)
     for env in ordered(attestations):
-        accept = partial(_accept_attestation, acc, env, epoch, assignments, params)
+        accept = partial(
+            _accept_attestation, acc, env, view=view, epoch=epoch, assignments=assignments, p=params
+        )
         keep("attestation", MAX_ATTESTATIONS, len(acc.attestation_envs), accept)
     for ev in sorted(set(evidence)):
         keep("evidence", MAX_EVIDENCE, len(acc.evidence), partial(_accept_evidence, acc, ev, params))

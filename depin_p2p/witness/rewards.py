@@ -14,7 +14,10 @@ witnesses win. Nothing in the ticket is free for the beaconer once consensus
 counts one beacon per device per epoch [beacon_limit].
 
 Compute: a provider's claim counts when at least ``compute_quorum`` of its
-assigned witnesses attested a pass; it weighs its registered capacity.
+assigned witnesses attested a pass at ``n = challenge_size(capacity)``
+(attestations at another size prove other work and are not counted); it
+weighs ``work_units(n)`` = n³, the verified work, never the declared
+capacity itself.
 
 The epoch's emission (micro-units) is cut into a radio pool
 (``radio_pool_bps`` / 10,000 of it, floored) and a compute pool (the rest);
@@ -33,9 +36,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from depin_p2p.errors import InternalError
-from depin_p2p.model import DeviceRegistry
+from depin_p2p.model import Device, DeviceRegistry
 from depin_p2p.witness.assign import ComputeAssignment
-from depin_p2p.witness.compute import Attestation
+from depin_p2p.witness.compute import Attestation, challenge_size, work_units
 
 SHARE_SCALE: Final = 10**12  # share units per 1.0 reward unit
 REDUNDANCY: Final = 4
@@ -72,27 +75,38 @@ class BeaconProof:
 
 @dataclass(frozen=True, slots=True)
 class ComputeProof:
-    """A provider and the assigned witnesses that attested a pass."""
+    """A provider, its challenge size n, and the assigned witnesses that attested a pass at that n."""
 
     provider: bytes
+    n: int
     passed_by: tuple[bytes, ...]
 
 
 def collect_compute_proofs(
-    assignments: Iterable[ComputeAssignment], attestations: Iterable[Attestation]
+    assignments: Iterable[ComputeAssignment], attestations: Iterable[Attestation], registry: DeviceRegistry
 ) -> tuple[ComputeProof, ...]:
-    """One proof per assigned provider: the assigned witnesses that attested a pass.
+    """One proof per assigned provider: the assigned witnesses that attested a pass at its size.
 
-    Attestations from unassigned witnesses, for unknown providers or with a
-    failed outcome are left out (consensus has rejected them already; this
-    keeps the count honest even if one slips through). Sorted by provider.
+    The size is ``challenge_size`` of the provider's registered capacity.
+    Attestations from unassigned witnesses, for unknown providers, at
+    another size or with a failed outcome are left out (consensus has
+    rejected them already; this keeps the count honest even if one slips
+    through). Sorted by provider.
+
+    Raises:
+        InternalError: an assignment names an unregistered provider.
     """
     assigned = {a.provider: frozenset(a.witnesses) for a in assignments}
+    sizes = {p: challenge_size(_device(registry, p).capacity) for p in assigned}
     passes: dict[bytes, set[bytes]] = {p: set() for p in assigned}
     for att in attestations:
-        if att.passed and att.witness in assigned.get(att.provider, frozenset()):
+        if (
+            att.passed
+            and att.witness in assigned.get(att.provider, frozenset())
+            and att.n == sizes[att.provider]
+        ):
             passes[att.provider].add(att.witness)
-    return tuple(ComputeProof(p, tuple(sorted(ws))) for p, ws in sorted(passes.items()))
+    return tuple(ComputeProof(p, sizes[p], tuple(sorted(ws))) for p, ws in sorted(passes.items()))
 
 
 def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:
@@ -160,11 +174,15 @@ def split_pool(pool: int, weights: Mapping[bytes, int]) -> dict[bytes, int]:
     return out
 
 
-def _owner(registry: DeviceRegistry, device_id: bytes) -> bytes:
+def _device(registry: DeviceRegistry, device_id: bytes) -> Device:
     device = registry.get_device(device_id)
     if device is None:
         raise InternalError(f"rewarding unregistered device {device_id.hex()}")
-    return device.owner
+    return device
+
+
+def _owner(registry: DeviceRegistry, device_id: bytes) -> bytes:
+    return _device(registry, device_id).owner
 
 
 def radio_weights(
@@ -202,7 +220,12 @@ def radio_weights(
 def compute_weights(
     proofs: Iterable[ComputeProof], registry: DeviceRegistry, params: RewardParams = DEFAULT_PARAMS
 ) -> dict[bytes, int]:
-    """Attested capacity per owner account: claims with at least ``compute_quorum`` passes."""
+    """Verified work per owner account: ``work_units(n)`` for claims with at least ``compute_quorum`` passes.
+
+    Raises:
+        InternalError: a provider is unregistered or counted twice, or a
+            proof's n is not the size its registered capacity sets.
+    """
     weights: dict[bytes, int] = {}
     seen: set[bytes] = set()
     for proof in proofs:
@@ -211,10 +234,10 @@ def compute_weights(
         seen.add(proof.provider)
         if len(set(proof.passed_by)) < params.compute_quorum:
             continue
-        device = registry.get_device(proof.provider)
-        if device is None:
-            raise InternalError(f"rewarding unregistered provider {proof.provider.hex()}")
-        weights[device.owner] = weights.get(device.owner, 0) + device.capacity
+        device = _device(registry, proof.provider)
+        if proof.n != challenge_size(device.capacity):
+            raise InternalError(f"provider {proof.provider.hex()} proved n = {proof.n}, not its size")
+        weights[device.owner] = weights.get(device.owner, 0) + work_units(proof.n)
     return weights
 
 

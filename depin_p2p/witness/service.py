@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("depin_p2p.witness")
 
-CHALLENGE_N = 32
 CHALLENGE_TIMEOUT_S = 10.0
 MAX_CONCURRENT_WITNESSING = 64
 MAX_CHALLENGE_BYTES = 4 * 1024
@@ -226,7 +225,14 @@ class WitnessService:
         ).digest()
         deadline = now + int(CHALLENGE_TIMEOUT_S * 1000) // 2
         challenge = compute.Challenge(
-            witness, assignment.provider, epoch, seed, CHALLENGE_N, compute.MODULUS, now, deadline
+            witness,
+            assignment.provider,
+            epoch,
+            seed,
+            compute.challenge_size(provider.capacity),  # only this size counts in consensus
+            compute.MODULUS,
+            now,
+            deadline,
         )
         ch_env = wire.seal(challenge, key, self._net)
         pending = compute.prepare_challenge(ch_env, witness_secret=key.seed)

@@ -11,9 +11,12 @@ import hashlib
 import pytest
 
 from depin_p2p import wire
+from depin_p2p.consensus.value import ValueParams, build_content, check_content
 from depin_p2p.errors import Reject
+from depin_p2p.ledger.memory import MemoryLedger
+from depin_p2p.ledger.state import Account, InitialState, compute_genesis_changes, validator_set
 from depin_p2p.model import MICRO, Validator
-from depin_p2p.witness import radio, rewards
+from depin_p2p.witness import compute, radio, rewards
 from depin_p2p.witness.assign import assign_compute_witnesses
 from tests.unit.witness import support as s
 
@@ -131,3 +134,85 @@ def test_dust_stake_and_many_devices_cannot_capture_a_providers_witnesses() -> N
     # Even with real stake, 60 devices still give that validator one slot at most: never a quorum.
     staked = _sybil_slots([*honest, Validator(DUST_VALIDATOR, 1_000 * MICRO)], DUST_VALIDATOR)
     assert max(staked) == 1 < rewards.DEFAULT_COMPUTE_QUORUM
+
+
+# ------------------------------------- F04: self-declared compute capacity
+
+CAP_VALIDATORS = [s.key(f"adv-cap-validator-{i}") for i in range(3)]
+CAP_WITNESSES = [s.key(f"adv-cap-witness-{i}") for i in range(3)]
+HONEST_PROVIDER = s.key("adv-honest-provider")
+GREEDY_PROVIDER = s.key("adv-greedy-provider")
+HONEST_OWNER = s.key("adv-honest-owner").public_key
+GREEDY_OWNER = s.key("adv-greedy-owner").public_key
+CAP_PARAMS = ValueParams(network_id=s.NETWORK, emission_per_epoch=1_000 * MICRO)
+
+
+def _capacity_ledger() -> MemoryLedger:
+    witnesses = [
+        s.radio_device(k, s.cell(s.SF_LAT + 0.02 * i, s.SF_LNG), owner=CAP_VALIDATORS[i].public_key)
+        for i, k in enumerate(CAP_WITNESSES)
+    ]
+    providers = [
+        s.compute_device(HONEST_PROVIDER, owner=HONEST_OWNER, capacity=8),
+        s.compute_device(GREEDY_PROVIDER, owner=GREEDY_OWNER, capacity=10**15),  # any u64 registers
+    ]
+    init = InitialState(
+        accounts=tuple(sorted((v.public_key, Account(10 * MICRO, 0)) for v in CAP_VALIDATORS)),
+        devices=tuple(sorted(witnesses + providers, key=lambda d: d.device_id)),
+        validators=tuple(sorted((v.public_key, 1_000 * MICRO) for v in CAP_VALIDATORS)),
+        genesis_hash=hashlib.blake2b(b"adv-capacity", digest_size=32).digest(),
+    )
+    view = MemoryLedger()
+    view.commit(compute_genesis_changes(view, init), b"")
+    return view
+
+
+def _compute_payouts(size_of: dict[bytes, int]) -> tuple[dict[bytes, int], set[str]]:
+    """Every assigned witness attests a pass for each provider at ``size_of[provider]``; the epoch pays."""
+    view = _capacity_ledger()
+    table = assign_compute_witnesses(
+        prev_cert_hash=view.last_certificate_hash(),
+        epoch=1,
+        devices=view.iter_devices(),
+        validators=validator_set(view),
+    )
+    keys = {k.public_key: k for k in CAP_WITNESSES}
+    atts = [
+        wire.seal(
+            compute.Attestation(
+                w, a.provider, 1, b"\x01" * 32, compute.Outcome.PASSED, 5, size_of[a.provider], b"\x02" * 32
+            ),
+            keys[w],
+            s.NETWORK,
+        )
+        for a in table
+        for w in a.witnesses
+    ]
+    built = build_content(
+        view, epoch=1, beacons=(), reports=(), attestations=atts, txs=(), evidence=(), params=CAP_PARAMS
+    )
+    check_content(_capacity_ledger(), built.content, CAP_PARAMS)  # honest validators agree
+    return {r.account: r.amount for r in built.content.ledger.rewards}, {d.code for d in built.dropped}
+
+
+def test_declared_capacity_does_not_buy_the_compute_pool() -> None:
+    """Defence: a claim is paid for the work its witnesses verified, at the size its capacity sets.
+
+    The challenge size is ``challenge_size(capacity)`` (clamped to [8, 256]);
+    consensus refuses an attestation at any other size [wrong_size], and the
+    weight is n³ of the verified n. Declaring 10^15 used to take the whole
+    compute pool for the same proof an honest provider gave.
+    """
+    honest, greedy = HONEST_PROVIDER.public_key, GREEDY_PROVIDER.public_key
+    # The same small proof from both (n = 8, the honest provider's size): only the honest one counts.
+    paid, dropped = _compute_payouts({honest: 8, greedy: 8})
+    assert dropped == {"wrong_size"}
+    assert paid == {HONEST_OWNER: CAP_PARAMS.emission_per_epoch}
+    # The reviewer's n = 1 proof proves no provider's size: nothing is paid or minted.
+    paid, _ = _compute_payouts({honest: 1, greedy: 1})
+    assert paid == {}
+    # Each proves its own size: pay follows verified work (256³ : 8³), capped at n = 256, not 10^15 : 8.
+    paid, dropped = _compute_payouts({honest: 8, greedy: 256})
+    assert dropped == set()
+    ratio = compute.work_units(256) // compute.work_units(8)
+    assert paid[GREEDY_OWNER] <= paid[HONEST_OWNER] * ratio + ratio

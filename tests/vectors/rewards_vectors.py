@@ -12,6 +12,7 @@ from typing import Any
 
 from depin_p2p.model import Device, DeviceKind
 from depin_p2p.witness import rewards
+from depin_p2p.witness.compute import challenge_size
 
 PREV_CERT_HASH = hashlib.blake2b(b"vectors/prev-cert", digest_size=32).digest()
 EMISSION = 12_345_678_901
@@ -46,10 +47,11 @@ def epoch_inputs() -> tuple[list[Device], list[rewards.BeaconProof], list[reward
         rewards.BeaconProof(_id("beacon-b"), ids[1], tuple(ids[2:5])),  # 3 witnesses
         rewards.BeaconProof(_id("beacon-c"), ids[2], tuple(ids[3:20])),  # 17 valid, 14 rewarded
     ]
+    n = [challenge_size(d.capacity) for d in comps]  # 8, 16, 32
     compute = [
-        rewards.ComputeProof(comps[0].device_id, (_id("w1"), _id("w2"))),
-        rewards.ComputeProof(comps[1].device_id, (_id("w1"), _id("w2"), _id("w3"))),
-        rewards.ComputeProof(comps[2].device_id, (_id("w1"),)),  # below quorum
+        rewards.ComputeProof(comps[0].device_id, n[0], (_id("w1"), _id("w2"))),
+        rewards.ComputeProof(comps[1].device_id, n[1], (_id("w1"), _id("w2"), _id("w3"))),
+        rewards.ComputeProof(comps[2].device_id, n[2], (_id("w1"),)),  # below quorum
     ]
     return radios + comps, beacons, compute
 

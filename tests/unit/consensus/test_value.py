@@ -88,7 +88,8 @@ def attestations(view: MemoryLedger, *, passed: bool = True) -> list[wire.Envelo
     outcome = compute.Outcome.PASSED if passed else compute.Outcome.WRONG_RESULT
     for a in table:
         for w in a.witnesses:
-            att = compute.Attestation(w, a.provider, EPOCH, b"\x01" * 32, outcome, 40, 32, b"\x02" * 32)
+            n = compute.challenge_size(DEVICES[a.provider].capacity)
+            att = compute.Attestation(w, a.provider, EPOCH, b"\x01" * 32, outcome, 40, n, b"\x02" * 32)
             out.append(wire.seal(att, keys[w], NET))
     return out
 
@@ -179,6 +180,10 @@ def test_builder_drops_invalid_items_with_their_codes() -> None:
     items["beacons"].append(second_beacon)
     items["reports"] += [forged, orphan, loud]
     items["attestations"].append(outsider)
+    right = wire.decode_as(items["attestations"][0].body, compute.Attestation)
+    witness_key = next(k for k in RADIO_KEYS if k.public_key == right.witness)
+    # The right witness, at another size than the provider's capacity sets: other work, not counted.
+    items["attestations"].append(wire.seal(dataclasses.replace(right, n=right.n * 2), witness_key, NET))
     built = build_content(view, epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items)
     codes = sorted((d.kind, d.code) for d in built.dropped)
     assert ("beacon", "beacon_limit") in codes
@@ -186,6 +191,7 @@ def test_builder_drops_invalid_items_with_their_codes() -> None:
     assert ("report", "unknown_beacon") in codes
     assert ("report", "rssi_above_fspl_bound") in codes
     assert ("attestation", "not_assigned") in codes
+    assert ("attestation", "wrong_size") in codes
     check_content(ledger(), built.content, PARAMS)
 
 

@@ -229,17 +229,19 @@ def test_attestation_validation() -> None:
     att = c.judge_response(p, answer(env), registry=REG, network_id=s.NETWORK, now_ms=ISSUED + 1)
     sealed = wire.seal(att, WITNESS, s.NETWORK)
     assigned = frozenset({WITNESS.public_key})
-    assert c.validate_attestation(sealed, network_id=s.NETWORK, epoch=4, assigned=assigned) == att
+    ok = {"epoch": 4, "assigned": assigned, "expected_n": 8}
+    assert c.validate_attestation(sealed, network_id=s.NETWORK, **ok) == att  # type: ignore[arg-type]
     for kwargs, code in (
-        ({"epoch": 5, "assigned": assigned}, "wrong_epoch"),
-        ({"epoch": 4, "assigned": frozenset()}, "not_assigned"),
+        ({**ok, "epoch": 5}, "wrong_epoch"),
+        ({**ok, "assigned": frozenset()}, "not_assigned"),
+        ({**ok, "expected_n": c.challenge_size(10)}, "wrong_size"),  # the provider's capacity sets n = 10
     ):
         with pytest.raises(Reject) as info:
             c.validate_attestation(sealed, network_id=s.NETWORK, **kwargs)  # type: ignore[arg-type]
         assert info.value.code == code
     forged = wire.seal(att, OTHER, s.NETWORK)
     with pytest.raises(Reject) as info:
-        c.validate_attestation(forged, network_id=s.NETWORK, epoch=4, assigned=assigned)
+        c.validate_attestation(forged, network_id=s.NETWORK, epoch=4, assigned=assigned, expected_n=8)
     assert info.value.code == "wrong_signer"
 
 

@@ -102,7 +102,7 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
                 a.provider,
                 EPOCH,
                 hashlib.blake2b(w + a.provider, digest_size=32).digest(),
-                32,
+                compute.challenge_size(8),
                 compute.MODULUS,
                 now,
                 now + 60_000,
@@ -119,10 +119,14 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
             att_env = wire.seal(att, witness_keys[w], s.NETWORK)
             attestations.append(
                 compute.validate_attestation(
-                    att_env, network_id=s.NETWORK, epoch=EPOCH, assigned=frozenset(a.witnesses)
+                    att_env,
+                    network_id=s.NETWORK,
+                    epoch=EPOCH,
+                    assigned=frozenset(a.witnesses),
+                    expected_n=compute.challenge_size(8),
                 )
             )
-    cproofs = rewards.collect_compute_proofs(table, attestations)
+    cproofs = rewards.collect_compute_proofs(table, attestations, registry)
     assert {p.provider for p in cproofs if len(p.passed_by) == 3} == {
         pkeys[0].public_key,
         pkeys[1].public_key,

@@ -345,7 +345,12 @@ def audit(challenge: Challenge, response: Response, attestation: Attestation) ->
 
 
 def validate_challenge(
-    envelope: wire.Envelope, *, provider: bytes, network_id: str, allowed_witnesses: frozenset[bytes]
+    envelope: wire.Envelope,
+    *,
+    provider: bytes,
+    network_id: str,
+    allowed_witnesses: frozenset[bytes],
+    expected_n: int,
 ) -> Challenge:
     """Check a challenge before spending compute on it.
 
@@ -354,12 +359,15 @@ def validate_challenge(
         provider: this provider's device id.
         network_id: this network.
         allowed_witnesses: the devices assigned to this provider this epoch.
+        expected_n: :func:`challenge_size` of this provider's registered capacity.
 
     Raises:
         Reject: from the envelope; ``wrong_signer``; ``not_assigned`` (the
             signer is not one of this provider's witnesses);
             ``unknown_provider`` (addressed to someone else); ``bad_modulus``;
-            ``bad_size``.
+            ``bad_size``; ``wrong_size`` (another size than the capacity
+            sets: consensus would not count the attestation, so the work
+            would be wasted).
     """
     verified = wire.open_envelope(envelope, network_id=network_id, domain=wire.Domain.COMPUTE_CHALLENGE)
     ch = verified.message
@@ -372,6 +380,8 @@ def validate_challenge(
     if ch.provider != provider:
         raise Reject("unknown_provider", "challenge addressed to another provider")
     _check_shape(ch)
+    if ch.n != expected_n:
+        raise Reject("wrong_size", f"challenge at n = {ch.n}, this provider's capacity sets {expected_n}")
     return ch
 
 

@@ -273,8 +273,15 @@ class WitnessService:
             raise Reject("unknown_provider", "no such compute device on this node")
         assigned = {a.provider: a for a in self._assignments(claimed.epoch)}.get(claimed.provider)
         allowed = frozenset(assigned.witnesses) if assigned is not None else frozenset()
+        device = self._context().registry.get_device(claimed.provider)
+        if device is None:
+            raise Reject("unknown_provider", "this compute device is not registered")
         compute.validate_challenge(
-            env, provider=claimed.provider, network_id=self._net, allowed_witnesses=allowed
+            env,
+            provider=claimed.provider,
+            network_id=self._net,
+            allowed_witnesses=allowed,
+            expected_n=compute.challenge_size(device.capacity),
         )
         try:
             answer = await driver.answer(env)

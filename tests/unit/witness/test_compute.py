@@ -212,16 +212,27 @@ def test_challenge_rejections(mutate: dict[str, object], allowed: frozenset[byte
     env = wire.seal(ch, WITNESS, s.NETWORK)
     ok = frozenset({WITNESS.public_key}) if allowed is None else allowed
     with pytest.raises(Reject) as info:
-        c.validate_challenge(env, provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=ok)
+        c.validate_challenge(
+            env, provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=ok, expected_n=ch.n
+        )
     assert info.value.code == code
 
 
 def test_valid_challenge_is_accepted() -> None:
     allowed = frozenset({WITNESS.public_key})
     ch = c.validate_challenge(
-        issue(), provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=allowed
+        issue(), provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=allowed, expected_n=8
     )
     assert ch.n == 8
+    with pytest.raises(Reject) as info:  # PROVIDER's capacity 10 sets n = 10: an n = 8 proof would not count
+        c.validate_challenge(
+            issue(),
+            provider=PROVIDER.public_key,
+            network_id=s.NETWORK,
+            allowed_witnesses=allowed,
+            expected_n=c.challenge_size(10),
+        )
+    assert info.value.code == "wrong_size"
 
 
 def test_attestation_validation() -> None:

@@ -109,7 +109,11 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
             )
             ch_env = wire.seal(ch, witness_keys[w], s.NETWORK)
             compute.validate_challenge(
-                ch_env, provider=a.provider, network_id=s.NETWORK, allowed_witnesses=frozenset(a.witnesses)
+                ch_env,
+                provider=a.provider,
+                network_id=s.NETWORK,
+                allowed_witnesses=frozenset(a.witnesses),
+                expected_n=compute.challenge_size(8),
             )
             pending = compute.prepare_challenge(ch_env, witness_secret=witness_keys[w].seed)
             answer = await driver.answer(ch_env)

@@ -320,7 +320,7 @@ class Node:
 
             def context() -> LedgerContext:
                 def read(view: Any) -> LedgerContext:
-                    validators = frozenset(v.address for v in validator_set(view))
+                    validators = validator_set(view)
                     return LedgerContext(
                         registry, tuple(view.iter_devices()), validators, view.last_certificate_hash()
                     )

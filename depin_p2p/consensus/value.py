@@ -19,7 +19,8 @@ Rules beyond the individual proof checks:
   is included once [duplicate_beacon];
 * a report must name an included beacon [unknown_beacon]; a witness reports
   a beacon once [duplicate];
-* one attestation per (witness, provider) [duplicate_attestation];
+* one attestation per (witness, provider) [duplicate_attestation], at the
+  challenge size the provider's registered capacity sets [wrong_size];
 * evidence is of an epoch the ledger can still punish
   (:func:`~depin_p2p.ledger.state.validate_evidence_age`: at most
   ``EVIDENCE_MAX_AGE_EPOCHS`` old) [evidence_too_old, evidence_too_early],
@@ -63,7 +64,7 @@ from depin_p2p.ledger.state import (
     validator_set,
 )
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
-from depin_p2p.witness.compute import Attestation, validate_attestation
+from depin_p2p.witness.compute import Attestation, challenge_size, validate_attestation
 from depin_p2p.witness.radio import (
     CheckedBeacon,
     WitnessReport,
@@ -139,12 +140,11 @@ class ValueParams:
 
 
 def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[bytes, ComputeAssignment]:
-    validators = frozenset(v.address for v in validator_set(view))
     assigned = assign_compute_witnesses(
         prev_cert_hash=prev_cert_hash,
         epoch=epoch,
         devices=tuple(view.iter_devices()),
-        validator_accounts=validators,
+        validators=validator_set(view),
     )
     return {a.provider: a for a in assigned}
 
@@ -224,16 +224,23 @@ def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: Valu
 def _accept_attestation(
     acc: _Accepted,
     env: wire.Envelope,
+    *,
+    view: LedgerView,
     epoch: int,
     assignments: dict[bytes, ComputeAssignment],
     p: ValueParams,
 ) -> None:
     claimed = _decode_attestation(env)
     assignment = assignments.get(claimed.provider)
-    if assignment is None:
+    provider = view.get_device(claimed.provider)
+    if assignment is None or provider is None:
         raise Reject("unknown_provider", "no compute assignment for this provider")
     att = validate_attestation(
-        env, network_id=p.network_id, epoch=epoch, assigned=frozenset(assignment.witnesses)
+        env,
+        network_id=p.network_id,
+        epoch=epoch,
+        assigned=frozenset(assignment.witnesses),
+        expected_n=challenge_size(provider.capacity),
     )
     if (att.witness, att.provider) in acc.attested:
         raise Reject("duplicate_attestation")
@@ -257,6 +264,8 @@ def _accept_evidence(acc: _Accepted, evidence: bytes, view: LedgerView, epoch: i
 def _rewards(
     acc: _Accepted,
     view: LedgerView,
+    *,
+    epoch: int,
     prev_cert_hash: bytes,
     assignments: dict[bytes, ComputeAssignment],
     p: ValueParams,
@@ -265,9 +274,10 @@ def _rewards(
         BeaconProof(bid, checked.beacon.device, tuple(acc.witnesses[bid]))
         for bid, checked in acc.beacons.items()
     ]
-    compute = collect_compute_proofs(assignments.values(), acc.attestations)
+    compute = collect_compute_proofs(assignments.values(), acc.attestations, view)
     paid = compute_epoch_rewards(
         prev_cert_hash=prev_cert_hash,
+        epoch=epoch,
         emission=p.emission_per_epoch,
         beacons=beacons,
         compute=compute,
@@ -313,13 +323,15 @@ def check_content(view: LedgerView, content: EpochContent, params: ValueParams) 
         for env in content.reports:
             _accept_report(acc, env, view, params)
         for env in content.attestations:
-            _accept_attestation(acc, env, epoch, assignments, params)
+            _accept_attestation(acc, env, view=view, epoch=epoch, assignments=assignments, p=params)
         for ev in content.evidence:
             _accept_evidence(acc, ev, view, epoch, params)
     except Ignore as exc:
         # Harmless in gossip (a duplicate), but a proposer that includes it is proposing junk.
         raise Reject(exc.code, exc.detail) from None
-    emission, rewards = _rewards(acc, view, prev, assignments, params)
+    emission, rewards = _rewards(
+        acc, view, epoch=epoch, prev_cert_hash=prev, assignments=assignments, p=params
+    )
     if value.emission != emission:
         raise Reject("wrong_emission", f"declared {value.emission}, earned {emission}")
     if value.rewards != rewards:
@@ -416,14 +428,18 @@ def build_content(
         keep("beacon", MAX_BEACONS, len(acc.beacon_order), accept, len(wire.encode(env)) + _ITEM_OVERHEAD)
     assignments = _assignments(view, epoch, prev)
     for env in ordered(attestations):
-        accept = partial(_accept_attestation, acc, env, epoch, assignments, params)
+        accept = partial(
+            _accept_attestation, acc, env, view=view, epoch=epoch, assignments=assignments, p=params
+        )
         size = len(wire.encode(env)) + _ITEM_OVERHEAD
         keep("attestation", MAX_ATTESTATIONS, len(acc.attestation_envs), accept, size)
     # Reports last, best ticket first, so a crowd of witnesses never crowds out the rest.
     for env in sorted(set(reports), key=report_rank):
         accept = partial(_accept_report, acc, env, view, params)
         keep("report", MAX_REPORTS, len(acc.reports), accept, len(wire.encode(env)) + _ITEM_OVERHEAD)
-    emission, rewards = _rewards(acc, view, prev, assignments, params)
+    emission, rewards = _rewards(
+        acc, view, epoch=epoch, prev_cert_hash=prev, assignments=assignments, p=params
+    )
     value = EpochValue(epoch, prev, tuple(kept_txs), rewards, tuple(acc.slashes), emission)
     changes = apply_epoch(view, value, params.network_id)
     content = EpochContent(

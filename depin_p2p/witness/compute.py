@@ -14,6 +14,14 @@ Spec, so another implementation can reproduce every number:
   the same way with tag 0x52 from the witness's private ``r_seed``;
 * the response passes iff ``C·R mod p == A·((B·R) mod p) mod p``.
 
+Capacity and pay: a provider's registered ``capacity`` is the matrix side
+it claims to multiply before the deadline. Its witnesses challenge it at
+``n = challenge_size(capacity)`` (capacity clamped to [8, 256]); consensus
+rejects an attestation at any other ``n`` [wrong_size], and rewards weigh a
+claim by :func:`work_units` of that verified ``n`` (n³ multiply-adds), never
+by the raw declared number. Declaring more than 256 buys nothing; declaring
+256 costs answering an n = 256 product (256 KiB) to every witness in time.
+
 The witness keeps ``r_seed`` to itself until it has judged the response
 (it derives it from its own secret and the challenge id), then publishes it
 in the :class:`Attestation`, so anyone holding the response can audit the
@@ -60,6 +68,7 @@ ATTESTATION_TYPE_ID: Final = 36
 
 MODULUS: Final = 134_217_689  # 2^27 - 39, prime
 MAX_N: Final = 256
+MIN_CHALLENGE_N: Final = 8
 OVERFLOW_SAFE_N: Final = 512  # n·(p-1)² < 2^63 for every n up to here
 DEFAULT_ROUNDS: Final = 3
 _WORDS_PER_HASH: Final = 16
@@ -119,6 +128,16 @@ class Attestation:
     @property
     def passed(self) -> bool:
         return self.outcome is Outcome.PASSED
+
+
+def challenge_size(capacity: int) -> int:
+    """The challenge side n for a provider of registered ``capacity``: capacity clamped to [8, MAX_N]."""
+    return min(MAX_N, max(MIN_CHALLENGE_N, capacity))
+
+
+def work_units(n: int) -> int:
+    """The reward weight of a passed n x n challenge: its n³ multiply-adds."""
+    return n**3
 
 
 def challenge_id(envelope: wire.Envelope) -> bytes:
@@ -326,7 +345,12 @@ def audit(challenge: Challenge, response: Response, attestation: Attestation) ->
 
 
 def validate_challenge(
-    envelope: wire.Envelope, *, provider: bytes, network_id: str, allowed_witnesses: frozenset[bytes]
+    envelope: wire.Envelope,
+    *,
+    provider: bytes,
+    network_id: str,
+    allowed_witnesses: frozenset[bytes],
+    expected_n: int,
 ) -> Challenge:
     """Check a challenge before spending compute on it.
 
@@ -335,12 +359,15 @@ def validate_challenge(
         provider: this provider's device id.
         network_id: this network.
         allowed_witnesses: the devices assigned to this provider this epoch.
+        expected_n: :func:`challenge_size` of this provider's registered capacity.
 
     Raises:
         Reject: from the envelope; ``wrong_signer``; ``not_assigned`` (the
             signer is not one of this provider's witnesses);
             ``unknown_provider`` (addressed to someone else); ``bad_modulus``;
-            ``bad_size``.
+            ``bad_size``; ``wrong_size`` (another size than the capacity
+            sets: consensus would not count the attestation, so the work
+            would be wasted).
     """
     verified = wire.open_envelope(envelope, network_id=network_id, domain=wire.Domain.COMPUTE_CHALLENGE)
     ch = verified.message
@@ -353,6 +380,8 @@ def validate_challenge(
     if ch.provider != provider:
         raise Reject("unknown_provider", "challenge addressed to another provider")
     _check_shape(ch)
+    if ch.n != expected_n:
+        raise Reject("wrong_size", f"challenge at n = {ch.n}, this provider's capacity sets {expected_n}")
     return ch
 
 
@@ -364,7 +393,7 @@ def respond(challenge: Challenge, challenge_envelope: wire.Envelope) -> Response
 
 
 def validate_attestation(
-    envelope: wire.Envelope, *, network_id: str, epoch: int, assigned: frozenset[bytes]
+    envelope: wire.Envelope, *, network_id: str, epoch: int, assigned: frozenset[bytes], expected_n: int
 ) -> Attestation:
     """Check an attestation for inclusion in an epoch value (consensus re-checks this).
 
@@ -373,10 +402,13 @@ def validate_attestation(
         network_id: this network.
         epoch: the epoch being decided.
         assigned: the witnesses assigned to the attestation's provider.
+        expected_n: :func:`challenge_size` of the provider's registered capacity.
 
     Raises:
         Reject: from the envelope; ``wrong_signer``; ``wrong_epoch``;
-            ``not_assigned``.
+            ``not_assigned``; ``wrong_size`` (a challenge of another size
+            than the provider's capacity sets: it proves other work than
+            the one paid for).
     """
     verified = wire.open_envelope(envelope, network_id=network_id, domain=wire.Domain.COMPUTE_ATTESTATION)
     att = verified.message
@@ -388,6 +420,8 @@ def validate_attestation(
         raise Reject("wrong_epoch", f"attestation for epoch {att.epoch}, deciding {epoch}")
     if att.witness not in assigned:
         raise Reject("not_assigned", "attesting device is not assigned to this provider")
+    if att.n != expected_n:
+        raise Reject("wrong_size", f"attestation at n = {att.n}, the provider's capacity sets {expected_n}")
     return att
 
 

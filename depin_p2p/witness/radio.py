@@ -453,7 +453,7 @@ def validate_witness_report(
     Raises:
         Reject: ``wrong_network``, ``malformed``, ``wrong_signer``,
             ``wrong_beacon``, ``unknown_device``, ``not_a_radio``,
-            ``self_witness``, ``bad_signature``, ``stale``,
+            ``self_witness``, ``same_owner``, ``bad_signature``, ``stale``,
             ``frequency_mismatch``, ``too_far``, ``too_close``,
             ``rssi_above_fspl_bound``, ``bad_location``, ``bad_device_params``.
         Ignore: ``duplicate``; ``arrived_too_late`` / ``arrived_too_early``
@@ -479,6 +479,10 @@ def validate_witness_report(
     if device.kind is not DeviceKind.RADIO:
         raise Reject("not_a_radio", "witness device is not a radio device")
     validate_device(device)
+    if device.owner == beacon.device.owner:
+        # Registration is free: without this one account mints beaconer and witness shares
+        # for itself from a ring of its own devices.
+        raise Reject("same_owner", "the witness device belongs to the beaconer's owner")
     if report.witness in seen:
         raise Ignore("duplicate", "this witness already reported this beacon")
     signed = _report_signing_bytes(network_id, envelope.body)

@@ -5,11 +5,19 @@ and decay r = 0.8, the beaconer earns w/N if w ≤ N else 2 - r^(w-N), each
 witness 1 if w ≤ N else (N - 1 + r^(w-N))/w. r^m is the exact rational
 4^m/5^m; shares are integers in units of 1/SHARE_SCALE, floored. At most
 K = 14 valid witnesses are rewarded, picked by the lottery: lowest
-BLAKE2b-256("depin-p2p/witness-lottery" ‖ previous certificate hash ‖ beacon
-id ‖ witness device); w counts the rewarded ones. Receive time plays no part.
+BLAKE2b-256("depin-p2p/witness-lottery" ‖ previous certificate hash ‖
+u64_be(epoch) ‖ beaconer device ‖ witness device); w counts the rewarded
+ones. Receive time plays no part, and neither does the beacon id: the
+beaconer picks its nonce and send time after the previous certificate is
+known, so a ticket over the beacon id could be ground until its own
+witnesses win. Nothing in the ticket is free for the beaconer once consensus
+counts one beacon per device per epoch [beacon_limit].
 
 Compute: a provider's claim counts when at least ``compute_quorum`` of its
-assigned witnesses attested a pass; it weighs its registered capacity.
+assigned witnesses attested a pass at ``n = challenge_size(capacity)``
+(attestations at another size prove other work and are not counted); it
+weighs ``work_units(n)`` = n³, the verified work, never the declared
+capacity itself.
 
 The epoch's emission (micro-units) is cut into a radio pool
 (``radio_pool_bps`` / 10,000 of it, floored) and a compute pool (the rest);
@@ -28,9 +36,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from depin_p2p.errors import InternalError
-from depin_p2p.model import DeviceRegistry
+from depin_p2p.model import Device, DeviceRegistry
 from depin_p2p.witness.assign import ComputeAssignment
-from depin_p2p.witness.compute import Attestation
+from depin_p2p.witness.compute import Attestation, challenge_size, work_units
 
 SHARE_SCALE: Final = 10**12  # share units per 1.0 reward unit
 REDUNDANCY: Final = 4
@@ -67,27 +75,38 @@ class BeaconProof:
 
 @dataclass(frozen=True, slots=True)
 class ComputeProof:
-    """A provider and the assigned witnesses that attested a pass."""
+    """A provider, its challenge size n, and the assigned witnesses that attested a pass at that n."""
 
     provider: bytes
+    n: int
     passed_by: tuple[bytes, ...]
 
 
 def collect_compute_proofs(
-    assignments: Iterable[ComputeAssignment], attestations: Iterable[Attestation]
+    assignments: Iterable[ComputeAssignment], attestations: Iterable[Attestation], registry: DeviceRegistry
 ) -> tuple[ComputeProof, ...]:
-    """One proof per assigned provider: the assigned witnesses that attested a pass.
+    """One proof per assigned provider: the assigned witnesses that attested a pass at its size.
 
-    Attestations from unassigned witnesses, for unknown providers or with a
-    failed outcome are left out (consensus has rejected them already; this
-    keeps the count honest even if one slips through). Sorted by provider.
+    The size is ``challenge_size`` of the provider's registered capacity.
+    Attestations from unassigned witnesses, for unknown providers, at
+    another size or with a failed outcome are left out (consensus has
+    rejected them already; this keeps the count honest even if one slips
+    through). Sorted by provider.
+
+    Raises:
+        InternalError: an assignment names an unregistered provider.
     """
     assigned = {a.provider: frozenset(a.witnesses) for a in assignments}
+    sizes = {p: challenge_size(_device(registry, p).capacity) for p in assigned}
     passes: dict[bytes, set[bytes]] = {p: set() for p in assigned}
     for att in attestations:
-        if att.passed and att.witness in assigned.get(att.provider, frozenset()):
+        if (
+            att.passed
+            and att.witness in assigned.get(att.provider, frozenset())
+            and att.n == sizes[att.provider]
+        ):
             passes[att.provider].add(att.witness)
-    return tuple(ComputeProof(p, tuple(sorted(ws))) for p, ws in sorted(passes.items()))
+    return tuple(ComputeProof(p, sizes[p], tuple(sorted(ws))) for p, ws in sorted(passes.items()))
 
 
 def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:
@@ -104,20 +123,28 @@ def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:
     return beaconer, witness
 
 
-def lottery_ticket(prev_cert_hash: bytes, beacon_id: bytes, witness: bytes) -> bytes:
-    """A witness's ticket for a beacon (lower wins)."""
+def lottery_ticket(prev_cert_hash: bytes, epoch: int, beaconer: bytes, witness: bytes) -> bytes:
+    """A witness's ticket for the beaconer's beacon of ``epoch`` (lower wins).
+
+    Only inputs fixed before the beacon is signed enter (never the beacon id),
+    so the beaconer cannot steer the draw by re-signing its beacon.
+    """
     h = hashlib.blake2b(digest_size=32)
-    for part in (_LOTTERY_TAG, prev_cert_hash, beacon_id, witness):
+    for part in (_LOTTERY_TAG, prev_cert_hash, epoch.to_bytes(8, "big"), beaconer, witness):
         h.update(part)
     return h.digest()
 
 
 def select_rewarded_witnesses(
-    prev_cert_hash: bytes, beacon_id: bytes, witnesses: Iterable[bytes], k: int = MAX_REWARDED_WITNESSES
+    prev_cert_hash: bytes,
+    epoch: int,
+    beaconer: bytes,
+    witnesses: Iterable[bytes],
+    k: int = MAX_REWARDED_WITNESSES,
 ) -> tuple[bytes, ...]:
-    """The at most ``k`` valid witnesses a beacon rewards, in ticket order."""
+    """The at most ``k`` valid witnesses a beacon of ``beaconer`` in ``epoch`` rewards, in ticket order."""
     unique = set(witnesses)
-    return tuple(sorted(unique, key=lambda w: lottery_ticket(prev_cert_hash, beacon_id, w))[:k])
+    return tuple(sorted(unique, key=lambda w: lottery_ticket(prev_cert_hash, epoch, beaconer, w))[:k])
 
 
 def split_pool(pool: int, weights: Mapping[bytes, int]) -> dict[bytes, int]:
@@ -147,28 +174,38 @@ def split_pool(pool: int, weights: Mapping[bytes, int]) -> dict[bytes, int]:
     return out
 
 
-def _owner(registry: DeviceRegistry, device_id: bytes) -> bytes:
+def _device(registry: DeviceRegistry, device_id: bytes) -> Device:
     device = registry.get_device(device_id)
     if device is None:
         raise InternalError(f"rewarding unregistered device {device_id.hex()}")
-    return device.owner
+    return device
+
+
+def _owner(registry: DeviceRegistry, device_id: bytes) -> bytes:
+    return _device(registry, device_id).owner
 
 
 def radio_weights(
     prev_cert_hash: bytes,
+    epoch: int,
     beacons: Iterable[BeaconProof],
     registry: DeviceRegistry,
     params: RewardParams = DEFAULT_PARAMS,
 ) -> dict[bytes, int]:
-    """Share units per owner account from the epoch's beacons."""
+    """Share units per owner account from the epoch's beacons (one per beaconer)."""
     weights: dict[bytes, int] = {}
     seen: set[bytes] = set()
+    beaconers: set[bytes] = set()
     for proof in beacons:
         if proof.beacon_id in seen:
             raise InternalError(f"beacon {proof.beacon_id.hex()} counted twice")
+        if proof.beaconer in beaconers:
+            # The lottery draws per (epoch, beaconer): consensus admits one beacon each [beacon_limit].
+            raise InternalError(f"beaconer {proof.beaconer.hex()} counted twice")
         seen.add(proof.beacon_id)
+        beaconers.add(proof.beaconer)
         rewarded = select_rewarded_witnesses(
-            prev_cert_hash, proof.beacon_id, proof.witnesses, params.max_rewarded_witnesses
+            prev_cert_hash, epoch, proof.beaconer, proof.witnesses, params.max_rewarded_witnesses
         )
         beaconer_units, witness_units = beacon_shares(len(rewarded), params.redundancy)
         if beaconer_units:
@@ -183,7 +220,12 @@ def radio_weights(
 def compute_weights(
     proofs: Iterable[ComputeProof], registry: DeviceRegistry, params: RewardParams = DEFAULT_PARAMS
 ) -> dict[bytes, int]:
-    """Attested capacity per owner account: claims with at least ``compute_quorum`` passes."""
+    """Verified work per owner account: ``work_units(n)`` for claims with at least ``compute_quorum`` passes.
+
+    Raises:
+        InternalError: a provider is unregistered or counted twice, or a
+            proof's n is not the size its registered capacity sets.
+    """
     weights: dict[bytes, int] = {}
     seen: set[bytes] = set()
     for proof in proofs:
@@ -192,16 +234,17 @@ def compute_weights(
         seen.add(proof.provider)
         if len(set(proof.passed_by)) < params.compute_quorum:
             continue
-        device = registry.get_device(proof.provider)
-        if device is None:
-            raise InternalError(f"rewarding unregistered provider {proof.provider.hex()}")
-        weights[device.owner] = weights.get(device.owner, 0) + device.capacity
+        device = _device(registry, proof.provider)
+        if proof.n != challenge_size(device.capacity):
+            raise InternalError(f"provider {proof.provider.hex()} proved n = {proof.n}, not its size")
+        weights[device.owner] = weights.get(device.owner, 0) + work_units(proof.n)
     return weights
 
 
 def compute_epoch_rewards(
     *,
     prev_cert_hash: bytes,
+    epoch: int,
     emission: int,
     beacons: Iterable[BeaconProof],
     compute: Iterable[ComputeProof],
@@ -214,13 +257,13 @@ def compute_epoch_rewards(
     the result is empty otherwise (nothing is minted).
 
     Raises:
-        InternalError: a proof names an unregistered device, or a beacon or
-            a provider twice.
+        InternalError: a proof names an unregistered device, or a beacon, a
+            beaconer or a provider twice.
         ValueError: a negative emission or a pool fraction outside [0, 10,000].
     """
     if emission < 0 or not 0 <= params.radio_pool_bps <= 10_000:
         raise ValueError("bad emission or radio_pool_bps")
-    radio = radio_weights(prev_cert_hash, beacons, registry, params)
+    radio = radio_weights(prev_cert_hash, epoch, beacons, registry, params)
     comp = compute_weights(compute, registry, params)
     radio_pool = emission * params.radio_pool_bps // 10_000
     compute_pool = emission - radio_pool

@@ -29,7 +29,7 @@ from depin_p2p.errors import CodecError, DepinError, Reject, TransportError, Val
 from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.gossip.transport import CHALLENGE, PeerId, Transport, protocol
 from depin_p2p.gossip.validation import GossipRule, TimeWindow
-from depin_p2p.model import Device, DeviceRegistry
+from depin_p2p.model import Device, DeviceRegistry, Validator
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("depin_p2p.witness")
 
-CHALLENGE_N = 32
 CHALLENGE_TIMEOUT_S = 10.0
 MAX_CONCURRENT_WITNESSING = 64
 MAX_CHALLENGE_BYTES = 4 * 1024
@@ -66,7 +65,7 @@ class LedgerContext:
 
     registry: DeviceRegistry
     devices: tuple[Device, ...]
-    validator_accounts: frozenset[bytes]
+    validators: tuple[Validator, ...]  # with their bonded stake: compute witnesses are drawn by stake
     prev_cert_hash: bytes
 
 
@@ -152,9 +151,15 @@ class WitnessService:
         self._pool.add(verified)
         msg = verified.message
         if isinstance(msg, radio.Beacon) and msg.epoch == self._schedule.epoch_at(self._clock.now_ms()):
+            registry = self._context().registry
+            beaconer = registry.get_device(msg.device)
             for driver in self._radios:
-                if driver.device_id != msg.device:
-                    nursery.start_soon(self._witness, driver, verified.envelope)
+                if driver.device_id == msg.device:
+                    continue
+                mine = registry.get_device(driver.device_id)
+                if beaconer is not None and mine is not None and mine.owner == beaconer.owner:
+                    continue  # consensus rejects a sibling's report [same_owner]: do not send it
+                nursery.start_soon(self._witness, driver, verified.envelope)
 
     def _publish(self, env: wire.Envelope, nursery: trio.Nursery) -> None:
         self._gossip.submit(wire.encode(env))
@@ -197,7 +202,7 @@ class WitnessService:
             prev_cert_hash=ctx.prev_cert_hash,
             epoch=epoch,
             devices=ctx.devices,
-            validator_accounts=ctx.validator_accounts,
+            validators=ctx.validators,
         )
 
     async def _challenge_all(self, epoch: int, at_ms: int) -> None:
@@ -222,7 +227,14 @@ class WitnessService:
         ).digest()
         deadline = now + int(CHALLENGE_TIMEOUT_S * 1000) // 2
         challenge = compute.Challenge(
-            witness, assignment.provider, epoch, seed, CHALLENGE_N, compute.MODULUS, now, deadline
+            witness,
+            assignment.provider,
+            epoch,
+            seed,
+            compute.challenge_size(provider.capacity),  # only this size counts in consensus
+            compute.MODULUS,
+            now,
+            deadline,
         )
         ch_env = wire.seal(challenge, key, self._net)
         pending = compute.prepare_challenge(ch_env, witness_secret=key.seed)
@@ -269,8 +281,15 @@ class WitnessService:
             raise Reject("duplicate_challenge", "this witness was already answered this epoch")
         assigned = {a.provider: a for a in self._assignments(claimed.epoch)}.get(claimed.provider)
         allowed = frozenset(assigned.witnesses) if assigned is not None else frozenset()
+        device = self._context().registry.get_device(claimed.provider)
+        if device is None:
+            raise Reject("unknown_provider", "this compute device is not registered")
         compute.validate_challenge(
-            env, provider=claimed.provider, network_id=self._net, allowed_witnesses=allowed
+            env,
+            provider=claimed.provider,
+            network_id=self._net,
+            allowed_witnesses=allowed,
+            expected_n=compute.challenge_size(device.capacity),
         )
         self._served = {s for s in self._served if s[0] == epoch}
         self._served.add(served)

@@ -113,7 +113,7 @@ def make_cluster(
         }
 
         def context(view: MemoryLedger = view) -> LedgerContext:
-            validators = frozenset(v.address for v in validator_set(view))
+            validators = validator_set(view)
             return LedgerContext(view, tuple(view.iter_devices()), validators, view.last_certificate_hash())
 
         c.pools.append(pool)

@@ -70,7 +70,7 @@ async def test_a_provider_answers_each_witness_once_per_epoch(autojump_clock: tr
         prev_cert_hash=view.last_certificate_hash(),
         epoch=1,
         devices=tuple(view.iter_devices()),
-        validator_accounts=frozenset(v.address for v in validator_set(view)),
+        validators=validator_set(view),
     )
     keys = {d.key.public_key: d.key for d in c.devnet.devices}
     owner_node = {k.public_key: i for i, k in enumerate(c.devnet.node_keys)}
@@ -85,7 +85,14 @@ async def test_a_provider_answers_each_witness_once_per_epoch(autojump_clock: tr
         now = c.clock.now_ms()
         seed = hashlib.blake2b(b"again", digest_size=32).digest()
         ch = compute.Challenge(
-            witness.public_key, provider.device_id, epoch, seed, 8, compute.MODULUS, now, now + 5_000
+            witness.public_key,
+            provider.device_id,
+            epoch,
+            seed,
+            compute.challenge_size(provider.capacity),  # the right size: only the replay rule objects
+            compute.MODULUS,
+            now,
+            now + 5_000,
         )
         return wire.encode(wire.seal(ch, witness, net))
 

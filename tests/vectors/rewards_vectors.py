@@ -12,9 +12,11 @@ from typing import Any
 
 from depin_p2p.model import Device, DeviceKind
 from depin_p2p.witness import rewards
+from depin_p2p.witness.compute import challenge_size
 
 PREV_CERT_HASH = hashlib.blake2b(b"vectors/prev-cert", digest_size=32).digest()
 EMISSION = 12_345_678_901
+EPOCH = 42
 
 
 def _id(label: str) -> bytes:
@@ -45,10 +47,11 @@ def epoch_inputs() -> tuple[list[Device], list[rewards.BeaconProof], list[reward
         rewards.BeaconProof(_id("beacon-b"), ids[1], tuple(ids[2:5])),  # 3 witnesses
         rewards.BeaconProof(_id("beacon-c"), ids[2], tuple(ids[3:20])),  # 17 valid, 14 rewarded
     ]
+    n = [challenge_size(d.capacity) for d in comps]  # 8, 16, 32
     compute = [
-        rewards.ComputeProof(comps[0].device_id, (_id("w1"), _id("w2"))),
-        rewards.ComputeProof(comps[1].device_id, (_id("w1"), _id("w2"), _id("w3"))),
-        rewards.ComputeProof(comps[2].device_id, (_id("w1"),)),  # below quorum
+        rewards.ComputeProof(comps[0].device_id, n[0], (_id("w1"), _id("w2"))),
+        rewards.ComputeProof(comps[1].device_id, n[1], (_id("w1"), _id("w2"), _id("w3"))),
+        rewards.ComputeProof(comps[2].device_id, n[2], (_id("w1"),)),  # below quorum
     ]
     return radios + comps, beacons, compute
 
@@ -61,12 +64,15 @@ def compute() -> dict[str, Any]:
     devices, beacons, comp = epoch_inputs()
     payouts = rewards.compute_epoch_rewards(
         prev_cert_hash=PREV_CERT_HASH,
+        epoch=EPOCH,
         emission=EMISSION,
         beacons=beacons,
         compute=comp,
         registry=_Registry(devices),
     )
-    rewarded_c = rewards.select_rewarded_witnesses(PREV_CERT_HASH, beacons[2].beacon_id, beacons[2].witnesses)
+    rewarded_c = rewards.select_rewarded_witnesses(
+        PREV_CERT_HASH, EPOCH, beacons[2].beaconer, beacons[2].witnesses
+    )
     return {
         "share_scale": rewards.SHARE_SCALE,
         "redundancy": rewards.REDUNDANCY,
@@ -75,6 +81,7 @@ def compute() -> dict[str, Any]:
         "table": table,
         "epoch": {
             "prev_cert_hash": PREV_CERT_HASH.hex(),
+            "number": EPOCH,
             "emission": EMISSION,
             "radio_pool_bps": rewards.DEFAULT_RADIO_POOL_BPS,
             "compute_quorum": rewards.DEFAULT_COMPUTE_QUORUM,

@@ -20,5 +20,6 @@ def test_vectors_cover_the_boundaries() -> None:
     assert verdicts["exactly_100km"] == "valid" and verdicts["100km_plus_1m"] == "too_far"
     assert verdicts["rssi_exactly_on_bound"] == "valid"
     assert verdicts["rssi_one_centi_db_above_bound"] == "rssi_above_fspl_bound"
+    assert verdicts["same_owner"] == "same_owner"
     far = next(c for c in PINNED["cases"] if c["name"] == "exactly_100km")
     assert far["distance_m"] == 100_000

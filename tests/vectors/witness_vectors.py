@@ -47,7 +47,14 @@ def compute() -> dict[str, Any]:
         "100km_plus_1m": s.cell_at_distance_m(b_cell, 100_001),
     }
     keys = {name: s.key(f"vector-{name}") for name in cells}
-    registry = s.DictRegistry([b_dev, *(s.radio_device(keys[n], c) for n, c in cells.items())])
+    sibling = s.key("vector-same-owner")
+    registry = s.DictRegistry(
+        [
+            b_dev,
+            *(s.radio_device(keys[n], c) for n, c in cells.items()),
+            s.radio_device(sibling, s.cell(s.SF_LAT, s.SF_LNG + 0.023), owner=b_dev.owner),
+        ]
+    )
     b_env = s.make_beacon(bk, b_dev, network=NETWORK_ID)
     checked = radio.validate_beacon(b_env, registry=registry, network_id=NETWORK_ID)
     dev = registry.get_device(keys["near_2km"].public_key)
@@ -68,12 +75,14 @@ def compute() -> dict[str, Any]:
         _case("received_before_beacon", checked, rep("near_2km", received_at_ms=999_999), registry),
         _case("frequency_off_by_100001_hz", checked, rep("near_2km", freq=s.FREQ + 100_001), registry),
         _case("self_witness", checked, s.make_report(bk, b_env, network=NETWORK_ID), registry),
+        _case("same_owner", checked, s.make_report(sibling, b_env, network=NETWORK_ID), registry),
     ]
     return {
         "network_id": NETWORK_ID,
         "devices": [
             {
                 "device_id": d.device_id.hex(),
+                "owner": d.owner.hex(),
                 "location": d.location,
                 "frequency_hz": d.frequency_hz,
                 "tx_power_cdbm": d.tx_power_cdbm,

@@ -162,4 +162,4 @@ def test_the_invariants_catch_a_core_that_ignores_locks() -> None:
             return True
         return False
 
-    find(SCHEDULES, broken, settings=settings(max_examples=2000, database=None))
+    find(SCHEDULES, broken, settings=settings(max_examples=2000, database=None, derandomize=True))

@@ -21,7 +21,14 @@ from depin_p2p.consensus.value import (
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Reject
 from depin_p2p.ledger.memory import MemoryLedger
-from depin_p2p.ledger.state import Account, InitialState, Reward, Slash, compute_genesis_changes
+from depin_p2p.ledger.state import (
+    Account,
+    InitialState,
+    Reward,
+    Slash,
+    compute_genesis_changes,
+    validator_set,
+)
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import MICRO, Device
 from depin_p2p.witness import compute, radio
@@ -89,14 +96,15 @@ def attestations(view: MemoryLedger, *, passed: bool = True) -> list[wire.Envelo
         prev_cert_hash=view.last_certificate_hash(),
         epoch=EPOCH,
         devices=view.iter_devices(),
-        validator_accounts=frozenset(v.public_key for v in VALIDATORS),
+        validators=validator_set(view),
     )
     keys = {k.public_key: k for k in RADIO_KEYS}
     out = []
     outcome = compute.Outcome.PASSED if passed else compute.Outcome.WRONG_RESULT
     for a in table:
         for w in a.witnesses:
-            att = compute.Attestation(w, a.provider, EPOCH, b"\x01" * 32, outcome, 40, 32, b"\x02" * 32)
+            n = compute.challenge_size(DEVICES[a.provider].capacity)
+            att = compute.Attestation(w, a.provider, EPOCH, b"\x01" * 32, outcome, 40, n, b"\x02" * 32)
             out.append(wire.seal(att, keys[w], NET))
     return out
 
@@ -184,6 +192,10 @@ def test_builder_drops_invalid_items_with_their_codes() -> None:
     items["beacons"].append(second_beacon)
     items["reports"] += [forged, orphan, loud]
     items["attestations"].append(outsider)
+    right = wire.decode_as(items["attestations"][0].body, compute.Attestation)
+    witness_key = next(k for k in RADIO_KEYS if k.public_key == right.witness)
+    # The right witness, at another size than the provider's capacity sets: other work, not counted.
+    items["attestations"].append(wire.seal(dataclasses.replace(right, n=right.n * 2), witness_key, NET))
     built = build_content(view, epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items)
     codes = sorted((d.kind, d.code) for d in built.dropped)
     assert ("beacon", "beacon_limit") in codes
@@ -191,6 +203,7 @@ def test_builder_drops_invalid_items_with_their_codes() -> None:
     assert ("report", "unknown_beacon") in codes
     assert ("report", "rssi_above_fspl_bound") in codes
     assert ("attestation", "not_assigned") in codes
+    assert ("attestation", "wrong_size") in codes
     check_content(ledger(), built.content, PARAMS)
 
 
@@ -254,22 +267,27 @@ def test_reordered_content_is_not_canonical() -> None:
 def test_crowded_beacon_keeps_the_best_tickets_and_content_fits() -> None:
     view = ledger()
     items = proofs(view)
-    per_beacon = len(RADIO_KEYS) - 1
+    uncapped = build_content(view, epoch=EPOCH, txs=(), evidence=(), params=PARAMS, **items).content
+    valid = [
+        sum(1 for r in uncapped.reports if _beacon_of(r) == radio.beacon_id(b)) for b in uncapped.beacons
+    ]
+    assert all(v > 4 for v in valid)
     params = dataclasses.replace(PARAMS, max_reports_per_beacon=4)
     built = build_content(view, epoch=EPOCH, txs=(), evidence=(), params=params, **items)
     assert len(built.content.reports) == 3 * 4
-    assert sum(1 for d in built.dropped if d.code == "too_many_reports") == 3 * (per_beacon - 4)
+    # Every valid report over the cap is dropped as such (invalid ones arriving after the cap too).
+    assert sum(1 for d in built.dropped if d.code == "too_many_reports") >= sum(v - 4 for v in valid)
     kept = {(_beacon_of(r), r.signer) for r in built.content.reports}
     prev = view.last_certificate_hash()
     for b in built.content.beacons:
         bid = radio.beacon_id(b)
         ranked = sorted(
-            (wire.decode_as(r.body, radio.WitnessReport) for r in items["reports"] if _beacon_of(r) == bid),
+            (wire.decode_as(r.body, radio.WitnessReport) for r in uncapped.reports if _beacon_of(r) == bid),
             key=lambda rep: report_ticket(prev, rep),
         )
         assert {(bid, rep.witness) for rep in ranked[:4]} == {k for k in kept if k[0] == bid}
     check_content(ledger(), built.content, params)
-    extra = next(r for r in items["reports"] if r not in built.content.reports)
+    extra = next(r for r in uncapped.reports if r not in built.content.reports)
     with pytest.raises(Reject, match="too_many_reports"):
         check_content(ledger(), _with(built.content, "reports", extra), params)
 

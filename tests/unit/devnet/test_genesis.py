@@ -8,6 +8,7 @@ import pytest
 
 from depin_p2p import wire
 from depin_p2p.config import load_config
+from depin_p2p.errors import Reject
 from depin_p2p.home import init_home
 from depin_p2p.ledger.genesis import load_genesis
 from depin_p2p.ledger.memory import MemoryLedger
@@ -63,16 +64,22 @@ def test_neighbours_witness_each_other_validly(tmp_path: Path) -> None:
     checked = radio.validate_beacon(
         wire.seal(b, beaconer.key, net.network_id), registry=view, network_id=net.network_id, epoch=1
     )
-    valid = 0
+    valid, siblings = 0, 0
     for w in others:
         rep = radio.WitnessReport(
             w.key.public_key, checked.beacon_id, -12_000, 300, dev.frequency_hz, T0 + 100
         )
-        radio.validate_witness_report(
-            checked, wire.seal(rep, w.key, net.network_id), registry=view, network_id=net.network_id
-        )
+        env = wire.seal(rep, w.key, net.network_id)
+        if w.owner_index == beaconer.owner_index:  # a node's own radios never witness each other
+            with pytest.raises(Reject) as exc:
+                radio.validate_witness_report(checked, env, registry=view, network_id=net.network_id)
+            assert exc.value.code == "same_owner"
+            siblings += 1
+            continue
+        radio.validate_witness_report(checked, env, registry=view, network_id=net.network_id)
         valid += 1
-    assert valid == len(others)  # -120 dBm is plausible at every grid distance
+    assert siblings > 0
+    assert valid == len(others) - siblings  # -120 dBm is plausible at every grid distance
 
 
 def test_layout_homes_load_as_valid_configs(tmp_path: Path) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from depin_p2p.model import Device, DeviceKind
+from depin_p2p.model import MICRO, Device, DeviceKind, Validator
 from depin_p2p.witness import assign
 from tests.unit.witness import support as s
 
 VALIDATORS = [s.key(f"validator-{i}").public_key for i in range(5)]
+STAKES = [Validator(v, 1_000 * MICRO) for v in VALIDATORS]
 VALIDATOR_DEVICES = [
     s.radio_device(s.key(f"vdev-{i}"), s.cell(s.SF_LAT, s.SF_LNG), owner=VALIDATORS[i % 5]) for i in range(12)
 ]
@@ -27,7 +29,7 @@ def providers(count: int) -> list[Device]:
 
 def run(devices: list[Device], prev: bytes, epoch: int, k: int = 3) -> dict[bytes, tuple[bytes, ...]]:
     out = assign.assign_compute_witnesses(
-        prev_cert_hash=prev, epoch=epoch, devices=devices, validator_accounts=frozenset(VALIDATORS), k=k
+        prev_cert_hash=prev, epoch=epoch, devices=devices, validators=STAKES, k=k
     )
     return {a.provider: a.witnesses for a in out}
 
@@ -60,20 +62,21 @@ def test_independent_of_the_providers_own_inputs(
 
 @settings(max_examples=50)
 @given(hashes, st.integers(0, 2**40), st.integers(1, 8))
-def test_k_distinct_validator_devices_never_the_providers_owner(prev: bytes, epoch: int, k: int) -> None:
+def test_k_distinct_validators_one_device_each_never_the_providers_owner(
+    prev: bytes, epoch: int, k: int
+) -> None:
     # One provider is owned by a validator: its own owner's devices must be excluded.
     own = s.compute_device(s.key("validator-owned-provider"), owner=VALIDATORS[0], capacity=3)
     table = run(VALIDATOR_DEVICES + OUTSIDER_DEVICES + providers(3) + [own], prev, epoch, k)
     owners = {d.device_id: d.owner for d in [*VALIDATOR_DEVICES, own]}  # any validator-owned device
     for provider, witnesses in table.items():
-        assert len(witnesses) == len(set(witnesses))
         assert all(w in owners for w in witnesses)  # validator-owned only
+        assert len({owners[w] for w in witnesses}) == len(witnesses)  # one device per validator
         assert provider not in witnesses
-    eligible_for_own = [d for d in VALIDATOR_DEVICES if d.owner != VALIDATORS[0]]  # 9 devices
-    assert len(table[own.device_id]) == min(k, len(eligible_for_own))
+    assert len(table[own.device_id]) == min(k, 4)  # the 4 other validators
     assert all(owners[w] != VALIDATORS[0] for w in table[own.device_id])
     for p in providers(3):
-        assert len(table[p.device_id]) == k
+        assert len(table[p.device_id]) == min(k, 5)
 
 
 def test_previous_certificate_changes_the_draw() -> None:
@@ -95,8 +98,61 @@ def test_witness_view_lists_its_providers() -> None:
         prev_cert_hash=b"\x01" * 32,
         epoch=2,
         devices=VALIDATOR_DEVICES + providers(5),
-        validator_accounts=frozenset(VALIDATORS),
+        validators=STAKES,
     )
     w = out[0].witnesses[0]
     assert out[0].provider in assign.assignments_of_witness(out, w)
     assert all(w in a.witnesses for a in out if a.provider in assign.assignments_of_witness(out, w))
+
+
+def test_slots_follow_stake_and_dust_stake_gets_none() -> None:
+    # Stakes 1:2:3:4 (x 1000 tokens) and a dust validator with 40 devices; one slot per provider.
+    stakes = [Validator(v, (i + 1) * 1_000 * MICRO) for i, v in enumerate(VALIDATORS[:4])]
+    dust = s.key("dust-validator").public_key
+    devices = [
+        *(s.radio_device(s.key(f"stake-dev-{i}"), 0, owner=v.address) for i, v in enumerate(stakes)),
+        *(s.radio_device(s.key(f"dust-dev-{i}"), 0, owner=dust) for i in range(40)),
+        *providers(250),
+    ]
+    owner = {d.device_id: d.owner for d in devices}
+    wins = dict.fromkeys([v.address for v in stakes] + [dust], 0)
+    for epoch in range(4):
+        out = assign.assign_compute_witnesses(
+            prev_cert_hash=b"\x07" * 32,
+            epoch=epoch,
+            devices=devices,
+            validators=[*stakes, Validator(dust, assign.MIN_WITNESS_STAKE - 1)],
+            k=1,
+        )
+        for a in out:
+            wins[owner[a.witnesses[0]]] += 1
+    assert wins[dust] == 0
+    # 1000 draws: validator i wins ~100·(i+1) (sd <= 16).
+    for i, v in enumerate(stakes):
+        assert abs(wins[v.address] - 100 * (i + 1)) < 70, wins
+
+
+def test_draw_is_a_pure_function_of_its_spec() -> None:
+    # Recompute one assignment from the module docstring's rules alone.
+    prev, epoch = b"\x05" * 32, 11
+    devices = VALIDATOR_DEVICES + providers(1)
+    (got,) = assign.assign_compute_witnesses(
+        prev_cert_hash=prev, epoch=epoch, devices=devices, validators=STAKES
+    )
+    pid = got.provider
+    pool = sorted((v.address, v.power) for v in STAKES)
+    expected = []
+    for j in range(3):
+        digest = hashlib.blake2b(
+            b"depin-p2p/assign-draw" + prev + epoch.to_bytes(8, "big") + pid + j.to_bytes(4, "big"),
+            digest_size=64,
+        ).digest()
+        x = int.from_bytes(digest, "big") % sum(st for _, st in pool)
+        i = 0
+        while x >= pool[i][1]:
+            x -= pool[i][1]
+            i += 1
+        address, _ = pool.pop(i)
+        mine = [d.device_id for d in VALIDATOR_DEVICES if d.owner == address]
+        expected.append(min(mine, key=lambda d: assign.assignment_score(prev, epoch, pid, d)))
+    assert got.witnesses == tuple(expected)

@@ -212,16 +212,27 @@ def test_challenge_rejections(mutate: dict[str, object], allowed: frozenset[byte
     env = wire.seal(ch, WITNESS, s.NETWORK)
     ok = frozenset({WITNESS.public_key}) if allowed is None else allowed
     with pytest.raises(Reject) as info:
-        c.validate_challenge(env, provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=ok)
+        c.validate_challenge(
+            env, provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=ok, expected_n=ch.n
+        )
     assert info.value.code == code
 
 
 def test_valid_challenge_is_accepted() -> None:
     allowed = frozenset({WITNESS.public_key})
     ch = c.validate_challenge(
-        issue(), provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=allowed
+        issue(), provider=PROVIDER.public_key, network_id=s.NETWORK, allowed_witnesses=allowed, expected_n=8
     )
     assert ch.n == 8
+    with pytest.raises(Reject) as info:  # PROVIDER's capacity 10 sets n = 10: an n = 8 proof would not count
+        c.validate_challenge(
+            issue(),
+            provider=PROVIDER.public_key,
+            network_id=s.NETWORK,
+            allowed_witnesses=allowed,
+            expected_n=c.challenge_size(10),
+        )
+    assert info.value.code == "wrong_size"
 
 
 def test_attestation_validation() -> None:
@@ -229,17 +240,19 @@ def test_attestation_validation() -> None:
     att = c.judge_response(p, answer(env), registry=REG, network_id=s.NETWORK, now_ms=ISSUED + 1)
     sealed = wire.seal(att, WITNESS, s.NETWORK)
     assigned = frozenset({WITNESS.public_key})
-    assert c.validate_attestation(sealed, network_id=s.NETWORK, epoch=4, assigned=assigned) == att
+    ok = {"epoch": 4, "assigned": assigned, "expected_n": 8}
+    assert c.validate_attestation(sealed, network_id=s.NETWORK, **ok) == att  # type: ignore[arg-type]
     for kwargs, code in (
-        ({"epoch": 5, "assigned": assigned}, "wrong_epoch"),
-        ({"epoch": 4, "assigned": frozenset()}, "not_assigned"),
+        ({**ok, "epoch": 5}, "wrong_epoch"),
+        ({**ok, "assigned": frozenset()}, "not_assigned"),
+        ({**ok, "expected_n": c.challenge_size(10)}, "wrong_size"),  # the provider's capacity sets n = 10
     ):
         with pytest.raises(Reject) as info:
             c.validate_attestation(sealed, network_id=s.NETWORK, **kwargs)  # type: ignore[arg-type]
         assert info.value.code == code
     forged = wire.seal(att, OTHER, s.NETWORK)
     with pytest.raises(Reject) as info:
-        c.validate_attestation(forged, network_id=s.NETWORK, epoch=4, assigned=assigned)
+        c.validate_attestation(forged, network_id=s.NETWORK, epoch=4, assigned=assigned, expected_n=8)
     assert info.value.code == "wrong_signer"
 
 

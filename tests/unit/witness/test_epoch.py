@@ -10,6 +10,7 @@ import trio.testing
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.errors import Reject
+from depin_p2p.model import MICRO, Validator
 from depin_p2p.witness import assign, compute, radio, rewards
 from depin_p2p.witness.devices import SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.world import World
@@ -69,7 +70,11 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
                     checked, rep, registry=registry, network_id=s.NETWORK, seen=seen
                 )
             except Reject as exc:
-                assert exc.code == "too_far", exc  # honest devices only fail on distance
+                # Honest devices only fail on distance, or on witnessing a sibling of their owner.
+                witness = registry.get_device(rep.signer)
+                assert witness is not None
+                same = witness.owner == checked.device.owner
+                assert exc.code == ("same_owner" if same else "too_far"), exc
                 continue
             seen.add(ok.report.witness)
         assert len(seen) > 4  # more than N: the decay applies
@@ -80,7 +85,7 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
         prev_cert_hash=PREV,
         epoch=EPOCH,
         devices=registry.devices.values(),
-        validator_accounts=frozenset(v.public_key for v in VALIDATORS),
+        validators=[Validator(v.public_key, 1_000 * MICRO) for v in VALIDATORS],
         k=3,
     )
     witness_keys = {k.public_key: k for k in keys}
@@ -97,14 +102,18 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
                 a.provider,
                 EPOCH,
                 hashlib.blake2b(w + a.provider, digest_size=32).digest(),
-                32,
+                compute.challenge_size(8),
                 compute.MODULUS,
                 now,
                 now + 60_000,
             )
             ch_env = wire.seal(ch, witness_keys[w], s.NETWORK)
             compute.validate_challenge(
-                ch_env, provider=a.provider, network_id=s.NETWORK, allowed_witnesses=frozenset(a.witnesses)
+                ch_env,
+                provider=a.provider,
+                network_id=s.NETWORK,
+                allowed_witnesses=frozenset(a.witnesses),
+                expected_n=compute.challenge_size(8),
             )
             pending = compute.prepare_challenge(ch_env, witness_secret=witness_keys[w].seed)
             answer = await driver.answer(ch_env)
@@ -114,10 +123,14 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
             att_env = wire.seal(att, witness_keys[w], s.NETWORK)
             attestations.append(
                 compute.validate_attestation(
-                    att_env, network_id=s.NETWORK, epoch=EPOCH, assigned=frozenset(a.witnesses)
+                    att_env,
+                    network_id=s.NETWORK,
+                    epoch=EPOCH,
+                    assigned=frozenset(a.witnesses),
+                    expected_n=compute.challenge_size(8),
                 )
             )
-    cproofs = rewards.collect_compute_proofs(table, attestations)
+    cproofs = rewards.collect_compute_proofs(table, attestations, registry)
     assert {p.provider for p in cproofs if len(p.passed_by) == 3} == {
         pkeys[0].public_key,
         pkeys[1].public_key,
@@ -125,7 +138,12 @@ async def test_one_epoch_end_to_end(autojump_clock: trio.testing.MockClock) -> N
     assert [p.passed_by for p in cproofs if p.provider == pkeys[2].public_key] == [()]
 
     payouts = rewards.compute_epoch_rewards(
-        prev_cert_hash=PREV, emission=5_000 * 10**6, beacons=proofs, compute=cproofs, registry=registry
+        prev_cert_hash=PREV,
+        epoch=EPOCH,
+        emission=5_000 * 10**6,
+        beacons=proofs,
+        compute=cproofs,
+        registry=registry,
     )
     paid = dict(payouts)
     assert sum(paid.values()) == 5_000 * 10**6

@@ -26,6 +26,7 @@ FAR_BAD = s.key("witness-100km+1m")
 TOKYO = s.key("witness-tokyo")
 STRANGER = s.key("unregistered")
 COMPUTE = s.key("compute-box")
+SIBLING = s.key("witness-same-owner")  # ~2 km east, owned by the beaconer's owner
 
 B_CELL = s.cell(s.SF_LAT, s.SF_LNG)
 B_DEV = s.radio_device(BEACONER, B_CELL)
@@ -39,6 +40,7 @@ REG = s.DictRegistry(
         s.radio_device(FAR_BAD, s.cell_at_distance_m(B_CELL, 100_001)),
         s.radio_device(TOKYO, s.cell(35.68, 139.69)),
         s.compute_device(COMPUTE, owner=s.key("o").public_key),
+        s.radio_device(SIBLING, s.cell(s.SF_LAT, s.SF_LNG + 0.023), owner=B_DEV.owner),
     ]
 )
 SENT = 1_000_000
@@ -82,6 +84,7 @@ CASES = [
     Case("valid_arrival_inside_slack", rep(), None, now_ms=SENT + radio.WINDOW_MS + radio.ARRIVAL_SLACK_MS),
     # one case per rejection code
     Case("self_witness", rep(BEACONER), "self_witness"),
+    Case("same_owner", rep(SIBLING), "same_owner"),
     Case("duplicate", rep(), "duplicate", seen=frozenset({NEAR.public_key}), kind=Ignore),
     Case("stale_before_beacon", rep(received_at_ms=SENT - 1), "stale"),
     Case("stale_after_window", rep(received_at_ms=SENT + radio.WINDOW_MS + 1), "stale"),
@@ -123,6 +126,7 @@ CASES = [
 def test_every_design_code_has_a_case() -> None:
     design = {
         "self_witness",
+        "same_owner",
         "duplicate",
         "stale",
         "frequency_mismatch",

@@ -52,11 +52,13 @@ def test_zero_witnesses_earn_nothing() -> None:
 
 def test_lottery_caps_and_ignores_input_order() -> None:
     ws = [bytes([i]) * 32 for i in range(30)]
-    a = r.select_rewarded_witnesses(b"\x01" * 32, b"\x02" * 32, ws)
-    b = r.select_rewarded_witnesses(b"\x01" * 32, b"\x02" * 32, list(reversed(ws)) + ws[:3])
+    a = r.select_rewarded_witnesses(b"\x01" * 32, 5, b"\x02" * 32, ws)
+    b = r.select_rewarded_witnesses(b"\x01" * 32, 5, b"\x02" * 32, list(reversed(ws)) + ws[:3])
     assert a == b and len(a) == 14 and len(set(a)) == 14
-    c = r.select_rewarded_witnesses(b"\x03" * 32, b"\x02" * 32, ws)
+    c = r.select_rewarded_witnesses(b"\x03" * 32, 5, b"\x02" * 32, ws)
     assert set(a) != set(c)  # another certificate hash, another draw
+    d = r.select_rewarded_witnesses(b"\x01" * 32, 6, b"\x02" * 32, ws)
+    assert set(a) != set(d)  # another epoch, another draw
 
 
 def test_lottery_is_fair_over_many_beacons() -> None:
@@ -64,7 +66,7 @@ def test_lottery_is_fair_over_many_beacons() -> None:
     ws = [bytes([i]) * 32 for i in range(20)]
     wins = dict.fromkeys(ws, 0)
     for i in range(700):
-        for w in r.select_rewarded_witnesses(b"\x09" * 32, i.to_bytes(32, "big"), ws):
+        for w in r.select_rewarded_witnesses(b"\x09" * 32, 1, i.to_bytes(32, "big"), ws):
             wins[w] += 1
     assert all(430 < n < 550 for n in wins.values())  # mean 490, sd ~12
 
@@ -119,11 +121,16 @@ def beacons() -> list[r.BeaconProof]:
 
 def test_epoch_pays_the_emission_to_the_last_micro_unit() -> None:
     compute = [
-        r.ComputeProof(PROVIDERS[0].device_id, (b"w1", b"w2")),
-        r.ComputeProof(PROVIDERS[1].device_id, (b"w1",)),
+        r.ComputeProof(PROVIDERS[0].device_id, 10, (b"w1", b"w2")),
+        r.ComputeProof(PROVIDERS[1].device_id, 20, (b"w1",)),
     ]
     payouts = r.compute_epoch_rewards(
-        prev_cert_hash=b"\x00" * 32, emission=1_000_000_007, beacons=beacons(), compute=compute, registry=REG
+        prev_cert_hash=b"\x00" * 32,
+        epoch=1,
+        emission=1_000_000_007,
+        beacons=beacons(),
+        compute=compute,
+        registry=REG,
     )
     assert sum(v for _, v in payouts) == 1_000_000_007
     assert [a for a, _ in payouts] == sorted(a for a, _ in payouts)
@@ -134,11 +141,11 @@ def test_epoch_pays_the_emission_to_the_last_micro_unit() -> None:
 
 def test_empty_pool_side_goes_to_the_other() -> None:
     payouts = r.compute_epoch_rewards(
-        prev_cert_hash=b"\x00" * 32, emission=999, beacons=beacons(), compute=[], registry=REG
+        prev_cert_hash=b"\x00" * 32, epoch=1, emission=999, beacons=beacons(), compute=[], registry=REG
     )
     assert sum(v for _, v in payouts) == 999
     nothing = r.compute_epoch_rewards(
-        prev_cert_hash=b"\x00" * 32, emission=999, beacons=[], compute=[], registry=REG
+        prev_cert_hash=b"\x00" * 32, epoch=1, emission=999, beacons=[], compute=[], registry=REG
     )
     assert nothing == ()
 
@@ -147,19 +154,30 @@ def test_unregistered_or_repeated_proofs_fail_loudly() -> None:
     with pytest.raises(InternalError):
         r.compute_epoch_rewards(
             prev_cert_hash=b"\x00" * 32,
+            epoch=1,
             emission=5,
             beacons=beacons() + beacons()[:1],
             compute=[],
             registry=REG,
         )
-    twice = [r.ComputeProof(PROVIDERS[0].device_id, ())] * 2
+    with pytest.raises(InternalError):  # one beacon per beaconer: the lottery draws per beaconer
+        r.compute_epoch_rewards(
+            prev_cert_hash=b"\x00" * 32,
+            epoch=1,
+            emission=5,
+            beacons=[*beacons(), r.BeaconProof(b"\xb9" * 32, IDS[0], (IDS[7],))],
+            compute=[],
+            registry=REG,
+        )
+    twice = [r.ComputeProof(PROVIDERS[0].device_id, 10, ())] * 2
     with pytest.raises(InternalError):
         r.compute_epoch_rewards(
-            prev_cert_hash=b"\x00" * 32, emission=5, beacons=[], compute=twice, registry=REG
+            prev_cert_hash=b"\x00" * 32, epoch=1, emission=5, beacons=[], compute=twice, registry=REG
         )
     with pytest.raises(InternalError):
         r.compute_epoch_rewards(
             prev_cert_hash=b"\x00" * 32,
+            epoch=1,
             emission=5,
             beacons=[r.BeaconProof(b"\x01" * 32, b"\xee" * 32, (IDS[1],))],
             compute=[],
@@ -172,8 +190,14 @@ def test_only_assigned_passing_witnesses_count_toward_a_claim() -> None:
     w1, w2, w3, outsider = (bytes([i]) * 32 for i in (1, 2, 3, 9))
     assignments = [ComputeAssignment(p1, (w1, w2, w3)), ComputeAssignment(p2, (w1, w2, w3))]
 
-    def att(witness: bytes, provider: bytes, outcome: compute.Outcome) -> compute.Attestation:
-        return compute.Attestation(witness, provider, 1, b"\0" * 32, outcome, 10, 64, b"\0" * 32)
+    size = {
+        p1: compute.challenge_size(PROVIDERS[0].capacity),
+        p2: compute.challenge_size(PROVIDERS[1].capacity),
+    }
+
+    def att(witness: bytes, provider: bytes, outcome: compute.Outcome, n: int = 0) -> compute.Attestation:
+        n = n or size[provider]
+        return compute.Attestation(witness, provider, 1, b"\0" * 32, outcome, 10, n, b"\0" * 32)
 
     proofs = r.collect_compute_proofs(
         assignments,
@@ -182,15 +206,37 @@ def test_only_assigned_passing_witnesses_count_toward_a_claim() -> None:
             att(w1, p1, compute.Outcome.PASSED),  # counted once
             att(outsider, p1, compute.Outcome.PASSED),  # not assigned
             att(w2, p1, compute.Outcome.WRONG_RESULT),
+            att(w3, p1, compute.Outcome.PASSED, n=size[p1] + 1),  # another size: other work
             att(w1, p2, compute.Outcome.PASSED),
             att(w3, p2, compute.Outcome.PASSED),
         ],
+        REG,
     )
     assert proofs == tuple(
-        sorted([r.ComputeProof(p1, (w1,)), r.ComputeProof(p2, (w1, w3))], key=lambda p: p.provider)
+        sorted([r.ComputeProof(p1, 10, (w1,)), r.ComputeProof(p2, 20, (w1, w3))], key=lambda p: p.provider)
     )
     weights = r.compute_weights(proofs, REG)
-    assert weights == {PROVIDERS[1].owner: PROVIDERS[1].capacity}  # only p2 reached quorum 2
+    assert weights == {PROVIDERS[1].owner: 20**3}  # only p2 reached quorum 2; paid its verified n³
+
+
+def test_compute_pays_verified_work_not_declared_capacity() -> None:
+    assert [compute.challenge_size(c) for c in (0, 1, 8, 9, 255, 256, 257, 10**15)] == [
+        8,
+        8,
+        8,
+        9,
+        255,
+        256,
+        256,
+        256,
+    ]
+    huge = s.compute_device(s.key("cp-huge"), owner=OWNERS[7], capacity=10**15)
+    reg = s.DictRegistry([*PROVIDERS, huge])
+    passes = (b"w1", b"w2")
+    weights = r.compute_weights([r.ComputeProof(huge.device_id, 256, passes)], reg)
+    assert weights == {OWNERS[7]: compute.work_units(256)}  # capped at the largest challenge
+    with pytest.raises(InternalError):  # a proof at another size than the capacity sets
+        r.compute_weights([r.ComputeProof(huge.device_id, 8, passes)], reg)
 
 
 @settings(max_examples=100)
@@ -205,14 +251,19 @@ def test_any_epoch_pays_exactly_the_emission_or_nothing(
 ) -> None:
     beacon_list = [
         r.BeaconProof(i.to_bytes(32, "big"), IDS[b], tuple(IDS[w] for w in ws if w != b))
-        for i, (b, ws) in enumerate(beacon_specs)
+        for i, (b, ws) in enumerate(dict(beacon_specs).items())  # one beacon per beaconer
     ]
     compute_list = [
-        r.ComputeProof(PROVIDERS[p].device_id, tuple(bytes([j]) * 32 for j in range(passes)))
+        r.ComputeProof(
+            PROVIDERS[p].device_id,
+            compute.challenge_size(PROVIDERS[p].capacity),
+            tuple(bytes([j]) * 32 for j in range(passes)),
+        )
         for p, passes in dict(compute_specs).items()  # one proof per provider
     ]
     payouts = r.compute_epoch_rewards(
         prev_cert_hash=b"\x05" * 32,
+        epoch=1,
         emission=emission,
         beacons=beacon_list,
         compute=compute_list,

@@ -146,6 +146,64 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import trio  # noqa: PLC0415
+
+    from depin_p2p.config import load_config  # noqa: PLC0415
+    from depin_p2p.logs import close_log_files, configure_logging  # noqa: PLC0415
+    from depin_p2p.node import Node, run_until_signalled  # noqa: PLC0415
+
+    config = load_config(args.home)
+    node = Node(config)
+    node.check_ports()
+    # After importing libp2p (node.py does), which resets its logger on import.
+    configure_logging(fmt=config.log_format, level=config.log_level, file=config.log_file)
+    try:
+        trio.run(run_until_signalled, node)
+    finally:
+        close_log_files()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import trio  # noqa: PLC0415
+
+    from depin_p2p.api import fetch_json  # noqa: PLC0415
+
+    runtime = args.home / "run.json"
+    try:
+        port = int(json.loads(runtime.read_text())["api_port"])
+    except FileNotFoundError:
+        raise ConfigError(f"no node has run in {args.home} (no {runtime})") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{runtime} is unreadable: {exc}") from None
+    try:
+        doc = trio.run(fetch_json, port)
+    except (OSError, TimeoutError, ValueError, TypeError):
+        raise ConfigError(
+            f"the node in {args.home} is not running (nothing answers on 127.0.0.1:{port})"
+        ) from None
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    consensus = doc.get("consensus", {})
+    pending = doc.get("pending_proofs", {})
+    print(f"network     {doc.get('network_id')}   node {doc.get('address')}")
+    print(f"peer id     {doc.get('peer_id')}   peers {len(doc.get('peers', []))}")
+    print(
+        f"epoch       now {doc.get('epoch_now')}   last committed {doc.get('last_epoch')}"
+        f"   running {consensus.get('running_epoch')} (round {consensus.get('round')})"
+    )
+    print(f"certificate {doc.get('last_certificate')}")
+    print(f"state root  {doc.get('state_root')}   supply {doc.get('total_supply')}")
+    print(f"balance     {doc.get('balance')} micro   validators {len(doc.get('validators', []))}")
+    print(
+        f"proofs      pending beacons {pending.get('beacons')} reports {pending.get('reports')}"
+        f" attestations {pending.get('attestations')}   dropped {pending.get('dropped')}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="depin-p2p",
@@ -198,6 +256,24 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--prove", action="store_true", help="print and check the Merkle proof")
     balance.add_argument("--json", action="store_true", help="print the result as JSON")
     balance.set_defaults(handler=cmd_balance)
+
+    run_p = sub.add_parser(
+        "run",
+        help="run a node",
+        description="Run the node of a home created by `init`: joins its bootstrap peers, catches up, "
+        "witnesses with its devices and takes part in consensus, until SIGINT/SIGTERM.",
+    )
+    run_p.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home")
+    run_p.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser(
+        "status",
+        help="show a running node's status",
+        description="Ask the node running in a home for its status (epoch, peers, certificate, proofs).",
+    )
+    status.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home")
+    status.add_argument("--json", action="store_true", help="print the full status document as JSON")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 
@@ -214,8 +290,25 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:
+        # trio nurseries wrap errors: a user error raised while starting a service arrives grouped.
+        user, rest = group.split(USER_ERRORS)
+        if user is None or rest is not None:
+            raise
+        print(f"depin-p2p: error: {_first_leaf(user)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(run())
+    try:
+        sys.exit(run())
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error of ours.
+        sys.stderr.close()
+        sys.exit(0)

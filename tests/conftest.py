@@ -18,6 +18,8 @@ def import_all_modules() -> list[str]:
     """Import every depin_p2p module (libp2p adapter included) and return their names."""
     names = []
     for info in pkgutil.walk_packages(depin_p2p.__path__, prefix="depin_p2p."):
+        if info.name.endswith("__main__"):
+            continue  # running it would run the CLI
         importlib.import_module(info.name)
         names.append(info.name)
     return names

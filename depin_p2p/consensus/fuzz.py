@@ -17,6 +17,7 @@ validators restart by ``GST + MAX_DOWNTIME_MS``.
 
 Checked per seed:
   agreement   no two honest validators decide different values for one epoch;
+  validity    no honest validator decides a value the value check rejects;
   honest equivocation   no honest validator ever sends two different messages
               for one (epoch, round, step) (what a crash between send and
               persist would cause);
@@ -166,7 +167,7 @@ class Scenario:
 
     Attributes:
         validators: number of validators (equal power 1 each).
-        byzantine: how many of them are Byzantine (the last ones by index... shuffled per seed).
+        byzantine: how many of them are Byzantine (which ones is drawn per seed).
         epochs: epochs to decide per seed.
         real_signatures: Ed25519 instead of the keyed-BLAKE2b stand-in.
         rules: consensus rules for honest nodes (mutants: ``Rules(quorum=quorum_2f)``, ...).
@@ -205,6 +206,7 @@ class SeedResult:
     crashes: int
     gst_ms: int
     agreement_violations: list[int]  # epochs with two different honest decisions
+    invalid_decisions: list[int]  # epochs where an honest validator decided an invalid value
     honest_equivocators: list[int]
     liveness_ok: bool
     convicted: list[int]  # validators convicted by votes honest nodes saw
@@ -216,7 +218,12 @@ class SeedResult:
 
     @property
     def violation(self) -> bool:
-        return bool(self.agreement_violations or self.honest_equivocators or not self.liveness_ok)
+        return bool(
+            self.agreement_violations
+            or self.invalid_decisions
+            or self.honest_equivocators
+            or not self.liveness_ok
+        )
 
 
 # --------------------------------------------------------------------------
@@ -669,7 +676,9 @@ class Simulation:
     def alternative(self, node: Node, msg: Proposal | Prevote | Precommit, prev: bytes) -> wire.Envelope:
         """The conflicting twin of ``msg``: the B story of the split attack."""
         epoch, round_ = msg.epoch, msg.round
-        b_value = Candidate(epoch, prev, b"ok|B|%d|%d" % (epoch, round_))
+        # The equivocator's second story is an invalid value: correct nodes must prevote nil on it.
+        tag = b"bad" if node.mode == "equivocate" else b"ok"
+        b_value = Candidate(epoch, prev, b"%s|B|%d|%d" % (tag, epoch, round_))
         alt: Proposal | Prevote | Precommit
         if isinstance(msg, Proposal):
             alt = Proposal(epoch, round_, b_value, None)
@@ -745,6 +754,14 @@ class Simulation:
             crashes=sum(nd.crashes for nd in self.nodes),
             gst_ms=self.gst,
             agreement_violations=violations,
+            invalid_decisions=sorted(
+                {
+                    epoch
+                    for i in self.honest
+                    for epoch, cert in self.nodes[i].ledger.items()
+                    if not _is_valid(cert.candidate)
+                }
+            ),
             honest_equivocators=equivocators,
             liveness_ok=decided >= self.sc.epochs or len(self.byzantine) > f,
             convicted=convicted,
@@ -756,6 +773,14 @@ def validate_value(candidate: Candidate) -> None:
     """The harness's deterministic value check: honest values start with ``ok|``."""
     if not candidate.value.startswith(b"ok|"):
         raise Reject("invalid_value")
+
+
+def _is_valid(candidate: Candidate) -> bool:
+    try:
+        validate_value(candidate)
+    except Reject:
+        return False
+    return True
 
 
 def run_seed(scenario: Scenario, seed: int) -> SeedResult:
@@ -808,6 +833,7 @@ def summarize(scenario: Scenario, results: list[SeedResult]) -> dict[str, object
         "validators": scenario.validators,
         "byzantine": scenario.byzantine,
         "agreement_violations": sum(len(r.agreement_violations) for r in results),
+        "invalid_decisions": sum(len(r.invalid_decisions) for r in results),
         "honest_equivocations": sum(len(r.honest_equivocators) for r in results),
         "liveness_failures": sum(1 for r in results if not r.liveness_ok),
         "forks": len(forks),
@@ -875,7 +901,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     totals = summarize(scenario, results)
     print(json.dumps({"totals": totals}) if args.json else f"totals: {totals}")
-    bad = totals["agreement_violations"] or totals["honest_equivocations"] or totals["liveness_failures"]
+    bad = any(
+        totals[k]
+        for k in ("agreement_violations", "invalid_decisions", "honest_equivocations", "liveness_failures")
+    )
     return 1 if bad else 0
 
 

@@ -73,9 +73,9 @@ MUTANT_RUNS = [
     ("quorum-2f", 4, 0, None, range(60), "agreement"),
     ("quorum-2f", 7, 2, None, range(200), "agreement"),
     ("ignore-locks", 4, 1, "amnesia", range(200), "agreement"),
-    ("ignore-locks", 7, 2, "amnesia", range(120), "agreement"),
+    ("ignore-locks", 7, 2, "amnesia", range(80), "agreement"),
     ("send-before-persist", 4, 0, None, range(120), "honest_equivocation"),
-    ("send-before-persist", 7, 2, None, range(120), "honest_equivocation"),
+    ("send-before-persist", 7, 2, None, range(60), "honest_equivocation"),
 ]
 
 

@@ -71,7 +71,7 @@ def test_f_plus_one_byzantine_forks_are_found_and_convict_f_plus_one(
 MUTANT_RUNS = [
     # name, validators, byzantine, forced mode, seeds, what the harness must report
     ("quorum-2f", 4, 0, None, range(60), "agreement"),
-    ("quorum-2f", 7, 2, None, range(200), "agreement"),
+    ("quorum-2f", 7, 2, None, range(100, 200), "agreement"),
     ("ignore-locks", 4, 1, "amnesia", range(200), "agreement"),
     ("ignore-locks", 7, 2, "amnesia", range(80), "agreement"),
     ("send-before-persist", 4, 0, None, range(120), "honest_equivocation"),

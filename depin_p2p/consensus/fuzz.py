@@ -17,6 +17,7 @@ validators restart by ``GST + MAX_DOWNTIME_MS``.
 
 Checked per seed:
   agreement   no two honest validators decide different values for one epoch;
+  validity    no honest validator decides a value the value check rejects;
   honest equivocation   no honest validator ever sends two different messages
               for one (epoch, round, step) (what a crash between send and
               persist would cause);
@@ -166,7 +167,7 @@ class Scenario:
 
     Attributes:
         validators: number of validators (equal power 1 each).
-        byzantine: how many of them are Byzantine (the last ones by index... shuffled per seed).
+        byzantine: how many of them are Byzantine (which ones is drawn per seed).
         epochs: epochs to decide per seed.
         real_signatures: Ed25519 instead of the keyed-BLAKE2b stand-in.
         rules: consensus rules for honest nodes (mutants: ``Rules(quorum=quorum_2f)``, ...).
@@ -174,7 +175,8 @@ class Scenario:
             sign-state is durable (a crash in between forgets it).
         byzantine_mode: force one behaviour for all Byzantine nodes; None picks per seed.
         faults: drops, partitions and crashes before GST (False: a clean network, for latency).
-        fixed_delay_ms: with ``faults=False``, every message takes exactly this long.
+        fixed_delay_ms: with ``faults=False``, every message takes this long (± ``jitter_ms``).
+        jitter_ms: with ``faults=False``, delays are uniform in fixed ± jitter.
         crash_permille: chance of a crash at each effect an honest node executes before GST.
         epoch_interval_ms: epoch e starts at e · interval (or on deciding e-1, if later).
     """
@@ -188,6 +190,7 @@ class Scenario:
     byzantine_mode: str | None = None
     faults: bool = True
     fixed_delay_ms: int = 10
+    jitter_ms: int = 0
     crash_permille: int = 8
     epoch_interval_ms: int = 2500
 
@@ -205,6 +208,7 @@ class SeedResult:
     crashes: int
     gst_ms: int
     agreement_violations: list[int]  # epochs with two different honest decisions
+    invalid_decisions: list[int]  # epochs where an honest validator decided an invalid value
     honest_equivocators: list[int]
     liveness_ok: bool
     convicted: list[int]  # validators convicted by votes honest nodes saw
@@ -216,7 +220,12 @@ class SeedResult:
 
     @property
     def violation(self) -> bool:
-        return bool(self.agreement_violations or self.honest_equivocators or not self.liveness_ok)
+        return bool(
+            self.agreement_violations
+            or self.invalid_decisions
+            or self.honest_equivocators
+            or not self.liveness_ok
+        )
 
 
 # --------------------------------------------------------------------------
@@ -398,7 +407,8 @@ class Simulation:
                 release = self.release.setdefault((frm, to, *held), self.now + self.rng.between(500, 4000))
                 delay = max(delay, release - self.now)
         else:
-            delay = self.sc.fixed_delay_ms
+            jitter = self.sc.jitter_ms
+            delay = self.sc.fixed_delay_ms + (self.rng.between(-jitter, jitter) if jitter else 0)
         self.push(self.now + delay, Deliver(to, frm, item))
 
     @staticmethod
@@ -669,7 +679,9 @@ class Simulation:
     def alternative(self, node: Node, msg: Proposal | Prevote | Precommit, prev: bytes) -> wire.Envelope:
         """The conflicting twin of ``msg``: the B story of the split attack."""
         epoch, round_ = msg.epoch, msg.round
-        b_value = Candidate(epoch, prev, b"ok|B|%d|%d" % (epoch, round_))
+        # The equivocator's second story is an invalid value: correct nodes must prevote nil on it.
+        tag = b"bad" if node.mode == "equivocate" else b"ok"
+        b_value = Candidate(epoch, prev, b"%s|B|%d|%d" % (tag, epoch, round_))
         alt: Proposal | Prevote | Precommit
         if isinstance(msg, Proposal):
             alt = Proposal(epoch, round_, b_value, None)
@@ -745,6 +757,14 @@ class Simulation:
             crashes=sum(nd.crashes for nd in self.nodes),
             gst_ms=self.gst,
             agreement_violations=violations,
+            invalid_decisions=sorted(
+                {
+                    epoch
+                    for i in self.honest
+                    for epoch, cert in self.nodes[i].ledger.items()
+                    if not _is_valid(cert.candidate)
+                }
+            ),
             honest_equivocators=equivocators,
             liveness_ok=decided >= self.sc.epochs or len(self.byzantine) > f,
             convicted=convicted,
@@ -756,6 +776,14 @@ def validate_value(candidate: Candidate) -> None:
     """The harness's deterministic value check: honest values start with ``ok|``."""
     if not candidate.value.startswith(b"ok|"):
         raise Reject("invalid_value")
+
+
+def _is_valid(candidate: Candidate) -> bool:
+    try:
+        validate_value(candidate)
+    except Reject:
+        return False
+    return True
 
 
 def run_seed(scenario: Scenario, seed: int) -> SeedResult:
@@ -773,21 +801,29 @@ def run_seeds(scenario: Scenario, seeds: range) -> Iterator[SeedResult]:
 # Command line
 
 
-def measure_latency(validators: int, seeds: range, delay_ms: int = 10, epochs: int = 5) -> dict[str, object]:
-    """Commit latency on a clean network where every message takes ``delay_ms``, in message delays.
+def measure_latency(
+    validators: int, seeds: range, delay_ms: int = 10, jitter_ms: int = 0, epochs: int = 5
+) -> dict[str, object]:
+    """Commit latency on a clean network, in mean one-way message delays.
 
-    Latency of an epoch: from the first honest validator starting it to the
-    first honest decision. The lower bound of the three-step protocol is three
-    one-way delays (proposal, prevotes, precommits).
+    Every message takes ``delay_ms`` ± ``jitter_ms`` (uniform). Latency of an
+    epoch: from the first honest validator starting it to the first honest
+    decision. The lower bound of the three-step protocol is three one-way
+    delays (proposal, prevotes, precommits), which exact delays reach. With
+    jitter each step waits for the 2f+1-th fastest of its messages, which can
+    be faster than the mean delay, so the figure can fall below 3 mean delays.
     """
-    scenario = Scenario(validators=validators, epochs=epochs, faults=False, fixed_delay_ms=delay_ms)
+    scenario = Scenario(
+        validators=validators, epochs=epochs, faults=False, fixed_delay_ms=delay_ms, jitter_ms=jitter_ms
+    )
     samples = sorted(ms for seed in seeds for ms in run_seed(scenario, seed).latency_ms)
     if not samples:
         raise InternalError("no epoch decided on a clean network")
-    in_delays = [ms / delay_ms for ms in samples]
+    in_delays = [round(ms / delay_ms, 2) for ms in samples]
     return {
         "validators": validators,
         "message_delay_ms": delay_ms,
+        "jitter_ms": jitter_ms,
         "epochs": len(samples),
         "commit_latency_delays": {
             "p50": in_delays[len(in_delays) // 2],
@@ -808,6 +844,7 @@ def summarize(scenario: Scenario, results: list[SeedResult]) -> dict[str, object
         "validators": scenario.validators,
         "byzantine": scenario.byzantine,
         "agreement_violations": sum(len(r.agreement_violations) for r in results),
+        "invalid_decisions": sum(len(r.invalid_decisions) for r in results),
         "honest_equivocations": sum(len(r.honest_equivocators) for r in results),
         "liveness_failures": sum(1 for r in results if not r.liveness_ok),
         "forks": len(forks),
@@ -851,7 +888,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.byzantine <= args.validators or args.validators < 1:
         ap.error("need 1 <= validators and 0 <= byzantine <= validators")
     if args.latency:
-        print(json.dumps(measure_latency(args.validators, _seed_range(args.seeds))))
+        for jitter in (0, 5):  # exact 10 ms links, then 10 ± 5 ms
+            print(json.dumps(measure_latency(args.validators, _seed_range(args.seeds), 10, jitter)))
         return 0
     scenario = Scenario(
         validators=args.validators,
@@ -875,7 +913,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     totals = summarize(scenario, results)
     print(json.dumps({"totals": totals}) if args.json else f"totals: {totals}")
-    bad = totals["agreement_violations"] or totals["honest_equivocations"] or totals["liveness_failures"]
+    bad = any(
+        totals[k]
+        for k in ("agreement_violations", "invalid_decisions", "honest_equivocations", "liveness_failures")
+    )
     return 1 if bad else 0
 
 

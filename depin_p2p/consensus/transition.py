@@ -85,11 +85,13 @@ def start(params: Params, now_ms: int, *, lock: Lock | None = None, start_round:
         if lock.candidate is not None and value_id_of(lock.candidate) == lock.value_id:
             # Line 36 set validValue/validRound together with the lock.
             st = replace(st, valid_value=lock.candidate, valid_round=lock.round)
-        for env in lock.pol:
-            try:
-                st, _ = on_message(st, env, now_ms)
-            except (Ignore, Reject):
-                continue
+        for env in lock.pol:  # recorded, not acted on: the rules run once the round has started
+            msg = _decode_vote(env)
+            if msg is not None and msg.epoch == params.epoch and params.validators.power_of(env.signer):
+                try:
+                    st, _ = _record_vote(st, msg, env)
+                except (Ignore, Reject):
+                    continue
     st, effects = _start_round(st, start_round, now_ms)
     return _settle(st, effects, now_ms)
 
@@ -127,7 +129,9 @@ def on_message(state: EpochState, env: wire.Envelope, now_ms: int) -> Result:
             ``bad_valid_round``, ``conflicting_proposal``, ``bad_signature``.
 
     A second, different vote of one validator for the same (round, step) is
-    not counted; it yields a ``ReportEvidence`` effect instead.
+    kept beside the first (each counts for its own value, as the paper's
+    "received from 2f+1" does) and yields a ``ReportEvidence`` effect; a third
+    is ignored.
     """
     p = state.params
     if env.network_id != p.network_id:
@@ -255,6 +259,14 @@ def _on_proposal(state: EpochState, msg: Proposal, env: wire.Envelope, now_ms: i
 
 
 def _on_vote(state: EpochState, msg: Prevote | Precommit, env: wire.Envelope, now_ms: int) -> Result:
+    state, effects = _record_vote(state, msg, env)
+    return _settle(state, effects, now_ms)
+
+
+def _record_vote(
+    state: EpochState, msg: Prevote | Precommit, env: wire.Envelope
+) -> tuple[EpochState, list[Effect]]:
+    """Verify and store a vote; a second, different one of the same validator is evidence."""
     is_prevote = isinstance(msg, Prevote)
     votes = state.prevotes if is_prevote else state.precommits
     known = votes.get(msg.round, {}).get(env.signer, ())
@@ -267,7 +279,15 @@ def _on_vote(state: EpochState, msg: Prevote | Precommit, env: wire.Envelope, no
     entries = (*known, VoteEntry(msg.value_id, env))
     votes = {**votes, msg.round: {**votes.get(msg.round, {}), env.signer: entries}}
     state = replace(state, prevotes=votes) if is_prevote else replace(state, precommits=votes)
-    return _settle(state, effects, now_ms)
+    return state, effects
+
+
+def _decode_vote(env: wire.Envelope) -> Prevote | Precommit | None:
+    try:
+        msg = wire.decode(env.body)
+    except CodecError:
+        return None
+    return msg if isinstance(msg, Prevote | Precommit) else None
 
 
 # --------------------------------------------------------------------------

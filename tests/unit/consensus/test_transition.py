@@ -355,3 +355,13 @@ def test_certificate_from_a_peer_decides_a_node_that_missed_the_votes() -> None:
     assert eff == [Decide(helper.decision)]
     with pytest.raises(Ignore, match="already_decided"):
         transition.on_certificate(st, helper.decision, 11)
+
+
+def test_a_restored_lock_brings_back_its_value_and_proof_of_lock() -> None:
+    me = next(k for k in KEYS if k is not proposer_key(0) and k is not proposer_key(1))
+    vid = value_id_of(cand(b"a"))
+    pol = tuple(prevote(k, 0, vid) for k in KEYS[:3])
+    st, eff = transition.start(params(me), 0, lock=Lock(0, vid, cand(b"a"), pol), start_round=1)
+    assert (st.locked_round, st.locked_id, st.valid_round, st.valid_value) == (0, vid, 0, cand(b"a"))
+    assert set(transition.polka_envelopes(st)) == set(pol)  # re-sent so peers accept a re-proposal
+    assert st.round == 1 and not votes_of(eff)

@@ -322,7 +322,11 @@ class Node:
                 def read(view: Any) -> LedgerContext:
                     validators = validator_set(view)
                     return LedgerContext(
-                        registry, tuple(view.iter_devices()), validators, view.last_certificate_hash()
+                        registry,
+                        tuple(view.iter_devices()),
+                        validators,
+                        view.last_certificate_hash(),
+                        view.last_epoch(),
                     )
 
                 return store.read(read)

@@ -25,7 +25,7 @@ import trio
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
-from depin_p2p.errors import CodecError, DepinError, Reject, TransportError, ValidationError
+from depin_p2p.errors import CodecError, DepinError, Ignore, Reject, TransportError, ValidationError
 from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.gossip.transport import CHALLENGE, PeerId, Transport, protocol
 from depin_p2p.gossip.validation import GossipRule, TimeWindow
@@ -67,6 +67,7 @@ class LedgerContext:
     devices: tuple[Device, ...]
     validators: tuple[Validator, ...]  # with their bonded stake: compute witnesses are drawn by stake
     prev_cert_hash: bytes
+    epoch: int = 0  # the last committed epoch; assignments of epoch e need e - 1 committed
 
 
 def _offset_ms(device_id: bytes, epoch: int, span_ms: int) -> int:
@@ -207,6 +208,14 @@ class WitnessService:
 
     async def _challenge_all(self, epoch: int, at_ms: int) -> None:
         await self._clock.sleep_until_ms(at_ms)
+        # Epoch e's assignments are drawn from e - 1's certificate: wait (bounded) until it is
+        # committed here, or the witness and the provider would draw different assignments.
+        give_up = self._schedule.start_of(epoch) + self._schedule.epoch_length_ms // 2
+        while self._context().epoch < epoch - 1:
+            if self._clock.now_ms() >= give_up:
+                log.info("witness.challenge.skipped", epoch=epoch, reason="previous_epoch_not_committed")
+                return
+            await self._clock.sleep_until_ms(self._clock.now_ms() + 50)
         if self._schedule.epoch_at(self._clock.now_ms()) != epoch:
             return
         async with trio.open_nursery() as nursery:
@@ -276,6 +285,9 @@ class WitnessService:
         epoch = self._schedule.epoch_at(self._clock.now_ms())
         if claimed.epoch != epoch:
             raise Reject("wrong_epoch", f"challenge for epoch {claimed.epoch} while {epoch} runs")
+        if self._context().epoch < claimed.epoch - 1:
+            # We lag the witness by a commit: we cannot know the assignment yet. No penalty.
+            raise Ignore("not_ready", "the previous epoch is not committed here yet")
         served = (claimed.epoch, claimed.witness, claimed.provider)
         if served in self._served:
             raise Reject("duplicate_challenge", "this witness was already answered this epoch")

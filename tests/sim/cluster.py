@@ -114,7 +114,9 @@ def make_cluster(
 
         def context(view: MemoryLedger = view) -> LedgerContext:
             validators = validator_set(view)
-            return LedgerContext(view, tuple(view.iter_devices()), validators, view.last_certificate_hash())
+            return LedgerContext(
+                view, tuple(view.iter_devices()), validators, view.last_certificate_hash(), view.last_epoch()
+            )
 
         c.pools.append(pool)
         c.gossips.append(gossip)

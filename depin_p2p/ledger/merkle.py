@@ -130,7 +130,13 @@ def root_of(source: MerkleSource) -> bytes:
 # u32 length prefixes of the short lengths every key, value and bucket has: one
 # table lookup instead of an int.to_bytes call per hash input on the hot path.
 _U32 = tuple(n.to_bytes(4, "big") for n in range(256))
-_BUCKET_PREFIX = tuple(_BUCKET + u for u in _U32)
+# Hash states already fed their domain tag: copying one costs ~30% less than
+# constructing ``blake2b(digest_size=32)`` per hash (parameter parsing and
+# setup), and the tag needs no concatenation. Never updated, only copied.
+_KEYPOS_STATE = _blake2b(_KEYPOS, digest_size=32)
+_LEAF_STATE = _blake2b(_LEAF, digest_size=32)
+_BUCKET_STATE = _blake2b(_BUCKET, digest_size=32)
+_NODE_STATE = _blake2b(_NODE, digest_size=32)
 
 
 def compute_update(source: MerkleSource, updates: Mapping[bytes, bytes | None]) -> MerkleUpdate:
@@ -149,25 +155,29 @@ def compute_update(source: MerkleSource, updates: Mapping[bytes, bytes | None]) 
 
 def _leaves_by_bucket(updates: Mapping[bytes, bytes | None]) -> dict[int, dict[bytes, bytes | None]]:
     # bucket -> {key: new leaf hash or None (deleted)}: bucket_of and leaf_hash inlined.
-    blake, leaf_tag, keypos, u32 = _blake2b, _LEAF, _KEYPOS, _U32
+    keypos, leaf, u32 = _KEYPOS_STATE.copy, _LEAF_STATE.copy, _U32
     by_bucket: dict[int, dict[bytes, bytes | None]] = {}
     for key, value in updates.items():
-        d = blake(keypos + key, digest_size=32).digest()
+        h = keypos()
+        h.update(key)
+        d = h.digest()
         bucket = (d[0] << 8) | d[1]
         if value is None:
             lh = None
         else:
             nk, nv = len(key), len(value)
-            data = b"".join(
-                (
-                    leaf_tag,
-                    u32[nk] if nk < 256 else nk.to_bytes(4, "big"),
-                    key,
-                    u32[nv] if nv < 256 else nv.to_bytes(4, "big"),
-                    value,
+            h = leaf()
+            h.update(
+                b"".join(
+                    (
+                        u32[nk] if nk < 256 else nk.to_bytes(4, "big"),
+                        key,
+                        u32[nv] if nv < 256 else nv.to_bytes(4, "big"),
+                        value,
+                    )
                 )
             )
-            lh = blake(data, digest_size=32).digest()
+            lh = h.digest()
         changed = by_bucket.get(bucket)
         if changed is None:
             by_bucket[bucket] = {key: lh}
@@ -180,7 +190,7 @@ def _rehash_buckets(
     source: MerkleSource, by_bucket: dict[int, dict[bytes, bytes | None]]
 ) -> list[tuple[int, bytes, tuple[bytes, ...], tuple[bytes, ...]]]:
     # The new content and hash of each touched bucket, in bucket order.
-    blake = _blake2b
+    bucket_state = _BUCKET_STATE.copy
     buckets: list[tuple[int, bytes, tuple[bytes, ...], tuple[bytes, ...]]] = []
     contents = source.bucket_contents
     for bucket in sorted(by_bucket):
@@ -201,8 +211,9 @@ def _rehash_buckets(
         else:
             keys, leaves = _merge_bucket(old_keys, old_leaves, changed)
         n = len(leaves)
-        prefix = _BUCKET_PREFIX[n] if n < 256 else _BUCKET + n.to_bytes(4, "big")
-        buckets.append((bucket, blake(b"".join((prefix, *leaves)), digest_size=32).digest(), keys, leaves))
+        h = bucket_state()
+        h.update(b"".join((_U32[n] if n < 256 else n.to_bytes(4, "big"), *leaves)))
+        buckets.append((bucket, h.digest(), keys, leaves))
     return buckets
 
 
@@ -231,7 +242,7 @@ def _rehash_paths(
     # Level by level the changed nodes stay in index order, so a node's sibling,
     # if it changed too, is its neighbour in the list; an unchanged sibling
     # comes from the source (None: an empty subtree).
-    blake, tag, stored = _blake2b, _NODE, source.merkle_node
+    node, stored = _NODE_STATE.copy, source.merkle_node
     nodes: list[tuple[int, bytes]] = []
     for height in range(DEPTH):
         empty = EMPTY[height]
@@ -253,8 +264,10 @@ def _rehash_paths(
                 left = hashes[i]
                 right = stored(index + 1) or empty
                 i += 1
+            h = node()
+            h.update(left + right)
             up_idx.append(index >> 1)
-            up_hashes.append(blake(tag + left + right, digest_size=32).digest())
+            up_hashes.append(h.digest())
         idx, hashes = up_idx, up_hashes
         nodes.extend(zip(idx, hashes, strict=True))
     return tuple(nodes), hashes[0] if hashes else root_of(source)
@@ -277,7 +290,7 @@ def compute_tree(bucket_hashes: Iterable[tuple[int, bytes]]) -> list[bytes]:
         tree[index] = bh
         level.append(index)
     level.sort()
-    blake, tag = _blake2b, _NODE
+    node = _NODE_STATE.copy
     for _ in range(DEPTH):
         parents: list[int] = []
         last = 0
@@ -285,7 +298,9 @@ def compute_tree(bucket_hashes: Iterable[tuple[int, bytes]]) -> list[bytes]:
             parent = index >> 1
             if parent != last:  # siblings are neighbours in the sorted level
                 left = parent << 1
-                tree[parent] = blake(tag + tree[left] + tree[left + 1], digest_size=32).digest()
+                h = node()
+                h.update(tree[left] + tree[left + 1])
+                tree[parent] = h.digest()
                 parents.append(parent)
                 last = parent
         level = parents

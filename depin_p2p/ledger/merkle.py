@@ -153,17 +153,19 @@ def compute_update(source: MerkleSource, updates: Mapping[bytes, bytes | None]) 
     return MerkleUpdate(tuple(buckets), nodes, root)
 
 
-def _leaves_by_bucket(updates: Mapping[bytes, bytes | None]) -> dict[int, dict[bytes, bytes | None]]:
-    # bucket -> {key: new leaf hash or None (deleted)}: bucket_of and leaf_hash inlined.
+def _leaves_by_bucket(updates: Mapping[bytes, bytes | None]) -> dict[int, list[bytes]]:
+    # bucket -> [key, new leaf hash or b"" (deleted), key, ...]: bucket_of and
+    # leaf_hash inlined; a flat list (keys are unique in a Mapping) is the
+    # cheapest container for the one change most buckets get.
     keypos, leaf, u32 = _KEYPOS_STATE.copy, _LEAF_STATE.copy, _U32
-    by_bucket: dict[int, dict[bytes, bytes | None]] = {}
+    by_bucket: dict[int, list[bytes]] = {}
     for key, value in updates.items():
         h = keypos()
         h.update(key)
         d = h.digest()
         bucket = (d[0] << 8) | d[1]
         if value is None:
-            lh = None
+            lh = b""
         else:
             nk, nv = len(key), len(value)
             h = leaf()
@@ -180,14 +182,14 @@ def _leaves_by_bucket(updates: Mapping[bytes, bytes | None]) -> dict[int, dict[b
             lh = h.digest()
         changed = by_bucket.get(bucket)
         if changed is None:
-            by_bucket[bucket] = {key: lh}
+            by_bucket[bucket] = [key, lh]
         else:
-            changed[key] = lh
+            changed += (key, lh)
     return by_bucket
 
 
 def _rehash_buckets(
-    source: MerkleSource, by_bucket: dict[int, dict[bytes, bytes | None]]
+    source: MerkleSource, by_bucket: dict[int, list[bytes]]
 ) -> list[tuple[int, bytes, tuple[bytes, ...], tuple[bytes, ...]]]:
     # The new content and hash of each touched bucket, in bucket order.
     bucket_state = _BUCKET_STATE.copy
@@ -196,13 +198,13 @@ def _rehash_buckets(
     for bucket in sorted(by_bucket):
         changed = by_bucket[bucket]
         old_keys, old_leaves = contents(bucket)
-        if len(changed) == 1 and len(old_keys) <= 1:
+        if len(changed) == 2 and len(old_keys) <= 1:
             # Most buckets of a sparse tree: one key, set or deleted, alone in its bucket.
-            ((key, lh),) = changed.items()
+            key, lh = changed
             if not old_keys or old_keys[0] == key:
-                keys: tuple[bytes, ...] = () if lh is None else (key,)
-                leaves: tuple[bytes, ...] = () if lh is None else (lh,)
-            elif lh is None:
+                keys: tuple[bytes, ...] = (key,) if lh else ()
+                leaves: tuple[bytes, ...] = (lh,) if lh else ()
+            elif not lh:
                 keys, leaves = tuple(old_keys), tuple(old_leaves)
             elif key < old_keys[0]:
                 keys, leaves = (key, old_keys[0]), (lh, old_leaves[0])
@@ -218,14 +220,15 @@ def _rehash_buckets(
 
 
 def _merge_bucket(
-    old_keys: Sequence[bytes], old_leaves: Sequence[bytes], changed: dict[bytes, bytes | None]
+    old_keys: Sequence[bytes], old_leaves: Sequence[bytes], changed: list[bytes]
 ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     entries = dict(zip(old_keys, old_leaves, strict=True))
     # Stored keys come sorted; only an inserted key can break the order (a
     # delete or an overwrite keeps it), so most buckets skip the sort.
     inserted = False
-    for key, lh in changed.items():
-        if lh is None:
+    for i in range(0, len(changed), 2):
+        key, lh = changed[i], changed[i + 1]
+        if not lh:
             entries.pop(key, None)
         else:
             if not inserted and key not in entries:

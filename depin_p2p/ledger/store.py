@@ -11,17 +11,17 @@ bucket`` -> msgpack ``[keys, leaf hashes]``, both sorted by key) and
 have no row.
 
 The 2^16 - 1 interior nodes of the tree are not stored: the store keeps
-the whole tree in memory (4 MiB), computed from ``merkle_bucket_hashes``
-the first time a view needs a node and updated in place after each commit.
-Rebuilding it costs ~65k hashes (tens of ms) once per process; writing and
-reading ~4 nodes per changed key through LMDB cost far more every epoch.
-The rebuilt root must equal the stored ``state_root`` or the store is
-reported corrupt; a view whose transaction sees another root (another
-process committed) rebuilds it.
+the whole tree in memory (2^17 hashes, ~9 MB when full), computed from
+``merkle_bucket_hashes`` the first time a view needs a node and updated in
+place after each commit. Rebuilding it costs up to ~65k hashes (~0.1 s)
+once per process; writing and reading ~4 nodes per changed key through
+LMDB cost more every epoch. The rebuilt root must equal the stored
+``state_root`` or the store is reported corrupt; a view whose transaction
+sees another root (another process committed) rebuilds it.
 
 :meth:`LedgerStore.commit_epoch` writes an epoch's state changes, Merkle
-buckets, root, certificate, epoch value and ``last_epoch`` in ONE write transaction,
-so a reader or a restart after a crash sees the state after some whole
+buckets, root, certificate, epoch value and ``last_epoch`` in ONE write
+transaction, so a reader or a restart after a crash sees the state after some whole
 epoch, never half of one. LMDB syncs each commit (``sync=True``). When the
 map is full the transaction is aborted, the map doubled and the write
 retried. A second process opening the same store for writing gets a

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Protocol
@@ -198,18 +199,13 @@ def _rehash_buckets(
     for bucket in sorted(by_bucket):
         changed = by_bucket[bucket]
         old_keys, old_leaves = contents(bucket)
-        if len(changed) == 2 and len(old_keys) <= 1:
-            # Most buckets of a sparse tree: one key, set or deleted, alone in its bucket.
+        if len(changed) == 2:  # most buckets get one change
             key, lh = changed
-            if not old_keys or old_keys[0] == key:
+            if not old_keys or (len(old_keys) == 1 and old_keys[0] == key):  # alone in its bucket
                 keys: tuple[bytes, ...] = (key,) if lh else ()
                 leaves: tuple[bytes, ...] = (lh,) if lh else ()
-            elif not lh:
-                keys, leaves = tuple(old_keys), tuple(old_leaves)
-            elif key < old_keys[0]:
-                keys, leaves = (key, old_keys[0]), (lh, old_leaves[0])
             else:
-                keys, leaves = (old_keys[0], key), (old_leaves[0], lh)
+                keys, leaves = _put_one(old_keys, old_leaves, key, lh)
         else:
             keys, leaves = _merge_bucket(old_keys, old_leaves, changed)
         n = len(leaves)
@@ -217,6 +213,20 @@ def _rehash_buckets(
         h.update(b"".join((_U32[n] if n < 256 else n.to_bytes(4, "big"), *leaves)))
         buckets.append((bucket, h.digest(), keys, leaves))
     return buckets
+
+
+def _put_one(
+    old_keys: Sequence[bytes], old_leaves: Sequence[bytes], key: bytes, lh: bytes
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    # One change put in place (keys are sorted): no dict, no sort.
+    i = bisect_left(old_keys, key)
+    present = i < len(old_keys) and old_keys[i] == key
+    if lh:
+        j = i + 1 if present else i
+        return (*old_keys[:i], key, *old_keys[j:]), (*old_leaves[:i], lh, *old_leaves[j:])
+    if present:
+        return (*old_keys[:i], *old_keys[i + 1 :]), (*old_leaves[:i], *old_leaves[i + 1 :])
+    return tuple(old_keys), tuple(old_leaves)
 
 
 def _merge_bucket(

@@ -84,7 +84,7 @@ def _same_bucket(n: int) -> list[bytes]:
         # One key changed per update, so each step takes the single-key path; keys 0 < 1 < 2
         # stand for the sorted keys of one bucket.
         [{1: b"a"}, {0: b"b"}, {2: b"c"}],  # insert before, then after, the present key
-        [{1: b"a"}, {2: b"b"}, {1: None}, {1: b"c"}],  # delete one of two, re-insert it
+        [{1: b"a"}, {2: b"b"}, {1: None}, {1: b"c"}, {2: b"d"}],  # delete one of two, re-insert, overwrite
         [{0: b"a"}, {1: None}, {0: b"b"}, {0: None}],  # delete an absent key, overwrite, empty
         [{0: b"a", 2: b"b"}, {1: b"c"}, {0: None, 2: None}, {1: None}],  # merges of many keys
     ],

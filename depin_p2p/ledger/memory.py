@@ -48,7 +48,7 @@ class MemoryLedger:
         self.meta = LedgerMeta(0, 0, ZERO_HASH)
         self.certificate_hash = ZERO_HASH
         self.certificates: dict[int, bytes] = {}
-        self._buckets: dict[int, dict[bytes, bytes]] = {}
+        self._buckets: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = {}
         self._nodes: dict[int, bytes] = {}
 
     # LedgerView
@@ -79,8 +79,8 @@ class MemoryLedger:
     def last_certificate_hash(self) -> bytes:
         return self.certificate_hash
 
-    def bucket_leaves(self, bucket: int) -> Sequence[tuple[bytes, bytes]]:
-        return sorted(self._buckets.get(bucket, {}).items())
+    def bucket_contents(self, bucket: int) -> tuple[Sequence[bytes], Sequence[bytes]]:
+        return self._buckets.get(bucket, ((), ()))
 
     def merkle_node(self, index: int) -> bytes | None:
         return self._nodes.get(index)
@@ -114,11 +114,12 @@ class MemoryLedger:
             else:
                 self.evidence[eid] = used
         self.meta = changes.meta
-        for bucket, key, lh in changes.merkle.leaves:
-            if lh is None:
-                self._buckets.get(bucket, {}).pop(key, None)
+        for bucket, bucket_hash, keys, leaves in changes.merkle.buckets:
+            if keys:
+                self._buckets[bucket] = (keys, leaves)
             else:
-                self._buckets.setdefault(bucket, {})[key] = lh
+                self._buckets.pop(bucket, None)
+            self._nodes[merkle.FIRST_BUCKET_NODE + bucket] = bucket_hash
         self._nodes.update(changes.merkle.nodes)
         if changes.epoch == 0:
             self.certificate_hash = changes.meta.prev_certificate_hash

@@ -3,14 +3,25 @@
 Named databases: ``accounts``, ``devices``, ``validators``, ``evidence``
 (wire bytes of the records, keyed by 32-byte id), ``certificates`` and ``epoch_values`` (opaque
 bytes keyed by u64 big-endian epoch), ``sign_state`` (consensus's own
-persisted vote state), ``meta`` (``state``: LedgerMeta, ``last_epoch``,
-``last_certificate_hash``, ``genesis_hash``, ``format``), and the Merkle
-tree: ``merkle_leaves`` (``u16 bucket ‖ state key`` -> leaf hash) and
-``merkle_nodes`` (``u32 heap index`` -> node hash).
+persisted vote state), ``meta`` (``state``: LedgerMeta, ``state_root``,
+``last_epoch``, ``last_certificate_hash``, ``genesis_hash``, ``format``),
+and the Merkle buckets (see ``ledger.merkle``): ``merkle_buckets`` (``u16
+bucket`` -> msgpack ``[keys, leaf hashes]``, both sorted by key) and
+``merkle_bucket_hashes`` (``u16 bucket`` -> bucket hash); empty buckets
+have no row.
+
+The 2^16 - 1 interior nodes of the tree are not stored: the store keeps
+the whole tree in memory (2^17 hashes, ~9 MB when full), computed from
+``merkle_bucket_hashes`` the first time a view needs a node and updated in
+place after each commit. Rebuilding it costs up to ~65k hashes (~0.1 s)
+once per process; writing and reading ~4 nodes per changed key through
+LMDB cost more every epoch. The rebuilt root must equal the stored
+``state_root`` or the store is reported corrupt; a view whose transaction
+sees another root (another process committed) rebuilds it.
 
 :meth:`LedgerStore.commit_epoch` writes an epoch's state changes, Merkle
-nodes, certificate, epoch value and ``last_epoch`` in ONE write transaction,
-so a reader or a restart after a crash sees the state after some whole
+buckets, root, certificate, epoch value and ``last_epoch`` in ONE write
+transaction, so a reader or a restart after a crash sees the state after some whole
 epoch, never half of one. LMDB syncs each commit (``sync=True``). When the
 map is full the transaction is aborted, the map doubled and the write
 retried. A second process opening the same store for writing gets a
@@ -56,7 +67,9 @@ from depin_p2p.ledger.state import (
 )
 from depin_p2p.model import Device
 
-FORMAT = b"depin-p2p/ledger/2"  # 2: unbonding entries, used-evidence records
+# Format 3: unbonding entries and used-evidence records (2), Merkle buckets as one row each
+# with interior nodes kept in memory only (3). Older stores are refused: re-run `init`.
+FORMAT = b"depin-p2p/ledger/3"
 DEFAULT_MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 40
 _DB_NAMES = (
@@ -67,11 +80,12 @@ _DB_NAMES = (
     "epoch_values",
     "sign_state",
     "meta",
-    "merkle_leaves",
-    "merkle_nodes",
+    "merkle_buckets",
+    "merkle_bucket_hashes",
     "evidence",
 )
 _K_STATE = b"state"
+_K_ROOT = b"state_root"
 _K_LAST_EPOCH = b"last_epoch"
 _K_LAST_CERT = b"last_certificate_hash"
 _K_GENESIS = b"genesis_hash"
@@ -105,26 +119,33 @@ def _decode(data: bytes, cls: type[T], what: str) -> T:
 
 
 _ACCOUNT_HEADER = (wire.WIRE_VERSION, wire.info_of(Account).type_id)
+_unpackb = msgpack.unpackb
 
 
 def _decode_account(data: bytes) -> Account:
-    # The hot read of every epoch: a direct check of the 4-element array; anything
-    # unusual goes through the generic decoder for a precise error.
+    # The hot read of every epoch: a direct check of the 4-element array (msgpack
+    # ints are never above u64, bools are not ints); anything unusual goes
+    # through the generic decoder for a precise error.
     try:
-        raw = msgpack.unpackb(data, use_list=False)
+        raw = _unpackb(data, use_list=False)
     except (ValueError, msgpack.UnpackException):
         raw = None
-    if (
-        type(raw) is tuple
-        and len(raw) == 4
-        and raw[:2] == _ACCOUNT_HEADER
-        and type(raw[2]) is int
-        and type(raw[3]) is int
-        and 0 <= raw[2] <= wire.UINT64_MAX
-        and 0 <= raw[3] <= wire.UINT64_MAX
-    ):
-        return Account(raw[2], raw[3])
+    if type(raw) is tuple and len(raw) == 4 and raw[0] == _ACCOUNT_HEADER[0] and raw[1] == _ACCOUNT_HEADER[1]:
+        balance, nonce = raw[2], raw[3]
+        if type(balance) is int and type(nonce) is int and balance >= 0 and nonce >= 0:
+            return Account(balance, nonce)
     return _decode(data, Account, "account")
+
+
+def _decode_bucket(data: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    # Rows we wrote ourselves: a shape check only (the root check catches the rest).
+    try:
+        raw = _unpackb(data, use_list=False)
+    except (ValueError, msgpack.UnpackException):
+        raw = None
+    if type(raw) is not tuple or len(raw) != 2 or len(raw[0]) != len(raw[1]):
+        raise StorageError("ledger store is corrupt: bad Merkle bucket row")
+    return raw
 
 
 class LmdbView:
@@ -133,15 +154,23 @@ class LmdbView:
     Implements ``state.LedgerView``; valid only inside ``LedgerStore.view()``.
     """
 
-    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        txn: lmdb.Transaction[bytes],
+        dbs: dict[str, Any],
+        tree_of: Callable[[LmdbView], list[bytes]] | None = None,
+    ) -> None:
         self._txn = txn
         self._dbs = dbs
+        self._accounts = dbs["accounts"]
+        self._tree_of = tree_of
+        self._tree: list[bytes] | None = None
 
     def _get(self, db: str, key: bytes) -> bytes | None:
         return self._txn.get(key, db=self._dbs[db])
 
     def get_account(self, account_id: bytes) -> Account | None:
-        raw = self._get("accounts", account_id)
+        raw = self._txn.get(account_id, db=self._accounts)
         return None if raw is None else _decode_account(raw)
 
     def get_device(self, device_id: bytes) -> Device | None:
@@ -182,23 +211,25 @@ class LmdbView:
         raw = self._get("meta", _K_LAST_EPOCH)
         return -1 if raw is None else int.from_bytes(raw, "big")
 
-    def bucket_leaves(self, bucket: int) -> Sequence[tuple[bytes, bytes]]:
-        prefix = bucket.to_bytes(2, "big")
-        cursor = self._txn.cursor(db=self._dbs["merkle_leaves"])
-        rows: list[tuple[bytes, bytes]] = []
-        if not cursor.set_range(prefix):
-            return rows
-        for key, value in cursor:
-            if key[:2] != prefix:
-                break
-            rows.append((bytes(key[2:]), bytes(value)))
-        return rows
+    def bucket_contents(self, bucket: int) -> tuple[Sequence[bytes], Sequence[bytes]]:
+        raw = self._txn.get(bucket.to_bytes(2, "big"), db=self._dbs["merkle_buckets"])
+        return ((), ()) if raw is None else _decode_bucket(raw)
 
     def merkle_node(self, index: int) -> bytes | None:
-        return self._get("merkle_nodes", index.to_bytes(4, "big"))
+        tree = self._tree
+        if tree is None:
+            if self._tree_of is None:
+                raise InternalError("this view has no Merkle tree")
+            tree = self._tree = self._tree_of(self)
+        return tree[index]
+
+    def bucket_hashes(self) -> Iterator[tuple[int, bytes]]:
+        """Every non-empty bucket and its stored hash, in bucket order."""
+        for key, value in self._txn.cursor(db=self._dbs["merkle_bucket_hashes"]):
+            yield int.from_bytes(key, "big"), bytes(value)
 
     def state_root(self) -> bytes:
-        return merkle.root_of(self)
+        return self._get("meta", _K_ROOT) or merkle.EMPTY_ROOT
 
     def get_certificate(self, epoch: int) -> bytes | None:
         return self._get("certificates", _u64(epoch))
@@ -235,6 +266,8 @@ class LedgerStore:
         self._readonly = readonly
         # One lock for every transaction of this process: growing the map needs no txn open.
         self._mutex = threading.Lock()
+        # The whole Merkle tree (see the module docstring); None until a view needs it.
+        self._tree: list[bytes] | None = None
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> LedgerStore:
@@ -259,6 +292,8 @@ class LedgerStore:
             except OSError:
                 os.close(lock_fd)
                 raise StorageError(f"ledger at {path} is in use by another process") from None
+        env: lmdb.Environment | None = None
+        dbs: dict[str, Any] = {}
         try:
             env = lmdb.open(
                 str(path),
@@ -268,18 +303,23 @@ class LedgerStore:
                 sync=True,
                 metasync=True,
             )
-            dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DB_NAMES}
+            # The format is checked before any other database is created in an old store.
+            with env.begin(db=env.open_db(b"meta", create=not readonly)) as txn:
+                fmt = txn.get(_K_FORMAT)
+            if fmt is None or fmt == FORMAT:
+                dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DB_NAMES}
         except lmdb.Error as exc:
-            if lock_fd is not None:
-                os.close(lock_fd)
-            raise StorageError(f"cannot open ledger at {path}: {exc}") from None
-        store = cls(path, env, dbs, lock_fd, readonly)
-        with store.view() as view:
-            fmt = view._get("meta", _K_FORMAT)
-        if fmt is not None and fmt != FORMAT:
-            store.close()
-            raise StorageError(f"{path} holds an unknown ledger format {fmt!r}")
-        return store
+            error = f"cannot open ledger at {path}: {exc}"
+        else:
+            if not dbs:
+                error = f"{path} holds an unknown ledger format {fmt!r}"
+            else:
+                return cls(path, env, dbs, lock_fd, readonly)
+        if env is not None:
+            env.close()
+        if lock_fd is not None:
+            os.close(lock_fd)
+        raise StorageError(error)
 
     def close(self) -> None:
         """Close the environment and release the writer lock. Idempotent."""
@@ -316,9 +356,21 @@ class LedgerStore:
             except lmdb.Error as exc:
                 raise StorageError(f"cannot read ledger at {self.path}: {exc}") from None
             try:
-                yield LmdbView(txn, self._dbs)
+                yield LmdbView(txn, self._dbs, self._tree_of)
             finally:
                 txn.abort()
+
+    def _tree_of(self, view: LmdbView) -> list[bytes]:
+        # Called with the mutex held (from inside a view).
+        root = view.state_root()
+        tree = self._tree
+        if tree is None or tree[merkle.ROOT_NODE] != root:
+            tree = merkle.compute_tree(view.bucket_hashes())
+            if tree[merkle.ROOT_NODE] != root:
+                msg = f"ledger at {self.path} is corrupt: the Merkle buckets do not give the stored root"
+                raise StorageError(msg)
+            self._tree = tree
+        return tree
 
     def read(self, fn: Callable[[LmdbView], T]) -> T:
         """Run ``fn`` on a fresh read view and return its result."""
@@ -343,7 +395,10 @@ class LedgerStore:
 
     # ----------------------------------------------------------------- writes
 
-    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], None]) -> None:
+    def _write(
+        self, fn: Callable[[lmdb.Transaction[bytes]], None], on_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Run ``fn`` in one write transaction; if it committed, ``on_commit`` (still under the lock)."""
         if self._readonly:
             raise InternalError("write to a read-only ledger store")
         with self._mutex:
@@ -361,15 +416,17 @@ class LedgerStore:
                 except lmdb.Error as exc:
                     raise StorageError(f"cannot write ledger at {self.path}: {exc}") from None
                 else:
+                    if on_commit is not None:
+                        on_commit()
                     return
 
     def _put_changes(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
         db = self._dbs
-        by_db: dict[bytes, tuple[Any, list[tuple[bytes, bytes]]]] = {
-            NS_ACCOUNT: (db["accounts"], []),
-            NS_DEVICE: (db["devices"], []),
-            NS_VALIDATOR: (db["validators"], []),
-            NS_EVIDENCE: (db["evidence"], []),
+        by_db: dict[int, tuple[Any, list[tuple[bytes, bytes]]]] = {
+            NS_ACCOUNT[0]: (db["accounts"], []),
+            NS_DEVICE[0]: (db["devices"], []),
+            NS_VALIDATOR[0]: (db["validators"], []),
+            NS_EVIDENCE[0]: (db["evidence"], []),
         }
         for key, value in changes.records:
             if key == META_KEY:
@@ -377,26 +434,43 @@ class LedgerStore:
                     raise InternalError("state changes delete the meta record")
                 txn.put(_K_STATE, value, db=db["meta"])
                 continue
-            target, puts = by_db[key[:1]]
+            target, puts = by_db[key[0]]
             if value is None:
                 txn.delete(key[1:], db=target)
             else:
                 puts.append((key[1:], value))
         for target, puts in by_db.values():
             txn.cursor(db=target).putmulti(puts)
-        leaves = db["merkle_leaves"]
-        leaf_puts = []
-        for bucket, key, lh in changes.merkle.leaves:
-            lk = bucket.to_bytes(2, "big") + key
-            if lh is None:
-                txn.delete(lk, db=leaves)
+        rows, hashes = db["merkle_buckets"], db["merkle_bucket_hashes"]
+        row_puts = []
+        hash_puts = []
+        pack = msgpack.Packer().pack
+        for bucket, bucket_hash, keys, leaves in changes.merkle.buckets:
+            bkey = bucket.to_bytes(2, "big")
+            if keys:
+                row_puts.append((bkey, pack((keys, leaves))))
+                hash_puts.append((bkey, bucket_hash))
             else:
-                leaf_puts.append((lk, lh))
-        txn.cursor(db=leaves).putmulti(leaf_puts)
-        txn.cursor(db=db["merkle_nodes"]).putmulti(
-            [(index.to_bytes(4, "big"), h) for index, h in changes.merkle.nodes]
-        )
+                txn.delete(bkey, db=rows)
+                txn.delete(bkey, db=hashes)
+        txn.cursor(db=rows).putmulti(row_puts)
+        txn.cursor(db=hashes).putmulti(hash_puts)
+        txn.put(_K_ROOT, changes.root, db=db["meta"])
         txn.put(_K_LAST_EPOCH, _u64(changes.epoch), db=db["meta"])
+
+    def _update_tree(self, changes: StateChanges) -> None:
+        # After a commit, with the mutex held: bring the in-memory tree to the new root.
+        tree = self._tree
+        if tree is None:
+            return
+        if tree[merkle.ROOT_NODE] != changes.prev_root:
+            self._tree = None  # stale (another process wrote): rebuilt on next use
+            return
+        first = merkle.FIRST_BUCKET_NODE
+        for bucket, bucket_hash, _, _ in changes.merkle.buckets:
+            tree[first + bucket] = bucket_hash
+        for index, node in changes.merkle.nodes:
+            tree[index] = node
 
     def _check_base(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
         view = LmdbView(txn, self._dbs)
@@ -419,7 +493,7 @@ class LedgerStore:
             txn.put(_K_GENESIS, changes.meta.prev_certificate_hash, db=meta)
             txn.put(_K_LAST_CERT, changes.meta.prev_certificate_hash, db=meta)
 
-        self._write(write)
+        self._write(write, lambda: self._update_tree(changes))
 
     def commit_epoch(
         self,
@@ -428,7 +502,7 @@ class LedgerStore:
         epoch_value: bytes,
         certificate_hash: bytes | None = None,
     ) -> None:
-        """Commit one epoch atomically: state changes, Merkle nodes, certificate, value, last_epoch.
+        """Commit one epoch atomically: state changes, Merkle buckets, root, certificate, value, last_epoch.
 
         ``certificate`` and ``epoch_value`` are opaque bytes (consensus defines
         them). ``certificate_hash`` is the chain link the next epoch value must
@@ -451,7 +525,7 @@ class LedgerStore:
             link = wire.content_id(certificate) if certificate_hash is None else certificate_hash
             txn.put(_K_LAST_CERT, link, db=self._dbs["meta"])
 
-        self._write(write)
+        self._write(write, lambda: self._update_tree(changes))
 
     def save_sign_state(self, data: bytes) -> None:
         """Persist consensus's sign state; synced to disk when this returns (persist before send)."""

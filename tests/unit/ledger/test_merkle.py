@@ -22,8 +22,9 @@ class DictSource:
         self.nodes: dict[int, bytes] = {}
         self.node_reads = 0
 
-    def bucket_leaves(self, bucket: int) -> Sequence[tuple[bytes, bytes]]:
-        return sorted(self.leaves.get(bucket, {}).items())
+    def bucket_contents(self, bucket: int) -> tuple[Sequence[bytes], Sequence[bytes]]:
+        rows = sorted(self.leaves.get(bucket, {}).items())
+        return [k for k, _ in rows], [lh for _, lh in rows]
 
     def merkle_node(self, index: int) -> bytes | None:
         self.node_reads += 1
@@ -31,11 +32,10 @@ class DictSource:
 
     def apply(self, updates: dict[bytes, bytes | None]) -> merkle.MerkleUpdate:
         update = merkle.compute_update(self, updates)
-        for bucket, key, lh in update.leaves:
-            if lh is None:
-                self.leaves.get(bucket, {}).pop(key, None)
-            else:
-                self.leaves.setdefault(bucket, {})[key] = lh
+        for bucket, bucket_hash, keys, leaves in update.buckets:
+            assert list(keys) == sorted(keys)
+            self.leaves[bucket] = dict(zip(keys, leaves, strict=True))
+            self.nodes[merkle.FIRST_BUCKET_NODE + bucket] = bucket_hash
         self.nodes.update(update.nodes)
         for key, value in updates.items():
             if value is None:
@@ -73,10 +73,47 @@ def test_forced_bucket_collisions() -> None:
         merkle.verify_proof(merkle.root_of(src), k, b"v" + k, proof)
 
 
+def _same_bucket(n: int) -> list[bytes]:
+    target = merkle.bucket_of(b"k0")
+    return [k for k in (b"k%d" % i for i in range(400_000)) if merkle.bucket_of(k) == target][:n]
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # One key changed per update, so each step takes the single-key path; keys 0 < 1 < 2
+        # stand for the sorted keys of one bucket.
+        [{1: b"a"}, {0: b"b"}, {2: b"c"}],  # insert before, then after, the present key
+        [{1: b"a"}, {2: b"b"}, {1: None}, {1: b"c"}, {2: b"d"}],  # delete one of two, re-insert, overwrite
+        [{0: b"a"}, {1: None}, {0: b"b"}, {0: None}],  # delete an absent key, overwrite, empty
+        [{0: b"a", 2: b"b"}, {1: b"c"}, {0: None, 2: None}, {1: None}],  # merges of many keys
+    ],
+)
+def test_bucket_edits_match_from_scratch(steps: list[dict[int, bytes | None]]) -> None:
+    same = sorted(_same_bucket(3))
+    src = DictSource()
+    for step in steps:
+        update = src.apply({same[i]: v for i, v in step.items()})
+        assert update.root == merkle.compute_root(src.state.items())
+        [(_, _, keys, _)] = update.buckets
+        assert list(keys) == sorted(src.state)
+
+
 def _filled(n: int = 300) -> DictSource:
     src = DictSource()
     src.apply({b"key-%d" % i: b"value-%d" % i for i in range(n)})
     return src
+
+
+def test_tree_from_bucket_hashes_is_the_incremental_tree() -> None:
+    assert merkle.compute_tree([])[merkle.ROOT_NODE] == merkle.EMPTY_ROOT
+    src = _filled(2_000)
+    first = merkle.FIRST_BUCKET_NODE
+    tree = merkle.compute_tree((i - first, h) for i, h in src.nodes.items() if i >= first)
+    assert len(tree) == 2 * merkle.BUCKETS
+    assert tree[merkle.ROOT_NODE] == merkle.root_of(src) == merkle.compute_root(src.state.items())
+    for index in range(1, 2 * merkle.BUCKETS):
+        assert tree[index] == src.nodes.get(index, merkle.EMPTY[merkle.height_of(index)])
 
 
 def test_updating_k_keys_does_not_rehash_all_n() -> None:
@@ -86,7 +123,7 @@ def test_updating_k_keys_does_not_rehash_all_n() -> None:
     # Two buckets, 16 ancestors each, ~2 sibling reads per level: far from 2^17 nodes.
     assert len(update.nodes) <= 2 * (merkle.DEPTH + 1)
     assert src.node_reads <= 2 * 2 * merkle.DEPTH
-    assert len(update.leaves) == 2
+    assert len(update.buckets) == 2
 
 
 @settings(max_examples=100)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import msgpack
@@ -35,6 +37,8 @@ from tests.unit.ledger.helpers import (
     open_store,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
+
 
 def commit_next(store: LedgerStore, *txs: wire.Envelope, rewards: tuple[Reward, ...] = ()) -> None:
     value = epoch_value(store.last_epoch() + 1, store.read(lambda v: v.last_certificate_hash()), txs, rewards)
@@ -65,9 +69,9 @@ def test_a_failed_commit_leaves_no_trace(tmp_path: Path) -> None:
         value = epoch_value(1, GENESIS_HASH, rewards=(Reward(IDS[0], 5),))
         changes = store.apply(value, NETWORK)
         before = store.state_root()
-        # Records and leaves are written first; a node index that cannot encode fails the txn late.
-        bad_nodes = (*changes.merkle.nodes, (1 << 40, b"x" * 32))
-        broken = dataclasses.replace(changes, merkle=dataclasses.replace(changes.merkle, nodes=bad_nodes))
+        # Records and buckets are written first; a bucket number that cannot encode fails the txn late.
+        bad_buckets = (*changes.merkle.buckets, (1 << 40, b"x" * 32, (b"k",), (b"x" * 32,)))
+        broken = dataclasses.replace(changes, merkle=dataclasses.replace(changes.merkle, buckets=bad_buckets))
         with pytest.raises(OverflowError):
             store.commit_epoch(broken, certificate(1), b"value")
         assert store.last_epoch() == 0
@@ -154,6 +158,53 @@ def test_proof_from_the_store_verifies_against_its_root(tmp_path: Path) -> None:
         merkle.verify_proof(view.state_root(), key, value, proof)
         with pytest.raises(Exception, match="proof_root_mismatch"):
             merkle.verify_proof(view.state_root(), key, wire.encode(Account(START_BALANCE + 1, 0)), proof)
+
+
+# Another process commits epoch 1, a reward of 7 to IDS[2].
+WRITER = """
+import sys
+from pathlib import Path
+from depin_p2p.ledger.state import Reward
+from depin_p2p.ledger.store import LedgerStore
+from tests.unit.ledger.helpers import IDS
+from tests.unit.ledger.test_store import commit_next
+with LedgerStore.open(Path(sys.argv[1])) as store:
+    commit_next(store, rewards=(Reward(IDS[2], 7),))
+"""
+
+
+def test_a_reader_follows_commits_of_another_process(tmp_path: Path) -> None:
+    open_store(tmp_path).close()
+    with LedgerStore.open(tmp_path, readonly=True) as reader:
+        key = account_key(IDS[2])
+        before = wire.encode(Account(START_BALANCE, 0))
+        with reader.view() as view:  # builds the reader's in-memory tree at epoch 0
+            merkle.verify_proof(view.state_root(), key, before, merkle.prove(view, key))
+        subprocess.run([sys.executable, "-c", WRITER, str(tmp_path)], check=True, cwd=ROOT, timeout=60)
+        with reader.view() as view:
+            assert view.last_epoch() == 1
+            proof = merkle.prove(view, key)
+            merkle.verify_proof(view.state_root(), key, wire.encode(Account(START_BALANCE + 7, 0)), proof)
+            assert merkle.root_of(view) == view.state_root() == merkle.compute_root(view.entries())
+
+
+def test_a_corrupt_bucket_hash_is_a_storage_error(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bucket = merkle.bucket_of(account_key(IDS[3]))
+        with store._env.begin(write=True) as txn:
+            txn.put(bucket.to_bytes(2, "big"), bytes(32), db=store._dbs["merkle_bucket_hashes"])
+    with LedgerStore.open(tmp_path) as store:
+        assert store.last_epoch() == 0  # records and the stored root still read
+        with pytest.raises(StorageError, match="corrupt"):
+            store.apply(epoch_value(1, GENESIS_HASH), NETWORK)
+
+
+def test_a_store_of_another_format_is_refused(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store, store._env.begin(write=True) as txn:
+        txn.put(b"format", b"depin-p2p/ledger/1", db=store._dbs["meta"])
+    for readonly in (False, True):
+        with pytest.raises(StorageError, match="unknown ledger format"):
+            LedgerStore.open(tmp_path, readonly=readonly)
 
 
 def test_a_corrupt_record_is_a_storage_error(tmp_path: Path) -> None:

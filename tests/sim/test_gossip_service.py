@@ -23,7 +23,11 @@ KEYS = [KeyPair.from_seed(bytes([i + 1]) * 32) for i in range(4)]
 
 @asynccontextmanager
 async def services(
-    n: int, *, link: LinkProfile | None = None, config: BatchConfig | None = None, check=None  # type: ignore[no-untyped-def]
+    n: int,
+    *,
+    link: LinkProfile | None = None,
+    config: BatchConfig | None = None,
+    check=None,  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[tuple[list[MemoryTransport], list[ProofGossip], Clock]]:
     net = MemoryNetwork(seed=5, default_link=link or LinkProfile(latency_ms=20, jitter_ms=10))
     clock = Clock(wall_anchor_ms=1_700_000_000_000)

@@ -26,13 +26,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from depin_p2p.gossip.service import BatchConfig
 from tests.integration.gossip_proc import cluster, percentile
 
 
-def run(mode: str, nodes: int, rate: float, seconds: float, size: int, grace: float) -> dict[str, Any]:
+def run(
+    mode: str, nodes: int, rate: float, seconds: float, size: int, grace: float, flush_ms: int
+) -> dict[str, Any]:
     count = int(rate * seconds)
     expected = (nodes - 1) * count * nodes
-    with cluster(nodes, mode=mode, first_seed=1 if mode == "batch" else 101) as procs:
+    with cluster(nodes, mode=mode, first_seed=1 if mode == "batch" else 101, flush_ms=flush_ms) as procs:
         start = time.monotonic()
         for p in procs:
             p.call({"cmd": "publish", "count": count, "rate": rate, "size": size})
@@ -72,13 +75,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=300, help="approximate bytes per signed proof")
     parser.add_argument("--grace", type=float, default=20.0, help="seconds to wait for stragglers")
+    parser.add_argument("--flush-ms", type=int, default=BatchConfig().flush_ms, help="bundle flush interval")
     args = parser.parse_args()
-    batch = run("batch", args.nodes, args.rate, args.seconds, args.size, args.grace)
-    bare = run("bare", args.nodes, args.rate, args.seconds, args.size, args.grace)
+    common = (args.nodes, args.rate, args.seconds, args.size, args.grace, args.flush_ms)
+    batch = run("batch", *common)
+    bare = run("bare", *common)
     result = {
         "bench": "gossip",
         "nodes": args.nodes,
         "proof_bytes": args.size,
+        "flush_ms": args.flush_ms,
         "batch": batch,
         "bare": bare,
         "throughput_ratio": round(

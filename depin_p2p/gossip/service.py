@@ -2,9 +2,10 @@
 
 GossipSub in py-libp2p costs milliseconds of CPU per message, so proofs do
 not travel one per message: :class:`ProofGossip` collects the node's own
-proofs and publishes them as one :class:`ProofBundle` every ``flush_ms`` (or
-as soon as a bundle is full), which keeps the gossip message rate in the
-tens per second whatever the proof rate.
+proofs and publishes them as one :class:`ProofBundle` ``flush_ms`` after the
+first one arrives (or as soon as a bundle is full), and publishes partial
+bundles at most every ``min_interval_ms``: the gossip message rate stays in
+the tens per second whatever the proof rate.
 
 On receipt every item of a bundle is de-duplicated by content id *before*
 its signature is checked, then validated (:mod:`depin_p2p.gossip.validation`
@@ -67,7 +68,8 @@ class ReceivedProof:
 class BatchConfig:
     """Bundle size and timing, queue bounds."""
 
-    flush_ms: int = 50
+    flush_ms: int = 50  # a lone proof waits at most this long...
+    min_interval_ms: int = 200  # ...unless we published a partial bundle less than this ago
     max_items: int = MAX_BUNDLE_ITEMS
     max_bytes: int = MAX_BUNDLE_BYTES
     submit_capacity: int = 10_000
@@ -149,6 +151,7 @@ class ProofGossip:
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._wake = trio.Event()
+        self._last_partial = float("-inf")
         self._pending: OrderedDict[bytes, list[ReceivedProof]] = OrderedDict()
         self._out_send, self.received = trio.open_memory_channel[ReceivedProof](self.config.output_capacity)
 
@@ -194,14 +197,23 @@ class ProofGossip:
             if not self._outbox:
                 continue
             if not self._bundle_full():
-                # Wait for the bundle to fill, at most flush_ms after its first item.
-                deadline = trio.current_time() + self.config.flush_ms / 1000
+                # Wait for the bundle to fill, at most flush_ms after its first
+                # item; but send partial bundles at most every min_interval_ms,
+                # so the gossip message rate stays in the tens per second
+                # network-wide (py-libp2p pays milliseconds per message).
+                deadline = max(
+                    trio.current_time() + self.config.flush_ms / 1000,
+                    self._last_partial + self.config.min_interval_ms / 1000,
+                )
                 while not self._bundle_full() and trio.current_time() < deadline:
                     with trio.move_on_at(deadline):
                         await self._wake.wait()
                     self._wake = trio.Event()
             while self._outbox:
+                full = self._bundle_full()
                 bundle = self._take_bundle()
+                if not full:
+                    self._last_partial = trio.current_time()
                 await self._transport.publish(self.topic, wire.encode(bundle))
                 self.counters.bundles_published += 1
                 if not self._bundle_full():

@@ -7,10 +7,11 @@ keeps serving its honest peer both ways.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import structlog.testing
 import trio
 from libp2p import new_host
@@ -33,11 +34,18 @@ from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
 from depin_p2p.gossip.transport import GossipMessage, PeerId, Transport, topic
 from depin_p2p.gossip.validation import validate_gossip_envelope
-from tests.unit.gossip.cluster import cluster, connect_line, wait_until
+from tests.unit.gossip.cluster import cluster, collect_libp2p_garbage, connect_line, wait_until
 from tests.unit.gossip.messages import NETWORK, RULES, forged_proof, signed_proof
 
 T = topic(NETWORK, "proofs")
 MESHSUB = TProtocol("/meshsub/1.1.0")
+
+
+@pytest.fixture(autouse=True)
+def _collect_libp2p_sockets() -> Iterator[None]:
+    """Runs after the trio run ends, when libp2p's last closed sockets become garbage."""
+    yield
+    collect_libp2p_garbage()
 
 
 def make_validator(clock: Clock) -> Any:
@@ -56,14 +64,17 @@ async def raw_peer(seed: int, victim: Transport) -> AsyncIterator[Any]:
         sec_opt={NOISE: Noise(kp, noise_privkey=x25519.create_new_key_pair().private_key)},
         muxer_opt={YAMUX: Yamux},
     )
-    async with host.run([Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        info = info_from_p2p_addr(Multiaddr(victim.listen_addrs()[0]))
-        with trio.fail_after(10):
-            await host.connect(info)
-            stream = await host.new_stream(info.peer_id, [MESHSUB])
-        stream.raw_host = host
-        stream.key_pair = kp
-        yield stream
+    try:
+        async with host.run([Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            info = info_from_p2p_addr(Multiaddr(victim.listen_addrs()[0]))
+            with trio.fail_after(10):
+                await host.connect(info)
+                stream = await host.new_stream(info.peer_id, [MESHSUB])
+            stream.raw_host = host
+            stream.key_pair = kp
+            yield stream
+    finally:
+        collect_libp2p_garbage()
 
 
 def signed_pubsub_message(kp: Any, data: bytes, seqno: int) -> rpc_pb2.Message:

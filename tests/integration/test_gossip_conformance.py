@@ -7,6 +7,7 @@ real clock with every wait under ``trio.fail_after``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -15,10 +16,17 @@ import trio.testing
 from depin_p2p.errors import Ignore, Reject, TransportError
 from depin_p2p.gossip.penalty import PenaltyPolicy
 from depin_p2p.gossip.transport import PeerEvent, PeerId, Transport, protocol, topic
-from tests.unit.gossip.cluster import KINDS, cluster, connect_line, wait_until
+from tests.unit.gossip.cluster import KINDS, cluster, collect_libp2p_garbage, connect_line, wait_until
 
 T = topic("test", "proofs")
 ECHO = protocol("test", "echo")
+
+
+@pytest.fixture(autouse=True)
+def _collect_libp2p_sockets() -> Iterator[None]:
+    """Runs after the trio run ends, when libp2p's last closed sockets become garbage."""
+    yield
+    collect_libp2p_garbage()
 
 
 @pytest.fixture(params=KINDS)

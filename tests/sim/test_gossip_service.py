@@ -71,9 +71,24 @@ async def test_every_proof_reaches_every_node_in_few_bundles(autojump_clock: tri
             expected = set().union(*(s for j, s in enumerate(sent) if j != i))
             assert {p.data for p in got} == expected
             assert len(got) == len(expected)
-            # ~20 bundles/s per node instead of 100 proofs/s per node.
-            assert 40 <= svc.counters.bundles_published <= 60
+            # At most 5 partial bundles/s per node (min_interval_ms=200) instead of 100 proofs/s.
+            assert 10 <= svc.counters.bundles_published <= 15
             assert svc.counters.reject_codes == {}
+
+
+async def test_a_lone_proof_waits_flush_ms_and_partial_bundles_are_rate_limited(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    link = LinkProfile(latency_ms=20)
+    async with services(2, link=link) as (_, svcs, clock):
+        start = trio.current_time()
+        svcs[0].submit(signed_proof(KEYS[0], clock.now_ms(), b"first"))
+        await svcs[1].received.receive()
+        assert trio.current_time() - start == pytest.approx(0.05 + 0.02)  # flush_ms + link latency
+        svcs[0].submit(signed_proof(KEYS[0], clock.now_ms(), b"second"))
+        await svcs[1].received.receive()
+        # The previous partial bundle left at start + 0.05: the next waits for min_interval_ms.
+        assert trio.current_time() - start == pytest.approx(0.05 + 0.2 + 0.02)
 
 
 async def test_full_bundles_go_at_once(autojump_clock: trio.testing.MockClock) -> None:

@@ -1,0 +1,5 @@
+"""``python -m devnet``: the same as the ``depin-devnet`` command."""
+
+from devnet.cli import main
+
+main()

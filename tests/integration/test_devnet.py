@@ -1,0 +1,162 @@
+"""The product as a tester and a node runner use it: real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from depin_p2p.consensus.state import Certificate, certificate_hash
+from depin_p2p.ledger.store import LedgerStore
+from devnet.genesis import DevnetPlan, plan_devnet, write_genesis
+from devnet.layout import node_toml, write_layout
+from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
+
+pytestmark = pytest.mark.slow
+
+
+def test_devnet_up_commits_identical_epochs_and_pays_rewards(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devnet",
+            "up",
+            "--nodes",
+            "4",
+            "--epochs",
+            "3",
+            "--epoch-seconds",
+            "2",
+            "--json",
+            "--dir",
+            str(tmp_path / "devnet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    nodes = summary["nodes"]
+    assert len(nodes) == 4
+    for epoch in ("1", "2", "3"):
+        assert len({n["certificates"][epoch] for n in nodes}) == 1, f"nodes disagree on epoch {epoch}"
+    emission = summary["emission_per_epoch"]
+    for n in nodes:
+        proofs = n["proofs_accepted"]
+        assert proofs["beacons"] > 0 and proofs["reports"] > 0  # radio coverage proofs
+        assert proofs["attestations"] > 0  # compute proofs
+        # Supply = genesis + emission of each committed epoch, and all of it was paid as rewards.
+        assert n["total_supply"] == summary["genesis_supply"] + n["last_epoch"] * emission
+        assert n["rewards_paid"] == n["last_epoch"] * emission
+    assert summary["agreement"] is True
+
+
+def _certs(home: Path) -> dict[int, bytes]:
+    from depin_p2p import wire  # noqa: PLC0415
+
+    with LedgerStore.open(home / "data", readonly=True) as store, store.view() as view:
+        out = {}
+        for epoch in range(1, view.last_epoch() + 1):
+            raw = view.get_certificate(epoch)
+            assert raw is not None
+            out[epoch] = certificate_hash(wire.decode_as(raw, Certificate))
+        return out
+
+
+def test_a_late_node_catches_up_from_one_bootstrap_address(tmp_path: Path) -> None:
+    plan = DevnetPlan(nodes=5, validators=4, epoch_seconds=2, seed=b"late-node")
+    devnet = plan_devnet(plan, genesis_time_ms=int(time.time() * 1000) + 4_000)
+    layout = write_layout(devnet, tmp_path / "devnet")
+    late = layout.nodes[4]
+    # The late node knows one peer only.
+    config = (late.home / "node.toml").read_text()
+    start = config.index("bootstrap = [")
+    end = config.index("]", start)
+    (late.home / "node.toml").write_text(
+        config[:start] + f'bootstrap = ["{layout.nodes[0].multiaddr}"' + config[end:]
+    )
+    first = [NodeProcess(n) for n in layout.nodes[:4]]
+    second = NodeProcess(late)
+    try:
+        for n in first:
+            n.start()
+        trio.run(wait_until_up, first, 60.0)
+
+        async def wait_epoch(node: NodeProcess, epoch: int, timeout: float) -> dict[str, object]:
+            with trio.fail_after(timeout):
+                while True:
+                    assert node.exited is None, node.tail()
+                    st = await fetch_status(node.layout)
+                    if st is not None and int(st.get("last_epoch", 0)) >= epoch:  # type: ignore[call-overload]
+                        return st
+                    await trio.sleep(0.3)
+
+        trio.run(wait_epoch, first[0], 3, 60.0)
+        second.start()
+        trio.run(wait_until_up, [second], 60.0)
+        trio.run(wait_epoch, second, 5, 60.0)  # caught up on 1..3, then follows live epochs
+    finally:
+        stop_all([*first, second])
+    late_certs = _certs(late.home)
+    ref = _certs(layout.nodes[0].home)
+    assert len(late_certs) >= 5
+    assert all(late_certs[e] == ref[e] for e in late_certs if e in ref)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "depin_p2p", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _one_line_exit_2(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+def _home(tmp_path: Path, name: str = "node", seed: bytes = b"bad-starts") -> Path:
+    devnet = plan_devnet(DevnetPlan(nodes=1, seed=seed), genesis_time_ms=int(time.time() * 1000))
+    layout = write_layout(devnet, tmp_path / name)
+    return layout.nodes[0].home
+
+
+def test_bad_starts_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    _one_line_exit_2(_run("run", "--home", str(tmp_path / "missing")), "does not exist")
+
+    home = _home(tmp_path)
+    (home / "node.toml").write_text("this is = = not toml")
+    _one_line_exit_2(_run("run", "--home", str(home)), "not valid TOML")
+
+    home = _home(tmp_path, "corrupt-key")
+    (home / "node.key").write_bytes((home / "node.key").read_bytes()[:40])
+    _one_line_exit_2(_run("run", "--home", str(home)), "corrupt or truncated")
+
+    home = _home(tmp_path, "busy-port")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        (home / "node.toml").write_text(
+            node_toml(p2p_port=port, api_port=0, bootstrap=[], device_keys=[], world_seed="")
+        )
+        _one_line_exit_2(_run("run", "--home", str(home)), "already in use")
+
+    home = _home(tmp_path, "other-genesis")
+    other = plan_devnet(DevnetPlan(nodes=1, seed=b"another-network"), genesis_time_ms=int(time.time() * 1000))
+    write_genesis(other, home / "genesis.json")
+    (home / "node.toml").write_text(
+        node_toml(p2p_port=0, api_port=0, bootstrap=[], device_keys=[], world_seed="")
+    )
+    _one_line_exit_2(_run("run", "--home", str(home)), "another genesis")

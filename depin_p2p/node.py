@@ -64,6 +64,22 @@ RUNTIME_FILE = "run.json"  # written at start: pid, API port, listen addresses (
 CATCH_UP_RETRY_S = 2.0
 
 
+def first_signing_epoch(last_committed: int, wall_epoch: int, startup_wait_epochs: int) -> int:
+    """The epoch a fresh sign-state's floor counts from.
+
+    Without a startup wait the operator vouches that this key signed nothing
+    it does not remember (a new network, a new validator): it may sign the
+    next epoch to decide, even if its process came up after that epoch's
+    wall-clock start (otherwise validators that all start late would all
+    refuse epoch 1 and the network would never begin). With a wait, the wait
+    counts from the network's epoch by the wall clock, past anything the key
+    may have signed before its data dir was lost.
+    """
+    if startup_wait_epochs == 0:
+        return last_committed + 1
+    return max(last_committed + 1, wall_epoch)
+
+
 class StoreRegistry:
     """Device lookups against the store's latest committed state (a fresh read each time)."""
 
@@ -345,12 +361,13 @@ class Node:
                 peer_of=lambda owner: PeerId(peer_id_from_public_key(owner)),
             )
             self.witness = witness
-            now_epoch = max(1, self.schedule.epoch_at(clock.now_ms()))
             signer = Signer(
                 self.key,
                 StoreSignState(store),
                 net,
-                current_epoch=now_epoch,
+                current_epoch=first_signing_epoch(
+                    store.last_epoch(), self.schedule.epoch_at(clock.now_ms()), cfg.startup_wait_epochs
+                ),
                 startup_wait_epochs=cfg.startup_wait_epochs,
             )
             consensus = ConsensusService(

@@ -33,7 +33,7 @@ from devnet.runner import NodeProcess, fetch_status, stop_all, summarize, wait_u
 
 EXIT_USER_ERROR = 2
 EXIT_NODE_FAILED = 1
-START_MARGIN_MS = 4_000  # genesis time = now + this: every process is up before epoch 1 starts
+START_MARGIN_MS = 8_000  # genesis time = now + this, so processes are normally up before epoch 1 starts
 STARTUP_TIMEOUT_S = 60.0
 
 

@@ -25,6 +25,7 @@ joins the live round.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -259,6 +260,9 @@ class ConsensusService:
 
     async def _epoch_clock(self) -> None:
         epoch = max(1, self._schedule.epoch_at(self._clock.now_ms()))
+        if epoch > 1:
+            # Started late: the epochs before this one have ended already; begin on them now.
+            await self._send.send(_EpochEnded(epoch - 1))
         while True:
             await self._clock.sleep_until_ms(self._schedule.end_of(epoch) + self._grace_ms)
             await self._send.send(_EpochEnded(epoch))
@@ -492,6 +496,11 @@ class ConsensusService:
         self._on_commit(epoch)
         event, self.committed = self.committed, trio.Event()
         event.set()
+        # If the next epoch has already ended (a late start, a backlog), start it right away
+        # rather than at the next tick; through the inbox, so this instance's effects finish first.
+        # (A full inbox is full of work: then the epoch clock's next tick starts it.)
+        with contextlib.suppress(trio.WouldBlock):
+            self._send.send_nowait(_EpochEnded(self._ended))
         await self._publish(cert)
 
     async def _on_certificate(self, cert: Certificate, nursery: trio.Nursery) -> None:

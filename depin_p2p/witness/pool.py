@@ -73,7 +73,8 @@ class ProofPool:
         self._beacon_epoch: dict[bytes, int] = {}
         self._pending: OrderedDict[tuple[bytes, bytes], wire.Envelope] = OrderedDict()
         self.dropped = 0
-        # The epoch now running; proofs for other epochs than it and the next are ignored.
+        # The epoch running by the wall clock (the witness service keeps it current); proofs
+        # of other epochs than it, the one just ended (still to be decided) and the next are ignored.
         self.current_epoch = 1
 
     def _epoch(self, epoch: int) -> _Epoch:
@@ -90,7 +91,7 @@ class ProofPool:
         """
         msg = verified.message
         epoch_of = getattr(msg, "epoch", None)
-        if epoch_of is not None and not self.current_epoch <= epoch_of <= self.current_epoch + 1:
+        if epoch_of is not None and not self.current_epoch - 1 <= epoch_of <= self.current_epoch + 1:
             raise Ignore("wrong_epoch", f"epoch {epoch_of} while {self.current_epoch} runs")
         if isinstance(msg, Beacon):
             validate_beacon(
@@ -189,7 +190,6 @@ class ProofPool:
 
     def prune(self, committed_epoch: int) -> None:
         """Forget epochs that can no longer be proposed (``<= committed_epoch``)."""
-        self.current_epoch = max(self.current_epoch, committed_epoch + 1)
         for epoch in [e for e in self._epochs if e <= committed_epoch]:
             for bid in self._epochs.pop(epoch).beacons:
                 self._beacon_epoch.pop(bid, None)

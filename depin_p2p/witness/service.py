@@ -177,6 +177,7 @@ class WitnessService:
     async def _epochs(self, nursery: trio.Nursery) -> None:
         epoch = max(1, self._schedule.epoch_at(self._clock.now_ms()))
         while True:
+            self._pool.current_epoch = epoch
             start = self._schedule.start_of(epoch)
             length = self._schedule.epoch_length_ms
             async with trio.open_nursery() as epoch_tasks:

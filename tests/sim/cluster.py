@@ -74,6 +74,7 @@ def make_cluster(
     seed: bytes = b"witness-sim",
     with_consensus: bool = False,
     link: LinkProfile | None = None,
+    start_ms: int = T0 - 1_000,
 ) -> Cluster:
     devnet = plan_devnet(
         DevnetPlan(nodes=nodes, seed=seed, epoch_seconds=EPOCH_MS / 1000), genesis_time_ms=T0
@@ -86,7 +87,7 @@ def make_cluster(
     peer_of_owner = {k.public_key: t.peer_id for k, t in zip(devnet.node_keys, transports, strict=True)}
     ledgers = [_ledger(text) for _ in devnet.node_keys]
     world = World(b"world", tuple(ledgers[0].iter_devices()))
-    clock = Clock(wall_anchor_ms=T0 - 1_000)
+    clock = Clock(wall_anchor_ms=start_ms)
     c = Cluster(devnet, clock, schedule, network, transports, ledgers, [], [], [])
     value_params = ValueParams(network_id=net_id, emission_per_epoch=c.emission())
     for i, (transport, view) in enumerate(zip(transports, ledgers, strict=True)):
@@ -138,7 +139,13 @@ def make_cluster(
         if with_consensus:
             store = MemorySignStateStore()
             c.sign_stores.append(store)
-            signer = Signer(devnet.node_keys[i], store, net_id, current_epoch=1, startup_wait_epochs=0)
+            signer = Signer(
+                devnet.node_keys[i],
+                store,
+                net_id,
+                current_epoch=view.last_epoch() + 1,  # as depin_p2p.node.first_signing_epoch, no wait
+                startup_wait_epochs=0,
+            )
             c.consensus.append(
                 ConsensusService(
                     network_id=net_id,

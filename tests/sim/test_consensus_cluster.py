@@ -44,3 +44,27 @@ async def test_validators_commit_the_same_epochs(autojump_clock: trio.testing.Mo
     assert len(content.attestations) == 12
     assert sum(r.amount for r in content.ledger.rewards) == c.emission()
     print("rounds used:", [s.counters.rounds_used for s in c.consensus])
+
+
+async def test_a_cluster_that_starts_late_begins_at_epoch_1_and_catches_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Every process comes up 3.5 epochs after the genesis time (a slow machine).
+    c = cluster.make_cluster(with_consensus=True, start_ms=cluster.T0 + 3 * cluster.EPOCH_MS + 500)
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            await c.start(nursery)
+            # Epochs 1-3 ended before anyone started; they commit at once (empty), then 4 live.
+            await c.clock.sleep_until_ms(c.schedule.end_of(4) + 5_000)
+            nursery.cancel_scope.cancel()
+    assert all(led.last_epoch() >= 4 for led in c.ledgers)
+    chains = [chain(led, 4) for led in c.ledgers]
+    assert all(ch == chains[0] for ch in chains)
+    # Epochs 1-3 had no proofs (nobody was up): they mint nothing; epoch 4 earns its emission.
+    contents = [
+        wire.decode_as(
+            wire.decode_as(c.ledgers[0].get_certificate(e) or b"", Certificate).candidate.value, EpochContent
+        )
+        for e in range(1, 5)
+    ]
+    assert [x.ledger.emission for x in contents] == [0, 0, 0, c.emission()]

@@ -123,3 +123,14 @@ def test_port_in_use_is_reported() -> None:
         with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is already in use"):
             check_port_free("127.0.0.1", port, what="network.listen")
     check_port_free("127.0.0.1", 0, what="network.listen")
+
+
+def test_first_signing_epoch() -> None:
+    from depin_p2p.node import first_signing_epoch  # noqa: PLC0415
+
+    # A new network whose processes came up after epoch 1 began may still sign epoch 1.
+    assert first_signing_epoch(0, 3, 0) == 1
+    assert first_signing_epoch(7, 9, 0) == 8
+    # With a startup wait, the floor counts from the network's wall-clock epoch.
+    assert first_signing_epoch(0, 3, 2) == 3
+    assert first_signing_epoch(7, 5, 2) == 8

@@ -68,7 +68,12 @@ def test_unknown_signer_and_wrong_epoch() -> None:
     b = s.make_beacon(KEYS[0], DEVICES[0])
     with pytest.raises(Reject, match="unknown_device"):
         p.check(verified(s.make_report(stranger, b)))
-    p.current_epoch = 9
+    p.current_epoch = 4  # the beacon's epoch 3 just ended: still welcome (not yet decided)
+    p.check(verified(b))
+    p.current_epoch = 5
+    with pytest.raises(Ignore, match="wrong_epoch"):
+        p.check(verified(b))
+    p.current_epoch = 1
     with pytest.raises(Ignore, match="wrong_epoch"):
         p.check(verified(b))
 
@@ -104,4 +109,3 @@ def test_attestations_and_prune() -> None:
         p.check(verified(wire.seal(forged, KEYS[1], s.NETWORK)))
     p.prune(3)
     assert p.collect(3).attestations == ()
-    assert p.current_epoch == 4

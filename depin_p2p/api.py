@@ -116,10 +116,26 @@ def _jsonable(value: object) -> object:
 
 
 async def fetch_json(port: int, path: str = "/status", *, timeout: float = 5.0) -> dict[str, Any]:
-    """GET ``http://127.0.0.1:port/path`` and parse JSON. Raises OSError, ValueError or TypeError.
+    """GET ``http://127.0.0.1:port/path`` and parse JSON.
+
+    Raises OSError (ConnectionError when the connection breaks), TimeoutError,
+    ValueError (a non-200 answer or bad JSON) or TypeError (not a JSON object).
 
     Cancellation: bounded by ``timeout``; raises TimeoutError when it expires.
     """
+    try:
+        status, body = await _get(port, path, timeout)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
+        raise ConnectionError(f"GET {path} on 127.0.0.1:{port} failed: {exc}") from None
+    if status != 200:
+        raise ValueError(f"GET {path} answered {status}")
+    doc = json.loads(body)
+    if not isinstance(doc, dict):
+        raise TypeError(f"GET {path} did not return a JSON object")
+    return doc
+
+
+async def _get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(API_HOST, port)
         async with stream:
@@ -140,9 +156,4 @@ async def fetch_json(port: int, path: str = "/status", *, timeout: float = 5.0) 
                     body += event.data
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                     break
-    if status != 200:
-        raise ValueError(f"GET {path} answered {status}")
-    doc = json.loads(body)
-    if not isinstance(doc, dict):
-        raise TypeError(f"GET {path} did not return a JSON object")
-    return doc
+    return status, body

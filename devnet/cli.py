@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -64,9 +65,13 @@ def _table(layout: Layout, statuses: list[dict[str, Any] | None], epochs: int | 
 
 
 async def _watch(
-    layout: Layout, nodes: list[NodeProcess], epochs: int | None, live: Live | None
+    layout: Layout,
+    nodes: list[NodeProcess],
+    epochs: int | None,
+    live: Live | None,
+    statuses: list[dict[str, Any] | None],
 ) -> list[dict[str, Any] | None]:
-    statuses: list[dict[str, Any] | None] = [None] * len(nodes)
+    """Poll every node's status (into ``statuses``, in place) until ``epochs`` are committed everywhere."""
     while True:
         for i, n in enumerate(nodes):
             if n.exited is not None:
@@ -77,6 +82,33 @@ async def _watch(
         if epochs is not None and all(s is not None and s.get("last_epoch", 0) >= epochs for s in statuses):
             return statuses
         await trio.sleep(0.5)
+
+
+async def _supervise(
+    layout: Layout, nodes: list[NodeProcess], epochs: int | None, console: Console | None
+) -> list[dict[str, Any] | None]:
+    """Wait for the nodes, then watch them until done or until SIGINT/SIGTERM (then return what we saw).
+
+    Raises RuntimeError when a node dies or never comes up.
+    """
+    result: list[dict[str, Any] | None] = [None] * len(nodes)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await wait_until_up(nodes, STARTUP_TIMEOUT_S)
+            if console is None:
+                result = await _watch(layout, nodes, epochs, None, result)
+            else:
+                with Live(_table(layout, result, epochs), console=console, refresh_per_second=2) as live:
+                    result = await _watch(layout, nodes, epochs, live, result)
+            nursery.cancel_scope.cancel()
+    return result
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -97,26 +129,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     layout = write_layout(devnet, root)
     nodes = [NodeProcess(n) for n in layout.nodes]
     console = Console(stderr=True)
-    statuses: list[dict[str, Any] | None] = []
+    statuses: list[dict[str, Any] | None] = [None] * len(nodes)
+    failure: str | None = None
     try:
         for n in nodes:
             n.start()
-        trio.run(wait_until_up, nodes, STARTUP_TIMEOUT_S)
-        if args.json:
-            statuses = trio.run(_watch, layout, nodes, args.epochs, None)
-        else:
-            with Live(
-                _table(layout, [None] * len(nodes), args.epochs), console=console, refresh_per_second=2
-            ) as live:
-                statuses = trio.run(_watch, layout, nodes, args.epochs, live)
-    except RuntimeError as exc:
-        stop_all(nodes)
-        print(f"depin-devnet: error: {exc}", file=sys.stderr)
-        return EXIT_NODE_FAILED
-    except KeyboardInterrupt:
-        statuses = [None] * len(nodes)
+        statuses = trio.run(_supervise, layout, nodes, args.epochs, None if args.json else console)
+    except* RuntimeError as group:  # a node died or never came up (raised inside trio's nursery)
+        failure = str(group.exceptions[0])
     finally:
         stop_all(nodes)
+    if failure is not None:
+        print(f"depin-devnet: error: {failure}", file=sys.stderr)
+        return EXIT_NODE_FAILED
     if args.json and args.epochs is not None:
         summary = summarize(layout, args.epochs, statuses)
         print(json.dumps(summary, indent=2, sort_keys=True))

@@ -161,7 +161,9 @@ async def wait_until_up(nodes: list[NodeProcess], timeout: float) -> None:
         while pending:
             for n in list(pending):
                 if n.exited is not None:
-                    raise RuntimeError(f"node {n.layout.index} exited with {n.exited}:\n{n.tail()}")
+                    raise RuntimeError(
+                        f"node {n.layout.index} exited with status {n.exited}; its last output:\n{n.tail()}"
+                    )
                 if await fetch_status(n.layout) is not None:
                     pending.remove(n)
             if pending:

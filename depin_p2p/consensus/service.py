@@ -215,6 +215,7 @@ class ConsensusService:
         self._future: OrderedDict[bytes, wire.Envelope] = OrderedDict()
         self._evidence: OrderedDict[bytes, bytes] = OrderedDict()
         self._ended = 0  # the latest epoch whose end this node has seen
+        self._commit_lock = trio.Lock()
         self.counters = ConsensusCounters()
         self.committed = trio.Event()  # replaced after each commit; tests and the node wait on it
 
@@ -480,6 +481,16 @@ class ConsensusService:
         return value
 
     async def _commit(self, cert: Certificate) -> None:
+        # Catch-up runs in the node's bootstrap task, alongside this loop: one commit at a time,
+        # and an epoch that the other path committed meanwhile is simply done.
+        async with self._commit_lock:
+            if cert.epoch <= self.last_epoch():
+                if self._state is not None and self._state.params.epoch <= cert.epoch:
+                    self._state = None
+                return
+            await self._commit_locked(cert)
+
+    async def _commit_locked(self, cert: Certificate) -> None:
         value = cert.candidate.value
         changes = self._checked.get(wire.content_id(value))
         if changes is None:  # decided from a certificate whose value we never checked ourselves

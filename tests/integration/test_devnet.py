@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,29 +25,20 @@ pytestmark = pytest.mark.slow
 
 
 def test_devnet_up_commits_identical_epochs_and_pays_rewards(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "devnet",
-            "up",
-            "--nodes",
-            "4",
-            "--epochs",
-            "3",
-            "--epoch-seconds",
-            "2",
-            "--json",
-            "--dir",
-            str(tmp_path / "devnet"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    argv = [sys.executable, "-m", "devnet", "up", "--nodes", "4", "--epochs", "3", "--epoch-seconds", "2"]
+    argv += ["--json", "--dir", str(tmp_path / "devnet")]
+    # Its own session: if it hangs, the whole group (the devnet and its node processes) is killed.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout)
     nodes = summary["nodes"]
     assert len(nodes) == 4
     for epoch in ("1", "2", "3"):
@@ -162,3 +156,28 @@ def test_bad_starts_are_one_line_and_exit_2(tmp_path: Path) -> None:
         node_toml(p2p_port=0, api_port=0, bootstrap=[], device_keys=[], world_seed="")
     )
     _one_line_exit_2(_run("run", "--home", str(home)), "another genesis")
+
+
+def test_a_crashed_node_is_reported_with_its_log(tmp_path: Path) -> None:
+    root = tmp_path / "devnet"
+    argv = [sys.executable, "-m", "devnet", "up", "--nodes", "3", "--epoch-seconds", "2", "--epochs", "500"]
+    argv += ["--json", "--dir", str(root)]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        runtime = root / "node-1" / "run.json"
+        deadline = time.monotonic() + 60
+        while not runtime.exists():
+            assert time.monotonic() < deadline, "node 1 never started"
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        os.kill(json.loads(runtime.read_text())["pid"], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert proc.returncode == 1
+    assert "node 1 exited with status -9" in stderr
+    assert "node.started" in stderr  # the tail of its log comes with the report

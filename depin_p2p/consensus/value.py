@@ -51,6 +51,13 @@ from functools import partial
 from typing import Annotated
 
 from depin_p2p import wire
+from depin_p2p.consensus.state import (
+    DuplicateVoteEvidence,
+    Precommit,
+    Prevote,
+    ValidatorSet,
+    verify_evidence,
+)
 from depin_p2p.errors import CodecError, Ignore, Reject, ValidationError
 from depin_p2p.ledger.state import (
     MAX_TXS,
@@ -117,14 +124,35 @@ class JudgedEvidence:
     epoch: int
 
 
-# Turns one encoded piece of evidence into what it proves, or raises Reject.
-# Consensus provides it (it knows the validator set and the vote format); the
-# age rule is applied here, on the epoch it reports, not left to each judge.
-EvidenceJudge = Callable[[bytes], JudgedEvidence]
+# Turns one encoded piece of evidence into what it proves, or raises Reject; it gets the
+# ledger view (the validator set) and the network id. The age rule is applied here, on
+# the epoch it reports, not left to each judge.
+EvidenceJudge = Callable[[bytes, LedgerView, str], JudgedEvidence]
+
+SLASH_BASIS_POINTS = 1_000  # an equivocating validator loses 10 % of its bonded and unbonding stake
 
 
-def _no_evidence(evidence: bytes) -> JudgedEvidence:
-    raise Reject("evidence_unsupported", "this node was built without an evidence judge")
+def judge_duplicate_votes(evidence: bytes, view: LedgerView, network_id: str) -> JudgedEvidence:
+    """The node's judge: two conflicting signed votes of one validator in one (epoch, round, step).
+
+    Raises:
+        Reject: ``malformed``; ``no_validators``; the codes of
+            :func:`~depin_p2p.consensus.state.verify_evidence` (``not_canonical``,
+            ``different_signers``, ``unknown_validator``, ``not_conflicting``, ``bad_signature``).
+    """
+    try:
+        ev = wire.decode_as(evidence, DuplicateVoteEvidence)
+        vote = wire.decode(ev.vote_a.body)
+    except CodecError as exc:
+        raise Reject("malformed", str(exc)) from None
+    members = validator_set(view)
+    if not members:
+        raise Reject("no_validators")
+    offender = verify_evidence(ev, ValidatorSet.of(members), network_id)
+    if not isinstance(vote, Prevote | Precommit):
+        raise Reject("malformed", "evidence holds no vote")
+    slash = Slash(offender, SLASH_BASIS_POINTS, wire.content_id(evidence))
+    return JudgedEvidence(slash, vote.epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +164,7 @@ class ValueParams:
     rewards: RewardParams = DEFAULT_REWARD_PARAMS
     max_content_bytes: int = MAX_CONTENT_BYTES
     max_reports_per_beacon: int = MAX_REPORTS_PER_BEACON
-    judge_evidence: EvidenceJudge = field(default=_no_evidence, compare=False)
+    judge_evidence: EvidenceJudge = field(default=judge_duplicate_votes, compare=False)
 
 
 def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[bytes, ComputeAssignment]:
@@ -250,7 +278,7 @@ def _accept_attestation(
 
 
 def _accept_evidence(acc: _Accepted, evidence: bytes, view: LedgerView, epoch: int, p: ValueParams) -> None:
-    judged = p.judge_evidence(evidence)
+    judged = p.judge_evidence(evidence, view, p.network_id)
     validate_evidence_age(judged.epoch, epoch)
     slash = judged.slash
     if view.get_used_evidence(slash.evidence_id) is not None:

@@ -255,7 +255,7 @@ def test_invalid_or_duplicate_proofs_are_rejected() -> None:
     orphan = report(RADIO_KEYS[6], beacon(RADIO_KEYS[9], nonce=9))
     assert _code(_with(c, "reports", orphan)) == "unknown_beacon"
     assert _code(_with(c, "beacons", beacon(RADIO_KEYS[4], epoch=EPOCH + 1))) == "wrong_epoch"
-    assert _code(dataclasses.replace(c, evidence=(b"x",))) == "evidence_unsupported"
+    assert _code(dataclasses.replace(c, evidence=(b"x",))) == "malformed"
 
 
 def test_reordered_content_is_not_canonical() -> None:
@@ -327,7 +327,7 @@ def test_content_checks_identically_on_an_lmdb_store(tmp_path: Path) -> None:
         store.close()
 
 
-def _judge(evidence: bytes) -> JudgedEvidence:
+def _judge(evidence: bytes, view: object, network_id: str) -> JudgedEvidence:
     """A toy judge: evidence is ``validator ‖ u64 epoch of the misbehaviour``; 10% slash."""
     validator, epoch = evidence[:32], int.from_bytes(evidence[32:40], "big")
     return JudgedEvidence(Slash(validator, 1_000, hashlib.blake2b(evidence, digest_size=32).digest()), epoch)
@@ -375,3 +375,25 @@ def test_evidence_is_admissible_once_and_only_while_young() -> None:
     late = _build_empty(view, 5, (_evidence(3, 1), _evidence(3, 2)), params)
     assert [d.code for d in late.dropped] == ["evidence_too_old"]
     assert len(late.content.evidence) == 1
+
+
+def test_equivocation_evidence_is_judged_included_and_slashed() -> None:
+    from depin_p2p.consensus.state import Prevote, make_evidence  # noqa: PLC0415
+
+    view = ledger()
+    first = _build_empty(view, 1, (), PARAMS)
+    view.commit(first.changes, b"certificate-1")
+    # Validator 0 prevoted two different values in epoch 1, round 0.
+    a = wire.seal(Prevote(1, 0, b"\x01" * 32), VALIDATORS[0], NET)
+    b = wire.seal(Prevote(1, 0, b"\x02" * 32), VALIDATORS[0], NET)
+    evidence = wire.encode(make_evidence(a, b))
+    built = _build_empty(view, 2, (evidence,), PARAMS)
+    assert built.dropped == ()
+    assert [s.validator for s in built.content.ledger.slashes] == [VALIDATORS[0].public_key]
+    assert built.changes.burned == 1_000 * MICRO // 10  # 10 % of its 1 000-token stake
+    check_content(view, built.content, PARAMS)
+    view.commit(built.changes, b"certificate-2")
+    # The same evidence cannot slash twice; honest votes are not evidence.
+    assert {d.code for d in _build_empty(view, 3, (evidence,), PARAMS).dropped} == {"evidence_reused"}
+    honest = wire.encode(make_evidence(a, wire.seal(Prevote(1, 1, b"\x02" * 32), VALIDATORS[0], NET)))
+    assert {d.code for d in _build_empty(view, 3, (honest,), PARAMS).dropped} == {"not_conflicting"}

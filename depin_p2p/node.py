@@ -346,6 +346,11 @@ class Node:
             )
             self.witness = witness
             now_epoch = max(1, self.schedule.epoch_at(clock.now_ms()))
+            if cfg.startup_wait_epochs == 0:
+                # No wait: a fresh validator at genesis. Epochs commit in order, so the next one it
+                # runs is the ledger's next; a floor at the clock's epoch would refuse epoch 1 to a
+                # process that came up after it began, and four such validators never commit it.
+                now_epoch = min(now_epoch, store.last_epoch() + 1)
             signer = Signer(
                 self.key,
                 StoreSignState(store),

@@ -1,16 +1,29 @@
-"""Local status and metrics endpoint, bound to 127.0.0.1 only.
+"""Local status, metrics and transaction endpoint, bound to 127.0.0.1 only.
 
 ``GET /status`` returns the node's status as JSON (from a callable the node
 provides); ``GET /metrics`` returns the Prometheus text format of a
-prometheus-client registry. HTTP/1.1 parsing is h11's; each connection is
-bounded in size and time, and one bad client never affects another.
+prometheus-client registry. With a :class:`TxApi`, also:
+
+- ``POST /tx`` with an encoded ``wire.Envelope`` as the body (at most
+  :data:`MAX_BODY_BYTES`): 202 ``{"tx_id": hex}`` when the pool accepts it,
+  else 400 ``{"error": code, "detail": text}`` (the pool's codes, plus
+  ``oversized``);
+- ``GET /account/<hex public key>``: ``{"balance", "nonce", "next_nonce",
+  "stake", "unbonding", "exists", "epoch"}`` (400 ``bad_public_key``);
+  ``next_nonce`` also counts the account's transactions pending here;
+- ``GET /tx/<hex tx id>``: ``{"status": "pending" | "committed" |
+  "unknown", "epoch", "code"}`` (``code`` null: applied).
+
+HTTP/1.1 parsing is h11's; each connection is bounded in size and time, and
+one bad client never affects another.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -18,6 +31,8 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from depin_p2p.errors import ValidationError
 
 if TYPE_CHECKING:
     # libp2p depends on trio-typing, whose trio-stubs shadow trio's own inline
@@ -28,8 +43,24 @@ API_HOST = "127.0.0.1"
 MAX_REQUEST_BYTES = 16 * 1024
 REQUEST_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 32
+MAX_BODY_BYTES = 8 * 1024  # a transaction envelope is a few hundred bytes
 
 StatusFn = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class TxApi:
+    """The node's transaction entry points behind ``POST /tx``, ``/account/..`` and ``/tx/..``.
+
+    ``submit`` takes an encoded envelope and returns its tx id, raising
+    ValidationError; ``account`` and ``tx_status`` take raw bytes (public key,
+    tx id) and return the JSON document.
+    """
+
+    submit: Callable[[bytes], Awaitable[bytes]]
+    account: Callable[[bytes], dict[str, Any]]
+    tx_status: Callable[[bytes], dict[str, Any]]
+
 
 log = structlog.get_logger("depin_p2p.api")
 
@@ -41,10 +72,14 @@ class ApiServer:
         status: returns the JSON-able status document; called per request.
         registry: the prometheus-client registry to expose.
         port: TCP port; 0 picks a free one (read ``port`` after start).
+        tx: the transaction endpoints; None serves only status and metrics.
     """
 
-    def __init__(self, *, status: StatusFn, registry: CollectorRegistry, port: int = 0) -> None:
+    def __init__(
+        self, *, status: StatusFn, registry: CollectorRegistry, port: int = 0, tx: TxApi | None = None
+    ) -> None:
         self._status = status
+        self._tx = tx
         self._registry = registry
         self._requested_port = port
         self._limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
@@ -73,6 +108,8 @@ class ApiServer:
 
     async def _serve_one(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+        request: h11.Request | None = None
+        body = bytearray()
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -82,29 +119,69 @@ class ApiServer:
                     return
                 continue
             if isinstance(event, h11.Request):
-                status, ctype, body = self._respond(event)
+                request = event
+                if _content_length(event) > MAX_BODY_BYTES:
+                    status, ctype, out = _error(f"body over {MAX_BODY_BYTES} bytes", "oversized")
+                    break
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY_BYTES:
+                    status, ctype, out = _error(f"body over {MAX_BODY_BYTES} bytes", "oversized")
+                    break
+            elif isinstance(event, h11.EndOfMessage) and request is not None:
+                status, ctype, out = await self._respond(request, bytes(body))
                 break
-            if isinstance(event, h11.ConnectionClosed):
+            elif isinstance(event, h11.ConnectionClosed):
                 return
         headers = [
             ("content-type", ctype),
-            ("content-length", str(len(body))),
+            ("content-length", str(len(out))),
             ("connection", "close"),
         ]
         await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        await stream.send_all(conn.send(h11.Data(data=body)) or b"")
+        await stream.send_all(conn.send(h11.Data(data=out)) or b"")
         await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
 
-    def _respond(self, request: h11.Request) -> tuple[int, str, bytes]:
+    async def _respond(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
         path = request.target.decode("ascii", "replace").split("?", 1)[0]
+        if request.method == b"POST" and path == "/tx" and self._tx is not None:
+            try:
+                tx_id = await self._tx.submit(body)
+            except ValidationError as exc:
+                return _error(exc.detail, exc.code)
+            return _json(202, {"tx_id": tx_id.hex()})
         if request.method != b"GET":
-            return 405, "text/plain", b"only GET\n"
+            return 405, "text/plain", b"only GET, and POST /tx\n"
         if path == "/status":
-            body = json.dumps(self._status(), sort_keys=True, default=_jsonable).encode()
-            return 200, "application/json", body + b"\n"
+            return _json(200, self._status())
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+        if self._tx is not None and path.startswith(("/account/", "/tx/")):
+            kind, _, arg = path[1:].partition("/")
+            try:
+                raw = bytes.fromhex(arg)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                code = "bad_public_key" if kind == "account" else "bad_tx_id"
+                return _error(f"{arg!r} is not 32 bytes of hex", code)
+            return _json(200, self._tx.account(raw) if kind == "account" else self._tx.tx_status(raw))
         return 404, "text/plain", b"try /status or /metrics\n"
+
+
+def _content_length(request: h11.Request) -> int:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return 0
+
+
+def _json(status: int, doc: dict[str, Any]) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(doc, sort_keys=True, default=_jsonable).encode() + b"\n"
+
+
+def _error(detail: str, code: str) -> tuple[int, str, bytes]:
+    return _json(400, {"error": code, "detail": detail})
 
 
 def _jsonable(value: object) -> object:
@@ -115,36 +192,41 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-async def fetch_json(port: int, path: str = "/status", *, timeout: float = 5.0) -> dict[str, Any]:
-    """GET ``http://127.0.0.1:port/path`` and parse JSON.
+async def request_json(
+    port: int, method: str, path: str, body: bytes = b"", *, timeout: float = 5.0
+) -> tuple[int, dict[str, Any]]:
+    """Send one request to ``http://127.0.0.1:port/path``; return the status and the JSON object.
 
-    Raises OSError (ConnectionError when the connection breaks), TimeoutError,
-    ValueError (a non-200 answer or bad JSON) or TypeError (not a JSON object).
-
-    Cancellation: bounded by ``timeout``; raises TimeoutError when it expires.
+    Raises:
+        OSError: nothing listens there (ConnectionError when the connection breaks).
+        ValueError, TypeError: the answer is not a JSON object.
+        TimeoutError: no full answer within ``timeout`` (cancellation bound).
     """
     try:
-        status, body = await _get(port, path, timeout)
+        status, out = await _exchange(port, method, path, body, timeout)
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
-        raise ConnectionError(f"GET {path} on 127.0.0.1:{port} failed: {exc}") from None
-    if status != 200:
-        raise ValueError(f"GET {path} answered {status}")
-    doc = json.loads(body)
+        raise ConnectionError(f"{method} {path} on 127.0.0.1:{port} failed: {exc}") from None
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        raise ValueError(f"{method} {path} answered {status} without JSON") from None
     if not isinstance(doc, dict):
-        raise TypeError(f"GET {path} did not return a JSON object")
-    return doc
+        raise TypeError(f"{method} {path} did not return a JSON object")
+    return status, doc
 
 
-async def _get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
+async def _exchange(port: int, method: str, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(API_HOST, port)
         async with stream:
             conn = h11.Connection(h11.CLIENT)
-            headers = [("host", API_HOST), ("connection", "close")]
-            req = h11.Request(method="GET", target=path, headers=headers)
+            headers = [("host", API_HOST), ("connection", "close"), ("content-length", str(len(body)))]
+            req = h11.Request(method=method, target=path, headers=headers)
             await stream.send_all(conn.send(req) or b"")
+            if body:
+                await stream.send_all(conn.send(h11.Data(data=body)) or b"")
             await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
-            body = b""
+            out = b""
             status = 0
             while True:
                 event = conn.next_event()
@@ -153,7 +235,18 @@ async def _get(port: int, path: str, timeout: float) -> tuple[int, bytes]:
                 elif isinstance(event, h11.Response):
                     status = event.status_code
                 elif isinstance(event, h11.Data):
-                    body += event.data
+                    out += event.data
                 elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                     break
-    return status, body
+    return status, out
+
+
+async def fetch_json(port: int, path: str = "/status", *, timeout: float = 5.0) -> dict[str, Any]:
+    """GET ``http://127.0.0.1:port/path`` and parse JSON. Raises OSError, ValueError or TypeError.
+
+    Cancellation: bounded by ``timeout``; raises TimeoutError when it expires.
+    """
+    status, doc = await request_json(port, "GET", path, timeout=timeout)
+    if status != 200:
+        raise ValueError(f"GET {path} answered {status}")
+    return doc

@@ -3,15 +3,25 @@
 Every user mistake ends in one line on stderr and exit status 2; only a
 broken invariant of ours (InternalError, or an unexpected exception) prints
 a traceback.
+
+The transaction commands (``transfer``, ``stake``, ``unstake``, ``device
+register``) load the node key of the home, ask the node running there for
+the account's next nonce (``GET /account/<key>``), sign, and submit through
+``POST /tx``; ``--wait`` then polls ``GET /tx/<id>`` until an epoch commits
+the transaction. Amounts are tokens with at most 6 decimals, sent as
+integer micro-units.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from depin_p2p import __version__, wire
 from depin_p2p.crypto import (
@@ -33,6 +43,10 @@ from depin_p2p.errors import (
 )
 
 EXIT_USER_ERROR = 2
+EXIT_TX_FAILED = 1  # --wait: the epoch skipped the transaction, or it did not commit in time
+MICRO_PER_TOKEN = 1_000_000
+U64_MAX = 2**64 - 1
+WAIT_POLL_S = 0.5
 EXIT_INTERRUPTED = 130
 
 # Errors that describe something the user can fix or must know; one line each.
@@ -99,11 +113,56 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
+    account_id = public_key_from_address(args.address)
+    if not args.prove:
+        doc = _node_account(args.home, account_id)
+        if doc is not None:
+            return _print_node_balance(args, doc)
+    return _balance_from_store(args, account_id)
+
+
+def _node_account(home: Path, account_id: bytes) -> dict[str, Any] | None:
+    """The running node's view of an account, or None when no node runs in ``home``."""
+    try:
+        status, doc = _ask_node(home, "GET", f"/account/{account_id.hex()}")
+    except ConfigError:
+        return None
+    return doc if status == 200 else None
+
+
+def _print_node_balance(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    balance, stake, unbonding = (
+        int(doc.get("balance", 0)),
+        int(doc.get("stake", 0)),
+        int(doc.get("unbonding", 0)),
+    )
+    result = {
+        "address": address_from_public_key(public_key_from_address(args.address)),
+        "exists": bool(doc.get("exists")),
+        "balance": balance,
+        "nonce": int(doc.get("nonce", 0)),
+        "stake": stake,
+        "unbonding": unbonding,
+        "epoch": int(doc.get("epoch", 0)),
+        "source": "node",
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"address: {result['address']}")
+    print(f"balance: {balance} micro ({format_amount(balance)})", end="")
+    print("" if result["exists"] else " (no account)")
+    print(f"stake:   {format_amount(stake)} (unbonding {format_amount(unbonding)})")
+    print(f"nonce:   {result['nonce']}")
+    print(f"epoch:   {result['epoch']}  (from the running node)")
+    return 0
+
+
+def _balance_from_store(args: argparse.Namespace, account_id: bytes) -> int:
     from depin_p2p.ledger import merkle  # noqa: PLC0415
     from depin_p2p.ledger.state import account_key  # noqa: PLC0415
     from depin_p2p.ledger.store import LedgerStore  # noqa: PLC0415
 
-    account_id = public_key_from_address(args.address)
     with LedgerStore.open(args.home / HOME_DATA, readonly=True) as store, store.view() as view:
         account = view.get_account(account_id)
         meta = view.get_meta()
@@ -116,6 +175,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
         "nonce": 0 if account is None else account.nonce,
         "epoch": meta.epoch,
         "state_root": root.hex(),
+        "source": "store",
     }
     if proof is not None:
         value = None if account is None else wire.encode(account)
@@ -165,24 +225,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    import trio  # noqa: PLC0415
-
-    from depin_p2p.api import fetch_json  # noqa: PLC0415
-
-    runtime = args.home / "run.json"
+def _api_port(home: Path) -> int:
+    runtime = home / "run.json"
     try:
-        port = int(json.loads(runtime.read_text())["api_port"])
+        return int(json.loads(runtime.read_text())["api_port"])
     except FileNotFoundError:
-        raise ConfigError(f"no node has run in {args.home} (no {runtime})") from None
+        raise ConfigError(f"no node has run in {home} (no {runtime})") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{runtime} is unreadable: {exc}") from None
+
+
+def _ask_node(home: Path, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """One request to the node running in ``home``; ConfigError when it does not answer."""
+    import trio  # noqa: PLC0415
+
+    from depin_p2p.api import request_json  # noqa: PLC0415
+
+    port = _api_port(home)
     try:
-        doc = trio.run(fetch_json, port)
+        return trio.run(partial(request_json, port, method, path, body))
     except (OSError, TimeoutError, ValueError, TypeError):
         raise ConfigError(
-            f"the node in {args.home} is not running (nothing answers on 127.0.0.1:{port})"
+            f"the node in {home} is not running (nothing answers on 127.0.0.1:{port})"
         ) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status, doc = _ask_node(args.home, "GET", "/status")
+    if status != 200:
+        raise ConfigError(f"the node in {args.home} answered /status with HTTP {status}")
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
@@ -202,6 +273,198 @@ def cmd_status(args: argparse.Namespace) -> int:
         f" attestations {pending.get('attestations')}   dropped {pending.get('dropped')}"
     )
     return 0
+
+
+def parse_amount(text: str) -> int:
+    """Tokens with at most 6 decimals (``"1.5"``) as integer micro-units; ConfigError otherwise."""
+    match = re.fullmatch(r"(\d+)(?:\.(\d{1,6}))?", text)
+    if match is None:
+        raise ConfigError(
+            f"amount {text!r}: give a positive number of tokens with at most 6 decimals (e.g. 1.5)"
+        )
+    micro = int(match[1]) * MICRO_PER_TOKEN + int((match[2] or "0").ljust(6, "0"))
+    if micro == 0:
+        raise ConfigError(f"amount {text!r}: must be more than 0")
+    if micro > U64_MAX:
+        raise ConfigError(f"amount {text!r}: more than the ledger can hold")
+    return micro
+
+
+def format_amount(micro: int) -> str:
+    """Micro-units as tokens, e.g. ``1500000`` -> ``1.5``."""
+    whole, frac = divmod(micro, MICRO_PER_TOKEN)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
+
+
+def _submit(args: argparse.Namespace, make_tx: Callable[[int, KeyPair, str], object]) -> int:
+    """Sign ``make_tx(next nonce, node key, network id)`` with the home's key; submit to its node."""
+    from depin_p2p.config import load_config  # noqa: PLC0415
+
+    config = load_config(args.home)
+    key = load_key_file(config.key_file)
+    status, node = _ask_node(args.home, "GET", "/status")
+    if status != 200:
+        raise ConfigError(f"the node in {args.home} answered /status with HTTP {status}")
+    status, account = _ask_node(args.home, "GET", f"/account/{key.public_key.hex()}")
+    if status != 200 or not account.get("exists"):
+        raise ConfigError(f"account {key.address} does not exist on this network (fund it first)")
+    nonce = int(account.get("next_nonce", account["nonce"]))
+    network_id = str(node["network_id"])
+    env = wire.seal(make_tx(nonce, key, network_id), key, network_id)
+    status, answer = _ask_node(args.home, "POST", "/tx", wire.encode(env))
+    if status != 202:
+        raise ConfigError(
+            f"the node refused the transaction: {answer.get('error')} {answer.get('detail', '')}"
+        )
+    tx_id = str(answer["tx_id"])
+    result: dict[str, Any] = {"tx_id": tx_id, "nonce": nonce, "status": "pending"}
+    if not args.json:
+        print(f"submitted tx {tx_id} (nonce {nonce})")
+    if not args.wait:
+        if args.json:
+            print(json.dumps(result))
+        return 0
+    done = _wait_committed(args.home, tx_id, args.timeout)
+    result.update(done)
+    code = done.get("code")
+    if args.json:
+        print(json.dumps(result))
+    elif done.get("status") == "committed":
+        outcome = "applied" if code is None else f"skipped ({code})"
+        print(f"committed in epoch {done.get('epoch')}: {outcome}")
+    if done.get("status") != "committed":
+        print(f"depin-p2p: tx {tx_id} not committed within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_TX_FAILED
+    if code is not None:
+        print(f"depin-p2p: tx {tx_id} was skipped by the ledger: {code}", file=sys.stderr)
+        return EXIT_TX_FAILED
+    return 0
+
+
+def _wait_committed(home: Path, tx_id: str, timeout: float) -> dict[str, Any]:
+    """Poll ``GET /tx/<id>`` until committed or ``timeout`` seconds; return the last answer."""
+    import trio  # noqa: PLC0415
+
+    from depin_p2p.api import request_json  # noqa: PLC0415
+
+    port = _api_port(home)
+
+    async def poll() -> dict[str, Any]:
+        last: dict[str, Any] = {"status": "unknown"}
+        with trio.move_on_after(timeout):
+            while True:
+                status, doc = await request_json(port, "GET", f"/tx/{tx_id}")
+                if status == 200:
+                    last = doc
+                    if doc.get("status") == "committed":
+                        break
+                await trio.sleep(WAIT_POLL_S)
+        return last
+
+    try:
+        return trio.run(poll)
+    except (OSError, TimeoutError, ValueError, TypeError):
+        raise ConfigError(f"the node in {home} stopped answering while waiting for tx {tx_id}") from None
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from depin_p2p.ledger.state import Transfer  # noqa: PLC0415
+
+    to = public_key_from_address(args.to)
+    amount = parse_amount(args.amount)
+    return _submit(args, lambda nonce, key, net: Transfer(nonce, to, amount))
+
+
+def cmd_stake(args: argparse.Namespace) -> int:
+    from depin_p2p.ledger.state import Stake, Unstake  # noqa: PLC0415
+
+    amount = parse_amount(args.amount)
+    cls = Unstake if args.command == "unstake" else Stake
+    return _submit(args, lambda nonce, key, net: cls(nonce, amount))
+
+
+DEFAULT_FREQUENCY_HZ = 868_100_000  # EU868 channel 1
+DEFAULT_TX_POWER_CDBM = 2_700  # 27 dBm
+DEFAULT_GAIN_CDBI = 300  # 3 dBi
+
+
+def cmd_device_register(args: argparse.Namespace) -> int:
+    from depin_p2p.ledger.state import RegisterDevice, sign_device_binding  # noqa: PLC0415
+    from depin_p2p.model import Device, DeviceKind, validate_device  # noqa: PLC0415
+
+    device_key = load_key_file(args.device_key)
+    radio = args.kind == "radio"
+    location = 0
+    if radio:
+        if args.location is None:
+            raise ConfigError("a radio device needs --location (an H3 cell of resolution 12, in hex)")
+        try:
+            location = int(args.location, 16)
+        except ValueError:
+            raise ConfigError(f"--location {args.location!r} is not an H3 cell in hex") from None
+    elif args.location is not None or args.frequency_hz is not None:
+        raise ConfigError("a compute device has no --location or radio parameters")
+
+    def make(nonce: int, key: KeyPair, network_id: str) -> RegisterDevice:
+        device = Device(
+            device_id=device_key.public_key,
+            owner=key.public_key,
+            kind=DeviceKind.RADIO if radio else DeviceKind.COMPUTE,
+            location=location,
+            frequency_hz=(args.frequency_hz or DEFAULT_FREQUENCY_HZ) if radio else 0,
+            tx_power_cdbm=_or(args.tx_power_cdbm, DEFAULT_TX_POWER_CDBM) if radio else 0,
+            gain_cdbi=_or(args.gain_cdbi, DEFAULT_GAIN_CDBI) if radio else 0,
+            capacity=0 if radio else _or(args.capacity, 1),
+            registered_epoch=0,
+        )
+        validate_device(device)  # the ledger's own bounds: fail here, not after an epoch
+        return RegisterDevice(
+            nonce=nonce,
+            device_id=device.device_id,
+            kind=device.kind,
+            location=device.location,
+            frequency_hz=device.frequency_hz,
+            tx_power_cdbm=device.tx_power_cdbm,
+            gain_cdbi=device.gain_cdbi,
+            capacity=device.capacity,
+            device_signature=sign_device_binding(device_key, key.public_key, network_id),
+        )
+
+    return _submit(args, make)
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    status, doc = _ask_node(args.home, "GET", "/status")
+    if status != 200:
+        raise ConfigError(f"the node in {args.home} answered /status with HTTP {status}")
+    result = {
+        "peer_id": doc.get("peer_id"),
+        "listen": doc.get("listen", []),
+        "peers": doc.get("peers", []),
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"this node  {result['peer_id']}")
+    for addr in result["listen"]:
+        print(f"listening  {addr}")
+    print(f"{len(result['peers'])} peers connected")
+    for peer in result["peers"]:
+        print(f"  {peer}")
+    return 0
+
+
+def _add_tx_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", type=Path, required=True, metavar="DIR", help="the home of the running node")
+    p.add_argument("--wait", action="store_true", help="wait until an epoch commits it; print the outcome")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="how long --wait waits (default 60 s)"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,9 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     balance = sub.add_parser(
         "balance",
-        help="show an account's balance from the local ledger",
-        description="Read an account from the node home's ledger; --prove also prints its Merkle "
-        "branch and checks it against the stored state root.",
+        help="show an account's balance",
+        description="Ask the node running in the home for an account's balance, nonce and stake; "
+        "when no node runs there, or with --prove, read the home's ledger directly (read-only, "
+        "safe beside a running node): --prove also prints the account's Merkle branch and checks "
+        "it against the stored state root.",
     )
     balance.add_argument("address", metavar="ADDRESS", help="account address (dp...)")
     balance.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home")
@@ -274,7 +539,69 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home")
     status.add_argument("--json", action="store_true", help="print the full status document as JSON")
     status.set_defaults(handler=cmd_status)
+    _add_tx_parsers(sub)
     return parser
+
+
+def _add_tx_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The node runner's transaction commands and ``peers``."""
+    transfer = sub.add_parser(
+        "transfer",
+        help="send tokens to an address",
+        description="Sign a transfer with the node key and submit it through the running node.",
+    )
+    transfer.add_argument("to", metavar="TO_ADDRESS", help="the receiving address (dp...)")
+    transfer.add_argument("amount", metavar="AMOUNT", help="tokens, at most 6 decimals (e.g. 1.5)")
+    _add_tx_options(transfer)
+    transfer.set_defaults(handler=cmd_transfer)
+
+    for name, text in (
+        ("stake", "bond tokens from the balance as validator stake (power from the next epoch)"),
+        ("unstake", "unbond stake: power drops now, the tokens return after the unbonding epochs"),
+    ):
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.")
+        p.add_argument("amount", metavar="AMOUNT", help="tokens, at most 6 decimals (e.g. 1.5)")
+        _add_tx_options(p)
+        p.set_defaults(handler=cmd_stake)
+
+    device = sub.add_parser("device", help="manage devices", description="Manage this node's devices.")
+    device_sub = device.add_subparsers(dest="device_command", metavar="COMMAND", required=True)
+    register = device_sub.add_parser(
+        "register",
+        help="register a device to this node's account",
+        description="Register the device whose key is FILE to the node's account; the device key "
+        "signs the binding. Radio devices need --location; compute devices take --capacity.",
+    )
+    register.add_argument("--device-key", type=Path, required=True, metavar="FILE", help="device key file")
+    register.add_argument("--kind", choices=("radio", "compute"), required=True, help="device kind")
+    register.add_argument("--location", metavar="H3", help="radio: H3 cell of resolution 12, in hex")
+    register.add_argument(
+        "--frequency-hz",
+        type=int,
+        metavar="HZ",
+        help=f"radio: centre frequency (default {DEFAULT_FREQUENCY_HZ})",
+    )
+    register.add_argument(
+        "--tx-power-cdbm", type=int, metavar="N", help=f"radio: centi-dBm (default {DEFAULT_TX_POWER_CDBM})"
+    )
+    register.add_argument(
+        "--gain-cdbi",
+        type=int,
+        metavar="N",
+        help=f"radio: antenna gain, centi-dBi (default {DEFAULT_GAIN_CDBI})",
+    )
+    register.add_argument("--capacity", type=int, metavar="N", help="compute: capacity units (default 1)")
+    _add_tx_options(register)
+    register.set_defaults(handler=cmd_device_register)
+
+    peers = sub.add_parser(
+        "peers",
+        help="list the running node's peers",
+        description="Ask the node running in a home for its peer id, listen addresses and connected peers.",
+    )
+    peers.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home")
+    peers.add_argument("--json", action="store_true", help="print the result as JSON")
+    peers.set_defaults(handler=cmd_peers)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

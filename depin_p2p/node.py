@@ -1,7 +1,7 @@
 """The composition root: builds every service of a node and runs them in one nursery.
 
 Start order: ledger store, transport (listening), proof gossip, witness
-service, consensus service, local API; then bootstrap dials and catch-up.
+service, transaction pool gossip, consensus service, local API; then bootstrap dials and catch-up.
 Each service signals readiness with ``task_status.started()``. SIGINT and
 SIGTERM cancel the nursery: services stop, the ledger closes after any write
 in flight (LMDB writes are atomic either way), and the process exits 0.
@@ -27,14 +27,14 @@ import trio
 from prometheus_client import CollectorRegistry, Gauge
 
 from depin_p2p import __version__, wire
-from depin_p2p.api import ApiServer
+from depin_p2p.api import ApiServer, TxApi
 from depin_p2p.clock import Clock
 from depin_p2p.config import NodeConfig, check_port_free
 from depin_p2p.consensus.service import ConsensusService
 from depin_p2p.consensus.signer import Signer
 from depin_p2p.consensus.state import Certificate
 from depin_p2p.consensus.value import ValueParams
-from depin_p2p.crypto import KeyPair, load_key_file, peer_id_from_public_key
+from depin_p2p.crypto import KeyPair, address_from_public_key, load_key_file, peer_id_from_public_key
 from depin_p2p.errors import ConfigError, StorageError, TransportError
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.service import ProofGossip
@@ -44,6 +44,7 @@ from depin_p2p.ledger.state import validator_set
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import Device, DeviceKind
 from depin_p2p.schedule import EpochSchedule
+from depin_p2p.txpool import TxPool, TxService
 from depin_p2p.witness.devices import (
     ComputeDriver,
     LocalComputeDriver,
@@ -168,6 +169,7 @@ class Node:
         self.witness: WitnessService | None = None
         self.pool: ProofPool | None = None
         self.store: LedgerStore | None = None
+        self.txpool: TxPool | None = None
         self._clock: Clock | None = None
 
     def _now_ms(self) -> int:
@@ -251,6 +253,8 @@ class Node:
                 "attestations": len(got.attestations),
                 "dropped": pool.dropped,
             }
+        if self.txpool is not None:
+            doc["pending_txs"] = len(self.txpool)
         if self.gossip is not None:
             doc["gossip_counters"] = _counters(self.gossip.counters)
         if self.witness is not None:
@@ -261,6 +265,43 @@ class Node:
                 "attestations_sent": w.attestations_sent,
                 "challenges_answered": w.challenges_answered,
             }
+        return doc
+
+    def _account_doc(self, account_id: bytes) -> dict[str, Any]:
+        """``GET /account/<hex>``: what a client needs to sign its next transaction."""
+        store = self.store
+        if store is None:
+            return {"exists": False, "balance": 0, "nonce": 0, "next_nonce": 0, "stake": 0, "unbonding": 0}
+
+        def read(view: Any) -> dict[str, Any]:
+            account = view.get_account(account_id)
+            stake = view.get_validator(account_id)
+            return {
+                "address": address_from_public_key(account_id),
+                "exists": account is not None,
+                "balance": 0 if account is None else account.balance,
+                "nonce": 0 if account is None else account.nonce,
+                "stake": 0 if stake is None else stake.stake,
+                "unbonding": 0 if stake is None else stake.unbonding_total,
+                "epoch": view.last_epoch(),
+            }
+
+        doc = store.read(read)
+        pool = self.txpool
+        doc["next_nonce"] = doc["nonce"] if pool is None else pool.next_nonce(account_id, doc["nonce"])
+        return doc
+
+    def _tx_doc(self, tx_id: bytes) -> dict[str, Any]:
+        """``GET /tx/<hex>``: pending, committed (with its epoch and outcome code) or unknown."""
+        pool = self.txpool
+        doc: dict[str, Any] = {"tx_id": tx_id.hex(), "status": "unknown", "epoch": None, "code": None}
+        if pool is None:
+            return doc
+        outcome = pool.outcome(tx_id)
+        if outcome is not None:
+            doc.update(status="committed", epoch=outcome.epoch, code=outcome.code)
+        elif pool.is_pending(tx_id):
+            doc["status"] = "pending"
         return doc
 
     def _register_metrics(self) -> None:
@@ -361,6 +402,9 @@ class Node:
                 peer_of=lambda owner: PeerId(peer_id_from_public_key(owner)),
             )
             self.witness = witness
+            txpool = TxPool(store, net)
+            self.txpool = txpool
+            txs = TxService(txpool, transport, net)
             signer = Signer(
                 self.key,
                 StoreSignState(store),
@@ -380,10 +424,17 @@ class Node:
                 pool=pool,
                 value_params=ValueParams(network_id=net, emission_per_epoch=self.genesis.emission_per_epoch),
                 grace_ms=min(1_000, self.genesis.epoch_length_ms // 10),
+                pending_txs=txpool.pending,
+                on_tx_results=txpool.on_committed,
             )
             self.consensus = consensus
             self._register_metrics()
-            api = ApiServer(status=self._status_doc, registry=self.metrics, port=cfg.api_port)
+            api = ApiServer(
+                status=self._status_doc,
+                registry=self.metrics,
+                port=cfg.api_port,
+                tx=TxApi(submit=txs.submit, account=self._account_doc, tx_status=self._tx_doc),
+            )
             async with trio.open_nursery() as nursery:
                 try:
                     await nursery.start(transport.run)
@@ -391,6 +442,7 @@ class Node:
                     raise ConfigError(f"network.listen {cfg.listen.text}: {exc}") from None
                 await nursery.start(gossip.run)
                 await nursery.start(witness.run)
+                await nursery.start(txs.run)
                 await nursery.start(consensus.run)
                 try:
                     self.api_port = await nursery.start(api.run)

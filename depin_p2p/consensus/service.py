@@ -63,7 +63,7 @@ from depin_p2p.consensus.state import (
 from depin_p2p.consensus.value import EpochContent, ValueParams, build_content, check_content
 from depin_p2p.errors import CodecError, DepinError, Ignore, Reject, TransportError
 from depin_p2p.gossip.transport import CONSENSUS, SYNC, PeerId, Transport, protocol, topic
-from depin_p2p.ledger.state import LedgerView, StateChanges, validator_set
+from depin_p2p.ledger.state import LedgerView, StateChanges, TxResult, validator_set
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.pool import ProofPool
 
@@ -172,6 +172,8 @@ class ConsensusService:
         grace_ms: wait after an epoch ends before starting its instance (late proofs).
         pending_txs: the transactions to include when proposing (in order).
         on_commit: called with each committed epoch, after the write.
+        on_tx_results: called with each committed epoch and what it did with
+            each of its transactions (the transaction pool's feedback).
         sign_in_thread: run the signer (a synced LMDB write) in a worker thread;
             False only for simulations with an in-memory sign-state, where a
             thread would let trio's autojump clock skip ahead.
@@ -192,6 +194,7 @@ class ConsensusService:
         grace_ms: int = 500,
         pending_txs: Callable[[], Sequence[wire.Envelope]] = tuple,
         on_commit: Callable[[int], None] = lambda epoch: None,
+        on_tx_results: Callable[[int, Sequence[TxResult]], None] = lambda epoch, results: None,
         sign_in_thread: bool = True,
     ) -> None:
         self._net = network_id
@@ -206,6 +209,7 @@ class ConsensusService:
         self._grace_ms = grace_ms
         self._pending_txs = pending_txs
         self._on_commit = on_commit
+        self._on_tx_results = on_tx_results
         self._sign_in_thread = sign_in_thread
         self._topic = topic(network_id, CONSENSUS)
         self._sync_protocol = protocol(network_id, SYNC)
@@ -504,6 +508,7 @@ class ConsensusService:
         self._state = None
         self._checked.clear()
         self._pool.prune(epoch)
+        self._on_tx_results(epoch, changes.tx_results)
         self._on_commit(epoch)
         event, self.committed = self.committed, trio.Event()
         event.set()

@@ -19,6 +19,7 @@ from depin_p2p.ledger.memory import MemoryLedger
 from depin_p2p.ledger.state import compute_genesis_changes, validator_set
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
+from depin_p2p.txpool import TxPool, TxService
 from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.pool import ProofPool
 from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
@@ -42,6 +43,7 @@ class Cluster:
     services: list[WitnessService]
     consensus: list[ConsensusService] = field(default_factory=list)
     sign_stores: list[MemorySignStateStore] = field(default_factory=list)
+    txs: list[TxService] = field(default_factory=list)
 
     async def start(self, nursery: trio.Nursery, nodes: list[int] | None = None) -> None:
         chosen = range(len(self.transports)) if nodes is None else nodes
@@ -55,6 +57,8 @@ class Cluster:
         for i in chosen:
             await nursery.start(self.gossips[i].run)
             await nursery.start(self.services[i].run)
+            if self.txs:
+                await nursery.start(self.txs[i].run)
             if self.consensus:
                 await nursery.start(self.consensus[i].run)
 
@@ -146,6 +150,8 @@ def make_cluster(
                 current_epoch=view.last_epoch() + 1,  # as depin_p2p.node.first_signing_epoch, no wait
                 startup_wait_epochs=0,
             )
+            txpool = TxPool(view, net_id)
+            c.txs.append(TxService(txpool, transport, net_id))
             c.consensus.append(
                 ConsensusService(
                     network_id=net_id,
@@ -158,6 +164,8 @@ def make_cluster(
                     value_params=value_params,
                     timeouts=Timeouts(),
                     sign_in_thread=False,
+                    pending_txs=txpool.pending,
+                    on_tx_results=txpool.on_committed,
                 )
             )
     return c

@@ -185,7 +185,7 @@ def _balance_from_store(args: argparse.Namespace, account_id: bytes) -> int:
             "key": proof.key.hex(),
             "value": None if value is None else value.hex(),
             "bucket": merkle.bucket_of(proof.key),
-            "bucket_others": [[e.key.hex(), e.leaf.hex()] for e in proof.others],
+            "bucket_others": [[e.key.hex(), e.value_hash.hex()] for e in proof.others],
             "siblings": [s.hex() for s in proof.siblings],
             "verified": True,
         }

@@ -85,6 +85,27 @@ class MemoryLedger:
     def merkle_node(self, index: int) -> bytes | None:
         return self._nodes.get(index)
 
+    def merkle_value(self, key: bytes) -> bytes | None:
+        ns, rest = key[:1], key[1:]
+        record: object = None
+        if key == META_KEY:
+            record = self.meta
+        elif ns == NS_ACCOUNT:
+            record = self.accounts.get(rest)
+        elif ns == NS_DEVICE:
+            device = self.devices.get(rest)
+            record = None if device is None else DeviceRecord(device)
+        elif ns == NS_VALIDATOR:
+            record = self.validators.get(rest)
+        elif ns == NS_EVIDENCE:
+            record = self.evidence.get(rest)
+        return None if record is None else wire.encode(record)
+
+    def bucket_leaves(self, bucket: int) -> Iterator[tuple[bytes, bytes]]:
+        """The bucket's ``(key, leaf hash)`` pairs in key order."""
+        keys, leaves = self.bucket_contents(bucket)
+        return zip(keys, leaves, strict=True)
+
     def state_root(self) -> bytes:
         return merkle.root_of(self)
 

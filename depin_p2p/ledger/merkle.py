@@ -6,7 +6,10 @@ Exact hashing, so another implementation can reproduce every root
 * A state entry is a key ``K`` (namespaced bytes, see ``ledger.state``) and a
   value ``V`` (the canonical wire encoding of the record).
 * ``bucket(K) = int.from_bytes(H(0x03 ‖ K)[:2], "big")``: one of 2^16 buckets.
-* ``leaf(K, V) = H(0x00 ‖ u32(len K) ‖ K ‖ u32(len V) ‖ V)``.
+* ``value_hash(V) = H(0x04 ‖ V)``.
+* ``leaf(K, V) = H(0x00 ‖ u32(len K) ‖ K ‖ value_hash(V))``: the leaf binds
+  the key to the value's hash, so a proof can carry ``(K, value_hash)``
+  pairs and let the verifier compute every leaf itself.
 * ``bucket_hash = H(0x01 ‖ u32(n) ‖ leaf_1 ‖ … ‖ leaf_n)`` over the bucket's
   entries sorted by ``K`` (bytewise); an empty bucket is ``H(0x01 ‖ u32(0))``.
 * ``node(l, r) = H(0x02 ‖ l ‖ r)``; the 2^16 bucket hashes, in bucket order,
@@ -18,9 +21,12 @@ Nodes are numbered heap-style: the root is 1, node ``i`` has children
 rehashes only their k buckets and the ≤16 ancestors of each, never all n.
 
 A :class:`MerkleProof` for ``K`` carries the other entries of ``K``'s bucket
-(key and leaf hash) and the 16 sibling hashes from the bucket up to the
-root; :func:`verify_proof` checks presence (with a value) or absence
-(``value=None``) against a root with no access to the store.
+(key and value hash, never a leaf hash) and the 16 sibling hashes from the
+bucket up to the root; :func:`verify_proof` checks presence (with a value)
+or absence (``value=None``) against a root with no access to the store. As
+the verifier computes each leaf from its key, a proof cannot relabel an
+entry: to prove a present ``K`` absent it would have to drop ``K``'s entry
+or give ``K``'s value hash another key, and either changes the bucket hash.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 from typing import Annotated, Protocol
 
 from depin_p2p import wire
-from depin_p2p.errors import Reject
+from depin_p2p.errors import InternalError, Reject
 
 DEPTH = 16
 BUCKETS = 1 << DEPTH
@@ -45,6 +51,7 @@ _LEAF = b"\x00"
 _BUCKET = b"\x01"
 _NODE = b"\x02"
 _KEYPOS = b"\x03"
+_VALUE = b"\x04"
 
 _blake2b = hashlib.blake2b
 
@@ -58,9 +65,19 @@ def bucket_of(key: bytes) -> int:
     return int.from_bytes(_h(_KEYPOS + key)[:2], "big")
 
 
+def value_hash(value: bytes) -> bytes:
+    """``H(0x04 ‖ value)``."""
+    return _h(_VALUE + value)
+
+
+def leaf_of(key: bytes, value_hash: bytes) -> bytes:
+    """The leaf of ``key`` from its value's hash: ``H(0x00 ‖ u32 len ‖ key ‖ value_hash)``."""
+    return _h(b"".join((_LEAF, len(key).to_bytes(4, "big"), key, value_hash)))
+
+
 def leaf_hash(key: bytes, value: bytes) -> bytes:
-    """``H(0x00 ‖ u32 len ‖ key ‖ u32 len ‖ value)``."""
-    return _h(b"".join((_LEAF, len(key).to_bytes(4, "big"), key, len(value).to_bytes(4, "big"), value)))
+    """The leaf of ``key`` holding ``value``: ``leaf_of(key, value_hash(value))``."""
+    return leaf_of(key, value_hash(value))
 
 
 def bucket_hash(leaves: Sequence[bytes]) -> bytes:
@@ -102,6 +119,14 @@ class MerkleSource(Protocol):
         ...
 
 
+class ProofSource(MerkleSource, Protocol):
+    """What :func:`prove` needs besides the tree: the values, to give each entry's value hash."""
+
+    def merkle_value(self, key: bytes) -> bytes | None:
+        """The value (canonical encoding) state key ``key`` holds, or None if absent."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class MerkleUpdate:
     """What :func:`compute_update` changed.
@@ -136,6 +161,7 @@ _U32 = tuple(n.to_bytes(4, "big") for n in range(256))
 # setup), and the tag needs no concatenation. Never updated, only copied.
 _KEYPOS_STATE = _blake2b(_KEYPOS, digest_size=32)
 _LEAF_STATE = _blake2b(_LEAF, digest_size=32)
+_VALUE_STATE = _blake2b(_VALUE, digest_size=32)
 _BUCKET_STATE = _blake2b(_BUCKET, digest_size=32)
 _NODE_STATE = _blake2b(_NODE, digest_size=32)
 
@@ -158,7 +184,7 @@ def _leaves_by_bucket(updates: Mapping[bytes, bytes | None]) -> dict[int, list[b
     # bucket -> [key, new leaf hash or b"" (deleted), key, ...]: bucket_of and
     # leaf_hash inlined; a flat list (keys are unique in a Mapping) is the
     # cheapest container for the one change most buckets get.
-    keypos, leaf, u32 = _KEYPOS_STATE.copy, _LEAF_STATE.copy, _U32
+    keypos, leaf, hash_value, u32 = _KEYPOS_STATE.copy, _LEAF_STATE.copy, _VALUE_STATE.copy, _U32
     by_bucket: dict[int, list[bytes]] = {}
     for key, value in updates.items():
         h = keypos()
@@ -168,19 +194,12 @@ def _leaves_by_bucket(updates: Mapping[bytes, bytes | None]) -> dict[int, list[b
         if value is None:
             lh = b""
         else:
-            nk, nv = len(key), len(value)
-            h = leaf()
-            h.update(
-                b"".join(
-                    (
-                        u32[nk] if nk < 256 else nk.to_bytes(4, "big"),
-                        key,
-                        u32[nv] if nv < 256 else nv.to_bytes(4, "big"),
-                        value,
-                    )
-                )
-            )
-            lh = h.digest()
+            h = hash_value()
+            h.update(value)
+            nk = len(key)
+            g = leaf()
+            g.update(b"".join((u32[nk] if nk < 256 else nk.to_bytes(4, "big"), key, h.digest())))
+            lh = g.digest()
         changed = by_bucket.get(bucket)
         if changed is None:
             by_bucket[bucket] = [key, lh]
@@ -345,10 +364,14 @@ def compute_root(entries: Iterable[tuple[bytes, bytes]]) -> bytes:
 @wire.struct
 @dataclass(frozen=True, slots=True)
 class BucketEntry:
-    """Another entry of the proven key's bucket: its key and leaf hash."""
+    """Another entry of the proven key's bucket: its key and its value's hash.
+
+    Not its leaf hash: the verifier computes the leaf from the key, so an
+    entry cannot be given another key.
+    """
 
     key: Annotated[bytes, wire.MaxLen(MAX_KEY_BYTES)]
-    leaf: wire.Bytes32
+    value_hash: wire.Bytes32
 
 
 @wire.message(type_id=26)
@@ -367,18 +390,29 @@ class MerkleProof:
     siblings: Annotated[tuple[wire.Bytes32, ...], wire.Len(DEPTH)]
 
 
-def prove(source: MerkleSource, key: bytes) -> MerkleProof:
-    """A proof for ``key`` (present or absent) against ``root_of(source)``."""
+def prove(source: ProofSource, key: bytes) -> MerkleProof:
+    """A proof for ``key`` (present or absent) against ``root_of(source)``.
+
+    Raises:
+        InternalError: the source's values do not match its bucket's leaves.
+    """
     bucket = bucket_of(key)
     keys, leaves = source.bucket_contents(bucket)
-    others = tuple(BucketEntry(k, lh) for k, lh in zip(keys, leaves, strict=True) if k != key)
+    others = []
+    for k, lh in zip(keys, leaves, strict=True):
+        if k == key:
+            continue
+        value = source.merkle_value(k)
+        if value is None or leaf_of(k, vh := value_hash(value)) != lh:
+            raise InternalError(f"the value of state key {k.hex()} does not match its Merkle leaf")
+        others.append(BucketEntry(k, vh))
     siblings = []
     index = FIRST_BUCKET_NODE + bucket
     for height in range(DEPTH):
         sibling = index ^ 1
         siblings.append(source.merkle_node(sibling) or EMPTY[height])
         index >>= 1
-    return MerkleProof(key, others, tuple(siblings))
+    return MerkleProof(key, tuple(others), tuple(siblings))
 
 
 def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: MerkleProof) -> None:
@@ -399,7 +433,8 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: MerkleProo
     bucket = bucket_of(key)
     if any(bucket_of(k) != bucket for k in keys):
         raise Reject("proof_malformed", "a bucket entry belongs to another bucket")
-    entries = [(e.key, e.leaf) for e in proof.others]
+    # Every leaf is computed here from its key: the proof gives value hashes only.
+    entries = [(e.key, leaf_of(e.key, e.value_hash)) for e in proof.others]
     if value is not None:
         entries.append((key, leaf_hash(key, value)))
         entries.sort()

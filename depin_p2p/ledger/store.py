@@ -67,9 +67,10 @@ from depin_p2p.ledger.state import (
 )
 from depin_p2p.model import Device
 
-# Format 3: unbonding entries and used-evidence records (2), Merkle buckets as one row each
-# with interior nodes kept in memory only (3). Older stores are refused: re-run `init`.
-FORMAT = b"depin-p2p/ledger/3"
+# Format 4: unbonding entries and used-evidence records (2), Merkle buckets as one row each
+# with interior nodes kept in memory only (3), Merkle leaves that bind each key to its
+# value's hash (4: every leaf and root changed). Older stores are refused: re-run `init`.
+FORMAT = b"depin-p2p/ledger/4"
 DEFAULT_MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 40
 _DB_NAMES = (
@@ -85,6 +86,8 @@ _DB_NAMES = (
     "evidence",
 )
 _K_STATE = b"state"
+# The record database of each Merkle key namespace (``ledger.state``).
+_NS_DBS = {NS_ACCOUNT: "accounts", NS_DEVICE: "devices", NS_VALIDATOR: "validators", NS_EVIDENCE: "evidence"}
 _K_ROOT = b"state_root"
 _K_LAST_EPOCH = b"last_epoch"
 _K_LAST_CERT = b"last_certificate_hash"
@@ -214,6 +217,12 @@ class LmdbView:
     def bucket_contents(self, bucket: int) -> tuple[Sequence[bytes], Sequence[bytes]]:
         raw = self._txn.get(bucket.to_bytes(2, "big"), db=self._dbs["merkle_buckets"])
         return ((), ()) if raw is None else _decode_bucket(raw)
+
+    def merkle_value(self, key: bytes) -> bytes | None:
+        if key == META_KEY:
+            return self._get("meta", _K_STATE)
+        db = _NS_DBS.get(key[:1])
+        return None if db is None else self._get(db, key[1:])
 
     def merkle_node(self, index: int) -> bytes | None:
         tree = self._tree

@@ -9,7 +9,12 @@
   parameters outside the physical bounds is refused (``bad_device_params``),
   and the radio checks refuse such a device even in a registry;
 * failed-tx resurrection: a correctly signed tx that failed consumed its
-  nonce, so re-including the same envelope later never executes.
+  nonce, so re-including the same envelope later never executes;
+* forged Merkle proofs: a proof's bucket entries are relabelled (a present
+  account's entry given a made-up key of the same bucket, to prove the
+  account absent), a value or an entry's hash is tampered with, or a proof
+  is used for another key; the verifier hashes every key of the bucket
+  with its value hash itself, so each is refused.
 """
 
 from __future__ import annotations
@@ -21,15 +26,18 @@ import pytest
 
 from depin_p2p import wire
 from depin_p2p.errors import ConfigError, Reject
+from depin_p2p.ledger import merkle
 from depin_p2p.ledger.genesis import parse_genesis
 from depin_p2p.ledger.memory import MemoryLedger
 from depin_p2p.ledger.state import (
+    Account,
     RegisterDevice,
     Reward,
     Slash,
     StateChanges,
     Transfer,
     Unstake,
+    account_key,
     apply_epoch,
     sign_device_binding,
 )
@@ -45,6 +53,7 @@ from tests.unit.ledger.helpers import (
     epoch_value,
     memory_ledger,
 )
+from tests.unit.ledger.test_merkle import DictSource
 from tests.unit.witness import support as s
 
 STAKE = 500_000  # IDS[0]'s genesis stake (tests.unit.ledger.helpers)
@@ -162,8 +171,18 @@ def _registration(nonce: int, fields: dict[str, object]) -> wire.Envelope:
 def test_registration_refuses_parameters_outside_the_physical_bounds() -> None:
     mem = memory_ledger()
     bad = [{**GOOD, name: value} for name, value in BAD]
-    compute = [{**GOOD, "kind": DeviceKind.COMPUTE, "location": 0, "frequency_hz": 0, "tx_power_cdbm": 0,
-                "gain_cdbi": 0, **over} for over in BAD_COMPUTE]
+    compute = [
+        {
+            **GOOD,
+            "kind": DeviceKind.COMPUTE,
+            "location": 0,
+            "frequency_hz": 0,
+            "tx_power_cdbm": 0,
+            "gain_cdbi": 0,
+            **over,
+        }
+        for over in BAD_COMPUTE
+    ]
     txs = [_registration(i, fields) for i, fields in enumerate([*bad, *compute, GOOD])]
     changes = step(mem, *txs)
     assert codes(changes) == ["bad_device_params"] * (len(bad) + len(compute)) + [None]
@@ -199,11 +218,24 @@ def test_genesis_device_outside_the_bounds_is_a_config_error_naming_the_field(na
 
 def test_genesis_radio_outside_resolution_12_is_a_config_error() -> None:
     doc = {
-        "network_id": NETWORK, "genesis_time_ms": 0, "epoch_length_ms": 1_000, "emission_per_epoch": 0,
-        "accounts": {}, "validators": [],
-        "devices": [{"device_id": s.key("genesis-device").address, "owner": KEYS[0].address, "kind": "radio",
-                     "location": "8b2a100d2c49fff", "frequency_hz": 868_100_000, "tx_power_cdbm": 1_400,
-                     "gain_cdbi": 300, "capacity": 0}],
+        "network_id": NETWORK,
+        "genesis_time_ms": 0,
+        "epoch_length_ms": 1_000,
+        "emission_per_epoch": 0,
+        "accounts": {},
+        "validators": [],
+        "devices": [
+            {
+                "device_id": s.key("genesis-device").address,
+                "owner": KEYS[0].address,
+                "kind": "radio",
+                "location": "8b2a100d2c49fff",
+                "frequency_hz": 868_100_000,
+                "tx_power_cdbm": 1_400,
+                "gain_cdbi": 300,
+                "capacity": 0,
+            }
+        ],
     }
     with pytest.raises(ConfigError, match=r"devices\[0\]\.location"):
         parse_genesis(json.dumps(doc))
@@ -261,3 +293,69 @@ def test_every_judged_failure_consumes_the_nonce_but_unjudged_ones_do_not() -> N
     assert codes(changes) == ["bad_nonce", "zero_amount", "not_a_validator", None]
     assert mem.accounts[IDS[1]].nonce == 3
     assert balance(mem, 1) == START_BALANCE - 5
+
+
+# ------------------------------------------------------------------ forged Merkle proofs
+
+
+def _same_bucket_key_after(key: bytes, below: bytes | None) -> bytes:
+    # A made-up key of key's bucket that sorts just after it (and before ``below``).
+    bucket = merkle.bucket_of(key)
+    for i in range(2_000_000):
+        cand = key + i.to_bytes(4, "big")
+        if merkle.bucket_of(cand) == bucket and (below is None or cand < below):
+            return cand
+    raise AssertionError("no key found")  # pragma: no cover (~65k tries expected)
+
+
+def test_a_present_account_cannot_be_proven_absent_by_relabelling_its_entry() -> None:
+    mem = memory_ledger()
+    root = mem.state_root()
+    key = account_key(IDS[3])
+    honest = merkle.prove(mem, key)
+    merkle.verify_proof(root, key, wire.encode(mem.accounts[IDS[3]]), honest)
+    # The entry the bucket holds for ``key``, given to a fake key that takes its place in the order.
+    keys, hashes = mem.bucket_contents(merkle.bucket_of(key))
+    own = hashes[list(keys).index(key)]
+    fake = _same_bucket_key_after(key, min((e.key for e in honest.others if e.key > key), default=None))
+    others = tuple(sorted((*honest.others, merkle.BucketEntry(fake, own)), key=lambda e: e.key))
+    with pytest.raises(Reject, match="proof_root_mismatch"):
+        merkle.verify_proof(root, key, None, merkle.MerkleProof(key, others, honest.siblings))
+    # Nor by dropping it: the honest proof does not prove absence.
+    with pytest.raises(Reject, match="proof_root_mismatch"):
+        merkle.verify_proof(root, key, None, honest)
+
+
+def test_a_tampered_value_or_entry_hash_fails_the_proof() -> None:
+    key = account_key(IDS[3])
+    value = wire.encode(Account(START_BALANCE, 0))
+    fake = _same_bucket_key_after(key, None)
+    src = DictSource()  # a bucket holding two entries
+    src.apply({key: value, fake: b"another value", account_key(IDS[4]): value})
+    root = merkle.root_of(src)
+    proof = merkle.prove(src, key)
+    merkle.verify_proof(root, key, value, proof)
+    with pytest.raises(Reject, match="proof_root_mismatch"):
+        merkle.verify_proof(root, key, wire.encode(Account(START_BALANCE * 1000, 0)), proof)
+    (entry,) = proof.others
+    assert entry == merkle.BucketEntry(fake, merkle.value_hash(b"another value"))
+    tampered = merkle.BucketEntry(fake, merkle.value_hash(b"a third value"))
+    with pytest.raises(Reject, match="proof_root_mismatch"):
+        merkle.verify_proof(root, key, value, merkle.MerkleProof(key, (tampered,), proof.siblings))
+
+
+def test_a_proof_does_not_hold_for_another_key() -> None:
+    mem = memory_ledger()
+    root = mem.state_root()
+    key = account_key(IDS[3])
+    value = wire.encode(mem.accounts[IDS[3]])
+    proof = merkle.prove(mem, key)
+    with pytest.raises(Reject, match="proof_key_mismatch"):
+        merkle.verify_proof(root, account_key(IDS[4]), value, proof)
+    # Relabelled to a made-up key of the same bucket: the value is not the fake key's.
+    fake = _same_bucket_key_after(key, None)
+    relabelled = merkle.MerkleProof(fake, proof.others, proof.siblings)
+    with pytest.raises(Reject, match="proof_root_mismatch"):
+        merkle.verify_proof(root, fake, value, relabelled)
+    # The fake key really is absent, and a proof built for it says so.
+    merkle.verify_proof(root, fake, None, merkle.prove(mem, fake))

@@ -42,6 +42,7 @@ def _state(mem: MemoryLedger) -> dict[str, Any]:
                 "key": k.hex(),
                 "value": v.hex(),
                 "bucket": merkle.bucket_of(k),
+                "value_hash": merkle.value_hash(v).hex(),
                 "leaf": merkle.leaf_hash(k, v).hex(),
             }
             for k, v in entries

@@ -22,7 +22,9 @@ def independent_root(entries: list[dict[str, object]]) -> bytes:
         key, value = bytes.fromhex(str(e["key"])), bytes.fromhex(str(e["value"]))
         bucket = int.from_bytes(_h(b"\x03" + key)[:2], "big")
         assert bucket == e["bucket"]
-        leaf = _h(b"\x00" + len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+        value_hash = _h(b"\x04" + value)
+        assert value_hash.hex() == e["value_hash"]
+        leaf = _h(b"\x00" + len(key).to_bytes(4, "big") + key + value_hash)
         assert leaf.hex() == e["leaf"]
         buckets.setdefault(bucket, []).append((key, leaf))
     level = []

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from depin_p2p import wire
-from depin_p2p.errors import Reject
+from depin_p2p.errors import InternalError, Reject
 from depin_p2p.ledger import merkle
 
 
@@ -29,6 +29,9 @@ class DictSource:
     def merkle_node(self, index: int) -> bytes | None:
         self.node_reads += 1
         return self.nodes.get(index)
+
+    def merkle_value(self, key: bytes) -> bytes | None:
+        return self.state.get(key)
 
     def apply(self, updates: dict[bytes, bytes | None]) -> merkle.MerkleUpdate:
         update = merkle.compute_update(self, updates)
@@ -166,7 +169,7 @@ def test_malformed_proofs_are_rejected() -> None:
     with pytest.raises(Reject, match="proof_malformed"):
         merkle.verify_proof(root, same[0], b"v", swapped)
     # Hiding the key among the "others" must not pass as an absence proof.
-    own = merkle.BucketEntry(same[0], merkle.leaf_hash(same[0], b"v"))
+    own = merkle.BucketEntry(same[0], merkle.value_hash(b"v"))
     hidden = merkle.MerkleProof(proof.key, (own, *proof.others), proof.siblings)
     with pytest.raises(Reject, match="proof_malformed"):
         merkle.verify_proof(root, same[0], None, hidden)
@@ -177,5 +180,17 @@ def test_hashing_is_domain_separated() -> None:
     left, right = bytes(32), bytes(range(32))
     assert merkle.node_hash(left, right) != merkle.bucket_hash([left, right])
     assert merkle.leaf_hash(b"ab", b"c") != merkle.leaf_hash(b"a", b"bc")
+    assert merkle.leaf_hash(b"k", b"v") == merkle.leaf_of(b"k", merkle.value_hash(b"v"))
+    assert merkle.value_hash(left + right) not in (merkle.node_hash(left, right), merkle.leaf_of(left, right))
     assert merkle.height_of(merkle.ROOT_NODE) == merkle.DEPTH
     assert merkle.height_of(merkle.FIRST_BUCKET_NODE) == 0
+
+
+def test_prove_refuses_a_source_whose_values_do_not_match_its_leaves() -> None:
+    src = DictSource()
+    same = _same_bucket(2)
+    src.apply({same[0]: b"a", same[1]: b"b"})
+    merkle.verify_proof(merkle.root_of(src), same[0], b"a", merkle.prove(src, same[0]))
+    src.state[same[1]] = b"not the committed value"
+    with pytest.raises(InternalError, match="does not match its Merkle leaf"):
+        merkle.prove(src, same[0])

@@ -24,7 +24,7 @@ from depin_p2p.ledger.state import (
     account_key,
     compute_genesis_changes,
 )
-from depin_p2p.ledger.store import LedgerStore, _decode_account
+from depin_p2p.ledger.store import FORMAT, LedgerStore, _decode_account
 from tests.unit.ledger.helpers import (
     GENESIS_HASH,
     IDS,
@@ -199,9 +199,12 @@ def test_a_corrupt_bucket_hash_is_a_storage_error(tmp_path: Path) -> None:
             store.apply(epoch_value(1, GENESIS_HASH), NETWORK)
 
 
-def test_a_store_of_another_format_is_refused(tmp_path: Path) -> None:
+# Format 3 has the pre-F01 Merkle leaves (not bound to the key through the value's hash).
+@pytest.mark.parametrize("old", [b"depin-p2p/ledger/1", b"depin-p2p/ledger/3"])
+def test_a_store_of_another_format_is_refused(tmp_path: Path, old: bytes) -> None:
+    assert old != FORMAT
     with open_store(tmp_path) as store, store._env.begin(write=True) as txn:
-        txn.put(b"format", b"depin-p2p/ledger/1", db=store._dbs["meta"])
+        txn.put(b"format", old, db=store._dbs["meta"])
     for readonly in (False, True):
         with pytest.raises(StorageError, match="unknown ledger format"):
             LedgerStore.open(tmp_path, readonly=readonly)

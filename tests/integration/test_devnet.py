@@ -18,7 +18,7 @@ import trio
 from depin_p2p.consensus.state import Certificate, certificate_hash
 from depin_p2p.ledger.store import LedgerStore
 from devnet.genesis import DevnetPlan, plan_devnet, write_genesis
-from devnet.layout import node_toml, write_layout
+from devnet.layout import NodeLayout, node_toml, write_layout
 from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
 
 pytestmark = pytest.mark.slow
@@ -181,3 +181,29 @@ def test_a_crashed_node_is_reported_with_its_log(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "node 1 exited with status -9" in stderr
     assert "node.started" in stderr  # the tail of its log comes with the report
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_node_stops_cleanly_within_2_seconds(tmp_path: Path, signum: int) -> None:
+    home = _home(tmp_path, seed=b"clean-stop")
+    node = NodeProcess(layout=_layout_of(home))
+    try:
+        node.start()
+        trio.run(wait_until_up, [node], 60.0)
+        assert node.process is not None
+        started = time.monotonic()
+        node.signal(signum)
+        assert node.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 2.0
+    finally:
+        stop_all([node])
+    assert "node.stopping" in (home / "node.log").read_text()
+
+
+def _layout_of(home: Path) -> NodeLayout:
+    from depin_p2p.config import load_config  # noqa: PLC0415
+    from depin_p2p.crypto import load_key_file  # noqa: PLC0415
+
+    cfg = load_config(home)
+    key = load_key_file(cfg.key_file)
+    return NodeLayout(0, home, cfg.listen.port, cfg.api_port, key.peer_id, key.address)

@@ -33,7 +33,10 @@ from devnet.runner import NodeProcess, fetch_status, stop_all, summarize, wait_u
 
 EXIT_USER_ERROR = 2
 EXIT_NODE_FAILED = 1
-START_MARGIN_MS = 4_000  # genesis time = now + this: every process is up before epoch 1 starts
+# genesis time = now + this: every process is up before epoch 1 ends. A validator that comes
+# up later has an empty sign-state in epoch 2, sits out epoch 1, and the devnet never starts
+# (starting four processes took ~7 s on a loaded 2-core machine).
+START_MARGIN_MS = 10_000
 STARTUP_TIMEOUT_S = 60.0
 
 

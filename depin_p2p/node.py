@@ -244,6 +244,8 @@ class Node:
                 "running_epoch": consensus.running_epoch,
                 "round": consensus.running_round,
                 **_counters(consensus.counters),
+                "conflicting_signers": {k.hex(): n for k, n in consensus.conflicting_signers.items()},
+                "evidence_offenders": {k.hex(): n for k, n in consensus.evidence_offenders.items()},
             }
         if pool is not None:
             got = pool.collect(self.schedule.epoch_at(self._now_ms()))

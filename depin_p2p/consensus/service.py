@@ -77,6 +77,8 @@ T = TypeVar("T")
 INBOX_CAPACITY = 4_096
 FUTURE_BUFFER = 2_048  # messages for the next epoch, held until its instance starts
 EVIDENCE_CAPACITY = 64
+SEEN_POSITIONS = 8_192  # (signer, type, epoch, round) -> body id of signed messages seen, for /status
+MAX_OFFENDERS = 256
 SYNC_BATCH = 4  # certificates per sync response (each may be ~900 kB)
 SYNC_TIMEOUT_S = 10.0
 MAX_SYNC_RESPONSE = 4 * 1024 * 1024
@@ -220,6 +222,9 @@ class ConsensusService:
         self._evidence: OrderedDict[bytes, bytes] = OrderedDict()
         self._ended = 0  # the latest epoch whose end this node has seen
         self._commit_lock = trio.Lock()
+        self._positions: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
+        self.conflicting_signers: dict[bytes, int] = {}  # validly signed, same step, different bodies
+        self.evidence_offenders: dict[bytes, int] = {}  # the signer each new evidence names
         self.counters = ConsensusCounters()
         self.committed = trio.Event()  # replaced after each commit; tests and the node wait on it
 
@@ -264,10 +269,9 @@ class ConsensusService:
                     self._keep_evidence(item)
 
     async def _epoch_clock(self) -> None:
-        epoch = max(1, self._schedule.epoch_at(self._clock.now_ms()))
-        if epoch > 1:
-            # Started late: the epochs before this one have ended already; begin on them now.
-            await self._send.send(_EpochEnded(epoch - 1))
+        # Begin with the latest epoch already over (plus grace): a node (re)started
+        # mid-epoch runs the instance that is due at once, not one epoch later.
+        epoch = max(1, self._schedule.epoch_at(self._clock.now_ms() - self._grace_ms) - 1)
         while True:
             await self._clock.sleep_until_ms(self._schedule.end_of(epoch) + self._grace_ms)
             await self._send.send(_EpochEnded(epoch))
@@ -302,6 +306,7 @@ class ConsensusService:
         key = wire.content_id(data)
         if key not in self._evidence:
             self.counters.evidence_seen += 1
+            _bump(self.evidence_offenders, ev.vote_a.signer)
             self._evidence[key] = data
             while len(self._evidence) > EVIDENCE_CAPACITY:
                 self._evidence.popitem(last=False)
@@ -315,6 +320,9 @@ class ConsensusService:
         async for item in self._inbox:
             try:
                 await self._handle(item, nursery)
+                # A commit can leave the next epoch already due (this node was behind):
+                # start it now, or the node would stay an epoch behind for good.
+                await self._maybe_start(nursery)
             except (Ignore, Reject) as exc:
                 if isinstance(exc, Reject):
                     self.counters.messages_rejected += 1
@@ -337,6 +345,7 @@ class ConsensusService:
             return
         env = item.envelope
         epoch = _epoch_of(env)
+        self._watch_conflicts(env)
         if state is not None and epoch == state.params.epoch:
             await self._apply(*transition.on_message(state, env, self._now()), nursery)
         elif epoch > self.last_epoch():
@@ -346,6 +355,28 @@ class ConsensusService:
 
     def _now(self) -> int:
         return self._clock.now_ms()
+
+    def _watch_conflicts(self, env: wire.Envelope) -> None:
+        """Count signers seen signing two different messages for one (type, epoch, round).
+
+        An observation for ``/status`` (the crash test reads it), covering
+        proposals too, which duplicate-vote evidence does not. Only validly
+        signed envelopes count; the window is the last ``SEEN_POSITIONS`` positions.
+        """
+        msg = wire.decode(env.body, CONSENSUS_MESSAGE_CAP)
+        info = wire.info_of(type(msg))
+        assert info.domain is not None and isinstance(msg, Proposal | Prevote | Precommit)
+        wire.open_envelope(env, network_id=self._net, domain=info.domain, max_size=CONSENSUS_MESSAGE_CAP)
+        key = (env.signer, info.type_id, msg.epoch, msg.round)
+        body_id = wire.content_id(env.body)
+        seen = self._positions.get(key)
+        if seen is None:
+            self._positions[key] = body_id
+            while len(self._positions) > SEEN_POSITIONS:
+                self._positions.popitem(last=False)
+        elif seen != body_id:
+            _bump(self.conflicting_signers, env.signer)
+            log.warning("consensus.conflict.seen", signer=env.signer.hex(), epoch=msg.epoch, round=msg.round)
 
     async def _maybe_start(self, nursery: trio.Nursery) -> None:
         """Start the next epoch's instance if that epoch has ended and its predecessor is committed."""
@@ -449,6 +480,7 @@ class ConsensusService:
             log.info("consensus.sign.refused", code=exc.code)
             return
         self.counters.signed += 1
+        self._watch_conflicts(env)
         await self._publish(env)
         state = self._state
         if state is not None:
@@ -608,6 +640,11 @@ class ConsensusService:
             if self.last_epoch() >= up_to:
                 break
         return total
+
+
+def _bump(counts: dict[bytes, int], key: bytes) -> None:
+    if key in counts or len(counts) < MAX_OFFENDERS:
+        counts[key] = counts.get(key, 0) + 1
 
 
 def _epoch_of(env: wire.Envelope) -> int:

@@ -110,9 +110,9 @@ def summarize(layout: Layout, epochs: int, statuses: list[dict[str, Any] | None]
                 raw = view.get_certificate(epoch)
                 if raw is None:
                     break
-                cert = _decode_cert(raw)
+                cert = wire.decode_as(raw, Certificate)
                 certs[str(epoch)] = certificate_hash(cert).hex()
-                content = _decode_content(cert)
+                content = wire.decode_as(cert.candidate.value, EpochContent)
                 proofs["beacons"] += len(content.beacons)
                 proofs["reports"] += len(content.reports)
                 proofs["attestations"] += len(content.attestations)
@@ -144,14 +144,6 @@ def summarize(layout: Layout, epochs: int, statuses: list[dict[str, Any] | None]
         "agreement": agreed,
         "nodes": nodes,
     }
-
-
-def _decode_cert(raw: bytes) -> Certificate:
-    return wire.decode_as(raw, Certificate)
-
-
-def _decode_content(cert: Certificate) -> EpochContent:
-    return wire.decode_as(cert.candidate.value, EpochContent)
 
 
 async def wait_until_up(nodes: list[NodeProcess], timeout: float) -> None:

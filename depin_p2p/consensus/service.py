@@ -344,8 +344,9 @@ class ConsensusService:
             await self._on_certificate(item.certificate, nursery)
             return
         env = item.envelope
-        epoch = _epoch_of(env)
-        self._watch_conflicts(env)
+        msg = _consensus_message(env)
+        epoch = msg.epoch
+        self._watch_conflicts(env, msg)
         if state is not None and epoch == state.params.epoch:
             await self._apply(*transition.on_message(state, env, self._now()), nursery)
         elif epoch > self.last_epoch():
@@ -356,16 +357,15 @@ class ConsensusService:
     def _now(self) -> int:
         return self._clock.now_ms()
 
-    def _watch_conflicts(self, env: wire.Envelope) -> None:
+    def _watch_conflicts(self, env: wire.Envelope, msg: Proposal | Prevote | Precommit) -> None:
         """Count signers seen signing two different messages for one (type, epoch, round).
 
         An observation for ``/status`` (the crash test reads it), covering
         proposals too, which duplicate-vote evidence does not. Only validly
         signed envelopes count; the window is the last ``SEEN_POSITIONS`` positions.
         """
-        msg = wire.decode(env.body, CONSENSUS_MESSAGE_CAP)
         info = wire.info_of(type(msg))
-        assert info.domain is not None and isinstance(msg, Proposal | Prevote | Precommit)
+        assert info.domain is not None
         wire.open_envelope(env, network_id=self._net, domain=info.domain, max_size=CONSENSUS_MESSAGE_CAP)
         key = (env.signer, info.type_id, msg.epoch, msg.round)
         body_id = wire.content_id(env.body)
@@ -399,7 +399,7 @@ class ConsensusService:
             await self._publish(env)
         for key, env in list(self._future.items()):
             current = self._current()
-            if _epoch_of(env) == epoch and current is not None:
+            if _consensus_message(env).epoch == epoch and current is not None:
                 del self._future[key]
                 await self._apply(*transition.on_message(current, env, self._now()), nursery)
 
@@ -480,7 +480,7 @@ class ConsensusService:
             log.info("consensus.sign.refused", code=exc.code)
             return
         self.counters.signed += 1
-        self._watch_conflicts(env)
+        self._watch_conflicts(env, msg)
         await self._publish(env)
         state = self._state
         if state is not None:
@@ -561,12 +561,20 @@ class ConsensusService:
             return
         if cert.epoch == last + 1:
             # Not running it yet (our clock lags, or we are catching up): verify and commit.
-            params = self._params(cert.epoch)
-            verify_certificate(cert, params.validators, self._net, params.prev_cert_hash)
-            self._validate_candidate_value(cert.candidate)
-            await self._commit(cert)
+            await self._commit_verified(cert)
             self.counters.synced += 1
             await self._maybe_start(nursery)
+
+    async def _commit_verified(self, cert: Certificate) -> None:
+        """Commit a certificate this node did not decide itself, after checking it like a light client.
+
+        Raises Reject: the certificate does not verify against our validator set and chain
+        link, or its value does not re-check against our ledger.
+        """
+        params = self._params(cert.epoch)
+        verify_certificate(cert, params.validators, self._net, params.prev_cert_hash)
+        self._validate_candidate_value(cert.candidate)
+        await self._commit(cert)
 
     # --------------------------------------------------------------- sync
 
@@ -620,10 +628,7 @@ class ConsensusService:
                     raise Reject("malformed", str(exc)) from None
                 if cert.epoch != self.last_epoch() + 1:
                     raise Reject("wrong_epoch", f"sync sent epoch {cert.epoch}")
-                params = self._params(cert.epoch)
-                verify_certificate(cert, params.validators, self._net, params.prev_cert_hash)
-                self._validate_candidate_value(cert.candidate)
-                await self._commit(cert)
+                await self._commit_verified(cert)
                 applied += 1
         self.counters.synced += applied
         return applied
@@ -647,11 +652,12 @@ def _bump(counts: dict[bytes, int], key: bytes) -> None:
         counts[key] = counts.get(key, 0) + 1
 
 
-def _epoch_of(env: wire.Envelope) -> int:
+def _consensus_message(env: wire.Envelope) -> Proposal | Prevote | Precommit:
+    """The proposal or vote an envelope carries (Reject for anything else)."""
     try:
         msg = wire.decode(env.body, CONSENSUS_MESSAGE_CAP)
     except CodecError as exc:
         raise Reject("malformed", str(exc)) from None
     if not isinstance(msg, Proposal | Prevote | Precommit):
         raise Reject("unexpected_type")
-    return msg.epoch
+    return msg

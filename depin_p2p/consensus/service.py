@@ -324,11 +324,14 @@ class ConsensusService:
                 # start it now, or the node would stay an epoch behind for good.
                 await self._maybe_start(nursery)
             except (Ignore, Reject) as exc:
-                if isinstance(exc, Reject):
-                    self.counters.messages_rejected += 1
-                else:
-                    self.counters.messages_ignored += 1
-                log.debug("consensus.input.dropped", code=exc.code, detail=exc.detail)
+                self._count_dropped(exc)
+
+    def _count_dropped(self, exc: Ignore | Reject) -> None:
+        if isinstance(exc, Reject):
+            self.counters.messages_rejected += 1
+        else:
+            self.counters.messages_ignored += 1
+        log.debug("consensus.input.dropped", code=exc.code, detail=exc.detail)
 
     async def _handle(self, item: _Input, nursery: trio.Nursery) -> None:
         if isinstance(item, _EpochEnded):
@@ -350,6 +353,11 @@ class ConsensusService:
         if state is not None and epoch == state.params.epoch:
             await self._apply(*transition.on_message(state, env, self._now()), nursery)
         elif epoch > self.last_epoch():
+            # Only the validators of the epoch to come may fill the buffer (the ledger's set now:
+            # stake changes take effect on a commit, so a new validator's early message waits for
+            # its retransmission).
+            if self._ledger.read(lambda v: ValidatorSet.of(validator_set(v))).power_of(env.signer) == 0:
+                raise Reject("unknown_validator", "future message from a non-validator")
             self._future[wire.content_id(wire.encode(env))] = env
             while len(self._future) > FUTURE_BUFFER:
                 self._future.popitem(last=False)
@@ -401,7 +409,10 @@ class ConsensusService:
             current = self._current()
             if _consensus_message(env).epoch == epoch and current is not None:
                 del self._future[key]
-                await self._apply(*transition.on_message(current, env, self._now()), nursery)
+                try:
+                    await self._apply(*transition.on_message(current, env, self._now()), nursery)
+                except (Ignore, Reject) as exc:  # one bad message must not cost the rest
+                    self._count_dropped(exc)
 
     def _params(self, epoch: int) -> Params:
         def read(view: ReadView) -> tuple[bytes, ValidatorSet]:

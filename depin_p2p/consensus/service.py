@@ -1,69 +1,41 @@
-"""The consensus shell: one loop owns the running epoch's Tendermint instance.
+"""The consensus shell: one trio loop feeds the epoch driver and executes its requests.
 
-Peer messages (proposals, votes, certificates, evidence from the consensus
-topic), timeouts and the epoch clock arrive on one bounded channel; the loop
-feeds them to the pure core (:mod:`depin_p2p.consensus.transition`) and
-executes the effects in order:
+Every input (consensus-topic messages, certificates fetched by catch-up,
+timers) arrives on one bounded inbox; the loop hands it to the pure
+:class:`~depin_p2p.consensus.driver.EpochDriver` and runs what it asks for,
+in order: publish, sleep until (one timer task), sign durably (the signer's
+synced write: persist before you speak), build or check a value, commit (one
+LMDB write transaction), penalise a peer. LMDB work runs in worker threads
+when ``offload_io`` is set. Catch-up (:mod:`~depin_p2p.consensus.sync`) only
+fetches: certificates go through the same inbox, so this loop is the one writer.
 
-* ``SignProposal`` / ``SignVote``: the signer persists (synced) and signs,
-  then the envelope is broadcast and fed back to the core — persist before
-  you speak;
-* ``BuildValue``: the proposer builds the epoch content from its proof pool
-  (:func:`~depin_p2p.consensus.value.build_content`);
-* ``ScheduleTimeout``: a timer task posts the timeout back to the channel;
-* ``Decide``: the content's ledger changes, the certificate, the value and
-  the chain link commit in one LMDB write transaction; the certificate is
-  then gossiped so nodes that missed votes decide too;
-* ``ReportEvidence``: kept for a later value (and gossiped).
-
-Epoch ``e``'s instance starts when epoch ``e`` ends (plus a short grace for
-late proofs) and once ``e - 1`` is committed. A node that is behind fetches
-certificates by range over ``/sync/1`` (:meth:`ConsensusService.catch_up`),
-verifies each against its own validator set and re-checks the value, then
-joins the live round.
+The topic validator decodes each message once and verifies each signature
+once (the driver's cache); a bad signature, or a non-validator's message for
+the epoch being decided, is rejected there: not forwarded, and the peer pays.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
 from depin_p2p import wire
 from depin_p2p.clock import Clock
-from depin_p2p.consensus import transition
+from depin_p2p.consensus import driver as d
+from depin_p2p.consensus import sync
+from depin_p2p.consensus.ledger_io import EpochLedger, NodeLedger
 from depin_p2p.consensus.signer import Signer, SignRefused
-from depin_p2p.consensus.state import (
-    Broadcast,
-    BuildValue,
-    Certificate,
-    Decide,
-    DuplicateVoteEvidence,
-    Effect,
-    EpochState,
-    Params,
-    Precommit,
-    Prevote,
-    Proposal,
-    ReportEvidence,
-    ScheduleTimeout,
-    SignProposal,
-    SignVote,
-    TimeoutKind,
-    Timeouts,
-    ValidatorSet,
-    certificate_hash,
-    verify_certificate,
-)
-from depin_p2p.consensus.value import EpochContent, ValueParams, build_content, check_content
-from depin_p2p.errors import CodecError, DepinError, Ignore, Reject, TransportError
-from depin_p2p.gossip.transport import CONSENSUS, SYNC, PeerId, Transport, protocol, topic
-from depin_p2p.ledger.state import LedgerView, StateChanges, TxResult, validator_set
+from depin_p2p.consensus.state import Certificate, DuplicateVoteEvidence, Timeouts, value_id_of
+from depin_p2p.consensus.value import ValueParams
+from depin_p2p.errors import CodecError, Reject
+from depin_p2p.gossip.transport import CONSENSUS, SYNC, GossipMessage, PeerId, Transport, protocol, topic
+from depin_p2p.ledger.state import TxResult
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.pool import ProofPool
 
@@ -71,114 +43,19 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = structlog.get_logger("depin_p2p.consensus")
-
-T = TypeVar("T")
-
 INBOX_CAPACITY = 4_096
-FUTURE_BUFFER = 2_048  # messages for the next epoch, held until its instance starts
-EVIDENCE_CAPACITY = 64
-SEEN_POSITIONS = 8_192  # (signer, type, epoch, round) -> body id of signed messages seen, for /status
-MAX_OFFENDERS = 256
-SYNC_BATCH = 4  # certificates per sync response (each may be ~900 kB)
-SYNC_TIMEOUT_S = 10.0
-MAX_SYNC_RESPONSE = 4 * 1024 * 1024
-CONSENSUS_MESSAGE_CAP = wire.MAX_MESSAGE_BYTES
-
-
-@wire.message(type_id=90)
-@dataclass(frozen=True, slots=True)
-class SyncRequest:
-    """Ask a peer for the certificates of epochs ``first..last`` (inclusive)."""
-
-    first: wire.U64
-    last: wire.U64
-
-
-@wire.message(type_id=91)
-@dataclass(frozen=True, slots=True)
-class SyncResponse:
-    """Encoded certificates, in epoch order, starting at the requested first epoch."""
-
-    certificates: Annotated[tuple[bytes, ...], wire.MaxLen(SYNC_BATCH)]
-
-
-class ReadView(LedgerView, Protocol):
-    def last_epoch(self) -> int: ...
-    def get_certificate(self, epoch: int) -> bytes | None: ...
-
-
-class NodeLedger(Protocol):
-    """What consensus needs of the ledger (``LedgerStore``; ``MemoryLedger`` in simulations)."""
-
-    def read(self, fn: Callable[[ReadView], T]) -> T: ...
-
-    async def commit_epoch_async(
-        self,
-        changes: StateChanges,
-        certificate: bytes,
-        epoch_value: bytes,
-        certificate_hash: bytes | None = None,
-    ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Peer:
-    envelope: wire.Envelope
-
-
-@dataclass(frozen=True, slots=True)
-class _Cert:
-    certificate: Certificate
-
-
-@dataclass(frozen=True, slots=True)
-class _Timeout:
-    epoch: int
-    kind: TimeoutKind
-    round: int
-
-
-@dataclass(frozen=True, slots=True)
-class _EpochEnded:
-    epoch: int
-
-
-_Input = _Peer | _Cert | _Timeout | _EpochEnded
-
-
-@dataclass(slots=True)
-class ConsensusCounters:
-    committed: int = 0
-    rounds_used: int = 0
-    signed: int = 0
-    sign_refused: int = 0
-    messages_ignored: int = 0
-    messages_rejected: int = 0
-    synced: int = 0
-    evidence_seen: int = 0
+STASH_CAPACITY = 4_096  # decoded messages between the topic validator and the pump
+ConsensusCounters = d.ConsensusCounters  # re-exported: /status reads it
 
 
 class ConsensusService:
-    """Runs one Tendermint instance per epoch; see the module docstring.
+    """Runs one Tendermint instance per epoch through the driver; see the module docstring.
 
-    Args:
-        network_id: our network.
-        clock: the node's clock.
-        schedule: epoch boundaries.
-        transport: the consensus topic, sync requests, peers.
-        ledger: the committed state (read, and atomic epoch commits).
-        signer: this validator's persist-first signer, or None for an observer.
-        pool: the proofs this node heard (the proposer's raw material).
-        value_params: network parameters for building and checking values.
-        timeouts: round timeouts.
-        grace_ms: wait after an epoch ends before starting its instance (late proofs).
-        pending_txs: the transactions to include when proposing (in order).
-        on_commit: called with each committed epoch, after the write.
-        on_tx_results: called with each committed epoch and what it did with
-            each of its transactions (the transaction pool's feedback).
-        sign_in_thread: run the signer (a synced LMDB write) in a worker thread;
-            False only for simulations with an in-memory sign-state, where a
-            thread would let trio's autojump clock skip ahead.
+    Args: the node's ``network_id``, ``clock``, epoch ``schedule``, ``transport``, ``ledger``,
+    ``signer`` (None for an observer), proof ``pool``, ``value_params``, round ``timeouts``,
+    ``grace_ms`` after an epoch's end before its instance starts, ``pending_txs`` to propose,
+    ``on_commit``/``on_tx_results`` after each commit, and ``offload_io`` (LMDB work in worker
+    threads; False in simulations, where a thread would let trio's autojump clock skip ahead).
     """
 
     def __init__(
@@ -197,478 +74,169 @@ class ConsensusService:
         pending_txs: Callable[[], Sequence[wire.Envelope]] = tuple,
         on_commit: Callable[[int], None] = lambda epoch: None,
         on_tx_results: Callable[[int, Sequence[TxResult]], None] = lambda epoch, results: None,
-        sign_in_thread: bool = True,
+        offload_io: bool = True,
     ) -> None:
-        self._net = network_id
-        self._clock = clock
-        self._schedule = schedule
-        self._transport = transport
-        self._ledger = ledger
-        self._signer = signer
-        self._pool = pool
-        self._value_params = value_params
-        self._timeouts = timeouts or Timeouts()
-        self._grace_ms = grace_ms
-        self._pending_txs = pending_txs
-        self._on_commit = on_commit
-        self._on_tx_results = on_tx_results
-        self._sign_in_thread = sign_in_thread
+        self._clock, self._transport, self._signer, self._offload = clock, transport, signer, offload_io
+        self.ledger = EpochLedger(
+            ledger,
+            pool,
+            value_params,
+            pending_txs=pending_txs,
+            on_tx_results=on_tx_results,
+            on_commit=on_commit,
+            offload=offload_io,
+        )
         self._topic = topic(network_id, CONSENSUS)
         self._sync_protocol = protocol(network_id, SYNC)
-        self._send, self._inbox = trio.open_memory_channel[_Input](INBOX_CAPACITY)
-        self._state: EpochState | None = None
-        self._checked: dict[bytes, StateChanges] = {}
-        self._future: OrderedDict[bytes, wire.Envelope] = OrderedDict()
-        self._evidence: OrderedDict[bytes, bytes] = OrderedDict()
-        self._ended = 0  # the latest epoch whose end this node has seen
-        self._commit_lock = trio.Lock()
-        self._positions: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
-        self.conflicting_signers: dict[bytes, int] = {}  # validly signed, same step, different bodies
-        self.evidence_offenders: dict[bytes, int] = {}  # the signer each new evidence names
-        self.counters = ConsensusCounters()
+        self._send, self._inbox = trio.open_memory_channel[d.Input | trio.Event](INBOX_CAPACITY)
+        self._stash: OrderedDict[bytes, object] = OrderedDict()
+        self._timers: list[tuple[int, int, d.TimeoutFired | d.EpochDue]] = []
+        self._timer_seq = 0
+        self._wake = trio.Event()
+        clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
+        me = signer.public_key if signer is not None else None
+        config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts())
+        self.driver = d.EpochDriver(config, self.ledger.head())
+        self.counters = self.driver.counters
+        self.conflicting_signers = self.driver.watch.conflicting_signers  # validly signed, same step
+        self.evidence_offenders = self.driver.evidence.offenders  # the signer each new evidence names
         self.committed = trio.Event()  # replaced after each commit; tests and the node wait on it
-
-    # ------------------------------------------------------------------ info
+        self.sync = sync.CatchUp(transport, self._sync_protocol, self._submit_synced, self.last_epoch)
 
     @property
     def running_epoch(self) -> int | None:
-        return None if self._state is None else self._state.params.epoch
+        return self.driver.running_epoch
 
     @property
     def running_round(self) -> int | None:
-        return None if self._state is None else self._state.round
+        return None if self.driver.state is None else self.driver.state.round
 
     def last_epoch(self) -> int:
-        return self._ledger.read(lambda v: v.last_epoch())
-
-    # ------------------------------------------------------------------ run
+        return self.ledger.last_epoch()
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Subscribe, serve sync, catch up, and run epochs until cancelled.
+        """Subscribe, serve sync, and run epochs until cancelled.
 
         Cancellation: the running instance is dropped; what was signed is in
         the sign-state, so a restart re-sends identical messages or nothing.
         """
-        self._transport.set_handler(self._sync_protocol, self._serve_sync, max_request_bytes=64)
+        self._transport.set_handler(
+            self._sync_protocol, sync.make_server(self.ledger.ledger), max_request_bytes=sync.MAX_SYNC_REQUEST
+        )
         channel = await self._transport.subscribe(self._topic, self._validate_gossip, capacity=INBOX_CAPACITY)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump, channel)
-            nursery.start_soon(self._epoch_clock)
+            nursery.start_soon(self._timer)
+            self.driver.boot(self._clock.now_ms())
             task_status.started()
-            await self._loop(nursery)
+            await self._drain()
+            async for item in self._inbox:
+                if isinstance(item, trio.Event):
+                    item.set()  # every input before it has been handled
+                    continue
+                self.driver.feed(item, self._clock.now_ms())
+                await self._drain()
 
-    async def _pump(self, channel: trio.MemoryReceiveChannel[object]) -> None:
-        async with channel:
-            async for msg in channel:
-                item = self._decode_topic(msg.data)  # type: ignore[attr-defined]
-                if isinstance(item, wire.Envelope):
-                    await self._send.send(_Peer(item))
-                elif isinstance(item, Certificate):
-                    await self._send.send(_Cert(item))
-                elif isinstance(item, DuplicateVoteEvidence):
-                    self._keep_evidence(item)
-
-    async def _epoch_clock(self) -> None:
-        # Begin with the latest epoch already over (plus grace): a node (re)started
-        # mid-epoch runs the instance that is due at once, not one epoch later.
-        epoch = max(1, self._schedule.epoch_at(self._clock.now_ms() - self._grace_ms) - 1)
-        while True:
-            await self._clock.sleep_until_ms(self._schedule.end_of(epoch) + self._grace_ms)
-            await self._send.send(_EpochEnded(epoch))
-            epoch += 1
-
-    # ------------------------------------------------------------- gossip
-
-    def _decode_topic(self, data: bytes) -> object:
-        try:
-            return wire.decode(data, CONSENSUS_MESSAGE_CAP)
-        except CodecError as exc:
-            raise Reject("malformed", str(exc)) from None
+    # ------------------------------------------------------------ intake
 
     def _validate_gossip(self, peer: PeerId, data: bytes) -> None:
-        """Topic validator: well-formed consensus messages of our network only (signatures: the core)."""
-        item = self._decode_topic(data)
-        if isinstance(item, wire.Envelope):
-            if item.network_id != self._net:
-                raise Reject("wrong_network")
-            try:
-                inner = wire.peek_type_id(item.body, CONSENSUS_MESSAGE_CAP)
-            except CodecError as exc:
-                raise Reject("malformed", str(exc)) from None
-            if wire.registered_types()[inner].cls not in (Proposal, Prevote, Precommit):
-                raise Reject("unexpected_type")
-            return
-        if not isinstance(item, Certificate | DuplicateVoteEvidence):
-            raise Reject("unexpected_type", type(item).__name__)
-
-    def _keep_evidence(self, ev: DuplicateVoteEvidence) -> None:
-        data = wire.encode(ev)
-        key = wire.content_id(data)
-        if key not in self._evidence:
-            self.counters.evidence_seen += 1
-            _bump(self.evidence_offenders, ev.vote_a.signer)
-            self._evidence[key] = data
-            while len(self._evidence) > EVIDENCE_CAPACITY:
-                self._evidence.popitem(last=False)
-
-    async def _publish(self, item: object) -> None:
-        await self._transport.publish(self._topic, wire.encode(item))
-
-    # --------------------------------------------------------------- loop
-
-    async def _loop(self, nursery: trio.Nursery) -> None:
-        async for item in self._inbox:
-            try:
-                await self._handle(item, nursery)
-                # A commit can leave the next epoch already due (this node was behind):
-                # start it now, or the node would stay an epoch behind for good.
-                await self._maybe_start(nursery)
-            except (Ignore, Reject) as exc:
-                self._count_dropped(exc)
-
-    def _count_dropped(self, exc: Ignore | Reject) -> None:
-        if isinstance(exc, Reject):
-            self.counters.messages_rejected += 1
-        else:
-            self.counters.messages_ignored += 1
-        log.debug("consensus.input.dropped", code=exc.code, detail=exc.detail)
-
-    async def _handle(self, item: _Input, nursery: trio.Nursery) -> None:
-        if isinstance(item, _EpochEnded):
-            self._ended = max(self._ended, item.epoch)
-            await self._maybe_start(nursery)
-            return
-        state = self._state
-        if isinstance(item, _Timeout):
-            if state is not None and state.params.epoch == item.epoch:
-                await self._apply(*transition.on_timeout(state, item.kind, item.round, self._now()), nursery)
-            return
-        if isinstance(item, _Cert):
-            await self._on_certificate(item.certificate, nursery)
-            return
-        env = item.envelope
-        msg = _consensus_message(env)
-        epoch = msg.epoch
-        self._watch_conflicts(env, msg)
-        if state is not None and epoch == state.params.epoch:
-            await self._apply(*transition.on_message(state, env, self._now()), nursery)
-        elif epoch > self.last_epoch():
-            # Only the validators of the epoch to come may fill the buffer (the ledger's set now:
-            # stake changes take effect on a commit, so a new validator's early message waits for
-            # its retransmission).
-            if self._ledger.read(lambda v: ValidatorSet.of(validator_set(v))).power_of(env.signer) == 0:
-                raise Reject("unknown_validator", "future message from a non-validator")
-            self._future[wire.content_id(wire.encode(env))] = env
-            while len(self._future) > FUTURE_BUFFER:
-                self._future.popitem(last=False)
-
-    def _now(self) -> int:
-        return self._clock.now_ms()
-
-    def _watch_conflicts(self, env: wire.Envelope, msg: Proposal | Prevote | Precommit) -> None:
-        """Count signers seen signing two different messages for one (type, epoch, round).
-
-        An observation for ``/status`` (the crash test reads it), covering
-        proposals too, which duplicate-vote evidence does not. Only validly
-        signed envelopes count; the window is the last ``SEEN_POSITIONS`` positions.
-        """
-        info = wire.info_of(type(msg))
-        assert info.domain is not None
-        wire.open_envelope(env, network_id=self._net, domain=info.domain, max_size=CONSENSUS_MESSAGE_CAP)
-        key = (env.signer, info.type_id, msg.epoch, msg.round)
-        body_id = wire.content_id(env.body)
-        seen = self._positions.get(key)
-        if seen is None:
-            self._positions[key] = body_id
-            while len(self._positions) > SEEN_POSITIONS:
-                self._positions.popitem(last=False)
-        elif seen != body_id:
-            _bump(self.conflicting_signers, env.signer)
-            log.warning("consensus.conflict.seen", signer=env.signer.hex(), epoch=msg.epoch, round=msg.round)
-
-    async def _maybe_start(self, nursery: trio.Nursery) -> None:
-        """Start the next epoch's instance if that epoch has ended and its predecessor is committed."""
-        if self._state is not None:
-            return
-        epoch = self.last_epoch() + 1
-        if epoch > self._ended:
-            return
-        self._pool.prune(epoch - 1)
-        params = self._params(epoch)
-        signer = self._signer
-        lock = signer.lock(epoch) if signer is not None else None
-        start_round = signer.resume_round(epoch) if signer is not None else 0
-        state, effects = transition.start(params, self._now(), lock=lock, start_round=start_round)
-        log.info("consensus.epoch.started", epoch=epoch, round=state.round)
-        # After a restart, what this key already signed goes out again, byte for byte.
-        resend = signer.last_signed(epoch) if signer is not None else ()
-        await self._apply(state, effects, nursery)
-        for env in resend:
-            await self._publish(env)
-        for key, env in list(self._future.items()):
-            current = self._current()
-            if _consensus_message(env).epoch == epoch and current is not None:
-                del self._future[key]
-                try:
-                    await self._apply(*transition.on_message(current, env, self._now()), nursery)
-                except (Ignore, Reject) as exc:  # one bad message must not cost the rest
-                    self._count_dropped(exc)
-
-    def _params(self, epoch: int) -> Params:
-        def read(view: ReadView) -> tuple[bytes, ValidatorSet]:
-            return view.last_certificate_hash(), ValidatorSet.of(validator_set(view))
-
-        prev, validators = self._ledger.read(read)
-        me = self._signer.public_key if self._signer is not None else None
-        if me is not None and validators.power_of(me) == 0:
-            me = None  # not (or no longer) a validator: observe only
-        return Params(
-            network_id=self._net,
-            epoch=epoch,
-            prev_cert_hash=prev,
-            validators=validators,
-            me=me,
-            validate_value=self._validate_candidate_value,
-            timeouts=self._timeouts,
-        )
-
-    def _validate_candidate_value(self, candidate: object) -> None:
-        """The core's injected value check: decode, re-check everything, remember the changes."""
-        value: bytes = candidate.value  # type: ignore[attr-defined]
+        """Topic validator: decode once, screen envelopes (signature, signer); stash for the pump."""
         try:
-            content = wire.decode_as(value, EpochContent, CONSENSUS_MESSAGE_CAP)
-        except CodecError as exc:
-            raise Reject("malformed_value", str(exc)) from None
-        changes = self._ledger.read(lambda v: check_content(v, content, self._value_params))
-        self._checked[wire.content_id(value)] = changes
-
-    # ------------------------------------------------------------ effects
-
-    async def _apply(self, state: EpochState, effects: list[Effect], nursery: trio.Nursery) -> None:
-        self._state = state
-        for eff in effects:
-            if self._current() is None:
-                return  # decided and committed: the rest belongs to a finished instance
-            await self._execute(eff, nursery)
-
-    def _current(self) -> EpochState | None:
-        """The running instance, re-read after awaits (a commit may have ended it)."""
-        return self._state
-
-    async def _execute(self, eff: Effect, nursery: trio.Nursery) -> None:
-        state = self._state
-        assert state is not None
-        if isinstance(eff, Broadcast):
-            await self._publish(eff.envelope)
-        elif isinstance(eff, ScheduleTimeout):
-            nursery.start_soon(self._timer, eff)
-        elif isinstance(eff, BuildValue):
-            value = self._build(eff.epoch)
-            new_state, effects = transition.on_value(state, eff.round, value, self._now())
-            await self._apply(new_state, effects, nursery)
-        elif isinstance(eff, SignProposal | SignVote):
-            await self._sign_and_send(eff, nursery)
-        elif isinstance(eff, Decide):
-            await self._commit(eff.certificate)
-        elif isinstance(eff, ReportEvidence):
-            self._keep_evidence(eff.evidence)
-            await self._publish(eff.evidence)
-
-    async def _sign_and_send(self, eff: SignProposal | SignVote, nursery: trio.Nursery) -> None:
-        signer = self._signer
-        if signer is None:
-            return
-        msg = eff.proposal if isinstance(eff, SignProposal) else eff.vote
-        lock = eff.lock if isinstance(eff, SignVote) else None
-        try:
-            if self._sign_in_thread:
-                # The signer's synced LMDB write is blocking I/O: off the event loop.
-                env = await trio.to_thread.run_sync(signer.sign, msg, lock)
-            else:
-                env = signer.sign(msg, lock)
-        except SignRefused as exc:
-            self.counters.sign_refused += 1
-            log.info("consensus.sign.refused", code=exc.code)
-            return
-        self.counters.signed += 1
-        self._watch_conflicts(env, msg)
-        await self._publish(env)
-        state = self._state
-        if state is not None:
-            await self._apply(*transition.on_message(state, env, self._now()), nursery)
-
-    async def _timer(self, eff: ScheduleTimeout) -> None:
-        await self._clock.sleep_until_ms(eff.at_ms)
-        await self._send.send(_Timeout(eff.epoch, eff.kind, eff.round))
-
-    def _build(self, epoch: int) -> bytes:
-        collected = self._pool.collect(epoch)
-        built = self._ledger.read(
-            lambda v: build_content(
-                v,
-                epoch=epoch,
-                beacons=collected.beacons,
-                reports=collected.reports,
-                attestations=collected.attestations,
-                txs=tuple(self._pending_txs()),
-                evidence=tuple(self._evidence.values()),
-                params=self._value_params,
-            )
-        )
-        value = wire.encode(built.content)
-        self._checked[wire.content_id(value)] = built.changes
-        log.info(
-            "consensus.value.built",
-            epoch=epoch,
-            beacons=len(built.content.beacons),
-            reports=len(built.content.reports),
-            attestations=len(built.content.attestations),
-            dropped=len(built.dropped),
-        )
-        return value
-
-    async def _commit(self, cert: Certificate) -> None:
-        # Catch-up runs in the node's bootstrap task, alongside this loop: one commit at a time,
-        # and an epoch that the other path committed meanwhile is simply done.
-        async with self._commit_lock:
-            if cert.epoch <= self.last_epoch():
-                if self._state is not None and self._state.params.epoch <= cert.epoch:
-                    self._state = None
-                return
-            await self._commit_locked(cert)
-
-    async def _commit_locked(self, cert: Certificate) -> None:
-        value = cert.candidate.value
-        changes = self._checked.get(wire.content_id(value))
-        if changes is None:  # decided from a certificate whose value we never checked ourselves
-            content = wire.decode_as(value, EpochContent, CONSENSUS_MESSAGE_CAP)
-            changes = self._ledger.read(lambda v: check_content(v, content, self._value_params))
-        await self._ledger.commit_epoch_async(changes, wire.encode(cert), value, certificate_hash(cert))
-        epoch = cert.epoch
-        self.counters.committed += 1
-        self.counters.rounds_used += cert.round + 1
-        log.info("consensus.epoch.committed", epoch=epoch, round=cert.round, root=changes.root.hex()[:16])
-        self._state = None
-        self._checked.clear()
-        self._pool.prune(epoch)
-        self._on_tx_results(epoch, changes.tx_results)
-        self._on_commit(epoch)
-        event, self.committed = self.committed, trio.Event()
-        event.set()
-        # If the next epoch has already ended (a late start, a backlog), start it right away
-        # rather than at the next tick; through the inbox, so this instance's effects finish first.
-        # (A full inbox is full of work: then the epoch clock's next tick starts it.)
-        with contextlib.suppress(trio.WouldBlock):
-            self._send.send_nowait(_EpochEnded(self._ended))
-        await self._publish(cert)
-
-    async def _on_certificate(self, cert: Certificate, nursery: trio.Nursery) -> None:
-        state = self._state
-        last = self.last_epoch()
-        if cert.epoch <= last:
-            return
-        if state is not None and cert.epoch == state.params.epoch:
-            await self._apply(*transition.on_certificate(state, cert, self._now()), nursery)
-            return
-        if cert.epoch == last + 1:
-            # Not running it yet (our clock lags, or we are catching up): verify and commit.
-            await self._commit_verified(cert)
-            self.counters.synced += 1
-            await self._maybe_start(nursery)
-
-    async def _commit_verified(self, cert: Certificate) -> None:
-        """Commit a certificate this node did not decide itself, after checking it like a light client.
-
-        Raises Reject: the certificate does not verify against our validator set and chain
-        link, or its value does not re-check against our ledger.
-        """
-        params = self._params(cert.epoch)
-        verify_certificate(cert, params.validators, self._net, params.prev_cert_hash)
-        self._validate_candidate_value(cert.candidate)
-        await self._commit(cert)
-
-    # --------------------------------------------------------------- sync
-
-    async def _serve_sync(self, peer: PeerId, data: bytes) -> bytes:
-        try:
-            req = wire.decode_as(data, SyncRequest)
+            item = wire.decode(data, d.CONSENSUS_MESSAGE_CAP)
         except CodecError as exc:
             raise Reject("malformed", str(exc)) from None
-        last = min(req.last, req.first + SYNC_BATCH - 1)
-        certs: list[bytes] = []
-        size = 0
-        for epoch in range(req.first, last + 1):
-            cert = self._ledger.read(lambda v, e=epoch: v.get_certificate(e))  # type: ignore[misc]
-            if cert is None or size + len(cert) > MAX_SYNC_RESPONSE - 1024:
-                break
-            certs.append(cert)
-            size += len(cert)
-        return wire.encode(SyncResponse(tuple(certs)))
+        if isinstance(item, wire.Envelope):
+            self.driver.screen(item)
+        elif not isinstance(item, Certificate | DuplicateVoteEvidence):
+            raise Reject("unexpected_type", type(item).__name__)
+        self._stash[wire.content_id(data)] = item
+        while len(self._stash) > STASH_CAPACITY:
+            self._stash.popitem(last=False)
 
-    async def catch_up(self, peer: PeerId, up_to: int) -> int:
-        """Fetch, verify and commit certificates from ``peer`` until ``up_to``; return epochs applied.
+    async def _pump(self, channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
+        async with channel:
+            async for msg in channel:
+                item = self._stash.pop(wire.content_id(msg.data), None)
+                if isinstance(item, wire.Envelope):
+                    await self._send.send(d.PeerMessage(item, msg.peer))
+                elif isinstance(item, Certificate):
+                    await self._send.send(d.CertificateIn(item, msg.peer))
+                elif isinstance(item, DuplicateVoteEvidence):
+                    await self._send.send(d.EvidenceIn(item))
 
-        Each certificate is verified against the validator set of our own
-        ledger and its value re-checked before commit, so a lying peer can
-        only waste our time (its answer raises Reject and we stop).
+    async def _timer(self) -> None:
+        """The one timer: posts each requested input back at its time."""
+        while True:
+            self._wake = trio.Event()
+            if self._timers and self._clock.deadline_for(self._timers[0][0]) <= trio.current_time():
+                await self._send.send(heapq.heappop(self._timers)[2])
+                continue
+            deadline = self._clock.deadline_for(self._timers[0][0]) if self._timers else float("inf")
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
 
-        Raises:
-            TransportError: the peer did not answer.
-            Reject: the peer sent something that does not verify.
-        """
-        applied = 0
-        while self.last_epoch() < up_to:
-            first = self.last_epoch() + 1
-            data = await self._transport.request(
-                peer,
-                self._sync_protocol,
-                wire.encode(SyncRequest(first, up_to)),
-                timeout=SYNC_TIMEOUT_S,
-                max_response_bytes=MAX_SYNC_RESPONSE,
-            )
-            try:
-                response = wire.decode_as(data, SyncResponse, MAX_SYNC_RESPONSE)
-            except CodecError as exc:
-                raise Reject("malformed", str(exc)) from None
-            if not response.certificates:
-                break
-            for raw in response.certificates:
-                try:
-                    cert = wire.decode_as(raw, Certificate, CONSENSUS_MESSAGE_CAP)
-                except CodecError as exc:
-                    raise Reject("malformed", str(exc)) from None
-                if cert.epoch != self.last_epoch() + 1:
-                    raise Reject("wrong_epoch", f"sync sent epoch {cert.epoch}")
-                await self._commit_verified(cert)
-                applied += 1
-        self.counters.synced += applied
-        return applied
+    # ------------------------------------------------------------ requests
+
+    async def _drain(self) -> None:
+        while (req := self.driver.next_request(self._clock.now_ms())) is not None:
+            answer = await self._execute(req)
+            if answer is not None:
+                self.driver.feed(answer, self._clock.now_ms())
+
+    async def _execute(self, req: d.Request) -> d.Input | None:
+        if isinstance(req, d.Publish):
+            await self._transport.publish(self._topic, wire.encode(req.item))
+        elif isinstance(req, d.SleepUntil):
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (req.at_ms, self._timer_seq, req.then))
+            self._wake.set()
+        elif isinstance(req, d.OpenInstance):
+            return self._open(req.epoch)
+        elif isinstance(req, d.BuildRequest):
+            return await self.ledger.build(req)
+        elif isinstance(req, d.CheckValue):
+            return await self.ledger.check(req.candidate.value, value_id_of(req.candidate))
+        elif isinstance(req, d.SignDurably):
+            return await self._sign(req)
+        elif isinstance(req, d.Commit):
+            committed = await self.ledger.commit(req.certificate, req.payload)
+            event, self.committed = self.committed, trio.Event()
+            event.set()
+            return committed
+        else:
+            self._transport.penalise(PeerId(req.peer), req.code)
+        return None
+
+    def _open(self, epoch: int) -> d.InstanceOpened:
+        self.ledger.pool.prune(epoch - 1)
+        s = self._signer
+        start_round = s.resume_round(epoch) if s is not None else 0
+        log.info("consensus.epoch.started", epoch=epoch, round=start_round)
+        if s is None:
+            return d.InstanceOpened(epoch)
+        return d.InstanceOpened(epoch, s.lock(epoch), start_round, s.last_signed(epoch))
+
+    async def _sign(self, req: d.SignDurably) -> d.Signed | d.SignDenied:
+        if self._signer is None:
+            return d.SignDenied("observer")
+        sign = functools.partial(self._signer.sign, req.message, req.lock)
+        try:  # the signer's synced LMDB write is blocking I/O: off the event loop
+            env = await trio.to_thread.run_sync(sign) if self._offload else sign()
+        except SignRefused as exc:
+            log.info("consensus.sign.refused", code=exc.code)
+            return d.SignDenied(exc.code)
+        return d.Signed(env)
+
+    # ------------------------------------------------------------ catch-up
+
+    async def _submit_synced(self, certs: Sequence[Certificate], peer: PeerId) -> None:
+        """Hand fetched certificates to the loop; return once it has handled them."""
+        for cert in certs:
+            await self._send.send(d.CertificateIn(cert, peer))
+        barrier = trio.Event()
+        await self._send.send(barrier)
+        await barrier.wait()
 
     async def catch_up_from_any(self, peers: Sequence[PeerId], up_to: int) -> int:
-        """Try :meth:`catch_up` with each peer in turn; peers that fail are skipped."""
-        total = 0
-        for peer in peers:
-            try:
-                total += await self.catch_up(peer, up_to)
-            except (TransportError, DepinError) as exc:
-                log.info("consensus.sync.peer_failed", peer=str(peer), error=str(exc))
-                continue
-            if self.last_epoch() >= up_to:
-                break
-        return total
-
-
-def _bump(counts: dict[bytes, int], key: bytes) -> None:
-    if key in counts or len(counts) < MAX_OFFENDERS:
-        counts[key] = counts.get(key, 0) + 1
-
-
-def _consensus_message(env: wire.Envelope) -> Proposal | Prevote | Precommit:
-    """The proposal or vote an envelope carries (Reject for anything else)."""
-    try:
-        msg = wire.decode(env.body, CONSENSUS_MESSAGE_CAP)
-    except CodecError as exc:
-        raise Reject("malformed", str(exc)) from None
-    if not isinstance(msg, Proposal | Prevote | Precommit):
-        raise Reject("unexpected_type")
-    return msg
+        """Fetch certificates up to ``up_to`` from the first peers that have them; return epochs applied."""
+        return await self.sync.from_any(peers, up_to)

@@ -163,7 +163,7 @@ def make_cluster(
                     pool=pool,
                     value_params=value_params,
                     timeouts=Timeouts(),
-                    sign_in_thread=False,
+                    offload_io=False,
                     pending_txs=txpool.pending,
                     on_tx_results=txpool.on_committed,
                 )

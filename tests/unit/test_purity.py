@@ -24,6 +24,9 @@ PURE = {
     "depin_p2p.consensus.state",
     "depin_p2p.consensus.transition",
     "depin_p2p.consensus.value",
+    "depin_p2p.consensus.driver",
+    "depin_p2p.schedule",
+    "depin_p2p.gossip.penalty",
 }
 # Project modules a pure module may import besides other pure ones.
 PURE_SAFE = {"depin_p2p.errors", "depin_p2p", "depin_p2p.ledger", "depin_p2p.witness",

@@ -1,0 +1,135 @@
+"""The consensus loop's ledger work: the driver's build, check and commit requests, executed.
+
+Values are built from the proof pool and checked against the committed
+state; an epoch's changes, certificate and value commit in one LMDB write
+transaction. With ``offload`` the reads and the write run in worker threads
+(LMDB calls block); simulations keep them on the event loop, where a thread
+would let trio's autojump clock skip ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+import structlog
+import trio
+
+from depin_p2p import wire
+from depin_p2p.consensus import driver as d
+from depin_p2p.consensus.state import Certificate, ValidatorSet, certificate_hash
+from depin_p2p.consensus.sync import ReadView
+from depin_p2p.consensus.value import EpochContent, ValueParams, build_content, check_content
+from depin_p2p.errors import CodecError, Reject
+from depin_p2p.ledger.state import StateChanges, TxResult, validator_set
+from depin_p2p.witness.pool import ProofPool
+
+log = structlog.get_logger("depin_p2p.consensus")
+T = TypeVar("T")
+
+
+class NodeLedger(Protocol):
+    """What consensus needs of the ledger (``LedgerStore``; ``MemoryLedger`` in simulations)."""
+
+    def read(self, fn: Callable[[ReadView], T]) -> T: ...
+
+    async def commit_epoch_async(
+        self,
+        changes: StateChanges,
+        certificate: bytes,
+        epoch_value: bytes,
+        certificate_hash: bytes | None = None,
+    ) -> None: ...
+
+
+class EpochLedger:
+    """Builds, checks and commits epoch values for the consensus loop.
+
+    Args:
+        ledger: the committed state.
+        pool: the proofs this node heard (the proposer's raw material); pruned on commit.
+        value_params: network parameters for building and checking values.
+        pending_txs: the transactions to propose, in order.
+        on_tx_results: called after each commit with what it did with each transaction.
+        on_commit: called with each committed epoch, after the write.
+        offload: LMDB work in worker threads.
+    """
+
+    def __init__(
+        self,
+        ledger: NodeLedger,
+        pool: ProofPool,
+        value_params: ValueParams,
+        *,
+        pending_txs: Callable[[], Sequence[wire.Envelope]],
+        on_tx_results: Callable[[int, Sequence[TxResult]], None],
+        on_commit: Callable[[int], None],
+        offload: bool,
+    ) -> None:
+        self.ledger = ledger
+        self.pool = pool
+        self._params = value_params
+        self._pending_txs = pending_txs
+        self._on_tx_results = on_tx_results
+        self._on_commit = on_commit
+        self._offload = offload
+
+    def head(self) -> d.Head:
+        """The committed head: the next epoch, its chain link and its validator set."""
+
+        def read(view: ReadView) -> d.Head:
+            validators = ValidatorSet.of(validator_set(view))
+            return d.Head(view.last_epoch() + 1, view.last_certificate_hash(), validators)
+
+        return self.ledger.read(read)
+
+    def last_epoch(self) -> int:
+        return self.ledger.read(lambda v: v.last_epoch())
+
+    async def _read(self, fn: Callable[[ReadView], T]) -> T:
+        if self._offload:
+            return await trio.to_thread.run_sync(self.ledger.read, fn)
+        return self.ledger.read(fn)
+
+    async def build(self, req: d.BuildRequest) -> d.ValueBuilt:
+        got, txs, params = self.pool.collect(req.epoch), tuple(self._pending_txs()), self._params
+        built = await self._read(
+            lambda v: build_content(
+                v,
+                epoch=req.epoch,
+                beacons=got.beacons,
+                reports=got.reports,
+                attestations=got.attestations,
+                txs=txs,
+                evidence=req.evidence,
+                params=params,
+            )
+        )
+        c = built.content
+        n = {"beacons": len(c.beacons), "reports": len(c.reports), "attestations": len(c.attestations)}
+        log.info("consensus.value.built", epoch=req.epoch, **n, dropped=len(built.dropped))
+        return d.ValueBuilt(req.epoch, req.round, wire.encode(c), built.changes)
+
+    async def check(self, value: bytes, value_id: bytes) -> d.ValueChecked:
+        try:
+            content = wire.decode_as(value, EpochContent, d.CONSENSUS_MESSAGE_CAP)
+            changes = await self._read(lambda v: check_content(v, content, self._params))
+        except (CodecError, Reject) as exc:
+            log.info("consensus.value.invalid", error=str(exc))
+            return d.ValueChecked(value_id, False)
+        return d.ValueChecked(value_id, True, changes)
+
+    async def commit(self, cert: Certificate, payload: object) -> d.Committed:
+        value = cert.candidate.value
+        changes = payload
+        if not isinstance(changes, StateChanges):  # not expected: the driver commits checked values
+            changes = (await self.check(value, cert.value_id)).payload
+            if not isinstance(changes, StateChanges):
+                raise Reject("invalid_value", f"certificate of epoch {cert.epoch}")
+        await self.ledger.commit_epoch_async(changes, wire.encode(cert), value, certificate_hash(cert))
+        epoch = cert.epoch
+        log.info("consensus.epoch.committed", epoch=epoch, round=cert.round, root=changes.root.hex()[:16])
+        self.pool.prune(epoch)
+        self._on_tx_results(epoch, changes.tx_results)
+        self._on_commit(epoch)
+        return d.Committed(epoch, self.head())

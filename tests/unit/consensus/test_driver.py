@@ -1,0 +1,136 @@
+"""The epoch driver, fed inputs by hand and answered by a minimal executor (no I/O at all)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from depin_p2p import wire
+from depin_p2p.consensus import driver as d
+from depin_p2p.consensus.state import (
+    GENESIS_PREV_HASH,
+    Candidate,
+    Certificate,
+    Precommit,
+    Proposal,
+    ValidatorSet,
+    commit_sig_of,
+    proposer_for,
+    value_id_of,
+)
+from depin_p2p.crypto import KeyPair
+from depin_p2p.model import Validator
+
+NET = "driver-test"
+KEYS = [KeyPair.from_seed(hashlib.blake2b(b"v%d" % i, digest_size=32).digest()) for i in range(4)]
+VALIDATORS = ValidatorSet.of([Validator(k.public_key, 1) for k in KEYS])
+CLOCK = d.EpochClock(origin_ms=1_000, length_ms=1_000)  # epoch e due at 1000 + 1000·e
+
+
+class Executor:
+    """Answers every request at once, as a shell would; records what was published and committed."""
+
+    def __init__(self, drv: d.EpochDriver) -> None:
+        self.drv = drv
+        self.published: list[object] = []
+        self.committed: list[Certificate] = []
+        self.checked: list[bytes] = []
+
+    def drain(self, now_ms: int) -> None:
+        while (req := self.drv.next_request(now_ms)) is not None:
+            answer = self.answer(req)
+            if answer is not None:
+                self.drv.feed(answer, now_ms)
+
+    def answer(self, req: d.Request) -> d.Input | None:
+        if isinstance(req, d.Publish):
+            self.published.append(req.item)
+        elif isinstance(req, d.OpenInstance):
+            return d.InstanceOpened(req.epoch)
+        elif isinstance(req, d.SignDurably):
+            return d.Signed(wire.seal(req.message, KEYS[0], NET))
+        elif isinstance(req, d.BuildRequest):
+            return d.ValueBuilt(req.epoch, req.round, b"own value")
+        elif isinstance(req, d.CheckValue):
+            self.checked.append(req.candidate.value)
+            return d.ValueChecked(value_id_of(req.candidate), True, "changes")
+        elif isinstance(req, d.Commit):
+            self.committed.append(req.certificate)
+            assert req.payload == "changes"
+            cert = req.certificate
+            return d.Committed(cert.epoch, d.Head(cert.epoch + 1, cert.value_id, VALIDATORS))
+        return None
+
+
+def _driver() -> tuple[d.EpochDriver, Executor]:
+    drv = d.EpochDriver(
+        d.DriverConfig(NET, KEYS[0].public_key, CLOCK), d.Head(1, GENESIS_PREV_HASH, VALIDATORS)
+    )
+    return drv, Executor(drv)
+
+
+def _decision(epoch: int = 1) -> list[wire.Envelope]:
+    """A proposal by the right proposer and precommits for it by validators 1-3 (not us)."""
+    by_key = {k.public_key: k for k in KEYS}
+    me = KEYS[0].public_key
+    round_ = next(r for r in range(16) if proposer_for(VALIDATORS, GENESIS_PREV_HASH, epoch, r) != me)
+    cand = Candidate(epoch, GENESIS_PREV_HASH, b"their value")
+    proposer = by_key[proposer_for(VALIDATORS, GENESIS_PREV_HASH, epoch, round_)]
+    msgs = [wire.seal(Proposal(epoch, round_, cand, None), proposer, NET)]
+    msgs += [wire.seal(Precommit(epoch, round_, value_id_of(cand)), k, NET) for k in KEYS[1:]]
+    return msgs
+
+
+def test_every_buffered_message_is_replayed_even_after_one_that_fails() -> None:
+    drv, ex = _driver()
+    drv.boot(500)
+    ex.drain(500)
+    outsider = KeyPair.from_seed(bytes(32))
+    decision = _decision()
+    proposal = wire.decode_as(decision[0].body, Proposal)
+    not_proposer = next(k for k in KEYS[1:] if k.public_key != decision[0].signer)
+    wrong = wire.seal(proposal, not_proposer, NET)  # validly signed, by a validator, but not its proposer
+    for env in (wire.seal(Precommit(1, 0, None), outsider, NET), wrong, *decision):
+        drv.feed(d.PeerMessage(env, "peer"), 1_500)
+        ex.drain(1_500)
+    assert drv.counters.messages_rejected == 1  # the non-validator's vote never entered the buffer
+    assert not ex.committed
+    drv.feed(d.EpochDue(1), 2_000)
+    ex.drain(2_000)
+    # The wrong proposer's proposal is rejected on replay, and the rest still decides the epoch.
+    assert drv.counters.messages_rejected == 2
+    assert [c.epoch for c in ex.committed] == [1]
+    assert ex.committed[0].candidate.value == b"their value"
+    assert drv.head.next_epoch == 2 and drv.state is None
+    assert ex.published[-1] == ex.committed[0]  # the certificate is gossiped after the commit
+
+
+def test_a_signature_is_verified_once_and_our_own_never() -> None:
+    drv, ex = _driver()
+    drv.boot(2_500)  # epoch 1 is already due: its instance starts at once
+    ex.drain(2_500)
+    assert drv.running_epoch == 1
+    for env in _decision():
+        for _ in range(3):  # the same envelope from three peers
+            drv.feed(d.PeerMessage(env, "peer"), 2_600)
+            ex.drain(2_600)
+    assert [c.epoch for c in ex.committed] == [1]
+    assert drv.counters.signatures_verified == 4  # one proposal, three precommits
+    assert drv.counters.signed >= 1  # we signed (a prevote at least) and never verified it
+
+
+def test_a_proposal_waits_for_its_value_check_and_a_certificate_commits_without_an_instance() -> None:
+    drv, ex = _driver()
+    drv.boot(500)
+    ex.drain(500)
+    decision = _decision()
+    cand = wire.decode_as(decision[0].body, Proposal).candidate
+    sigs = sorted((commit_sig_of(env) for env in decision[1:]), key=lambda s: s.validator)
+    round_ = wire.decode_as(decision[1].body, Precommit).round
+    cert = Certificate(cand, round_, tuple(sigs))
+    drv.feed(d.CertificateIn(cert, "peer"), 1_200)  # epoch 1 not due yet: verified, checked, committed
+    ex.drain(1_200)
+    assert ex.checked == [b"their value"]
+    assert ex.committed == [cert] and drv.counters.synced == 1
+    bad = Certificate(Candidate(2, cert.value_id, b"x"), 0, tuple(sigs))
+    drv.feed(d.CertificateIn(bad, "liar"), 1_300)
+    assert drv.next_request(1_300) == d.PenalisePeer("liar", "bad_signature")

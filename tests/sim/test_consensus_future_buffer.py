@@ -70,3 +70,34 @@ async def test_a_non_validator_vote_for_the_next_epoch_does_not_stop_the_replay(
             nursery.cancel_scope.cancel()
     # The buffered proposal and precommits alone decide epoch 1 (no other validator runs).
     assert committed == 1, "the buffered messages after the non-validator's vote were never replayed"
+
+
+async def test_a_bad_consensus_message_is_not_forwarded_and_costs_the_peer_that_sent_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    c = cluster.make_cluster(with_consensus=True)
+    net = c.devnet.network_id
+    injector, node, beyond = c.transports[1], c.transports[0], c.transports[2]
+    outsider = KeyPair.from_seed(bytes(range(32)))
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            for t in (node, injector, beyond):
+                await nursery.start(t.run)
+            await injector.connect(node.listen_addrs()[0])
+            await beyond.connect(node.listen_addrs()[0])  # reaches the injector only through node 0
+            await nursery.start(c.consensus[0].run)
+            await nursery.start(c.consensus[2].run)
+            await c.clock.sleep_until_ms(cluster.T0 + 1_000)
+            for r in range(10):
+                good = wire.seal(Precommit(1, r, None), c.devnet.node_keys[3], net)
+                forged = wire.Envelope(good.network_id, good.signer, bytes(64), good.body)
+                stray = wire.seal(Precommit(1, r, None), outsider, net)  # validly signed, not a validator
+                for env in (forged, stray):
+                    await injector.publish(topic(net, CONSENSUS), wire.encode(env))
+            await c.clock.sleep_until_ms(cluster.T0 + 2_000)
+            nursery.cancel_scope.cancel()
+    # Ten rejections ban the sender (then it is disconnected and the rest never arrive).
+    assert set(node.counters.reject_codes) == {"bad_signature", "unknown_validator"}
+    assert sum(node.counters.reject_codes.values()) == 10
+    assert node.is_banned(injector.peer_id)
+    assert beyond.counters.delivered == 0 and beyond.counters.reject_codes == {}  # nothing forwarded

@@ -129,6 +129,7 @@ class _Peer:
 @dataclass(frozen=True, slots=True)
 class _Cert:
     certificate: Certificate
+    peer: PeerId | None = None  # who forwarded it (None: our own path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,7 @@ class ConsensusService:
         self._evidence: OrderedDict[bytes, bytes] = OrderedDict()
         self._ended = 0  # the latest epoch whose end this node has seen
         self._commit_lock = trio.Lock()
+        self._catching_up = False  # one catch-up task at a time
         self._positions: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
         self.conflicting_signers: dict[bytes, int] = {}  # validly signed, same step, different bodies
         self.evidence_offenders: dict[bytes, int] = {}  # the signer each new evidence names
@@ -264,7 +266,7 @@ class ConsensusService:
                 if isinstance(item, wire.Envelope):
                     await self._send.send(_Peer(item))
                 elif isinstance(item, Certificate):
-                    await self._send.send(_Cert(item))
+                    await self._send.send(_Cert(item, msg.peer))  # type: ignore[attr-defined]
                 elif isinstance(item, DuplicateVoteEvidence):
                     self._keep_evidence(item)
 
@@ -341,7 +343,7 @@ class ConsensusService:
                 await self._apply(*transition.on_timeout(state, item.kind, item.round, self._now()), nursery)
             return
         if isinstance(item, _Cert):
-            await self._on_certificate(item.certificate, nursery)
+            await self._on_certificate(item.certificate, nursery, item.peer)
             return
         env = item.envelope
         msg = _consensus_message(env)
@@ -551,10 +553,18 @@ class ConsensusService:
             self._send.send_nowait(_EpochEnded(self._ended))
         await self._publish(cert)
 
-    async def _on_certificate(self, cert: Certificate, nursery: trio.Nursery) -> None:
+    async def _on_certificate(
+        self, cert: Certificate, nursery: trio.Nursery, peer: PeerId | None = None
+    ) -> None:
         state = self._state
         last = self.last_epoch()
         if cert.epoch <= last:
+            return
+        if cert.epoch > last + 1:
+            # A peer is epochs ahead: we missed certificates (cut off, frozen, restarted just
+            # after the others committed), and gossip will not send them again. Fetch them.
+            if peer is not None:
+                self._start_catch_up(nursery, peer, cert.epoch)
             return
         if state is not None and cert.epoch == state.params.epoch:
             await self._apply(*transition.on_certificate(state, cert, self._now()), nursery)
@@ -577,6 +587,22 @@ class ConsensusService:
         await self._commit(cert)
 
     # --------------------------------------------------------------- sync
+
+    def _start_catch_up(self, nursery: trio.Nursery, peer: PeerId, up_to: int) -> None:
+        """Catch up to ``up_to`` in the background, from ``peer`` first; one such task at a time."""
+        if self._catching_up:
+            return
+        self._catching_up = True
+
+        async def catch_up() -> None:
+            try:
+                others = sorted(p for p in self._transport.peers() if p != peer)
+                applied = await self.catch_up_from_any([peer, *others], up_to)
+                log.info("consensus.sync.caught_up", applied=applied, last_epoch=self.last_epoch())
+            finally:
+                self._catching_up = False
+
+        nursery.start_soon(catch_up)
 
     async def _serve_sync(self, peer: PeerId, data: bytes) -> bytes:
         try:
@@ -626,6 +652,8 @@ class ConsensusService:
                     cert = wire.decode_as(raw, Certificate, CONSENSUS_MESSAGE_CAP)
                 except CodecError as exc:
                     raise Reject("malformed", str(exc)) from None
+                if cert.epoch <= self.last_epoch():
+                    continue  # committed meanwhile by the live rounds or another catch-up
                 if cert.epoch != self.last_epoch() + 1:
                     raise Reject("wrong_epoch", f"sync sent epoch {cert.epoch}")
                 await self._commit_verified(cert)

@@ -77,6 +77,10 @@ class RunRecord:
     faults_healed_at_ms: tuple[int, ...] = ()  # when each injected fault ended (heal, restart, resume)
     rejected_proofs: frozenset[str] = field(default_factory=frozenset)  # rejected by an honest node
     liveness_epochs: int = 3
+    # Series for the report (not judged): (t_ms, node, connected peers) samples, and per epoch
+    # the proofs honest nodes' gossip accepted or rejected by code: (epoch, code or "accepted", count).
+    peer_samples: tuple[tuple[int, int, int], ...] = ()
+    proof_verdicts: tuple[tuple[int, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,3 +172,17 @@ def test_a_bad_manifest_is_one_line_naming_the_key(text: str, needle: str) -> No
 def test_a_missing_file_is_a_manifest_error(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="No such file"):
         load_manifest(tmp_path / "nope.toml")
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[3] / "devnet" / "manifests").glob("*.toml"))
+
+
+def test_the_shipped_manifests_are_the_documented_six() -> None:
+    assert {p.stem for p in SHIPPED} == {"smoke", "churn", "partition", "late-join", "byzantine", "load"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_manifest_parses(path: Path) -> None:
+    m = load_manifest(path)
+    assert m.name == path.stem
+    assert m.sim_only_reason() is None  # every shipped manifest also runs on processes

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from depin_p2p import __version__
 from depin_p2p.errors import ConfigError, DepinError
+from devnet import scenario
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import Layout, write_layout
 from devnet.runner import NodeProcess, fetch_status, stop_all, summarize, wait_until_up
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", default=None, help="derive keys and placement from this seed (reproducible)")
     up.add_argument("--json", action="store_true", help="no live table; with --epochs, print a JSON summary")
     up.set_defaults(handler=cmd_up)
+    scenario.add_parsers(sub)
     return parser
 
 

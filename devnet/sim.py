@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -227,6 +228,7 @@ class Simulation:
         self.proof_verdicts: list[tuple[int, str, int]] = []
         self._last_counts: dict[tuple[int, str], int] = {}
         self.end_ms = 0
+        self.progress: Callable[[int], None] = lambda epoch: None  # told each epoch as it starts
         self.nodes: list[SimNode] = []
 
     def _build(self) -> None:
@@ -314,9 +316,10 @@ class Simulation:
         self._apply_links()
 
     def _peer_of_owner(self, owner: bytes) -> str:
+        """The memory-network peer of the node whose key is ``owner`` (where its devices run)."""
         for n in self.nodes:
             if n.key.public_key == owner:
-                return n.key.peer_id
+                return n.transport.peer_id
         return "unknown"
 
     def _stop(self, node: SimNode) -> None:
@@ -423,6 +426,7 @@ class Simulation:
                     await self._start(nursery, node)
             for epoch in range(1, epochs + 1):
                 await self.clock.sleep_until_ms(self.schedule.start_of(epoch))
+                self.progress(epoch)
                 self._sample(epoch - 1)
                 for p in by_epoch.get(epoch, []):
                     await self._perturb(nursery, p)

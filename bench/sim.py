@@ -1,0 +1,91 @@
+"""Simulator benchmark: prints ONE JSON object.
+
+For each network size (default 4, 8, 16, 100, 300 nodes, all validators,
+3 radios and 1 compute provider per node as `depin-devnet up` lays them
+out), runs `depin-devnet sim`'s engine for ``--epochs`` epochs of 10 s and
+reports the CPU seconds per simulated epoch and the simulated node-epochs
+per CPU second. Sizes are run smallest first; once one size's predicted
+cost (from the growth measured so far) exceeds ``--budget-s``, the larger
+sizes are skipped and listed under ``skipped`` with the predicted seconds,
+so the output says where the simulator bends instead of running for hours.
+
+Keys (stable): ``rows`` (``nodes``, ``epochs``, ``cpu_s``, ``seconds_per_epoch``,
+``node_epochs_per_s``), ``growth_exponent`` (least-squares slope of
+log(seconds per epoch) over log(nodes) across the measured rows),
+``skipped`` (``nodes``, ``predicted_seconds_per_epoch``).
+
+Run: ``.venv/bin/python bench/sim.py [--sizes 4,8,16,100,300] [--epochs 2] [--budget-s 300]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import structlog
+
+from devnet.manifest import parse_manifest
+from devnet.sim import simulate
+
+
+def _fit(rows: list[dict[str, float]]) -> float | None:
+    pts = [(math.log(r["nodes"]), math.log(r["seconds_per_epoch"])) for r in rows if r["seconds_per_epoch"]]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / den if den else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="4,8,16,100,300")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--budget-s", type=float, default=300.0, help="skip a size predicted to cost more")
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    rows: list[dict[str, float]] = []
+    skipped: list[dict[str, float]] = []
+    for n in sorted(int(s) for s in args.sizes.split(",")):
+        exponent = _fit(rows)
+        if rows and exponent is not None:
+            last = rows[-1]
+            predicted = last["seconds_per_epoch"] * (n / last["nodes"]) ** exponent
+            if predicted * args.epochs > args.budget_s:
+                skipped.append({"nodes": n, "predicted_seconds_per_epoch": round(predicted, 1)})
+                continue
+        manifest = parse_manifest(f"[network]\nnodes = {n}\nepochs = {args.epochs}\nepoch_seconds = 10\n")
+        started = time.process_time()
+        run = simulate(manifest, 1)
+        cpu = time.process_time() - started
+        committed = min(len(node.epochs) for node in run.nodes)
+        rows.append(
+            {
+                "nodes": n,
+                "epochs": committed,
+                "cpu_s": round(cpu, 2),
+                "seconds_per_epoch": round(cpu / args.epochs, 3),
+                "node_epochs_per_s": round(n * committed / cpu, 2),
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    exponent = _fit(rows)
+    doc = {
+        "rows": rows,
+        "growth_exponent": None if exponent is None else round(exponent, 2),
+        "skipped": skipped,
+        "budget_s": args.budget_s,
+    }
+    print(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ Prints ONE JSON object::
 
     .venv/bin/python bench/consensus.py [--epochs 24] [--epoch-seconds 2] [--sim-seeds 0-19]
 
-* ``simulator``: :func:`depin_p2p.consensus.fuzz.measure_latency`, 4
+* ``simulator``: :func:`devnet.fuzz.measure_latency`, 4
   validators on a clean simulated network (every message 10 ms, then
   10 ± 5 ms): first honest start of an epoch's instance to the first honest
   decision, in one-way message delays.
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trio
 
-from depin_p2p.consensus.fuzz import measure_latency
+from devnet.fuzz import measure_latency
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import Layout, write_layout
 from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up

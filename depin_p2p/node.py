@@ -28,13 +28,18 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from depin_p2p import __version__, wire
 from depin_p2p.api import ApiServer, TxApi
+from depin_p2p.assemble import (
+    AssemblyConfig,
+    Devices,
+    NodeServices,
+    assemble,
+    first_signing_epoch,  # noqa: F401 -- re-exported for callers of node
+)
 from depin_p2p.clock import Clock
 from depin_p2p.config import NodeConfig, check_port_free
 from depin_p2p.consensus.service import ConsensusService
-from depin_p2p.consensus.signer import Signer
 from depin_p2p.consensus.state import Certificate
-from depin_p2p.consensus.value import ValueParams
-from depin_p2p.crypto import KeyPair, address_from_public_key, load_key_file, peer_id_from_public_key
+from depin_p2p.crypto import KeyPair, address_from_public_key, load_key_file
 from depin_p2p.errors import ConfigError, StorageError, TransportError
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.service import ProofGossip
@@ -42,9 +47,9 @@ from depin_p2p.gossip.transport import PeerId
 from depin_p2p.ledger.genesis import Genesis, load_genesis
 from depin_p2p.ledger.state import validator_set
 from depin_p2p.ledger.store import LedgerStore
-from depin_p2p.model import Device, DeviceKind
+from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
-from depin_p2p.txpool import TxPool, TxService
+from depin_p2p.txpool import TxPool
 from depin_p2p.witness.devices import (
     ComputeDriver,
     LocalComputeDriver,
@@ -53,7 +58,7 @@ from depin_p2p.witness.devices import (
     SimulatedRadio,
 )
 from depin_p2p.witness.pool import ProofPool
-from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
+from depin_p2p.witness.service import WitnessService
 from depin_p2p.witness.world import World
 
 if TYPE_CHECKING:
@@ -63,32 +68,6 @@ log = structlog.get_logger("depin_p2p.node")
 
 RUNTIME_FILE = "run.json"  # written at start: pid, API port, listen addresses (read by `status`)
 CATCH_UP_RETRY_S = 2.0
-
-
-def first_signing_epoch(last_committed: int, wall_epoch: int, startup_wait_epochs: int) -> int:
-    """The epoch a fresh sign-state's floor counts from.
-
-    Without a startup wait the operator vouches that this key signed nothing
-    it does not remember (a new network, a new validator): it may sign the
-    next epoch to decide, even if its process came up after that epoch's
-    wall-clock start (otherwise validators that all start late would all
-    refuse epoch 1 and the network would never begin). With a wait, the wait
-    counts from the network's epoch by the wall clock, past anything the key
-    may have signed before its data dir was lost.
-    """
-    if startup_wait_epochs == 0:
-        return last_committed + 1
-    return max(last_committed + 1, wall_epoch)
-
-
-class StoreRegistry:
-    """Device lookups against the store's latest committed state (a fresh read each time)."""
-
-    def __init__(self, store: LedgerStore) -> None:
-        self._store = store
-
-    def get_device(self, device_id: bytes) -> Device | None:
-        return self._store.read(lambda v: v.get_device(device_id))
 
 
 class StoreSignState:
@@ -170,6 +149,7 @@ class Node:
         self.pool: ProofPool | None = None
         self.store: LedgerStore | None = None
         self.txpool: TxPool | None = None
+        self.services: NodeServices | None = None  # built by assemble() once the store and transport exist
         self._clock: Clock | None = None
 
     def _now_ms(self) -> int:
@@ -180,9 +160,7 @@ class Node:
         check_port_free(self.config.listen.host, self.config.listen.port, what="network.listen")
         check_port_free("127.0.0.1", self.config.api_port, what="api.port")
 
-    def _drivers(
-        self, store: LedgerStore, clock: Clock
-    ) -> tuple[list[RadioDriver], dict[bytes, ComputeDriver], dict[bytes, KeyPair]]:
+    def _drivers(self, store: LedgerStore, clock: Clock) -> Devices:
         devices = tuple(store.read(lambda v: list(v.iter_devices())))
         seed = self.config.world_seed or self.genesis.network_id.encode()
         world = World(seed, devices)
@@ -208,7 +186,7 @@ class Node:
                 computes[key.public_key] = LocalComputeDriver(key=key, clock=clock, network_id=net)
             else:
                 computes[key.public_key] = SimulatedCompute(key=key, world=world, clock=clock, network_id=net)
-        return radios, computes, keys
+        return Devices(radios, computes, keys)
 
     def _status_doc(self) -> dict[str, Any]:
         store, transport, consensus, pool = self.store, self.transport, self.consensus, self.pool
@@ -363,73 +341,24 @@ class Node:
             transport = Libp2pTransport(
                 self.key, network_id=net, clock=clock, config=Libp2pConfig(listen_addr=cfg.listen.text)
             )
-            self.transport = transport
-            registry = StoreRegistry(store)
-            pool = ProofPool(registry, net)
-            self.pool = pool
-            gossip = ProofGossip(
+            services = assemble(
                 transport,
-                network_id=net,
-                clock=clock,
-                rules=proof_rules(self.genesis.epoch_length_ms),
-                check_item=lambda v, peer: pool.check(v, clock.now_ms()),
-            )
-            self.gossip = gossip
-            radios, computes, device_keys = self._drivers(store, clock)
-
-            def context() -> LedgerContext:
-                def read(view: Any) -> LedgerContext:
-                    validators = validator_set(view)
-                    return LedgerContext(
-                        registry,
-                        tuple(view.iter_devices()),
-                        validators,
-                        view.last_certificate_hash(),
-                        view.last_epoch(),
-                    )
-
-                return store.read(read)
-
-            witness = WitnessService(
-                network_id=net,
-                clock=clock,
-                schedule=self.schedule,
-                transport=transport,
-                gossip=gossip,
-                pool=pool,
-                context=context,
-                radios=radios,
-                computes=computes,
-                device_keys=device_keys,
-                peer_of=lambda owner: PeerId(peer_id_from_public_key(owner)),
-            )
-            self.witness = witness
-            txpool = TxPool(store, net)
-            self.txpool = txpool
-            txs = TxService(txpool, transport, net)
-            signer = Signer(
-                self.key,
+                store,
                 StoreSignState(store),
-                net,
-                current_epoch=first_signing_epoch(
-                    store.last_epoch(), self.schedule.epoch_at(clock.now_ms()), cfg.startup_wait_epochs
+                clock,
+                devices=self._drivers(store, clock),
+                config=AssemblyConfig(
+                    network_id=net,
+                    schedule=self.schedule,
+                    emission_per_epoch=self.genesis.emission_per_epoch,
+                    key=self.key,
+                    startup_wait_epochs=cfg.startup_wait_epochs,
                 ),
-                startup_wait_epochs=cfg.startup_wait_epochs,
             )
-            consensus = ConsensusService(
-                network_id=net,
-                clock=clock,
-                schedule=self.schedule,
-                transport=transport,
-                ledger=store,
-                signer=signer,
-                pool=pool,
-                value_params=ValueParams(network_id=net, emission_per_epoch=self.genesis.emission_per_epoch),
-                grace_ms=min(1_000, self.genesis.epoch_length_ms // 10),
-                pending_txs=txpool.pending,
-                on_tx_results=txpool.on_committed,
-            )
-            self.consensus = consensus
+            self.services = services
+            self.transport, self.pool, self.gossip = transport, services.pool, services.gossip
+            self.witness, self.txpool, self.consensus = services.witness, services.txpool, services.consensus
+            txs, consensus = services.txs, services.consensus
             self._register_metrics()
             api = ApiServer(
                 status=self._status_doc,
@@ -442,10 +371,7 @@ class Node:
                     await nursery.start(transport.run)
                 except TransportError as exc:
                     raise ConfigError(f"network.listen {cfg.listen.text}: {exc}") from None
-                await nursery.start(gossip.run)
-                await nursery.start(witness.run)
-                await nursery.start(txs.run)
-                await nursery.start(consensus.run)
+                await nursery.start(services.run)
                 try:
                     self.api_port = await nursery.start(api.run)
                 except OSError as exc:
@@ -490,7 +416,8 @@ class Node:
             if peers:
                 applied = await consensus.catch_up_from_any([PeerId(p) for p in peers], behind_to)
                 log.info("node.catch_up", applied=applied, last_epoch=consensus.last_epoch())
-            await trio.sleep(CATCH_UP_RETRY_S)
+            with trio.move_on_after(CATCH_UP_RETRY_S):  # a commit, or a retry for new peers
+                await consensus.committed.wait()
 
 
 def _counters(obj: object) -> dict[str, Any]:

@@ -388,6 +388,74 @@ class EvidenceStore:
         return tuple(self._items.values())
 
 
+class Verdicts:
+    """The validity cache: value checks' verdicts (and payloads) by value id, and what waits on them."""
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[bytes, tuple[bool, object]] = OrderedDict()
+        self._parked: dict[bytes, list[PeerMessage | CertificateIn]] = {}
+
+    def __contains__(self, value_id: bytes) -> bool:
+        return value_id in self._known
+
+    def get(self, value_id: bytes) -> tuple[bool, object] | None:
+        return self._known.get(value_id)
+
+    def park(self, value_id: bytes, item: PeerMessage | CertificateIn) -> bool:
+        """Hold ``item`` until the verdict; True if a check must be requested (the first to wait)."""
+        waiting = self._parked.get(value_id)
+        first = waiting is None
+        if waiting is None:
+            self._parked[value_id] = waiting = []
+        if sum(len(v) for v in self._parked.values()) < PARKED_CAPACITY:
+            waiting.append(item)
+        return first
+
+    def settle(self, value_id: bytes, ok: bool, payload: object) -> list[PeerMessage | CertificateIn]:
+        """Record a verdict; return the inputs that waited for it."""
+        self._known[value_id] = (ok, payload)
+        while len(self._known) > VERDICTS_CAPACITY:
+            self._known.popitem(last=False)
+        return self._parked.pop(value_id, [])
+
+    def clear(self) -> None:
+        self._known.clear()
+        self._parked.clear()
+
+    def lookup(self, candidate: Candidate) -> None:
+        """``Params.validate_value``: the verdict the check already returned."""
+        got = self._known.get(value_id_of(candidate))
+        if got is None:
+            raise InternalError("a value reached the core before its check")
+        if not got[0]:
+            raise Reject("invalid_value")
+
+
+class FutureBuffer:
+    """Messages and certificates for epochs not started yet, bounded, oldest out first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[bytes, PeerMessage | CertificateIn] = OrderedDict()
+        self._capacity = capacity
+
+    def hold(self, item: PeerMessage | CertificateIn) -> None:
+        x = item.envelope if isinstance(item, PeerMessage) else item.certificate
+        self._items[wire.content_id(wire.encode(x))] = item
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def take(self, epoch: int, *, certificates_only: bool = False) -> list[PeerMessage | CertificateIn]:
+        """Remove and return what is held for ``epoch``, in arrival order."""
+        out = []
+        for key, held in list(self._items.items()):
+            if certificates_only and not isinstance(held, CertificateIn):
+                continue
+            if _epoch_of(held) == epoch:
+                del self._items[key]
+                out.append(held)
+        return out
+
+
 def bump(counts: dict[bytes, int], key: bytes) -> None:
     if key in counts or len(counts) < MAX_OFFENDERS:
         counts[key] = counts.get(key, 0) + 1
@@ -408,6 +476,29 @@ def signed_bytes(network_id: str, env: wire.Envelope, msg: ConsensusMessage) -> 
     info = wire.info_of(type(msg))
     assert info.domain is not None
     return wire.signing_bytes(network_id, info.domain, info.type_id, env.body)
+
+
+def screen_envelope(
+    env: wire.Envelope, network_id: str, head: Head, cache: VerifiedCache
+) -> ConsensusMessage:
+    """Decode a gossiped proposal or vote and verify it (once, through ``cache``).
+
+    Raises:
+        Reject: ``wrong_network``, ``malformed``, ``unexpected_type``,
+            ``bad_signature``, or ``unknown_validator`` for the epoch whose
+            validator set is known (the next one to decide): forwarding such
+            a message is a proven fault of the peer.
+        Ignore: a non-validator in another epoch (our set may be stale).
+    """
+    if env.network_id != network_id:
+        raise Reject("wrong_network")
+    msg = decode_consensus(env)
+    if head.validators.power_of(env.signer) == 0:
+        if msg.epoch == head.next_epoch:
+            raise Reject("unknown_validator")
+        raise Ignore("unknown_validator", f"epoch {msg.epoch}")
+    cache.verify(env.signer, signed_bytes(network_id, env, msg), env.signature)
+    return msg
 
 
 # Internal continuations queued among the requests (depth-first order).
@@ -459,9 +550,8 @@ class EpochDriver:
         self._due = -(2**62)
         self._opening: int | None = None
         self._committing: Certificate | None = None
-        self._future: OrderedDict[bytes, PeerMessage | CertificateIn] = OrderedDict()
-        self._verdicts: OrderedDict[bytes, tuple[bool, object]] = OrderedDict()
-        self._parked: dict[bytes, list[PeerMessage | CertificateIn]] = {}
+        self._future = FutureBuffer(config.future_capacity)
+        self.verdicts = Verdicts()
         self._queue: deque[_Item] = deque()
         self._out: list[_Item] = []
 
@@ -494,24 +584,8 @@ class EpochDriver:
         return None
 
     def screen(self, env: wire.Envelope) -> ConsensusMessage:
-        """Gossip intake: decode, and verify a message of the next epoch's validators (once).
-
-        Raises:
-            Reject: ``wrong_network``, ``malformed``, ``unexpected_type``,
-                ``bad_signature``, or ``unknown_validator`` for the epoch whose
-                validator set is known (the next one to decide); forwarding such
-                a message is a proven fault of the peer.
-            Ignore: a non-validator in another epoch (our set may be stale).
-        """
-        if env.network_id != self.config.network_id:
-            raise Reject("wrong_network")
-        msg = decode_consensus(env)
-        if self.head.validators.power_of(env.signer) == 0:
-            if msg.epoch == self.head.next_epoch:
-                raise Reject("unknown_validator")
-            raise Ignore("unknown_validator", f"epoch {msg.epoch}")
-        self.cache.verify(env.signer, signed_bytes(self.config.network_id, env, msg), env.signature)
-        return msg
+        """Gossip intake: see :func:`screen_envelope` (against the head's validator set)."""
+        return screen_envelope(env, self.config.network_id, self.head, self.cache)
 
     @property
     def running_epoch(self) -> int | None:
@@ -559,8 +633,7 @@ class EpochDriver:
         elif isinstance(item, ValueBuilt):
             self._on_built(item, now_ms)
         elif isinstance(item, ValueChecked):
-            self._remember(item.value_id, item.ok, item.payload)
-            self._out.extend(_Feed(x) for x in self._parked.pop(item.value_id, ()))
+            self._out.extend(_Feed(x) for x in self.verdicts.settle(item.value_id, item.ok, item.payload))
         elif isinstance(item, Signed):
             self._on_signed(item.envelope)
         elif isinstance(item, SignDenied):
@@ -602,11 +675,10 @@ class EpochDriver:
         epoch = self.head.next_epoch
         if self.state is not None or self._opening is not None or self._committing is not None:
             return
-        for key, held in list(self._future.items()):  # a certificate heard early decides it at once
-            if isinstance(held, CertificateIn) and held.certificate.epoch == epoch:
-                del self._future[key]
-                self._out.append(_Feed(held))
-                return
+        early = self._future.take(epoch, certificates_only=True)  # a certificate heard early decides it
+        if early:
+            self._out.append(_Feed(early[0]))
+            return
         if epoch <= self._due:
             self._opening = epoch
             self._out.append(OpenInstance(epoch))
@@ -625,7 +697,7 @@ class EpochDriver:
             prev_cert_hash=head.prev_cert_hash,
             validators=head.validators,
             me=me,
-            validate_value=self._verdict,
+            validate_value=self.verdicts.lookup,
             verify=self.cache.verify,
             timeouts=cfg.timeouts,
             rules=cfg.rules,
@@ -638,10 +710,7 @@ class EpochDriver:
             self.cache.mark(env.signer, data, env.signature)
             self._out.extend((Publish(env), _Own(env)))
         self._apply((state, effects))
-        for key, held in list(self._future.items()):
-            if _epoch_of(held) == item.epoch:
-                del self._future[key]
-                self._out.append(_Feed(held))
+        self._out.extend(_Feed(held) for held in self._future.take(item.epoch))
 
     def _on_committed(self, item: Committed) -> None:
         cert = self._committing
@@ -652,8 +721,7 @@ class EpochDriver:
         if self.state is None or self.state.decision != cert:
             self.counters.synced += 1
         self.state = None
-        self._verdicts.clear()
-        self._parked.clear()
+        self.verdicts.clear()
         self.counters.committed += 1
         self.counters.rounds_used += cert.round + 1
         self._out.extend((Publish(cert), _TryOpen()))
@@ -669,7 +737,7 @@ class EpochDriver:
         if st is not None and msg.epoch == st.params.epoch:
             self._deliver(item, msg, st, now_ms)
         elif head <= msg.epoch <= head + FUTURE_EPOCHS:
-            self._hold(wire.content_id(wire.encode(env)), item)
+            self._future.hold(item)
         else:
             raise Ignore("wrong_epoch", f"message for epoch {msg.epoch}, next is {head}")
 
@@ -710,7 +778,7 @@ class EpochDriver:
         if cert.epoch > head.next_epoch:
             if cert.epoch > head.next_epoch + FUTURE_EPOCHS:
                 raise Ignore("certificate_too_far")
-            self._hold(wire.content_id(wire.encode(cert)), item)
+            self._future.hold(item)
             return
         params = st.params if st is not None else None
         if params is not None and st is not None and st.decision is not None:
@@ -733,7 +801,7 @@ class EpochDriver:
         if st is not None:
             self._apply(transition.on_certificate(st, cert, now_ms))
             return
-        ok, payload = self._verdicts[cert.value_id]
+        ok, payload = self.verdicts.get(cert.value_id) or (False, None)
         if not ok:
             raise Reject("invalid_value")
         self._out.append(Commit(cert, payload))
@@ -743,44 +811,22 @@ class EpochDriver:
         if st is None or st.params.epoch != item.epoch:
             return
         cand = Candidate(item.epoch, st.params.prev_cert_hash, item.value)
-        self._remember(value_id_of(cand), True, item.payload)  # built to check: no re-check
+        self.verdicts.settle(value_id_of(cand), True, item.payload)  # built to check: no re-check
         self._apply(transition.on_value(st, item.round, item.value, now_ms))
 
     # ---------------------------------------------------------- buffers and verdicts
 
-    def _hold(self, key: bytes, item: PeerMessage | CertificateIn) -> None:
-        self._future[key] = item
-        while len(self._future) > self.config.future_capacity:
-            self._future.popitem(last=False)
-
     def _wait_for_check(self, cand: Candidate, item: PeerMessage | CertificateIn) -> bool:
         """True if ``item`` must wait for the verdict on ``cand`` (a check is then requested)."""
         vid = value_id_of(cand)
-        if vid in self._verdicts:
+        if vid in self.verdicts:
             return False
-        waiting = self._parked.get(vid)
-        if waiting is None:
-            self._parked[vid] = waiting = []
+        if self.verdicts.park(vid, item):
             self._out.append(CheckValue(cand))
-        if sum(len(v) for v in self._parked.values()) < PARKED_CAPACITY:
-            waiting.append(item)
         return True
 
-    def _remember(self, value_id: bytes, ok: bool, payload: object) -> None:
-        self._verdicts[value_id] = (ok, payload)
-        while len(self._verdicts) > VERDICTS_CAPACITY:
-            self._verdicts.popitem(last=False)
-
-    def _verdict(self, candidate: Candidate) -> None:
-        """``Params.validate_value``: the verdict the check already returned."""
-        got = self._verdicts.get(value_id_of(candidate))
-        if got is None:
-            raise InternalError("a value reached the core before its check")
-        if not got[0]:
-            raise Reject("invalid_value")
-
     def _payload(self, cert: Certificate) -> object:
-        got = self._verdicts.get(cert.value_id)
+        got = self.verdicts.get(cert.value_id)
         return None if got is None else got[1]
 
 

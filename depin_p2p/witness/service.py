@@ -107,7 +107,9 @@ class WitnessService:
         computes: Mapping[bytes, ComputeDriver],
         device_keys: Mapping[bytes, KeyPair],
         peer_of: Callable[[bytes], PeerId],
+        committed: Callable[[], trio.Event] | None = None,
     ) -> None:
+        self._committed = committed  # the event the next commit sets (None: poll every 50 ms)
         self._net = network_id
         self._clock = clock
         self._schedule = schedule
@@ -216,7 +218,11 @@ class WitnessService:
             if self._clock.now_ms() >= give_up:
                 log.info("witness.challenge.skipped", epoch=epoch, reason="previous_epoch_not_committed")
                 return
-            await self._clock.sleep_until_ms(self._clock.now_ms() + 50)
+            with trio.move_on_at(self._clock.deadline_for(give_up)):
+                if self._committed is None:
+                    await self._clock.sleep_until_ms(self._clock.now_ms() + 50)
+                else:
+                    await self._committed().wait()
         if self._schedule.epoch_at(self._clock.now_ms()) != epoch:
             return
         async with trio.open_nursery() as nursery:

@@ -1,4 +1,10 @@
-"""An in-process devnet on the memory network, in virtual time: the sim tests' fixture."""
+"""An in-process devnet on the memory network, in virtual time: the sim tests' fixture.
+
+Each node is built by :func:`depin_p2p.assemble.assemble`, the function
+``depin-p2p run`` uses; only the transport (memory network), the ledger
+(in memory), the sign-state store (in memory) and the devices (simulated,
+on one shared world) differ.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,21 @@ from dataclasses import dataclass, field
 
 import trio
 
+from depin_p2p.assemble import AssemblyConfig, Devices, NodeServices, assemble
 from depin_p2p.clock import Clock
 from depin_p2p.consensus.service import ConsensusService
-from depin_p2p.consensus.signer import MemorySignStateStore, Signer
-from depin_p2p.consensus.state import Timeouts
-from depin_p2p.consensus.value import ValueParams
+from depin_p2p.consensus.signer import MemorySignStateStore
 from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport
 from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.ledger.genesis import parse_genesis
 from depin_p2p.ledger.memory import MemoryLedger
-from depin_p2p.ledger.state import compute_genesis_changes, validator_set
+from depin_p2p.ledger.state import compute_genesis_changes
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
-from depin_p2p.txpool import TxPool, TxService
-from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
+from depin_p2p.txpool import TxService
+from depin_p2p.witness.devices import ComputeDriver, RadioDriver, SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.pool import ProofPool
-from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
+from depin_p2p.witness.service import WitnessService
 from depin_p2p.witness.world import World
 from devnet.genesis import Devnet, DevnetPlan, plan_devnet
 
@@ -38,12 +43,29 @@ class Cluster:
     network: MemoryNetwork
     transports: list[MemoryTransport]
     ledgers: list[MemoryLedger]
-    pools: list[ProofPool]
-    gossips: list[ProofGossip]
-    services: list[WitnessService]
-    consensus: list[ConsensusService] = field(default_factory=list)
+    nodes: list[NodeServices] = field(default_factory=list)
     sign_stores: list[MemorySignStateStore] = field(default_factory=list)
-    txs: list[TxService] = field(default_factory=list)
+    with_consensus: bool = False
+
+    @property
+    def pools(self) -> list[ProofPool]:
+        return [n.pool for n in self.nodes]
+
+    @property
+    def gossips(self) -> list[ProofGossip]:
+        return [n.gossip for n in self.nodes]
+
+    @property
+    def services(self) -> list[WitnessService]:
+        return [n.witness for n in self.nodes]
+
+    @property
+    def consensus(self) -> list[ConsensusService]:
+        return [n.consensus for n in self.nodes] if self.with_consensus else []
+
+    @property
+    def txs(self) -> list[TxService]:
+        return [n.txs for n in self.nodes] if self.with_consensus else []
 
     async def start(self, nursery: trio.Nursery, nodes: list[int] | None = None) -> None:
         chosen = range(len(self.transports)) if nodes is None else nodes
@@ -55,12 +77,11 @@ class Cluster:
                 if j < i:
                     await self.transports[i].connect(self.transports[j].listen_addrs()[0])
         for i in chosen:
-            await nursery.start(self.gossips[i].run)
-            await nursery.start(self.services[i].run)
-            if self.txs:
-                await nursery.start(self.txs[i].run)
-            if self.consensus:
-                await nursery.start(self.consensus[i].run)
+            if self.with_consensus:
+                await nursery.start(self.nodes[i].run)  # as the node process starts them
+            else:  # witnessing only
+                await nursery.start(self.nodes[i].gossip.run)
+                await nursery.start(self.nodes[i].witness.run)
 
     def emission(self) -> int:
         return int(self.devnet.genesis["emission_per_epoch"])  # type: ignore[call-overload]
@@ -92,19 +113,10 @@ def make_cluster(
     ledgers = [_ledger(text) for _ in devnet.node_keys]
     world = World(b"world", tuple(ledgers[0].iter_devices()))
     clock = Clock(wall_anchor_ms=start_ms)
-    c = Cluster(devnet, clock, schedule, network, transports, ledgers, [], [], [])
-    value_params = ValueParams(network_id=net_id, emission_per_epoch=c.emission())
+    c = Cluster(devnet, clock, schedule, network, transports, ledgers, with_consensus=with_consensus)
     for i, (transport, view) in enumerate(zip(transports, ledgers, strict=True)):
-        pool = ProofPool(view, net_id)
-        gossip = ProofGossip(
-            transport,
-            network_id=net_id,
-            clock=clock,
-            rules=proof_rules(EPOCH_MS),
-            check_item=lambda v, peer, pool=pool: pool.check(v, clock.now_ms()),
-        )
         mine = devnet.devices_of(i)
-        radios = []
+        radios: list[RadioDriver] = []
         for d in mine:
             device = view.get_device(d.key.public_key)
             if device is not None and device.kind is DeviceKind.RADIO:
@@ -116,56 +128,17 @@ def make_cluster(
             for d in mine
             if d.kind == "compute"
         }
-
-        def context(view: MemoryLedger = view) -> LedgerContext:
-            validators = validator_set(view)
-            return LedgerContext(
-                view, tuple(view.iter_devices()), validators, view.last_certificate_hash(), view.last_epoch()
-            )
-
-        c.pools.append(pool)
-        c.gossips.append(gossip)
-        c.services.append(
-            WitnessService(
-                network_id=net_id,
-                clock=clock,
-                schedule=schedule,
-                transport=transport,
-                gossip=gossip,
-                pool=pool,
-                context=context,
-                radios=radios,
-                computes=computes,
-                device_keys={d.key.public_key: d.key for d in mine},
-                peer_of=lambda owner: peer_of_owner[owner],
-            )
+        store = MemorySignStateStore()
+        c.sign_stores.append(store)
+        config = AssemblyConfig(
+            network_id=net_id,
+            schedule=schedule,
+            emission_per_epoch=c.emission(),
+            key=devnet.node_keys[i],
+            grace_ms=500,
+            offload_io=False,  # a worker thread would let the autojump clock skip ahead
+            peer_of=lambda owner: peer_of_owner[owner],
         )
-        if with_consensus:
-            store = MemorySignStateStore()
-            c.sign_stores.append(store)
-            signer = Signer(
-                devnet.node_keys[i],
-                store,
-                net_id,
-                current_epoch=view.last_epoch() + 1,  # as depin_p2p.node.first_signing_epoch, no wait
-                startup_wait_epochs=0,
-            )
-            txpool = TxPool(view, net_id)
-            c.txs.append(TxService(txpool, transport, net_id))
-            c.consensus.append(
-                ConsensusService(
-                    network_id=net_id,
-                    clock=clock,
-                    schedule=schedule,
-                    transport=transport,
-                    ledger=view,
-                    signer=signer,
-                    pool=pool,
-                    value_params=value_params,
-                    timeouts=Timeouts(),
-                    offload_io=False,
-                    pending_txs=txpool.pending,
-                    on_tx_results=txpool.on_committed,
-                )
-            )
+        devices = Devices(radios, computes, {d.key.public_key: d.key for d in mine})
+        c.nodes.append(assemble(transport, view, store, clock, devices=devices, config=config))
     return c

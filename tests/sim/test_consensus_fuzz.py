@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from depin_p2p.consensus import fuzz
-from depin_p2p.consensus.fuzz import MUTATIONS, Scenario, SeedResult, run_seed, run_seeds
+from devnet import fuzz
+from devnet.fuzz import MUTATIONS, Scenario, SeedResult, run_seed, run_seeds
 
 # (validators, byzantine, seeds): 650 seeds in all, each deciding 3 epochs.
 SAFE_RUNS = [

@@ -1,6 +1,6 @@
 """Deterministic fuzz harness for epoch consensus: many validators, one process, virtual time.
 
-``python -m depin_p2p.consensus.fuzz --validators 4 --byzantine 1 --seeds 0-99 --json``
+``python -m devnet.fuzz --validators 4 --byzantine 1 --seeds 0-99 --json``
 
 Each seed derives, by BLAKE2b(seed ‖ label ‖ counter), a network (per-message
 delays that reorder, drops, a partition that heals), crashes and restarts of
@@ -26,6 +26,11 @@ Checked per seed:
   accountability   on a fork, the votes honest nodes saw convict at least f+1
               validators of duplicate votes.
 
+Every node runs :class:`~depin_p2p.consensus.driver.EpochDriver`, the driver
+the node's trio service runs; this harness only executes its requests on a
+simulated network and in-memory storage (and lets Byzantine nodes rewrite
+what they send).
+
 Signatures: Ed25519 with ``--real-signatures``; otherwise a keyed BLAKE2b
 stand-in (same checks in the core, ~50x cheaper). The Byzantine code in this
 harness never forges, so the stand-in changes no outcome, only speed.
@@ -43,28 +48,41 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from depin_p2p import wire
-from depin_p2p.consensus import transition
+from depin_p2p.consensus.driver import (
+    BuildRequest,
+    CertificateIn,
+    CheckValue,
+    Commit,
+    Committed,
+    DriverConfig,
+    EpochClock,
+    EpochDriver,
+    EpochDue,
+    Head,
+    Input,
+    InstanceOpened,
+    OpenInstance,
+    PeerMessage,
+    Publish,
+    Request,
+    SignDenied,
+    SignDurably,
+    Signed,
+    SleepUntil,
+    TimeoutFired,
+    ValueBuilt,
+    ValueChecked,
+)
 from depin_p2p.consensus.signer import MemorySignStateStore, Signer, SignRefused
 from depin_p2p.consensus.state import (
     GENESIS_PREV_HASH,
-    Broadcast,
-    BuildValue,
     Candidate,
     Certificate,
-    Decide,
-    Effect,
-    EpochState,
-    Params,
     Precommit,
     Prevote,
     Proposal,
-    ReportEvidence,
     Rules,
-    ScheduleTimeout,
     SignatureVerifier,
-    SignProposal,
-    SignVote,
-    TimeoutKind,
     Timeouts,
     ValidatorSet,
     certificate_hash,
@@ -73,7 +91,7 @@ from depin_p2p.consensus.state import (
     value_id_of,
 )
 from depin_p2p.crypto import KeyPair
-from depin_p2p.errors import CodecError, InternalError, Reject, ValidationError
+from depin_p2p.errors import CodecError, InternalError, Reject
 from depin_p2p.model import Validator
 
 NET = "fuzz-net"
@@ -270,8 +288,7 @@ class Node:
     incarnation: int = 0
     crashes: int = 0
     signer: Signer | None = None
-    state: EpochState | None = None
-    future: list[tuple[int, wire.Envelope | Certificate]] = field(default_factory=list)
+    driver: EpochDriver | None = None  # the node's own epoch driver: the one the trio service runs
     replied: dict[tuple[int, int], int] = field(default_factory=dict)
 
     @property
@@ -292,11 +309,11 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class Timer:
+    """A driver's ``SleepUntil`` coming due (ignored if the node restarted meanwhile)."""
+
     node: int
     incarnation: int
-    epoch: int
-    kind: TimeoutKind
-    round: int
+    then: TimeoutFired | EpochDue
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,14 +321,7 @@ class Boot:
     node: int
 
 
-@dataclass(frozen=True, slots=True)
-class StartEpoch:
-    node: int
-    incarnation: int
-    epoch: int
-
-
-Event = Deliver | Timer | Boot | StartEpoch
+Event = Deliver | Timer | Boot
 
 
 def _decode_consensus(env: wire.Envelope) -> Proposal | Prevote | Precommit | None:
@@ -425,57 +435,28 @@ class Simulation:
 
     # ---------------------------------------------------------------- node lifecycle
 
-    def params(self, node: Node) -> Params:
+    def head(self, node: Node) -> Head:
         epoch = node.epoch
         prev = certificate_hash(node.ledger[epoch - 1]) if epoch else GENESIS_PREV_HASH
-        return Params(
-            network_id=NET,
-            epoch=epoch,
-            prev_cert_hash=prev,
-            validators=self.validators,
-            me=node.address,
-            validate_value=validate_value,
-            verify=self.verify,
-            timeouts=HARNESS_TIMEOUTS,
-            rules=self.sc.rules if node.honest else Rules(),
-        )
+        return Head(epoch, prev, self.validators)
 
     def boot(self, node: Node) -> None:
         node.up = True
         node.signer = Signer(node.key, node.store, NET, current_epoch=node.epoch, startup_wait_epochs=0)
         if isinstance(node.store, LazyStore):
             node.store.flush()
-        self.schedule_epoch(node)
-
-    def schedule_epoch(self, node: Node) -> None:
-        """Start the node's next epoch at its scheduled time (epochs are time-based)."""
-        node.state = None
-        at = max(self.now, node.epoch * self.sc.epoch_interval_ms)
-        self.push(at, StartEpoch(node.index, node.incarnation, node.epoch))
-
-    def start_instance(self, node: Node) -> None:
-        if node.epoch >= self.sc.epochs:
-            node.state = None
-            return
-        assert node.signer is not None
-        epoch = node.epoch
-        if node.honest:
-            self.epoch_start.setdefault(epoch, self.now)
-        node.state, effects = transition.start(
-            self.params(node),
-            self.now,
-            lock=node.signer.lock(epoch),
-            start_round=node.signer.resume_round(epoch),
+        config = DriverConfig(
+            network_id=NET,
+            me=node.address,
+            clock=EpochClock(0, self.sc.epoch_interval_ms),  # epoch e is due at e · interval
+            timeouts=HARNESS_TIMEOUTS,
+            rules=self.sc.rules if node.honest else Rules(),
+            verify=self.verify,
+            future_capacity=FUTURE_BUFFER,
         )
-        # After a restart: re-send exactly what was signed before, and count it again.
-        for env in node.signer.last_signed(epoch):
-            self.out(node, env)
-            self.feed_own(node, env)
-        self.execute(node, effects)
-        future, node.future = node.future, []
-        for frm, item in future:
-            if node.up:
-                self.receive(node, frm, item)
+        node.driver = EpochDriver(config, self.head(node))
+        node.driver.boot(self.now)
+        self.run_requests(node)
 
     def crash_point(self, node: Node) -> None:
         if (
@@ -491,16 +472,68 @@ class Simulation:
         node.up = False
         node.crashes += 1
         node.incarnation += 1
-        node.state = None
+        node.driver = None
         node.signer = None
-        node.future = []
         if isinstance(node.store, LazyStore):
             node.store.lose()
         at = self.now + self.rng.between(50, MAX_DOWNTIME_MS)
         self.last_restart = max(self.last_restart, at)
         self.push(at, Boot(node.index))
 
-    # ---------------------------------------------------------------- effects
+    # ---------------------------------------------------------------- the driver's requests
+
+    def run_requests(self, node: Node) -> None:
+        """Execute the driver's requests in order; a crash point may raise Crashed (caught by ``run``)."""
+        while node.up and node.driver is not None:
+            req = node.driver.next_request(self.now)
+            if req is None:
+                return
+            self.crash_point(node)
+            answer = self.execute(node, req)
+            if answer is not None and node.up and node.driver is not None:
+                node.driver.feed(answer, self.now)
+
+    def execute(self, node: Node, req: Request) -> Input | None:
+        """What the trio service does for a request, on the simulated network and storage."""
+        if isinstance(req, Publish):
+            item = req.item
+            if isinstance(item, wire.Envelope):
+                self.out(node, item)
+                if item.signer == node.address:
+                    self.crash_point(node)
+                    if isinstance(node.store, LazyStore):
+                        node.store.flush()  # the mutant persists only now, after it spoke
+            elif isinstance(item, Certificate) and (node.honest or node.mode != "withhold"):
+                self.broadcast(node.index, item)
+            # Evidence: the harness convicts from everything honest nodes saw (see ``seen``).
+        elif isinstance(req, SleepUntil):
+            self.push(req.at_ms, Timer(node.index, node.incarnation, req.then))
+        elif isinstance(req, OpenInstance):
+            return self.open_instance(node, req.epoch)
+        elif isinstance(req, BuildRequest):
+            return ValueBuilt(req.epoch, req.round, self.value_for(node, req.epoch, req.round))
+        elif isinstance(req, CheckValue):
+            return ValueChecked(value_id_of(req.candidate), _is_valid(req.candidate))
+        elif isinstance(req, SignDurably):
+            if not node.honest:
+                return Signed(wire.seal(req.message, node.key, NET))
+            assert node.signer is not None
+            try:
+                return Signed(node.signer.sign(req.message, req.lock))
+            except SignRefused as exc:
+                return SignDenied(exc.code)
+        elif isinstance(req, Commit):
+            return self.decide(node, req.certificate)
+        return None  # PenalisePeer: the harness's links are not scored
+
+    def open_instance(self, node: Node, epoch: int) -> InstanceOpened | None:
+        if epoch >= self.sc.epochs:
+            return None  # this run is over for the node: never answered, so nothing starts
+        assert node.signer is not None
+        if node.honest:
+            self.epoch_start.setdefault(epoch, self.now)
+        s = node.signer
+        return InstanceOpened(epoch, s.lock(epoch), s.resume_round(epoch), s.last_signed(epoch))
 
     def out(self, node: Node, env: wire.Envelope) -> None:
         """Transmit one of the node's own signed messages (Byzantine nodes may rewrite it)."""
@@ -511,110 +544,38 @@ class Simulation:
             assert msg is not None
             key = (node.index, msg.epoch, msg.round, int(step_of(msg)))
             self.sent.setdefault(key, set()).add(env.body)
+            self.observe(node, env)
             self.broadcast(node.index, env)
         else:
             self.byzantine_out(node, env)
 
-    def execute(self, node: Node, effects: list[Effect]) -> None:
-        """Run effects in order; a crash point may raise Crashed (caught by the event loop)."""
-        for eff in effects:
-            if not node.up:
-                return
-            self.crash_point(node)
-            self.apply(node, eff)
-
-    def apply(self, node: Node, eff: Effect) -> None:
-        if isinstance(eff, Broadcast):
-            self.out(node, eff.envelope)
-        elif isinstance(eff, ScheduleTimeout):
-            self.push(eff.at_ms, Timer(node.index, node.incarnation, eff.epoch, eff.kind, eff.round))
-        elif isinstance(eff, BuildValue):
-            if node.state is None or node.state.params.epoch != eff.epoch:
-                return
-            value = self.value_for(node, eff.epoch, eff.round)
-            node.state, more = transition.on_value(node.state, eff.round, value, self.now)
-            self.execute(node, more)
-        elif isinstance(eff, SignProposal | SignVote):
-            msg = eff.proposal if isinstance(eff, SignProposal) else eff.vote
-            if node.honest:
-                assert node.signer is not None
-                try:
-                    env = node.signer.sign(msg, eff.lock if isinstance(eff, SignVote) else None)
-                except SignRefused:
-                    return
-            else:
-                env = wire.seal(msg, node.key, NET)
-            self.crash_point(node)
-            self.out(node, env)
-            self.crash_point(node)
-            if isinstance(node.store, LazyStore):
-                node.store.flush()
-            self.feed_own(node, env)
-        elif isinstance(eff, Decide):
-            self.decide(node, eff.certificate)
-        elif isinstance(eff, ReportEvidence):
-            pass  # the harness convicts from everything honest nodes saw (see ``seen``)
-
-    def feed_own(self, node: Node, env: wire.Envelope) -> None:
-        if node.state is None or not node.up:
-            return
-        self.observe(node, env)
-        try:
-            node.state, more = transition.on_message(node.state, env, self.now)
-        except ValidationError:
-            return
-        self.execute(node, more)
-
-    def decide(self, node: Node, cert: Certificate) -> None:
+    def decide(self, node: Node, cert: Certificate) -> Committed:
         epoch = cert.epoch
-        if epoch != node.epoch:
-            return
         node.ledger[epoch] = cert  # durable with the ledger, before anything else
         if node.honest:
             self.decided_round[epoch] = max(self.decided_round.get(epoch, 0), cert.round)
             self.epoch_decided.setdefault(epoch, self.now)
             self.observe_certificate(cert)
-        if node.honest or node.mode != "withhold":
-            self.broadcast(node.index, cert)
-        self.schedule_epoch(node)
+        return Committed(epoch, self.head(node))
 
     # ---------------------------------------------------------------- intake
 
     def receive(self, node: Node, frm: int, item: wire.Envelope | Certificate) -> None:
+        assert node.driver is not None
         if isinstance(item, Certificate):
-            self.receive_certificate(node, frm, item)
-            return
-        msg = _decode_consensus(item)
-        if msg is None:
-            return
-        if msg.epoch < node.epoch:
-            self.reply_certificate(node, frm, msg.epoch)
-            return
-        if msg.epoch > node.epoch or node.state is None:
-            if len(node.future) < FUTURE_BUFFER:
-                node.future.append((frm, item))
-            return
-        self.observe(node, item)
-        try:
-            node.state, effects = transition.on_message(node.state, item, self.now)
-        except ValidationError:
-            return
-        self.execute(node, effects)
-
-    def receive_certificate(self, node: Node, frm: int, cert: Certificate) -> None:
-        if cert.epoch > node.epoch or (cert.epoch == node.epoch and node.state is None):
-            if len(node.future) < FUTURE_BUFFER:
-                node.future.append((frm, cert))
-            return
-        if node.honest:
-            self.observe_certificate(cert)
-        if cert.epoch < node.epoch or node.state is None:
-            return
-        try:
-            node.state, effects = transition.on_certificate(node.state, cert, self.now)
-        except ValidationError:
-            return
-        self.execute(node, effects)
+            if node.honest:
+                self.observe_certificate(item)
+            node.driver.feed(CertificateIn(item, str(frm)), self.now)
+        else:
+            msg = _decode_consensus(item)
+            if msg is None:
+                return
+            if msg.epoch < node.epoch:
+                self.reply_certificate(node, frm, msg.epoch)
+                return
+            self.observe(node, item)
+            node.driver.feed(PeerMessage(item, str(frm)), self.now)
+        self.run_requests(node)
 
     def reply_certificate(self, node: Node, to: int, epoch: int) -> None:
         # Stands in for sync.py: a peer still in an old epoch gets that epoch's certificate.
@@ -650,8 +611,9 @@ class Simulation:
         if node.mode == "withhold":
             return
         msg = _decode_consensus(env)
-        assert msg is not None and node.state is not None
-        prev = node.state.params.prev_cert_hash if node.state.params.epoch == msg.epoch else None
+        st = node.driver.state if node.driver is not None else None
+        assert msg is not None and st is not None
+        prev = st.params.prev_cert_hash if st.params.epoch == msg.epoch else None
         byz = set(self.byzantine)
         others = [i for i in range(len(self.nodes)) if i != node.index]
         if node.mode == "split" and prev is not None:
@@ -719,18 +681,11 @@ class Simulation:
                 self.receive(node, event.frm, event.item)
         elif isinstance(event, Timer):
             node = self.nodes[event.node]
-            st = node.state
-            live = node.up and event.incarnation == node.incarnation
-            if live and st is not None and st.params.epoch == event.epoch:
-                node.state, effects = transition.on_timeout(st, event.kind, event.round, self.now)
-                self.execute(node, effects)
-        elif isinstance(event, Boot):
-            self.boot(self.nodes[event.node])
+            if node.up and event.incarnation == node.incarnation and node.driver is not None:
+                node.driver.feed(event.then, self.now)
+                self.run_requests(node)
         else:
-            node = self.nodes[event.node]
-            live = node.up and event.incarnation == node.incarnation
-            if live and node.state is None and node.epoch == event.epoch:
-                self.start_instance(node)
+            self.boot(self.nodes[event.node])
 
     def result(self) -> SeedResult:
         violations = []
@@ -869,7 +824,7 @@ def _seed_range(text: str) -> range:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (1 if any seed had a violation)."""
     ap = argparse.ArgumentParser(
-        prog="python -m depin_p2p.consensus.fuzz", description=(__doc__ or "").split("\n")[0]
+        prog="python -m devnet.fuzz", description=(__doc__ or "").split("\n")[0]
     )
     ap.add_argument("--validators", type=int, default=4)
     ap.add_argument("--byzantine", type=int, default=0)

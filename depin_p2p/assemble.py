@@ -1,0 +1,205 @@
+"""The one assembly: every service of one node, from its transport, ledger, sign store, clock and devices.
+
+``depin-p2p run`` (:mod:`depin_p2p.node`) calls :func:`assemble` with libp2p,
+the LMDB store and its synced sign-state; the in-process simulator
+(``tests/sim/cluster.py``) calls it with the memory network, an in-memory
+ledger and sign-state. Both get the same :class:`NodeServices`, wired the
+same way, started in the same order by :meth:`NodeServices.run`: the node a
+researcher simulates is the node a runner runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import trio
+
+from depin_p2p.clock import Clock
+from depin_p2p.consensus.ledger_io import NodeLedger
+from depin_p2p.consensus.service import ConsensusService
+from depin_p2p.consensus.signer import Signer, SignStateStore
+from depin_p2p.consensus.state import Timeouts
+from depin_p2p.consensus.value import ValueParams
+from depin_p2p.crypto import KeyPair, peer_id_from_public_key
+from depin_p2p.gossip.service import ProofGossip
+from depin_p2p.gossip.transport import PeerId, Transport
+from depin_p2p.ledger.state import validator_set
+from depin_p2p.model import Device
+from depin_p2p.schedule import EpochSchedule
+from depin_p2p.txpool import TxPool, TxService
+from depin_p2p.witness.devices import ComputeDriver, RadioDriver
+from depin_p2p.witness.pool import ProofPool
+from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+T = TypeVar("T")
+
+
+def first_signing_epoch(last_committed: int, wall_epoch: int, startup_wait_epochs: int) -> int:
+    """The epoch a fresh sign-state's floor counts from.
+
+    Without a startup wait the operator vouches that this key signed nothing
+    it does not remember (a new network, a new validator): it may sign the
+    next epoch to decide, even if its process came up after that epoch's
+    wall-clock start (otherwise validators that all start late would all
+    refuse epoch 1 and the network would never begin). With a wait, the wait
+    counts from the network's epoch by the wall clock, past anything the key
+    may have signed before its data dir was lost.
+    """
+    if startup_wait_epochs == 0:
+        return last_committed + 1
+    return max(last_committed + 1, wall_epoch)
+
+
+class Ledger(NodeLedger, Protocol):
+    """The ledger a node runs on: ``LedgerStore`` (LMDB) or ``MemoryLedger``."""
+
+    def last_epoch(self) -> int: ...
+
+
+class LedgerRegistry:
+    """Device lookups against the ledger's latest committed state (a fresh read each time)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def get_device(self, device_id: bytes) -> Device | None:
+        return self._ledger.read(lambda v: v.get_device(device_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Devices:
+    """The node's own devices: radio drivers, compute drivers and every device key by public key."""
+
+    radios: Sequence[RadioDriver] = ()
+    computes: dict[bytes, ComputeDriver] = field(default_factory=dict)
+    keys: dict[bytes, KeyPair] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblyConfig:
+    """What a node's services need besides its I/O: the network's parameters and its own key."""
+
+    network_id: str
+    schedule: EpochSchedule
+    emission_per_epoch: int
+    key: KeyPair
+    startup_wait_epochs: int = 0
+    restored: bool = False
+    timeouts: Timeouts | None = None
+    grace_ms: int | None = None  # default: a tenth of an epoch, at most 1 s
+    offload_io: bool = True  # LMDB work in worker threads (False under trio's autojump clock)
+    peer_of: Callable[[bytes], PeerId] = field(default=lambda owner: PeerId(peer_id_from_public_key(owner)))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeServices:
+    """Every service of one node, built by :func:`assemble`; :meth:`run` starts them in order."""
+
+    transport: Transport
+    ledger: Ledger
+    pool: ProofPool
+    gossip: ProofGossip
+    witness: WitnessService
+    txpool: TxPool
+    txs: TxService
+    signer: Signer
+    consensus: ConsensusService
+
+    def graph(self) -> dict[str, str]:
+        """Each service's name and type: what a test compares between processes and the simulator."""
+        return {name: type(getattr(self, name)).__name__ for name in self.__dataclass_fields__}
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start gossip, witnessing, the transaction pool and consensus (the transport runs already).
+
+        Cancellation: every service stops.
+        """
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.gossip.run)
+            await nursery.start(self.witness.run)
+            await nursery.start(self.txs.run)
+            await nursery.start(self.consensus.run)
+            task_status.started()
+
+
+def assemble(
+    transport: Transport,
+    ledger: Ledger,
+    sign_store: SignStateStore,
+    clock: Clock,
+    *,
+    devices: Devices,
+    config: AssemblyConfig,
+) -> NodeServices:
+    """Build every service of one node (nothing runs yet; see :meth:`NodeServices.run`)."""
+    net, schedule = config.network_id, config.schedule
+    registry = LedgerRegistry(ledger)
+    pool = ProofPool(registry, net)
+    gossip = ProofGossip(
+        transport,
+        network_id=net,
+        clock=clock,
+        rules=proof_rules(schedule.epoch_length_ms),
+        check_item=lambda v, peer: pool.check(v, clock.now_ms()),
+    )
+
+    def context() -> LedgerContext:
+        def read(view: Any) -> LedgerContext:
+            return LedgerContext(
+                registry,
+                tuple(view.iter_devices()),
+                validator_set(view),
+                view.last_certificate_hash(),
+                view.last_epoch(),
+            )
+
+        return ledger.read(read)
+
+    txpool = TxPool(ledger, net)
+    signer = Signer(
+        config.key,
+        sign_store,
+        net,
+        current_epoch=first_signing_epoch(
+            ledger.last_epoch(), schedule.epoch_at(clock.now_ms()), config.startup_wait_epochs
+        ),
+        startup_wait_epochs=config.startup_wait_epochs,
+        restored=config.restored,
+    )
+    grace = config.grace_ms if config.grace_ms is not None else min(1_000, schedule.epoch_length_ms // 10)
+    consensus = ConsensusService(
+        network_id=net,
+        clock=clock,
+        schedule=schedule,
+        transport=transport,
+        ledger=ledger,
+        signer=signer,
+        pool=pool,
+        value_params=ValueParams(network_id=net, emission_per_epoch=config.emission_per_epoch),
+        timeouts=config.timeouts,
+        grace_ms=grace,
+        pending_txs=txpool.pending,
+        on_tx_results=txpool.on_committed,
+        offload_io=config.offload_io,
+    )
+    witness = WitnessService(
+        network_id=net,
+        clock=clock,
+        schedule=schedule,
+        transport=transport,
+        gossip=gossip,
+        pool=pool,
+        context=context,
+        radios=list(devices.radios),
+        computes=devices.computes,
+        device_keys=devices.keys,
+        peer_of=config.peer_of,
+        committed=lambda: consensus.committed,  # wait for a commit, do not poll
+    )
+    txs = TxService(txpool, transport, net)
+    return NodeServices(transport, ledger, pool, gossip, witness, txpool, txs, signer, consensus)

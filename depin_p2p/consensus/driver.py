@@ -281,8 +281,24 @@ class PenalisePeer:
     code: str
 
 
+@dataclass(frozen=True, slots=True)
+class CatchUpFrom:
+    """Fetch certificates up to ``up_to`` over ``/sync/1``, from ``peer`` first (it showed one)."""
+
+    peer: str
+    up_to: int
+
+
 Request = (
-    Publish | SleepUntil | OpenInstance | BuildRequest | CheckValue | SignDurably | Commit | PenalisePeer
+    Publish
+    | SleepUntil
+    | OpenInstance
+    | BuildRequest
+    | CheckValue
+    | SignDurably
+    | Commit
+    | PenalisePeer
+    | CatchUpFrom
 )
 
 
@@ -437,6 +453,22 @@ class FutureBuffer:
     def __init__(self, capacity: int) -> None:
         self._items: OrderedDict[bytes, PeerMessage | CertificateIn] = OrderedDict()
         self._capacity = capacity
+        self._asked = 0  # the highest certificate epoch a catch-up was asked for
+
+    def ahead(self, item: CertificateIn, next_epoch: int) -> list[CatchUpFrom]:
+        """A certificate past our head: hold it if near, and ask to catch up once per new height.
+
+        Gossip sends a certificate once, at its commit: a node that missed the one of its next
+        epoch (cut off, frozen, restarted just after its peers committed) would otherwise wait
+        for it for good, dropping every later one.
+        """
+        epoch = item.certificate.epoch
+        if epoch <= next_epoch + FUTURE_EPOCHS:
+            self.hold(item)
+        if item.peer is None or epoch <= self._asked:
+            return []
+        self._asked = epoch
+        return [CatchUpFrom(item.peer, epoch)]
 
     def hold(self, item: PeerMessage | CertificateIn) -> None:
         x = item.envelope if isinstance(item, PeerMessage) else item.certificate
@@ -776,9 +808,7 @@ class EpochDriver:
         if cert.epoch < head.next_epoch or self._committing is not None:
             raise Ignore("old_certificate")
         if cert.epoch > head.next_epoch:
-            if cert.epoch > head.next_epoch + FUTURE_EPOCHS:
-                raise Ignore("certificate_too_far")
-            self._future.hold(item)
+            self._out.extend(self._future.ahead(item, head.next_epoch))
             return
         params = st.params if st is not None else None
         if params is not None and st is not None and st.decision is not None:

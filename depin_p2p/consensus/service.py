@@ -93,6 +93,7 @@ class ConsensusService:
         self._timers: list[tuple[int, int, d.TimeoutFired | d.EpochDue]] = []
         self._timer_seq = 0
         self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
         config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts())
@@ -125,6 +126,7 @@ class ConsensusService:
         )
         channel = await self._transport.subscribe(self._topic, self._validate_gossip, capacity=INBOX_CAPACITY)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._pump, channel)
             nursery.start_soon(self._timer)
             self.driver.boot(self._clock.now_ms())
@@ -203,6 +205,9 @@ class ConsensusService:
             event, self.committed = self.committed, trio.Event()
             event.set()
             return committed
+        elif isinstance(req, d.CatchUpFrom):
+            assert self._nursery is not None
+            self._nursery.start_soon(self.sync.chase, PeerId(req.peer), req.up_to)
         else:
             self._transport.penalise(PeerId(req.peer), req.code)
         return None

@@ -131,6 +131,23 @@ class CatchUp:
         self._protocol = protocol
         self._submit = submit
         self._last_epoch = last_epoch
+        self._chasing = False
+
+    async def chase(self, peer: PeerId, up_to: int) -> None:
+        """Catch up to ``up_to``, from ``peer`` first, then the others; one chase at a time.
+
+        The loop asks for this when a peer shows a certificate past our next epoch. A
+        second request while one runs is dropped: a flood of far certificates costs one sync.
+        """
+        if self._chasing:
+            return
+        self._chasing = True
+        try:
+            others = sorted(p for p in self._transport.peers() if p != peer)
+            applied = await self.from_any([peer, *others], up_to)
+            log.info("consensus.sync.caught_up", applied=applied, last_epoch=self._last_epoch())
+        finally:
+            self._chasing = False
 
     async def from_peer(self, peer: PeerId, up_to: int) -> int:
         """Catch up from ``peer`` until ``up_to``; return the epochs committed meanwhile.

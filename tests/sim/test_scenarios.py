@@ -24,15 +24,10 @@ def test_every_shipped_manifest_holds_every_invariant_in_the_simulator(path: Pat
     assert all(v.ok for v in verdicts.values()), {k: v.detail for k, v in verdicts.items() if not v.ok}
     honest = [n for n in run.nodes if n.honest and n.running_at_end]
     assert all(max(e.epoch for e in n.epochs) >= manifest.network.epochs for n in honest)
-
-
-def test_the_byzantine_manifest_slashes_the_equivocator() -> None:
-    manifest = load_manifest(next(p for p in MANIFESTS if p.stem == "byzantine"))
-    run = simulate(manifest, manifest.network.seed)
-    slashed = sum(e.slashed for e in run.nodes[0].epochs)
-    assert slashed > 0
-    liar = run.nodes[manifest.adversaries[0].node].validator_address
-    assert all(liar in n.evidence_offenders for n in run.nodes if n.honest)
+    for adversary in manifest.adversaries:  # each equivocator is convicted everywhere and slashed
+        liar = run.nodes[adversary.node].validator_address
+        assert all(liar in n.evidence_offenders for n in honest)
+        assert sum(e.slashed for e in run.nodes[0].epochs) > 0
 
 
 SHORT = "[network]\nnodes = 4\nepochs = 3\nepoch_seconds = 5\n"

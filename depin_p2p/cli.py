@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -296,10 +297,46 @@ def format_amount(micro: int) -> str:
     return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
 
 
-def _submit(args: argparse.Namespace, make_tx: Callable[[int, KeyPair, str], object]) -> int:
-    """Sign ``make_tx(next nonce, node key, network id)`` with the home's key; submit to its node."""
+def _check_tx_options(args: argparse.Namespace) -> None:
+    """The options every tx command shares, checked before anything is asked or sent."""
+    timeout = args.timeout
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"--timeout {args.timeout:g}: give a positive, finite number of seconds")
+
+
+def _check_funds(args: argparse.Namespace, account: dict[str, Any], spend: tuple[str, int] | None) -> None:
+    """Refuse (without --force) to spend more than the node knows the account holds.
+
+    The ledger would skip such a transaction (``insufficient_balance``) and
+    still use its nonce; a runner who means it says ``--force``.
+    """
+    if spend is None or args.force:
+        return
+    field, amount = spend
+    held = int(account.get(field, 0))
+    if amount > held:
+        what = "bonded stake" if field == "stake" else "balance"
+        raise ConfigError(
+            f"{format_amount(amount)} tokens is more than the {what} of {format_amount(held)} tokens "
+            f"the node knows for {account.get('address', 'this account')}; the ledger would skip it and "
+            "still use a nonce (add --force to send it anyway)"
+        )
+
+
+def _submit(
+    args: argparse.Namespace,
+    make_tx: Callable[[int, KeyPair, str], object],
+    spend: tuple[str, int] | None = None,
+) -> int:
+    """Sign ``make_tx(next nonce, node key, network id)`` with the home's key; submit to its node.
+
+    ``spend`` is (account field, micro-units) the transaction takes from: more
+    than the node's figure is refused unless ``--force``. Every argument is
+    checked before the transaction is submitted (the only side effect).
+    """
     from depin_p2p.config import load_config  # noqa: PLC0415
 
+    _check_tx_options(args)
     config = load_config(args.home)
     key = load_key_file(config.key_file)
     status, node = _ask_node(args.home, "GET", "/status")
@@ -308,6 +345,7 @@ def _submit(args: argparse.Namespace, make_tx: Callable[[int, KeyPair, str], obj
     status, account = _ask_node(args.home, "GET", f"/account/{key.public_key.hex()}")
     if status != 200 or not account.get("exists"):
         raise ConfigError(f"account {key.address} does not exist on this network (fund it first)")
+    _check_funds(args, account, spend)
     nonce = int(account.get("next_nonce", account["nonce"]))
     network_id = str(node["network_id"])
     env = wire.seal(make_tx(nonce, key, network_id), key, network_id)
@@ -372,15 +410,15 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     to = public_key_from_address(args.to)
     amount = parse_amount(args.amount)
-    return _submit(args, lambda nonce, key, net: Transfer(nonce, to, amount))
+    return _submit(args, lambda nonce, key, net: Transfer(nonce, to, amount), ("balance", amount))
 
 
 def cmd_stake(args: argparse.Namespace) -> int:
     from depin_p2p.ledger.state import Stake, Unstake  # noqa: PLC0415
 
     amount = parse_amount(args.amount)
-    cls = Unstake if args.command == "unstake" else Stake
-    return _submit(args, lambda nonce, key, net: cls(nonce, amount))
+    cls, field = (Unstake, "stake") if args.command == "unstake" else (Stake, "balance")
+    return _submit(args, lambda nonce, key, net: cls(nonce, amount), (field, amount))
 
 
 DEFAULT_FREQUENCY_HZ = 868_100_000  # EU868 channel 1
@@ -458,6 +496,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_force_option(p: argparse.ArgumentParser, what: str) -> None:
+    help_text = f"send even if AMOUNT exceeds the {what} the node knows"
+    p.add_argument("--force", action="store_true", help=help_text)
+
+
 def _add_tx_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", type=Path, required=True, metavar="DIR", help="the home of the running node")
     p.add_argument("--wait", action="store_true", help="wait until an epoch commits it; print the outcome")
@@ -467,8 +510,16 @@ def _add_tx_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated long options (``--hom`` is not ``--home``); subcommands inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="depin-p2p",
         description="A peer-to-peer node for DePIN devnets: signed device proofs over libp2p, "
         "cross-witnessing, per-epoch BFT consensus and an LMDB ledger.",
@@ -543,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tx_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_tx_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     """The node runner's transaction commands and ``peers``."""
     transfer = sub.add_parser(
         "transfer",
@@ -552,6 +603,7 @@ def _add_tx_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     transfer.add_argument("to", metavar="TO_ADDRESS", help="the receiving address (dp...)")
     transfer.add_argument("amount", metavar="AMOUNT", help="tokens, at most 6 decimals (e.g. 1.5)")
+    _add_force_option(transfer, "balance")
     _add_tx_options(transfer)
     transfer.set_defaults(handler=cmd_transfer)
 
@@ -561,6 +613,7 @@ def _add_tx_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ):
         p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.")
         p.add_argument("amount", metavar="AMOUNT", help="tokens, at most 6 decimals (e.g. 1.5)")
+        _add_force_option(p, "bonded stake" if name == "unstake" else "balance")
         _add_tx_options(p)
         p.set_defaults(handler=cmd_stake)
 

@@ -61,7 +61,7 @@ from depin_p2p.consensus.state import (
     verify_certificate,
 )
 from depin_p2p.consensus.value import EpochContent, ValueParams, build_content, check_content
-from depin_p2p.errors import CodecError, DepinError, Ignore, Reject, TransportError
+from depin_p2p.errors import CodecError, DepinError, Ignore, Reject, TransportError, ValidationError
 from depin_p2p.gossip.transport import CONSENSUS, SYNC, PeerId, Transport, protocol, topic
 from depin_p2p.ledger.state import LedgerView, StateChanges, TxResult, validator_set
 from depin_p2p.schedule import EpochSchedule
@@ -484,7 +484,13 @@ class ConsensusService:
         await self._publish(env)
         state = self._state
         if state is not None:
-            await self._apply(*transition.on_message(state, env, self._now()), nursery)
+            try:
+                result = transition.on_message(state, env, self._now())
+            except ValidationError:
+                # Our own message already known (after a restart, a restored lock's proof of
+                # lock holds our prevote): nothing new, and the effects after it still run.
+                return
+            await self._apply(*result, nursery)
 
     async def _timer(self, eff: ScheduleTimeout) -> None:
         await self._clock.sleep_until_ms(eff.at_ms)

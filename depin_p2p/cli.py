@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from depin_p2p import __version__, wire
 from depin_p2p.crypto import (
@@ -62,6 +62,9 @@ USER_ERRORS: tuple[type[DepinError], ...] = (
 
 Handler = Callable[[argparse.Namespace], int]
 
+if TYPE_CHECKING:
+    from depin_p2p.node import Node
+
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     key = KeyPair.generate()
@@ -92,10 +95,22 @@ HOME_DATA = "data"  # as in depin_p2p.home, which this module does not import ea
 def cmd_init(args: argparse.Namespace) -> int:
     # Imported here so `keygen` and `--help` stay fast (no LMDB or trio import).
     from depin_p2p.home import init_home  # noqa: PLC0415
+    from depin_p2p.ledger.genesis import (  # noqa: PLC0415
+        MAX_START_LAG_EPOCHS,
+        epochs_since_genesis,
+        load_genesis,
+    )
 
     key = load_key_file(args.key) if args.key is not None else KeyPair.generate()
     made = init_home(args.home, genesis_file=args.genesis, key=key, force=args.force)
     home, root = made.home, made.state_root
+    lag = epochs_since_genesis(load_genesis(home / "genesis.json"), _wall_ms())
+    if lag > MAX_START_LAG_EPOCHS:
+        print(
+            f"depin-p2p: note: the genesis time is {lag} epochs in the past: `run` starts this home "
+            "only with bootstrap peers of the running network to catch up from",
+            file=sys.stderr,
+        )
     result = {
         "home": str(home),
         "address": key.address,
@@ -216,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.home)
     node = Node(config)
+    _check_can_start(node)
     node.check_ports()
     # After importing libp2p (node.py does), which resets its logger on import.
     configure_logging(fmt=config.log_format, level=config.log_level, file=config.log_file)
@@ -224,6 +240,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         close_log_files()
     return 0
+
+
+def _wall_ms() -> int:
+    import time  # noqa: PLC0415
+
+    return int(time.time() * 1000)
+
+
+def _check_can_start(node: Node) -> None:
+    """``genesis.check_can_start`` against the home's ledger, before the node starts."""
+    from depin_p2p.ledger.genesis import check_can_start  # noqa: PLC0415
+    from depin_p2p.ledger.store import LedgerStore  # noqa: PLC0415
+
+    data = node.config.data_dir
+    if not (data / "data.mdb").exists():
+        return  # the node's own start reports a missing ledger
+    try:
+        with LedgerStore.open(data, readonly=True) as store:
+            last = store.last_epoch()
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    check_can_start(
+        node.genesis, now_ms=_wall_ms(), last_epoch=last, bootstrap_peers=len(node.config.bootstrap)
+    )
 
 
 def _api_port(home: Path) -> int:

@@ -148,17 +148,17 @@ def _node_account(home: Path, account_id: bytes) -> dict[str, Any] | None:
 
 def _print_node_balance(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     balance, stake, unbonding = (
-        int(doc.get("balance", 0)),
-        int(doc.get("stake", 0)),
-        int(doc.get("unbonding", 0)),
+        int(doc.get("balance_micro", 0)),
+        int(doc.get("stake_micro", 0)),
+        int(doc.get("unbonding_micro", 0)),
     )
     result = {
         "address": address_from_public_key(public_key_from_address(args.address)),
         "exists": bool(doc.get("exists")),
-        "balance": balance,
+        "balance_micro": balance,
         "nonce": int(doc.get("nonce", 0)),
-        "stake": stake,
-        "unbonding": unbonding,
+        "stake_micro": stake,
+        "unbonding_micro": unbonding,
         "epoch": int(doc.get("epoch", 0)),
         "source": "node",
     }
@@ -166,9 +166,8 @@ def _print_node_balance(args: argparse.Namespace, doc: dict[str, Any]) -> int:
         print(json.dumps(result))
         return 0
     print(f"address: {result['address']}")
-    print(f"balance: {balance} micro ({format_amount(balance)})", end="")
-    print("" if result["exists"] else " (no account)")
-    print(f"stake:   {format_amount(stake)} (unbonding {format_amount(unbonding)})")
+    print(f"balance: {tokens(balance)}{'' if result['exists'] else ' (no account)'}")
+    print(f"stake:   {tokens(stake)} (unbonding {tokens(unbonding)})")
     print(f"nonce:   {result['nonce']}")
     print(f"epoch:   {result['epoch']}  (from the running node)")
     return 0
@@ -187,7 +186,7 @@ def _balance_from_store(args: argparse.Namespace, account_id: bytes) -> int:
     result: dict[str, object] = {
         "address": address_from_public_key(account_id),
         "exists": account is not None,
-        "balance": 0 if account is None else account.balance,
+        "balance_micro": 0 if account is None else account.balance,
         "nonce": 0 if account is None else account.nonce,
         "epoch": meta.epoch,
         "state_root": root.hex(),
@@ -208,9 +207,8 @@ def _balance_from_store(args: argparse.Namespace, account_id: bytes) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    whole, frac = divmod(int(str(result["balance"])), 1_000_000)
     print(f"address: {result['address']}")
-    print(f"balance: {result['balance']} micro ({whole}.{frac:06d}){'' if account else ' (no account)'}")
+    print(f"balance: {tokens(int(str(result['balance_micro'])))}{'' if account else ' (no account)'}")
     print(f"nonce:   {result['nonce']}")
     print(f"epoch:   {meta.epoch}  state root: {root.hex()}")
     if proof is not None:
@@ -298,22 +296,55 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    consensus = doc.get("consensus", {})
-    pending = doc.get("pending_proofs", {})
-    print(f"network     {doc.get('network_id')}   node {doc.get('address')}")
-    print(f"peer id     {doc.get('peer_id')}   peers {len(doc.get('peers', []))}")
-    print(
-        f"epoch       now {doc.get('epoch_now')}   last committed {doc.get('last_epoch')}"
-        f"   running {consensus.get('running_epoch')} (round {consensus.get('round')})"
-    )
-    print(f"certificate {doc.get('last_certificate')}")
-    print(f"state root  {doc.get('state_root')}   supply {doc.get('total_supply')}")
-    print(f"balance     {doc.get('balance')} micro   validators {len(doc.get('validators', []))}")
-    print(
-        f"proofs      pending beacons {pending.get('beacons')} reports {pending.get('reports')}"
-        f" attestations {pending.get('attestations')}   dropped {pending.get('dropped')}"
-    )
+    for line in format_status(doc):
+        print(line)
     return 0
+
+
+def format_status(doc: dict[str, Any]) -> list[str]:
+    """The ``/status`` document as a person reads it: tokens, dp addresses, no ``None``."""
+    consensus = doc.get("consensus") or {}
+    pending = doc.get("pending_proofs") or {}
+    validators = doc.get("validators") or []
+    running = consensus.get("running_epoch")
+    instance = "none running" if running is None else f"running {running} (round {consensus.get('round', 0)})"
+    lines = [
+        f"network     {_shown(doc.get('network_id'))}   node {_shown(doc.get('address'))}",
+        f"peer id     {_shown(doc.get('peer_id'))}   {plural(len(doc.get('peers') or []), 'peer')}",
+        f"epoch       now {_shown(doc.get('epoch_now'))}   last committed {_shown(doc.get('last_epoch'))}"
+        f"   {instance}",
+        f"certificate {_shown(doc.get('last_certificate'))}",
+        f"state root  {_shown(doc.get('state_root'))}",
+        f"supply      {_tokens_of(doc.get('total_supply_micro'))}",
+        f"balance     {_tokens_of(doc.get('balance_micro'))}",
+        f"validators  {plural(len(validators), 'validator')}",
+    ]
+    lines += [f"  {_shown(v.get('address'))}  {_tokens_of(v.get('power_micro'))}" for v in validators]
+    lines.append(
+        f"proofs      pending {plural(int(pending.get('beacons') or 0), 'beacon')}, "
+        f"{plural(int(pending.get('reports') or 0), 'report')}, "
+        f"{plural(int(pending.get('attestations') or 0), 'attestation')}; "
+        f"{int(pending.get('dropped') or 0)} dropped"
+    )
+    return lines
+
+
+def _shown(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _tokens_of(micro: object) -> str:
+    return "-" if not isinstance(micro, int) else tokens(micro)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 peer``, ``0 peers``, ``2 peers``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def tokens(micro: int) -> str:
+    """Micro-units as a person reads them: ``1.5 tokens``, ``1 token``."""
+    return f"{format_amount(micro)} {'token' if micro == MICRO_PER_TOKEN else 'tokens'}"
 
 
 def parse_amount(text: str) -> int:
@@ -353,11 +384,11 @@ def _check_funds(args: argparse.Namespace, account: dict[str, Any], spend: tuple
     if spend is None or args.force:
         return
     field, amount = spend
-    held = int(account.get(field, 0))
+    held = int(account.get(f"{field}_micro", 0))
     if amount > held:
         what = "bonded stake" if field == "stake" else "balance"
         raise ConfigError(
-            f"{format_amount(amount)} tokens is more than the {what} of {format_amount(held)} tokens "
+            f"{tokens(amount)} is more than the {what} of {tokens(held)} "
             f"the node knows for {account.get('address', 'this account')}; the ledger would skip it and "
             "still use a nonce (add --force to send it anyway)"
         )
@@ -530,7 +561,7 @@ def cmd_peers(args: argparse.Namespace) -> int:
     print(f"this node  {result['peer_id']}")
     for addr in result["listen"]:
         print(f"listening  {addr}")
-    print(f"{len(result['peers'])} peers connected")
+    print(f"{plural(len(result['peers']), 'peer')} connected")
     for peer in result["peers"]:
         print(f"  {peer}")
     return 0

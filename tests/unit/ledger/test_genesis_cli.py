@@ -155,7 +155,7 @@ def test_init_then_balance_with_proof(tmp_path: Path, genesis_file: Path) -> Non
     shown = run_cli("balance", A.address, "--home", str(home), "--prove", "--json")
     assert shown.returncode == 0, shown.stderr
     out = json.loads(shown.stdout)
-    assert (out["balance"], out["nonce"], out["epoch"], out["exists"]) == (5_000_000, 0, 0, True)
+    assert (out["balance_micro"], out["nonce"], out["epoch"], out["exists"]) == (5_000_000, 0, 0, True)
     assert out["state_root"] == info["state_root"]
     assert out["proof"]["verified"] is True
     assert len(out["proof"]["siblings"]) == 16
@@ -163,11 +163,11 @@ def test_init_then_balance_with_proof(tmp_path: Path, genesis_file: Path) -> Non
     # An account not in the genesis: zero, with a verified exclusion proof.
     other = address_from_public_key(KeyPair.from_seed(b"\x09" * 32).public_key)
     absent = json.loads(run_cli("balance", other, "--home", str(home), "--prove", "--json").stdout)
-    assert (absent["exists"], absent["balance"], absent["proof"]["verified"]) == (False, 0, True)
+    assert (absent["exists"], absent["balance_micro"], absent["proof"]["verified"]) == (False, 0, True)
 
     text = run_cli("balance", A.address, "--home", str(home), "--prove")
     assert text.returncode == 0
-    assert "5000000 micro (5.000000)" in text.stdout
+    assert "balance: 5 tokens" in text.stdout
     assert "inclusion proof verified" in text.stdout
 
 

@@ -80,7 +80,7 @@ def test_balance_reads_a_home_it_cannot_write(readonly_home: Path) -> None:
         got = _as_nobody("balance", A.address, "--home", str(readonly_home), "--json", *extra)
         assert got.returncode == 0, got.stderr
         doc = json.loads(got.stdout)
-        assert (doc["balance"], doc["exists"], doc["epoch"]) == (5_000_000, True, 0)
+        assert (doc["balance_micro"], doc["exists"], doc["epoch"]) == (5_000_000, True, 0)
         if extra:
             assert doc["proof"]["verified"] is True
 

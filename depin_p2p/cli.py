@@ -307,7 +307,9 @@ def format_status(doc: dict[str, Any]) -> list[str]:
     pending = doc.get("pending_proofs") or {}
     validators = doc.get("validators") or []
     running = consensus.get("running_epoch")
-    instance = "none running" if running is None else f"running {running} (round {consensus.get('round', 0)})"
+    instance = "no instance running"
+    if running is not None:
+        instance = f"running {running} (round {consensus.get('round', 0)})"
     lines = [
         f"network     {_shown(doc.get('network_id'))}   node {_shown(doc.get('address'))}",
         f"peer id     {_shown(doc.get('peer_id'))}   {plural(len(doc.get('peers') or []), 'peer')}",

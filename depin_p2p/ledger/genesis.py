@@ -168,11 +168,6 @@ def _parse_validators(doc: dict[str, Any]) -> dict[bytes, int]:
         if addr in validators:
             raise ConfigError(f"genesis field {where}address: duplicate validator")
         validators[addr] = _int(_require(entry, "stake", where), f"{where}stake", lo=1)
-    if not validators:
-        raise ConfigError(
-            "genesis field validators: needs at least one validator with stake > 0 "
-            "(without validators no epoch ever commits)"
-        )
     return validators
 
 
@@ -260,6 +255,11 @@ def parse_genesis(text: str) -> Genesis:
     accounts = _parse_accounts(doc)
     validators = _parse_validators(doc)
     devices = _parse_devices(doc)
+    if not validators:  # checked after every field, so a bad field is named first
+        raise ConfigError(
+            "genesis field validators: needs at least one validator with stake > 0 "
+            "(without validators no epoch ever commits)"
+        )
 
     supply = sum(accounts.values()) + sum(validators.values())
     if supply > wire.UINT64_MAX:

@@ -102,7 +102,7 @@ def test_a_commit_that_fails_after_signing_does_not_stop_the_validator(
 
     monkeypatch.setattr(LedgerStore, "_put_changes", put_then_fail)
     with pytest.raises(BaseExceptionGroup) as info:
-        trio.run(_run_until, home, lambda node: False, 60.0)
+        trio.run(_run_until, home, lambda node: False, 120.0)
     errors = [e for e in _leaves(info.value) if isinstance(e, StorageError)]
     assert errors and "Input/output error" in str(errors[0]), info.value
     monkeypatch.undo()
@@ -116,7 +116,7 @@ def test_a_commit_that_fails_after_signing_does_not_stop_the_validator(
     assert set(before) == {Proposal, Prevote, Precommit}
 
     node = trio.run(
-        _run_until, home, lambda n: n.store is not None and n.store.last_epoch() >= epoch + 2, 60.0
+        _run_until, home, lambda n: n.store is not None and n.store.last_epoch() >= epoch + 2, 120.0
     )
     assert node.consensus is not None
     assert node.consensus.counters.sign_refused == 0
@@ -209,7 +209,7 @@ def test_a_validator_on_a_full_tmpfs_stops_in_one_line_and_resumes_when_there_is
             kept: dict[int, Certificate] = {}
             for cycle, slack in enumerate(SLACK_BYTES):
                 reached = last_epoch() + 2
-                _wait(lambda r=reached: last_epoch() >= r, 60, f"cycle {cycle}: epoch {reached}")
+                _wait(lambda r=reached: last_epoch() >= r, 120, f"cycle {cycle}: epoch {reached}")
                 filler = _fill(disk, slack)
                 code = _wait(proc.poll, 90, f"cycle {cycle}: the node to stop on the full disk")
                 # Logs go to stderr as JSON lines; the error is the one line that is not.
@@ -222,7 +222,7 @@ def test_a_validator_on_a_full_tmpfs_stops_in_one_line_and_resumes_when_there_is
                 kept = certs
                 filler.unlink()
                 proc = start()
-            _wait(lambda: last_epoch() >= max(kept) + 2, 60, "epochs after the last restart")
+            _wait(lambda: last_epoch() >= max(kept) + 2, 120, "epochs after the last restart")
             status = _wait(lambda: _status(home), 20, "/status")
             consensus = status["consensus"]
             assert consensus["conflicting_signers"] == {}, consensus

@@ -8,8 +8,9 @@ prometheus-client registry. With a :class:`TxApi`, also:
   :data:`MAX_BODY_BYTES`): 202 ``{"tx_id": hex}`` when the pool accepts it,
   else 400 ``{"error": code, "detail": text}`` (the pool's codes, plus
   ``oversized``);
-- ``GET /account/<hex public key>``: ``{"balance", "nonce", "next_nonce",
-  "stake", "unbonding", "exists", "epoch"}`` (400 ``bad_public_key``);
+- ``GET /account/<dp address or hex public key>``: the node's document
+  (``{"address", "balance_micro", "nonce", "next_nonce", "stake_micro",
+  "unbonding_micro", "exists", "epoch"}``; 400 ``bad_public_key``);
   ``next_nonce`` also counts the account's transactions pending here;
 - ``GET /tx/<hex tx id>``: ``{"status": "pending" | "committed" |
   "unknown", "epoch", "code"}`` (``code`` null: applied).
@@ -32,7 +33,8 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from depin_p2p.errors import ValidationError
+from depin_p2p.crypto import public_key_from_address
+from depin_p2p.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
     # libp2p depends on trio-typing, whose trio-stubs shadow trio's own inline
@@ -158,15 +160,29 @@ class ApiServer:
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if self._tx is not None and path.startswith(("/account/", "/tx/")):
             kind, _, arg = path[1:].partition("/")
-            try:
-                raw = bytes.fromhex(arg)
-            except ValueError:
-                raw = b""
+            raw = _account_key(arg) if kind == "account" else _hex(arg)
             if len(raw) != 32:
                 code = "bad_public_key" if kind == "account" else "bad_tx_id"
                 return _error(f"{arg!r} is not 32 bytes of hex", code)
             return _json(200, self._tx.account(raw) if kind == "account" else self._tx.tx_status(raw))
         return 404, "text/plain", b"try /status or /metrics\n"
+
+
+def _hex(arg: str) -> bytes:
+    try:
+        return bytes.fromhex(arg)
+    except ValueError:
+        return b""
+
+
+def _account_key(arg: str) -> bytes:
+    """An account named by its ``dp…`` address (what people read) or its public key in hex."""
+    if not arg.startswith("dp"):
+        return _hex(arg)
+    try:
+        return public_key_from_address(arg)
+    except ConfigError:
+        return b""
 
 
 def _content_length(request: h11.Request) -> int:

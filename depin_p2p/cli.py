@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from depin_p2p import __version__, wire
 from depin_p2p.crypto import (
@@ -61,6 +62,9 @@ USER_ERRORS: tuple[type[DepinError], ...] = (
 
 Handler = Callable[[argparse.Namespace], int]
 
+if TYPE_CHECKING:
+    from depin_p2p.node import Node
+
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     key = KeyPair.generate()
@@ -91,10 +95,22 @@ HOME_DATA = "data"  # as in depin_p2p.home, which this module does not import ea
 def cmd_init(args: argparse.Namespace) -> int:
     # Imported here so `keygen` and `--help` stay fast (no LMDB or trio import).
     from depin_p2p.home import init_home  # noqa: PLC0415
+    from depin_p2p.ledger.genesis import (  # noqa: PLC0415
+        MAX_START_LAG_EPOCHS,
+        epochs_since_genesis,
+        load_genesis,
+    )
 
     key = load_key_file(args.key) if args.key is not None else KeyPair.generate()
     made = init_home(args.home, genesis_file=args.genesis, key=key, force=args.force)
     home, root = made.home, made.state_root
+    lag = epochs_since_genesis(load_genesis(home / "genesis.json"), _wall_ms())
+    if lag > MAX_START_LAG_EPOCHS:
+        print(
+            f"depin-p2p: note: the genesis time is {lag} epochs in the past: `run` starts this home "
+            "only with bootstrap peers of the running network to catch up from",
+            file=sys.stderr,
+        )
     result = {
         "home": str(home),
         "address": key.address,
@@ -132,17 +148,17 @@ def _node_account(home: Path, account_id: bytes) -> dict[str, Any] | None:
 
 def _print_node_balance(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     balance, stake, unbonding = (
-        int(doc.get("balance", 0)),
-        int(doc.get("stake", 0)),
-        int(doc.get("unbonding", 0)),
+        int(doc.get("balance_micro", 0)),
+        int(doc.get("stake_micro", 0)),
+        int(doc.get("unbonding_micro", 0)),
     )
     result = {
         "address": address_from_public_key(public_key_from_address(args.address)),
         "exists": bool(doc.get("exists")),
-        "balance": balance,
+        "balance_micro": balance,
         "nonce": int(doc.get("nonce", 0)),
-        "stake": stake,
-        "unbonding": unbonding,
+        "stake_micro": stake,
+        "unbonding_micro": unbonding,
         "epoch": int(doc.get("epoch", 0)),
         "source": "node",
     }
@@ -150,9 +166,8 @@ def _print_node_balance(args: argparse.Namespace, doc: dict[str, Any]) -> int:
         print(json.dumps(result))
         return 0
     print(f"address: {result['address']}")
-    print(f"balance: {balance} micro ({format_amount(balance)})", end="")
-    print("" if result["exists"] else " (no account)")
-    print(f"stake:   {format_amount(stake)} (unbonding {format_amount(unbonding)})")
+    print(f"balance: {tokens(balance)}{'' if result['exists'] else ' (no account)'}")
+    print(f"stake:   {tokens(stake)} (unbonding {tokens(unbonding)})")
     print(f"nonce:   {result['nonce']}")
     print(f"epoch:   {result['epoch']}  (from the running node)")
     return 0
@@ -171,7 +186,7 @@ def _balance_from_store(args: argparse.Namespace, account_id: bytes) -> int:
     result: dict[str, object] = {
         "address": address_from_public_key(account_id),
         "exists": account is not None,
-        "balance": 0 if account is None else account.balance,
+        "balance_micro": 0 if account is None else account.balance,
         "nonce": 0 if account is None else account.nonce,
         "epoch": meta.epoch,
         "state_root": root.hex(),
@@ -192,9 +207,8 @@ def _balance_from_store(args: argparse.Namespace, account_id: bytes) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    whole, frac = divmod(int(str(result["balance"])), 1_000_000)
     print(f"address: {result['address']}")
-    print(f"balance: {result['balance']} micro ({whole}.{frac:06d}){'' if account else ' (no account)'}")
+    print(f"balance: {tokens(int(str(result['balance_micro'])))}{'' if account else ' (no account)'}")
     print(f"nonce:   {result['nonce']}")
     print(f"epoch:   {meta.epoch}  state root: {root.hex()}")
     if proof is not None:
@@ -215,6 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.home)
     node = Node(config)
+    _check_can_start(node)
     node.check_ports()
     # After importing libp2p (node.py does), which resets its logger on import.
     configure_logging(fmt=config.log_format, level=config.log_level, file=config.log_file)
@@ -223,6 +238,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         close_log_files()
     return 0
+
+
+def _wall_ms() -> int:
+    import time  # noqa: PLC0415
+
+    return int(time.time() * 1000)
+
+
+def _check_can_start(node: Node) -> None:
+    """``genesis.check_can_start`` against the home's ledger, before the node starts."""
+    from depin_p2p.ledger.genesis import check_can_start  # noqa: PLC0415
+    from depin_p2p.ledger.store import LedgerStore  # noqa: PLC0415
+
+    data = node.config.data_dir
+    if not (data / "data.mdb").exists():
+        return  # the node's own start reports a missing ledger
+    try:
+        with LedgerStore.open(data, readonly=True) as store:
+            last = store.last_epoch()
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    check_can_start(
+        node.genesis, now_ms=_wall_ms(), last_epoch=last, bootstrap_peers=len(node.config.bootstrap)
+    )
 
 
 def _api_port(home: Path) -> int:
@@ -257,22 +296,57 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
-    consensus = doc.get("consensus", {})
-    pending = doc.get("pending_proofs", {})
-    print(f"network     {doc.get('network_id')}   node {doc.get('address')}")
-    print(f"peer id     {doc.get('peer_id')}   peers {len(doc.get('peers', []))}")
-    print(
-        f"epoch       now {doc.get('epoch_now')}   last committed {doc.get('last_epoch')}"
-        f"   running {consensus.get('running_epoch')} (round {consensus.get('round')})"
-    )
-    print(f"certificate {doc.get('last_certificate')}")
-    print(f"state root  {doc.get('state_root')}   supply {doc.get('total_supply')}")
-    print(f"balance     {doc.get('balance')} micro   validators {len(doc.get('validators', []))}")
-    print(
-        f"proofs      pending beacons {pending.get('beacons')} reports {pending.get('reports')}"
-        f" attestations {pending.get('attestations')}   dropped {pending.get('dropped')}"
-    )
+    for line in format_status(doc):
+        print(line)
     return 0
+
+
+def format_status(doc: dict[str, Any]) -> list[str]:
+    """The ``/status`` document as a person reads it: tokens, dp addresses, no ``None``."""
+    consensus = doc.get("consensus") or {}
+    pending = doc.get("pending_proofs") or {}
+    validators = doc.get("validators") or []
+    running = consensus.get("running_epoch")
+    instance = "no instance running"
+    if running is not None:
+        instance = f"running {running} (round {consensus.get('round', 0)})"
+    lines = [
+        f"network     {_shown(doc.get('network_id'))}   node {_shown(doc.get('address'))}",
+        f"peer id     {_shown(doc.get('peer_id'))}   {plural(len(doc.get('peers') or []), 'peer')}",
+        f"epoch       now {_shown(doc.get('epoch_now'))}   last committed {_shown(doc.get('last_epoch'))}"
+        f"   {instance}",
+        f"certificate {_shown(doc.get('last_certificate'))}",
+        f"state root  {_shown(doc.get('state_root'))}",
+        f"supply      {_tokens_of(doc.get('total_supply_micro'))}",
+        f"balance     {_tokens_of(doc.get('balance_micro'))}",
+        f"validators  {plural(len(validators), 'validator')}",
+    ]
+    lines += [f"  {_shown(v.get('address'))}  {_tokens_of(v.get('power_micro'))}" for v in validators]
+    lines.append(
+        f"proofs      pending {plural(int(pending.get('beacons') or 0), 'beacon')}, "
+        f"{plural(int(pending.get('reports') or 0), 'report')}, "
+        f"{plural(int(pending.get('attestations') or 0), 'attestation')}; "
+        f"{int(pending.get('dropped') or 0)} dropped"
+    )
+    return lines
+
+
+def _shown(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _tokens_of(micro: object) -> str:
+    return "-" if not isinstance(micro, int) else tokens(micro)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 peer``, ``0 peers``, ``2 peers``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def tokens(micro: int) -> str:
+    """Micro-units as a person reads them: ``1.5 tokens``, ``1 token``."""
+    return f"{format_amount(micro)} {'token' if micro == MICRO_PER_TOKEN else 'tokens'}"
 
 
 def parse_amount(text: str) -> int:
@@ -296,10 +370,46 @@ def format_amount(micro: int) -> str:
     return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
 
 
-def _submit(args: argparse.Namespace, make_tx: Callable[[int, KeyPair, str], object]) -> int:
-    """Sign ``make_tx(next nonce, node key, network id)`` with the home's key; submit to its node."""
+def _check_tx_options(args: argparse.Namespace) -> None:
+    """The options every tx command shares, checked before anything is asked or sent."""
+    timeout = args.timeout
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"--timeout {args.timeout:g}: give a positive, finite number of seconds")
+
+
+def _check_funds(args: argparse.Namespace, account: dict[str, Any], spend: tuple[str, int] | None) -> None:
+    """Refuse (without --force) to spend more than the node knows the account holds.
+
+    The ledger would skip such a transaction (``insufficient_balance``) and
+    still use its nonce; a runner who means it says ``--force``.
+    """
+    if spend is None or args.force:
+        return
+    field, amount = spend
+    held = int(account.get(f"{field}_micro", 0))
+    if amount > held:
+        what = "bonded stake" if field == "stake" else "balance"
+        raise ConfigError(
+            f"{tokens(amount)} is more than the {what} of {tokens(held)} "
+            f"the node knows for {account.get('address', 'this account')}; the ledger would skip it and "
+            "still use a nonce (add --force to send it anyway)"
+        )
+
+
+def _submit(
+    args: argparse.Namespace,
+    make_tx: Callable[[int, KeyPair, str], object],
+    spend: tuple[str, int] | None = None,
+) -> int:
+    """Sign ``make_tx(next nonce, node key, network id)`` with the home's key; submit to its node.
+
+    ``spend`` is (account field, micro-units) the transaction takes from: more
+    than the node's figure is refused unless ``--force``. Every argument is
+    checked before the transaction is submitted (the only side effect).
+    """
     from depin_p2p.config import load_config  # noqa: PLC0415
 
+    _check_tx_options(args)
     config = load_config(args.home)
     key = load_key_file(config.key_file)
     status, node = _ask_node(args.home, "GET", "/status")
@@ -308,6 +418,7 @@ def _submit(args: argparse.Namespace, make_tx: Callable[[int, KeyPair, str], obj
     status, account = _ask_node(args.home, "GET", f"/account/{key.public_key.hex()}")
     if status != 200 or not account.get("exists"):
         raise ConfigError(f"account {key.address} does not exist on this network (fund it first)")
+    _check_funds(args, account, spend)
     nonce = int(account.get("next_nonce", account["nonce"]))
     network_id = str(node["network_id"])
     env = wire.seal(make_tx(nonce, key, network_id), key, network_id)
@@ -372,15 +483,15 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     to = public_key_from_address(args.to)
     amount = parse_amount(args.amount)
-    return _submit(args, lambda nonce, key, net: Transfer(nonce, to, amount))
+    return _submit(args, lambda nonce, key, net: Transfer(nonce, to, amount), ("balance", amount))
 
 
 def cmd_stake(args: argparse.Namespace) -> int:
     from depin_p2p.ledger.state import Stake, Unstake  # noqa: PLC0415
 
     amount = parse_amount(args.amount)
-    cls = Unstake if args.command == "unstake" else Stake
-    return _submit(args, lambda nonce, key, net: cls(nonce, amount))
+    cls, field = (Unstake, "stake") if args.command == "unstake" else (Stake, "balance")
+    return _submit(args, lambda nonce, key, net: cls(nonce, amount), (field, amount))
 
 
 DEFAULT_FREQUENCY_HZ = 868_100_000  # EU868 channel 1
@@ -452,10 +563,15 @@ def cmd_peers(args: argparse.Namespace) -> int:
     print(f"this node  {result['peer_id']}")
     for addr in result["listen"]:
         print(f"listening  {addr}")
-    print(f"{len(result['peers'])} peers connected")
+    print(f"{plural(len(result['peers']), 'peer')} connected")
     for peer in result["peers"]:
         print(f"  {peer}")
     return 0
+
+
+def _add_force_option(p: argparse.ArgumentParser, what: str) -> None:
+    help_text = f"send even if AMOUNT exceeds the {what} the node knows"
+    p.add_argument("--force", action="store_true", help=help_text)
 
 
 def _add_tx_options(p: argparse.ArgumentParser) -> None:
@@ -467,8 +583,16 @@ def _add_tx_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated long options (``--hom`` is not ``--home``); subcommands inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="depin-p2p",
         description="A peer-to-peer node for DePIN devnets: signed device proofs over libp2p, "
         "cross-witnessing, per-epoch BFT consensus and an LMDB ledger.",
@@ -543,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tx_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_tx_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     """The node runner's transaction commands and ``peers``."""
     transfer = sub.add_parser(
         "transfer",
@@ -552,6 +676,7 @@ def _add_tx_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     transfer.add_argument("to", metavar="TO_ADDRESS", help="the receiving address (dp...)")
     transfer.add_argument("amount", metavar="AMOUNT", help="tokens, at most 6 decimals (e.g. 1.5)")
+    _add_force_option(transfer, "balance")
     _add_tx_options(transfer)
     transfer.set_defaults(handler=cmd_transfer)
 
@@ -561,6 +686,7 @@ def _add_tx_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ):
         p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]}.")
         p.add_argument("amount", metavar="AMOUNT", help="tokens, at most 6 decimals (e.g. 1.5)")
+        _add_force_option(p, "bonded stake" if name == "unstake" else "balance")
         _add_tx_options(p)
         p.set_defaults(handler=cmd_stake)
 

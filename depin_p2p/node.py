@@ -206,13 +206,22 @@ class Node:
                     "last_epoch": view.last_epoch(),
                     "last_certificate": view.last_certificate_hash().hex(),
                     "state_root": view.state_root().hex(),
-                    "total_supply": meta.total_supply,
-                    "validators": [{"address": v.address.hex(), "power": v.power} for v in validators],
+                    "total_supply_micro": meta.total_supply,
+                    "validators": [
+                        {
+                            "address": address_from_public_key(v.address),
+                            "public_key": v.address.hex(),
+                            "power_micro": v.power,
+                        }
+                        for v in validators
+                    ],
                 }
 
             doc.update(store.read(read))
             account = store.read(lambda v: v.get_account(self.key.public_key))
-            doc["balance"] = 0 if account is None else account.balance
+            doc["balance_micro"] = 0 if account is None else account.balance
+            # The names before amounts said their unit, kept for readers built on them (devnet up).
+            doc["total_supply"], doc["balance"] = doc["total_supply_micro"], doc["balance_micro"]
         if transport is not None:
             doc["peers"] = sorted(transport.peers())
             doc["listen"] = list(transport.listen_addrs())
@@ -251,7 +260,15 @@ class Node:
         """``GET /account/<hex>``: what a client needs to sign its next transaction."""
         store = self.store
         if store is None:
-            return {"exists": False, "balance": 0, "nonce": 0, "next_nonce": 0, "stake": 0, "unbonding": 0}
+            return {
+                "address": address_from_public_key(account_id),
+                "exists": False,
+                "balance_micro": 0,
+                "nonce": 0,
+                "next_nonce": 0,
+                "stake_micro": 0,
+                "unbonding_micro": 0,
+            }
 
         def read(view: Any) -> dict[str, Any]:
             account = view.get_account(account_id)
@@ -259,10 +276,10 @@ class Node:
             return {
                 "address": address_from_public_key(account_id),
                 "exists": account is not None,
-                "balance": 0 if account is None else account.balance,
+                "balance_micro": 0 if account is None else account.balance,
                 "nonce": 0 if account is None else account.nonce,
-                "stake": 0 if stake is None else stake.stake,
-                "unbonding": 0 if stake is None else stake.unbonding_total,
+                "stake_micro": 0 if stake is None else stake.stake,
+                "unbonding_micro": 0 if stake is None else stake.unbonding_total,
                 "epoch": view.last_epoch(),
             }
 

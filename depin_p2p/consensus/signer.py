@@ -1,9 +1,15 @@
 """The only place that signs proposals and votes: never two different ones for one step.
 
 Like cometbft's privval, the signer keeps the last signed (epoch, round,
-step) and refuses anything that goes back, and anything different at the
-same step; asked again for an identical message it returns the identical
-bytes it signed before. Unlike privval it keeps the latest message of each
+step) and refuses anything that goes back; asked again for a message of a
+step it already signed in that round it returns the identical bytes it
+signed before, never a second, different signature: what this key signed
+for that step stands, and the caller adopts it. After a crash between the
+signatures and the epoch's commit (a full disk), the restarted state
+machine asks anew, knowing nothing of what it signed (a fresh value, or
+the lock's value with another valid round); returning the stored message
+lets it finish the round exactly as it went before the crash instead of
+stalling on a refusal. Unlike privval it keeps the latest message of each
 step (a restarted node re-sends them: a peer still in the round of our last
 precommit may need exactly that one to move on) and the lock: the round and value of its last non-nil
 precommit, so a restarted node cannot forget its lock (amnesia).
@@ -177,16 +183,18 @@ class Signer:
         return self._state.signed if self._state.epoch == epoch else ()
 
     def sign(self, msg: Proposal | Prevote | Precommit, lock: Lock | None = None) -> wire.Envelope:
-        """Sign ``msg`` unless it conflicts with what this key signed; persist first.
+        """Sign ``msg``, persisting first; or return what this key already signed for its step.
 
-        Returns the same envelope as before for a message already signed. A
-        non-nil precommit records its lock (``lock`` if given: value and proof
-        of lock; else just round and value id) in the same durable write.
+        For a step already signed in ``msg``'s epoch and round the stored
+        envelope comes back, whether or not it is ``msg``: identical bytes,
+        no new signature. The caller must use the returned envelope (and
+        its message), never ``msg``. A newly signed non-nil precommit
+        records its lock (``lock`` if given: value and proof of lock; else
+        just round and value id) in the same durable write.
 
         Raises:
             SignRefused: ``startup_wait`` (epoch below the floor), ``regression``
-                (an earlier epoch, round or step), ``conflict`` (a different
-                message for a step already signed).
+                (an earlier epoch, round or step).
         """
         st = self._state
         step = int(step_of(msg))
@@ -194,13 +202,10 @@ class Signer:
             raise SignRefused("startup_wait", f"epoch {msg.epoch} < {st.floor_epoch}")
         here = (msg.epoch, msg.round)
         last = (st.epoch, st.round)
-        body = wire.encode(msg)
         if st.step and here == last:
             for env in st.signed:
                 if _same_type(env, msg) and _position(env) == here:
-                    if env.body == body:
-                        return env
-                    raise SignRefused("conflict", f"{type(msg).__name__} {here} already signed")
+                    return env  # ``msg`` itself, or what stands for its step: never a second one
             if step < st.step:
                 raise SignRefused("regression", f"step {step} after {st.step} in {here}")
         elif st.step and here < last:

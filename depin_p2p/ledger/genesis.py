@@ -4,11 +4,11 @@ Format (every field required; amounts are integer micro-units, 1 token = 10^6)::
 
     {
       "network_id": "depin-devnet",          # 1-128 chars; signatures are bound to it
-      "genesis_time_ms": 1767225600000,      # Unix ms when epoch 1 starts
-      "epoch_length_ms": 60000,              # > 0
+      "genesis_time_ms": 1798761600000,      # Unix ms when epoch 1 starts
+      "epoch_length_ms": 60000,              # 1 s .. 1 day
       "emission_per_epoch": 1000000000,      # micro-units minted per epoch (>= 0)
       "accounts": {"dp...": 5000000, ...},   # address -> balance (>= 0); no duplicates
-      "validators": [{"address": "dp...", "stake": 1000000}, ...],   # stake > 0
+      "validators": [{"address": "dp...", "stake": 1000000}, ...],   # at least one; stake > 0
       "devices": [{"device_id": "dp...", "owner": "dp...", "kind": "radio" | "compute",
                    "location": "8c2a100d2c49dff",   # H3 cell (hex string)
                    "frequency_hz": 868100000, "tx_power_cdbm": 1400, "gain_cdbi": 300,
@@ -23,6 +23,19 @@ device has ``location`` "0", zero radio fields and ``capacity`` in [1, 1024].
 
 Addresses are ``depin-p2p`` account addresses (``dp`` + base58, as printed
 by ``keygen``); a device id is the address form of the device's own key.
+A genesis must be able to run: epochs of 1 s to 1 day (shorter ones cannot
+hold a consensus round, the node would only fall behind), and at least one
+validator (else no epoch ever commits).
+
+Starting long after the genesis time (:func:`check_can_start`): a node
+whose ledger holds no committed epoch and that has no bootstrap peers is
+starting a new network; if the genesis time is more than
+``MAX_START_LAG_EPOCHS`` epochs in the past it refuses, because it would
+have to run every one of those epochs, each empty, before reaching the
+present. A node with bootstrap peers fetches the certificates it lacks
+from them, and a network that already committed epochs resumes where it
+stopped.
+
 Validator stake is bonded, not part of the balance; total supply is the sum
 of balances and stakes. The genesis hash is BLAKE2b-256 of the file's
 canonical JSON (keys sorted, no whitespace), so reformatting the file does
@@ -53,6 +66,9 @@ _TOP_FIELDS = (
     "devices",
 )
 _DEVICE_INT_FIELDS = ("frequency_hz", "tx_power_cdbm", "gain_cdbi", "capacity")
+MIN_EPOCH_LENGTH_MS = 1_000
+MAX_EPOCH_LENGTH_MS = 86_400_000
+MAX_START_LAG_EPOCHS = 100  # a new network may start this many epochs after its genesis time
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,12 +247,19 @@ def parse_genesis(text: str) -> Genesis:
     if not isinstance(network_id, str) or not 1 <= len(network_id) <= 128:
         raise ConfigError("genesis field network_id: expected a string of 1-128 characters")
     genesis_time_ms = _int(doc["genesis_time_ms"], "genesis_time_ms")
-    epoch_length_ms = _int(doc["epoch_length_ms"], "epoch_length_ms", lo=1)
+    epoch_length_ms = _int(
+        doc["epoch_length_ms"], "epoch_length_ms", lo=MIN_EPOCH_LENGTH_MS, hi=MAX_EPOCH_LENGTH_MS
+    )
     emission = _int(doc["emission_per_epoch"], "emission_per_epoch")
 
     accounts = _parse_accounts(doc)
     validators = _parse_validators(doc)
     devices = _parse_devices(doc)
+    if not validators:  # checked after every field, so a bad field is named first
+        raise ConfigError(
+            "genesis field validators: needs at least one validator with stake > 0 "
+            "(without validators no epoch ever commits)"
+        )
 
     supply = sum(accounts.values()) + sum(validators.values())
     if supply > wire.UINT64_MAX:
@@ -251,6 +274,35 @@ def parse_genesis(text: str) -> Genesis:
         validators=tuple(sorted(validators.items())),
         devices=tuple(sorted(devices.values(), key=lambda d: d.device_id)),
         genesis_hash=hashlib.blake2b(canonical.encode(), digest_size=32).digest(),
+    )
+
+
+def epochs_since_genesis(genesis: Genesis, now_ms: int) -> int:
+    """Whole epochs between the genesis time and ``now_ms`` (0 before the genesis time)."""
+    return max(0, (now_ms - genesis.genesis_time_ms) // genesis.epoch_length_ms)
+
+
+def check_can_start(genesis: Genesis, *, now_ms: int, last_epoch: int, bootstrap_peers: int) -> None:
+    """Refuse to start a new network long after its genesis time (the rule in the module docstring).
+
+    Args:
+        genesis: the network's genesis.
+        now_ms: the wall clock, Unix ms.
+        last_epoch: the last epoch the node's ledger committed (0: only the genesis).
+        bootstrap_peers: how many peers the node is configured to join.
+
+    Raises:
+        ConfigError: no epoch committed, no bootstrap peers, and the genesis
+            time more than ``MAX_START_LAG_EPOCHS`` epochs ago.
+    """
+    lag = epochs_since_genesis(genesis, now_ms)
+    if last_epoch > 0 or bootstrap_peers > 0 or lag <= MAX_START_LAG_EPOCHS:
+        return
+    raise ConfigError(
+        f"genesis_time_ms {genesis.genesis_time_ms} is {lag} epochs in the past and this node has "
+        "committed no epoch and has no bootstrap peers to catch up from: starting would replay "
+        f"every epoch since, empty; give a new network a genesis time near its start (at most "
+        f"{MAX_START_LAG_EPOCHS} epochs ago), or add bootstrap peers of the running network"
     )
 
 

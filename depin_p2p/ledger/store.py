@@ -262,6 +262,47 @@ class LmdbView:
             yield META_KEY, raw
 
 
+def _can_write_lock_table(path: Path) -> bool:
+    """Whether this process may use LMDB's reader table (``lock.mdb``) in ``path``.
+
+    A reader registers its snapshot there so that a writer does not reuse
+    its pages. A user who may not write the file (a monitoring account, a
+    home shared read-only) cannot; on a read-only file system LMDB already
+    goes without it.
+    """
+    table = path / "lock.mdb"
+    return os.access(table, os.R_OK | os.W_OK) if table.exists() else os.access(path, os.W_OK)
+
+
+def _hold_off_writers(path: Path) -> int | None:
+    """For a read without the reader table: make sure no node writes the ledger meanwhile.
+
+    Takes a shared ``flock`` on ``writer.lock`` (a writer holds it
+    exclusively for its lifetime), kept until the store is closed; a node
+    starting during the read is told the ledger is in use. Returns the
+    descriptor, or None for a store without ``writer.lock``.
+
+    Raises:
+        StorageError: a node is writing the ledger.
+    """
+    try:
+        fd = os.open(path / "writer.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read ledger at {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StorageError(
+            f"the ledger at {path} is being written by a running node and this user may not "
+            "register as its reader (lock.mdb is not writable): ask the node (`balance` without "
+            "--prove) or read as the home's owner"
+        ) from None
+    return fd
+
+
 class LedgerStore:
     """The node's ledger in an LMDB directory. Open with :meth:`open`; close with :meth:`close`."""
 
@@ -282,14 +323,23 @@ class LedgerStore:
     def open(cls, path: Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> LedgerStore:
         """Open (and for writing, create) the store at directory ``path``.
 
+        Read-only needs no write access at all: when this user cannot write
+        ``lock.mdb``, the store is read without LMDB's reader table, which is
+        safe only while no node writes it, so a running writer is then an
+        error (see :func:`_hold_off_writers`).
+
         Raises:
             StorageError: missing (read-only), locked by another writer,
                 unreadable, or not a depin-p2p ledger.
         """
         lock_fd = None
+        lock_table = True
         if readonly:
             if not (path / "data.mdb").exists():
                 raise StorageError(f"no ledger at {path} (run `depin-p2p init` first)")
+            lock_table = _can_write_lock_table(path)
+            if not lock_table:
+                lock_fd = _hold_off_writers(path)
         else:
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -309,6 +359,7 @@ class LedgerStore:
                 map_size=map_size,
                 max_dbs=len(_DB_NAMES) + 1,
                 readonly=readonly,
+                lock=lock_table,
                 sync=True,
                 metasync=True,
             )

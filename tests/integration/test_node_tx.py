@@ -93,7 +93,7 @@ def test_transfer_balance_stake_and_peers_on_a_running_devnet(tmp_path: Path) ->
             got = _balance(home, n1.address)
             assert got["epoch"] >= epoch
             # Rewards are paid on top; the transfer's 1.5 tokens must be there.
-            assert got["balance"] >= before["balance"] + 3 * MICRO // 2
+            assert got["balance_micro"] >= before["balance_micro"] + 3 * MICRO // 2
 
         proved = _balance(n2.home, n1.address, "--prove")  # direct store read beside the running node
         assert proved["source"] == "store" and proved["proof"]["verified"] is True
@@ -105,8 +105,8 @@ def test_transfer_balance_stake_and_peers_on_a_running_devnet(tmp_path: Path) ->
         def power() -> int:
             st = trio.run(fetch_status, n0)
             for v in (st or {}).get("validators", []):
-                if v["address"] == me:
-                    return int(v["power"])
+                if v["public_key"] == me:
+                    return int(v["power_micro"])
             return 0
 
         assert power() == plan.stake + 10 * MICRO

@@ -106,7 +106,7 @@ def test_a_crash_between_send_and_persist_is_what_makes_the_mutant_equivocate() 
     mutant = Scenario(validators=4, byzantine=0, **MUTATIONS["send-before-persist"])  # type: ignore[arg-type]
     no_crashes = dataclasses.replace(mutant, crash_permille=0)
     assert not any(r.honest_equivocators for r in run_seeds(no_crashes, range(60)))
-    assert any(r.honest_equivocators for r in run_seeds(mutant, range(60)))
+    assert any(r.honest_equivocators for r in run_seeds(mutant, range(200)))
 
 
 # ---------------------------------------------------------------- the harness itself

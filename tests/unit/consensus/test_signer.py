@@ -41,13 +41,15 @@ def test_the_signature_is_durable_before_it_is_returned() -> None:
     wire.open_envelope(env, network_id=NET, domain=wire.Domain.PREVOTE, signer=KEY.public_key)
 
 
-def test_a_conflicting_vote_is_refused_an_identical_one_returns_the_same_bytes() -> None:
-    s = signer(MemorySignStateStore())
+def test_a_signed_step_gives_back_its_bytes_never_a_second_signature() -> None:
+    store = RecordingStore()
+    s = signer(store)
     env = s.sign(Prevote(0, 0, VID))
+    saves = len(store.saves)
     assert s.sign(Prevote(0, 0, VID)) == env
-    with pytest.raises(SignRefused) as info:
-        s.sign(Prevote(0, 0, None))
-    assert info.value.code == "conflict"
+    # Asked for another prevote of the same round: what stands is the one signed.
+    assert s.sign(Prevote(0, 0, None)) == env
+    assert len(store.saves) == saves  # nothing new signed, nothing written
 
 
 def test_going_back_is_refused() -> None:
@@ -76,9 +78,26 @@ def test_after_a_restart_the_same_votes_come_back_and_conflicts_stay_refused() -
     assert again.resume_round(4) == 2
     assert again.lock(4) == lock
     assert again.sign(Prevote(4, 2, VID)) == pv
-    with pytest.raises(SignRefused, match="conflict"):
-        again.sign(Precommit(4, 2, None))
+    assert again.sign(Precommit(4, 2, None)) == pc
+    assert again.lock(4) == lock
     assert again.lock(5) is None and again.last_signed(5) == ()
+
+
+def test_a_restart_between_the_signatures_and_the_commit_gets_the_stored_proposal() -> None:
+    # Issue 10 item 2: the commit of epoch 7 failed (disk full) after this proposer signed all
+    # three steps of round 0. Restarted, its state machine re-proposes the locked value with
+    # valid round 0 (or builds a fresh value): the proposal already signed comes back instead.
+    store = MemorySignStateStore()
+    s = signer(store, epoch=7)
+    cand = Candidate(7, GENESIS_PREV_HASH, b"v")
+    prop = s.sign(Proposal(7, 0, cand, None))
+    pv = s.sign(Prevote(7, 0, VID))
+    pc = s.sign(Precommit(7, 0, VID), Lock(0, VID, cand, (pv,)))
+    again = signer(store, epoch=7)
+    assert again.sign(Proposal(7, 0, cand, 0)) == prop
+    assert again.sign(Proposal(7, 0, Candidate(7, GENESIS_PREV_HASH, b"fresh"), None)) == prop
+    assert again.sign(Prevote(7, 0, VID)) == pv and again.sign(Precommit(7, 0, VID)) == pc
+    assert store.data is not None and wire.decode_as(store.data, SignState).signed == (prop, pv, pc)
 
 
 def test_a_nil_precommit_keeps_the_lock_and_a_new_epoch_drops_it() -> None:

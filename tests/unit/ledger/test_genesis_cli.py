@@ -44,12 +44,12 @@ def genesis_doc() -> dict[str, Any]:
     }
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from depin_p2p.cli import main; main()", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -155,7 +155,7 @@ def test_init_then_balance_with_proof(tmp_path: Path, genesis_file: Path) -> Non
     shown = run_cli("balance", A.address, "--home", str(home), "--prove", "--json")
     assert shown.returncode == 0, shown.stderr
     out = json.loads(shown.stdout)
-    assert (out["balance"], out["nonce"], out["epoch"], out["exists"]) == (5_000_000, 0, 0, True)
+    assert (out["balance_micro"], out["nonce"], out["epoch"], out["exists"]) == (5_000_000, 0, 0, True)
     assert out["state_root"] == info["state_root"]
     assert out["proof"]["verified"] is True
     assert len(out["proof"]["siblings"]) == 16
@@ -163,11 +163,11 @@ def test_init_then_balance_with_proof(tmp_path: Path, genesis_file: Path) -> Non
     # An account not in the genesis: zero, with a verified exclusion proof.
     other = address_from_public_key(KeyPair.from_seed(b"\x09" * 32).public_key)
     absent = json.loads(run_cli("balance", other, "--home", str(home), "--prove", "--json").stdout)
-    assert (absent["exists"], absent["balance"], absent["proof"]["verified"]) == (False, 0, True)
+    assert (absent["exists"], absent["balance_micro"], absent["proof"]["verified"]) == (False, 0, True)
 
     text = run_cli("balance", A.address, "--home", str(home), "--prove")
     assert text.returncode == 0
-    assert "5000000 micro (5.000000)" in text.stdout
+    assert "balance: 5 tokens" in text.stdout
     assert "inclusion proof verified" in text.stdout
 
 
@@ -208,3 +208,81 @@ def test_init_with_duplicate_account_exits_2(tmp_path: Path) -> None:
 def test_balance_errors_are_one_line(tmp_path: Path) -> None:
     assert "no ledger" in one_line_error(run_cli("balance", A.address, "--home", str(tmp_path)))
     assert "checksum" in one_line_error(run_cli("balance", A.address[:-1] + "x", "--home", str(tmp_path)))
+
+
+# --------------------------------------------------------------------------
+# Genesis files that `init` used to accept and `run` then choked on (issue 10 item 3)
+
+
+def _no_validators(d: dict[str, Any]) -> None:
+    d["validators"] = []
+
+
+def _epoch_ms(ms: int) -> Any:
+    def set_length(d: dict[str, Any]) -> None:
+        d["epoch_length_ms"] = ms
+
+    return set_length
+
+
+UNRUNNABLE = [
+    ("no validators", _no_validators, "validators: needs at least one validator"),
+    ("1 ms epochs", _epoch_ms(1), "epoch_length_ms: 1 is outside [1000, 86400000]"),
+    ("999 ms epochs", _epoch_ms(999), "epoch_length_ms: 999 is outside"),
+    ("epochs over a day", _epoch_ms(86_400_001), "epoch_length_ms: 86400001 is outside"),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "needle"), UNRUNNABLE, ids=[m[0] for m in UNRUNNABLE])
+def test_init_refuses_a_genesis_that_cannot_run(tmp_path: Path, name: str, mutate: Any, needle: str) -> None:
+    doc = genesis_doc()
+    mutate(doc)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    line = one_line_error(run_cli("init", "--home", str(tmp_path / "h"), "--genesis", str(bad)))
+    assert needle in line, line
+    assert not (tmp_path / "h").exists()
+
+
+@pytest.mark.slow
+def test_run_refuses_a_genesis_that_cannot_run(tmp_path: Path, genesis_file: Path) -> None:
+    home = tmp_path / "home"
+    assert run_cli("init", "--home", str(home), "--genesis", str(genesis_file)).returncode == 0
+    doc = genesis_doc()
+    _no_validators(doc)
+    (home / "genesis.json").write_text(json.dumps(doc))  # a home made before init checked this
+    line = one_line_error(run_cli("run", "--home", str(home)))
+    assert "validators: needs at least one validator" in line, line
+
+
+@pytest.mark.slow
+def test_a_new_network_long_after_its_genesis_time_is_refused_not_replayed(
+    tmp_path: Path, genesis_file: Path
+) -> None:
+    # The README's old example: genesis 2026-01-01, 60 s epochs, one validator, no peers. It used
+    # to replay every epoch since, one empty consensus instance each, without a word.
+    home = tmp_path / "home"
+    made = run_cli("init", "--home", str(home), "--genesis", str(genesis_file))
+    assert made.returncode == 0, made.stderr
+    note = made.stderr.strip().splitlines()
+    assert len(note) == 1 and "note:" in note[0] and "epochs in the past" in note[0], note
+    try:
+        ran = run_cli("run", "--home", str(home), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`run` replayed the epochs since the genesis time instead of refusing")
+    line = one_line_error(ran)
+    assert "epochs in the past" in line and "bootstrap" in line, line
+
+
+def test_the_start_rule_applies_only_to_a_new_network_without_peers() -> None:
+    from depin_p2p.ledger.genesis import MAX_START_LAG_EPOCHS, check_can_start  # noqa: PLC0415
+
+    g = parse_genesis(json.dumps(genesis_doc()))
+    late = g.genesis_time_ms + (MAX_START_LAG_EPOCHS + 1) * g.epoch_length_ms
+    just = g.genesis_time_ms + MAX_START_LAG_EPOCHS * g.epoch_length_ms
+    check_can_start(g, now_ms=just, last_epoch=0, bootstrap_peers=0)
+    check_can_start(g, now_ms=g.genesis_time_ms - 1, last_epoch=0, bootstrap_peers=0)  # not started yet
+    check_can_start(g, now_ms=late, last_epoch=0, bootstrap_peers=1)  # catches up from its peers
+    check_can_start(g, now_ms=late, last_epoch=3, bootstrap_peers=0)  # a network that ran: resumes
+    with pytest.raises(ConfigError, match="101 epochs in the past"):
+        check_can_start(g, now_ms=late, last_epoch=0, bootstrap_peers=0)

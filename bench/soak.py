@@ -18,9 +18,13 @@ Keys:
   ``rss_anon_mb``: the anonymous part (Python heap, not LMDB's file pages);
 * ``slope_mb_per_min_last_half``: per node, the least-squares slope of its
   samples in the last half of the run (null for the churning node, whose
-  process restarts); ``slope_mb_per_min_last_half_max``: the largest over
-  the steady nodes;
-* ``epochs_committed`` (per node, from ``/status`` at the end),
+  process restarts, and for a node that crashed); ``slope_mb_per_min_last_half_max``:
+  the largest over the steady nodes;
+* ``crashed``: steady nodes that exited during the run (minute, status, last
+  log lines); the soak goes on measuring the others;
+* ``epochs_committed`` (per node, from ``/status`` at the end) and
+  ``last_epoch_per_sample``: a slope only means something while the network
+  commits (an idle network's pools hold every uncommitted epoch);
   ``txs_submitted``, ``txs_refused``, ``churn_restarts``.
 """
 
@@ -46,7 +50,7 @@ from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import write_layout
 from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
 
-START_MARGIN_MS = 10_000
+START_MARGIN_MS = 60_000  # epoch 1 starts after every node is up, even on a loaded machine
 STARTUP_TIMEOUT_S = 120.0  # a loaded 2-core machine takes a while to import libp2p 6 times
 MB = 1_000_000
 
@@ -91,9 +95,11 @@ class Soak:
         self.txs_submitted = 0
         self.txs_refused = 0
         self.churn_restarts = 0
+        self.crashed: dict[int, dict[str, Any]] = {}
         self.rss: list[list[float]] = [[] for _ in self.nodes]
         self.anon: list[list[float]] = [[] for _ in self.nodes]
         self.sample_minutes: list[float] = []
+        self.epochs: list[list[int | None]] = [[] for _ in self.nodes]
 
     async def run(self) -> dict[str, Any]:
         for n in self.nodes:
@@ -104,7 +110,7 @@ class Soak:
             nursery.start_soon(self._tx_load)
             if self.churn is not None:
                 nursery.start_soon(self._churn_loop)
-            nursery.start_soon(self._watch_exits)
+            nursery.start_soon(self._watch_exits, start)
             await self._sample_loop(start)
             nursery.cancel_scope.cancel()
         if self.churn is not None and self.nodes[self.churn].exited is not None:
@@ -122,9 +128,12 @@ class Soak:
                 rss, anon = rss_bytes(pid) if pid is not None else (0, 0)
                 self.rss[i].append(round(rss / MB, 2))
                 self.anon[i].append(round(anon / MB, 2))
+                status = await fetch_status(n.layout) if pid is not None else None
+                self.epochs[i].append(None if status is None else status.get("last_epoch"))
             self.sample_minutes.append(round((trio.current_time() - start) / 60, 3))
             print(
-                f"soak: minute {self.sample_minutes[-1]:.1f} rss_mb {[r[-1] for r in self.rss]}",
+                f"soak: minute {self.sample_minutes[-1]:.1f} rss_mb {[r[-1] for r in self.rss]}"
+                f" last_epoch {[e[-1] for e in self.epochs]}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -133,11 +142,14 @@ class Soak:
                 return
             await trio.sleep_until(at)
 
-    async def _watch_exits(self) -> None:
+    async def _watch_exits(self, start: float) -> None:
+        """Record a steady node that dies (a finding in itself); the others keep being measured."""
         while True:
             for i, n in enumerate(self.nodes):
-                if i != self.churn and n.exited is not None:
-                    raise RuntimeError(f"node {i} exited with status {n.exited}:\n{n.tail()}")
+                if i != self.churn and n.exited is not None and i not in self.crashed:
+                    minute = round((trio.current_time() - start) / 60, 2)
+                    self.crashed[i] = {"minute": minute, "exit": n.exited, "last_lines": n.tail(8)}
+                    print(f"soak: node {i} exited with status {n.exited} at minute {minute}", file=sys.stderr)
             await trio.sleep(1)
 
     async def _churn_loop(self) -> None:
@@ -184,7 +196,8 @@ class Soak:
         minutes = [self.sample_minutes[k] for k in last]
         slopes: list[float | None] = []
         for i, series in enumerate(self.rss):
-            s = None if i == self.churn else slope([series[k] for k in last], minutes)
+            measured = i != self.churn and i not in self.crashed
+            s = slope([series[k] for k in last], minutes) if measured else None
             slopes.append(None if s is None else round(s, 4))
         steady = [s for s in slopes if s is not None]
         return {
@@ -200,9 +213,11 @@ class Soak:
             "slope_mb_per_min_last_half": slopes,
             "slope_mb_per_min_last_half_max": max(steady) if steady else None,
             "epochs_committed": [None if s is None else s.get("last_epoch") for s in statuses],
+            "last_epoch_per_sample": self.epochs,
             "txs_submitted": self.txs_submitted,
             "txs_refused": self.txs_refused,
             "churn_restarts": self.churn_restarts,
+            "crashed": {str(i): c for i, c in sorted(self.crashed.items())},
             "python": platform.python_version(),
         }
 

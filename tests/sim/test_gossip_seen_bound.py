@@ -2,7 +2,7 @@
 
 Every proof id a node sees is remembered so that a repeat is dropped before
 its signature is checked. Remembered by count only (200 000 ids), the set
-grew with every epoch for hours (~200 bytes a proof); remembered for as long
+grew with every epoch for hours (~140 bytes a proof); remembered for as long
 as a repeat could still matter, it stops growing after a few epochs.
 """
 

@@ -16,13 +16,20 @@ prometheus-client registry. With a :class:`TxApi`, also:
   "unknown", "epoch", "code"}`` (``code`` null: applied).
 
 HTTP/1.1 parsing is h11's; each connection is bounded in size and time, and
-one bad client never affects another.
+one bad client never affects another: the whole request (head and body) must
+arrive within :data:`READ_TIMEOUT_S` of the accept, the answer within
+:data:`REQUEST_TIMEOUT_S`, and at most :data:`MAX_CONNECTIONS` are open at
+once. A connection arriving at the cap closes the oldest one still reading
+its request (a local client sends its request at once; only a client holding
+the socket waits there), so idle or trickling connections never queue a
+normal request behind them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,8 +50,9 @@ if TYPE_CHECKING:
 
 API_HOST = "127.0.0.1"
 MAX_REQUEST_BYTES = 16 * 1024
-REQUEST_TIMEOUT_S = 5.0
-MAX_CONNECTIONS = 32
+READ_TIMEOUT_S = 2.0  # from the accept to the end of the request (head and body)
+REQUEST_TIMEOUT_S = 5.0  # from the accept to the last byte of the answer
+MAX_CONNECTIONS = 64
 MAX_BODY_BYTES = 8 * 1024  # a transaction envelope is a few hundred bytes
 
 StatusFn = Callable[[], dict[str, Any]]
@@ -84,8 +92,14 @@ class ApiServer:
         self._tx = tx
         self._registry = registry
         self._requested_port = port
-        self._limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+        self._open = 0  # connections admitted and not yet closed or evicted
+        # Connections still reading their request, oldest first: the ones a new arrival may evict.
+        self._reading: OrderedDict[int, _Conn] = OrderedDict()
+        self._next_id = 0
         self.port = 0
+        self.evicted = 0  # connections closed to make room for a newer one
+        self.refused = 0  # connections closed at once: every slot busy answering
+        self.timed_out = 0  # connections closed at their read deadline
 
     async def run(self, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled; ``task_status.started(port)`` once listening.
@@ -101,48 +115,63 @@ class ApiServer:
             task_status.started(self.port)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        async with self._limiter, stream:
-            with trio.move_on_after(REQUEST_TIMEOUT_S):
-                try:
-                    await self._serve_one(stream)
-                except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-
-    async def _serve_one(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(4096)
-                conn.receive_data(data)
-                if not data and conn.their_state is not h11.DONE:
-                    return
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-                if _content_length(event) > MAX_BODY_BYTES:
-                    status, ctype, out = _error(f"body over {MAX_BODY_BYTES} bytes", "oversized")
-                    break
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    status, ctype, out = _error(f"body over {MAX_BODY_BYTES} bytes", "oversized")
-                    break
-            elif isinstance(event, h11.EndOfMessage) and request is not None:
-                status, ctype, out = await self._respond(request, bytes(body))
-                break
-            elif isinstance(event, h11.ConnectionClosed):
+        async with stream:
+            if self._open >= MAX_CONNECTIONS and not self._evict_oldest_reader():
+                self.refused += 1
                 return
+            conn = _Conn(self._next_id, trio.CancelScope(deadline=trio.current_time() + READ_TIMEOUT_S))
+            self._next_id += 1
+            self._open += 1
+            self._reading[conn.id] = conn
+            try:
+                with trio.move_on_after(REQUEST_TIMEOUT_S):
+                    await self._serve_one(stream, conn)
+            except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                self._reading.pop(conn.id, None)
+                if not conn.evicted:
+                    self._open -= 1
+            if conn.read_scope.cancelled_caught and not conn.evicted:
+                self.timed_out += 1
+
+    def _evict_oldest_reader(self) -> bool:
+        """Close the oldest connection still reading its request; False when none is."""
+        if not self._reading:
+            return False
+        _, conn = self._reading.popitem(last=False)
+        conn.evicted = True
+        conn.read_scope.cancel()
+        self._open -= 1
+        self.evicted += 1
+        if math.log10(self.evicted).is_integer():  # 1, 10, 100, ...: a flood logs a few lines
+            log.warning("api.connections.evicted", evicted=self.evicted, cap=MAX_CONNECTIONS)
+        return True
+
+    async def _serve_one(self, stream: trio.SocketStream, conn: _Conn) -> None:
+        """Read one request (within the read deadline, unless evicted), then answer it."""
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+        got: tuple[h11.Request, bytes] | None = None
+        answer: tuple[int, str, bytes] | None = None
+        with conn.read_scope:
+            try:
+                got = await _read_request(http, stream)
+            except _Oversized:
+                answer = _error(f"body over {MAX_BODY_BYTES} bytes", "oversized")
+        self._reading.pop(conn.id, None)  # answering now: no longer evictable
+        if got is not None:
+            answer = await self._respond(*got)
+        if answer is None:
+            return  # the client closed, its read deadline passed, or it was evicted
+        status, ctype, out = answer
         headers = [
             ("content-type", ctype),
             ("content-length", str(len(out))),
             ("connection", "close"),
         ]
-        await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        await stream.send_all(conn.send(h11.Data(data=out)) or b"")
-        await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
+        await stream.send_all(http.send(h11.Response(status_code=status, headers=headers)) or b"")
+        await stream.send_all(http.send(h11.Data(data=out)) or b"")
+        await stream.send_all(http.send(h11.EndOfMessage()) or b"")
 
     async def _respond(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
         path = request.target.decode("ascii", "replace").split("?", 1)[0]
@@ -185,6 +214,43 @@ def _account_key(arg: str) -> bytes:
         return b""
 
 
+@dataclass(slots=True)
+class _Conn:
+    id: int
+    read_scope: trio.CancelScope  # the read deadline; cancelled early on eviction
+    evicted: bool = False
+
+
+class _Oversized(Exception):
+    """The request declares or sends a body over MAX_BODY_BYTES."""
+
+
+async def _read_request(http: h11.Connection, stream: trio.SocketStream) -> tuple[h11.Request, bytes] | None:
+    """The next request and its body; None when the client closes first. Raises _Oversized."""
+    request: h11.Request | None = None
+    body = bytearray()
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            http.receive_data(data)
+            if not data and http.their_state is not h11.DONE:
+                return None
+            continue
+        if isinstance(event, h11.Request):
+            request = event
+            if _content_length(event) > MAX_BODY_BYTES:
+                raise _Oversized
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:
+                raise _Oversized
+        elif isinstance(event, h11.EndOfMessage) and request is not None:
+            return request, bytes(body)
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
 def _content_length(request: h11.Request) -> int:
     for name, value in request.headers:
         if name == b"content-length":
@@ -216,10 +282,15 @@ async def request_json(
     Raises:
         OSError: nothing listens there (ConnectionError when the connection breaks).
         ValueError, TypeError: the answer is not a JSON object.
-        TimeoutError: no full answer within ``timeout`` (cancellation bound).
+        TimeoutError: no full answer within ``timeout`` (an OSError too; trio's own
+            ``TooSlowError`` is not one, so it never leaves this function).
     """
     try:
         status, out = await _exchange(port, method, path, body, timeout)
+    except trio.TooSlowError:
+        raise TimeoutError(
+            f"{method} {path} on 127.0.0.1:{port}: no answer within {timeout:g} s"
+        ) from None
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
         raise ConnectionError(f"{method} {path} on 127.0.0.1:{port} failed: {exc}") from None
     try:
@@ -260,7 +331,8 @@ async def _exchange(port: int, method: str, path: str, body: bytes, timeout: flo
 async def fetch_json(port: int, path: str = "/status", *, timeout: float = 5.0) -> dict[str, Any]:
     """GET ``http://127.0.0.1:port/path`` and parse JSON. Raises OSError, ValueError or TypeError.
 
-    Cancellation: bounded by ``timeout``; raises TimeoutError when it expires.
+    Cancellation: bounded by ``timeout``; raises TimeoutError (an OSError, never
+    ``trio.TooSlowError``) when it expires.
     """
     status, doc = await request_json(port, "GET", path, timeout=timeout)
     if status != 200:

@@ -49,6 +49,7 @@ MICRO_PER_TOKEN = 1_000_000
 U64_MAX = 2**64 - 1
 WAIT_POLL_S = 0.5
 EXIT_INTERRUPTED = 130
+API_TIMEOUT_S = 5.0  # one request to the local node API
 
 # Errors that describe something the user can fix or must know; one line each.
 USER_ERRORS: tuple[type[DepinError], ...] = (
@@ -282,8 +283,13 @@ def _ask_node(home: Path, method: str, path: str, body: bytes = b"") -> tuple[in
 
     port = _api_port(home)
     try:
-        return trio.run(partial(request_json, port, method, path, body))
-    except (OSError, TimeoutError, ValueError, TypeError):
+        return trio.run(partial(request_json, port, method, path, body, timeout=API_TIMEOUT_S))
+    except TimeoutError:
+        raise ConfigError(
+            f"the node in {home} did not answer {path} on 127.0.0.1:{port} within "
+            f"{API_TIMEOUT_S:g} s (busy, stopped or stuck)"
+        ) from None
+    except (OSError, ValueError, TypeError):
         raise ConfigError(
             f"the node in {home} is not running (nothing answers on 127.0.0.1:{port})"
         ) from None

@@ -75,6 +75,10 @@ class BatchConfig:
     submit_capacity: int = 10_000
     output_capacity: int = 10_000
     seen_capacity: int = 200_000
+    # How long a proof id is remembered: at least the widest time window of the
+    # topic's rules (a proof older than that is ignored before its signature
+    # check anyway), never less than this.
+    min_seen_ttl_ms: int = 120_000
     pending_bundles: int = 4_096
 
     def __post_init__(self) -> None:
@@ -101,19 +105,23 @@ class ServiceCounters:
 
 
 class _Lru:
-    """A bounded set of content ids; the oldest fall out first."""
+    """A bounded set of content ids, each kept ``ttl_ms`` after it was last added; oldest out first."""
 
-    def __init__(self, capacity: int) -> None:
-        self._items: OrderedDict[bytes, None] = OrderedDict()
+    def __init__(self, capacity: int, ttl_ms: int) -> None:
+        self._items: OrderedDict[bytes, int] = OrderedDict()  # id -> when added, oldest first
         self._capacity = capacity
+        self._ttl_ms = ttl_ms
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._items
 
-    def add(self, key: bytes) -> None:
-        self._items[key] = None
+    def add(self, key: bytes, now_ms: int) -> None:
+        self._items[key] = now_ms
         self._items.move_to_end(key)
-        while len(self._items) > self._capacity:
+        horizon = now_ms - self._ttl_ms
+        while self._items and (
+            len(self._items) > self._capacity or next(iter(self._items.values())) < horizon
+        ):
             self._items.popitem(last=False)
 
 
@@ -147,7 +155,11 @@ class ProofGossip:
         self._clock = clock
         self._rules = dict(rules)
         self._check_item = check_item
-        self._seen = _Lru(self.config.seen_capacity)
+        widest = max(
+            (r.window.max_age_ms + r.window.max_future_ms for r in self._rules.values() if r.window),
+            default=0,
+        )
+        self._seen = _Lru(self.config.seen_capacity, max(self.config.min_seen_ttl_ms, widest))
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._wake = trio.Event()
@@ -167,7 +179,7 @@ class ProofGossip:
         if len(self._outbox) >= self.config.submit_capacity or len(envelope) > self.config.max_bytes - 64:
             self.counters.dropped_submit_full += 1
             return False
-        self._seen.add(wire.content_id(envelope))
+        self._seen.add(wire.content_id(envelope), self._clock.now_ms())
         self._outbox.append(envelope)
         self._outbox_bytes += len(envelope)
         self.counters.submitted += 1
@@ -257,7 +269,7 @@ class ProofGossip:
             self.counters.bundles_ignored += 1
             raise Ignore("nothing_new")
         for cid in fresh_ids:
-            self._seen.add(cid)
+            self._seen.add(cid, now_ms)
         self._pending[wire.content_id(data)] = fresh
         while len(self._pending) > self.config.pending_bundles:
             self._pending.popitem(last=False)

@@ -204,9 +204,8 @@ def _prepare(
         append((path, g.digest(), b"".join((head, pb, vh, key))))
     items.sort(key=itemgetter(0))
     paths = [it[0] for it in items]
-    for a, b in itertools.pairwise(paths):
-        if a == b:
-            raise InternalError("two state keys share a Merkle path")
+    if len(set(paths)) != len(paths):
+        raise InternalError("two state keys share a Merkle path")
     leaves = [it[1] for it in items]
     records = [it[2] for it in items]
     # Path hashes (unless given), then a value hash and a leaf hash per key set.
@@ -248,7 +247,7 @@ def compute_update(
 class _Rewrite:
     """One :func:`compute_update`: the changed keys (sorted by path) and what the rewrite made."""
 
-    __slots__ = ("added", "get", "leaves", "node_count", "node_head", "paths", "records", "removed")
+    __slots__ = ("added", "get", "heads", "leaves", "node_count", "paths", "records", "removed")
 
     def __init__(
         self,
@@ -260,7 +259,8 @@ class _Rewrite:
     ) -> None:
         self.get = source.merkle_node
         self.paths, self.leaves, self.records = paths, leaves, records
-        self.node_head = b"\x02" + version.to_bytes(8, "big")
+        # A node record's head for each pair of child kinds: ``0x02 ‖ u64 version ‖ kl ‖ kr``.
+        self.heads = tuple(b"\x02" + version.to_bytes(8, "big") + kinds for kinds in _KINDS)
         self.added: dict[bytes, bytes] = {}
         self.removed: list[bytes] = []
         self.node_count = 0
@@ -272,10 +272,11 @@ class _Rewrite:
                 return right, kr
         elif kr == K_EMPTY and kl == K_LEAF:
             return left, kl
+        data = left + right
         g = _NODE_STATE.copy()
-        g.update(left + right)
+        g.update(data)
         d = g.digest()
-        self.added[d] = b"".join((self.node_head, _KINDS[3 * kl + kr], left, right))
+        self.added[d] = self.heads[3 * kl + kr] + data
         self.node_count += 1
         return d, K_NODE
 
@@ -304,6 +305,8 @@ class _Rewrite:
     def update(self, h: bytes, kind: int, depth: int, lo: int, hi: int) -> tuple[bytes, int]:
         # The subtree at ``depth`` whose hash was ``h``, with the changes lo..hi applied.
         paths = self.paths
+        if hi - lo == 1:
+            return self._update_one(h, kind, depth, lo)
         if kind == K_NODE:
             rec = self.get(h)
             if rec is None:
@@ -321,14 +324,58 @@ class _Rewrite:
         leaves, records = self.leaves, self.records
         if kind == K_LEAF:
             return self._update_leaf(h, depth, lo, hi)
-        if hi - lo == 1:  # one key into an empty subtree
-            if leaves[lo]:
-                self.added[leaves[lo]] = records[lo]
-                return leaves[lo], K_LEAF
-            return EMPTY, K_EMPTY
         keep = [j for j in range(lo, hi) if leaves[j]]
         cols = ([paths[j] for j in keep], [leaves[j] for j in keep], [records[j] for j in keep])
         return self.build(depth, cols, 0, len(keep))
+
+    def _update_one(self, h: bytes, kind: int, depth: int, j: int) -> tuple[bytes, int]:
+        # ``update`` for one change, the common case below the top levels: down its path
+        # and back up in two loops, no recursion, ``combine`` inlined.
+        path = self.paths[j]
+        get, removed = self.get, self.removed
+        stack: list[tuple[bytes, int, int]] = []  # (sibling, its kind, 1 if we went right)
+        push = stack.append
+        while kind == K_NODE:
+            rec = get(h)
+            if rec is None:
+                raise InternalError(f"Merkle node {h.hex()} is missing from the store")
+            removed.append(h)
+            if (path >> (255 - depth)) & 1:
+                push((rec[11:43], rec[9], 1))
+                h, kind = rec[43:75], rec[10]
+            else:
+                push((rec[43:75], rec[10], 0))
+                h, kind = rec[11:43], rec[9]
+            depth += 1
+        if kind == K_LEAF:
+            sub, ks = self._update_leaf(h, depth, j, j + 1)
+        elif self.leaves[j]:
+            sub, ks = self.leaves[j], K_LEAF
+            self.added[sub] = self.records[j]
+        else:
+            sub, ks = EMPTY, K_EMPTY
+        added, heads, node = self.added, self.heads, _NODE_STATE.copy
+        made = 0
+        for sib, kind_s, right in reversed(stack):
+            if right:
+                left, kl, rgt, kr = sib, kind_s, sub, ks
+            else:
+                left, kl, rgt, kr = sub, ks, sib, kind_s
+            if kl == K_EMPTY:
+                if kr != K_NODE:
+                    sub, ks = rgt, kr
+                    continue
+            elif kr == K_EMPTY and kl == K_LEAF:
+                sub, ks = left, kl
+                continue
+            data = left + rgt
+            g = node()
+            g.update(data)
+            sub, ks = g.digest(), K_NODE
+            added[sub] = heads[3 * kl + kr] + data
+            made += 1
+        self.node_count += made
+        return sub, ks
 
     def _update_leaf(self, h: bytes, depth: int, lo: int, hi: int) -> tuple[bytes, int]:
         # A subtree that was one leaf: the changes lo..hi, plus that leaf unless one replaces it.

@@ -63,6 +63,7 @@ from depin_p2p.ledger.state import (
     StateChanges,
     UsedEvidence,
     ValidatorStake,
+    account_key,
     apply_epoch,
 )
 from depin_p2p.model import Device
@@ -208,6 +209,24 @@ class LmdbView:
 
     def merkle_root(self) -> bytes:
         return self.state_root()
+
+    def account_proof_doc(self, account_id: bytes) -> dict[str, Any]:
+        """An account's Merkle proof for a light client (JSON-able, hex): what ``/account?prove=1`` returns.
+
+        ``{"key", "value" (null: absent), "state_root", "epoch", "proof", "bytes"}``;
+        the client checks it with ``merkle.verify_proof_bytes`` against a root it trusts
+        (a certificate's).
+        """
+        key = account_key(account_id)
+        value, proof = self.merkle_value(key), wire.encode(merkle.prove(self, key))
+        return {
+            "key": key.hex(),
+            "value": None if value is None else value.hex(),
+            "state_root": self.state_root().hex(),
+            "epoch": self.last_epoch(),
+            "proof": proof.hex(),
+            "bytes": len(proof),
+        }
 
     def merkle_node(self, node: bytes) -> bytes | None:
         record = self._txn.get(node, db=self._nodes)

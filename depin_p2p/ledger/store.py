@@ -20,11 +20,11 @@ stale entry's). With ``keep_versions=0`` dropped records are deleted in the
 commit that drops them.
 
 :meth:`LedgerStore.commit_epoch` writes an epoch's state changes, Merkle
-buckets, root, certificate, epoch value and ``last_epoch`` in ONE write
+tree records, root, certificate, epoch value and ``last_epoch`` in ONE write
 transaction, so a reader or a restart after a crash sees the state after some whole
-epoch, never half of one, with that epoch's tree. LMDB syncs each commit (``sync=True``). When the
-map is full the transaction is aborted, the map doubled and the write
-retried. A second process opening the same store for writing gets a
+epoch, never half of one, with that epoch's tree. LMDB syncs each commit
+(``sync=True``). When the map is full the transaction is aborted, the map
+doubled and the write retried. A second process opening the same store for writing gets a
 StorageError (an exclusive ``flock`` on ``writer.lock``).
 
 All methods block; trio code calls the ``*_async`` wrappers, which run them
@@ -536,7 +536,7 @@ class LedgerStore:
         epoch_value: bytes,
         certificate_hash: bytes | None = None,
     ) -> None:
-        """Commit one epoch atomically: state changes, Merkle buckets, root, certificate, value, last_epoch.
+        """Commit one epoch atomically: state changes, tree records, root, certificate, value, last_epoch.
 
         ``certificate`` and ``epoch_value`` are opaque bytes (consensus defines
         them). ``certificate_hash`` is the chain link the next epoch value must

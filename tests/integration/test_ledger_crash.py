@@ -144,7 +144,7 @@ def test_sigkill_never_leaves_half_an_epoch(tmp_path: Path) -> None:
             assert view.get_certificate(epoch + 1) is None
             assert view.get_meta().epoch == epoch
             # The stored root is the from-scratch root of the stored records and of the reference,
-            # and the tree the store rebuilds from its bucket hashes leads to it.
+            # and the stored tree leads to it.
             root = view.state_root()
             assert root == merkle.compute_root(view.entries()) == ref.mem.state_root()
             assert merkle.root_of(view) == root

@@ -11,7 +11,10 @@ prometheus-client registry. With a :class:`TxApi`, also:
 - ``GET /account/<dp address or hex public key>``: the node's document
   (``{"address", "balance_micro", "nonce", "next_nonce", "stake_micro",
   "unbonding_micro", "exists", "epoch"}``; 400 ``bad_public_key``);
-  ``next_nonce`` also counts the account's transactions pending here;
+  ``next_nonce`` also counts the account's transactions pending here; with
+  ``?prove=1`` also ``"proof"``: ``{"key", "value", "state_root", "epoch",
+  "proof", "bytes"}`` (hex; ``value`` null for an absent account), a Merkle
+  proof a light client checks with ``ledger.merkle.verify_proof_bytes``;
 - ``GET /tx/<hex tx id>``: ``{"status": "pending" | "committed" |
   "unknown", "epoch", "code"}`` (``code`` null: applied).
 
@@ -70,6 +73,7 @@ class TxApi:
     submit: Callable[[bytes], Awaitable[bytes]]
     account: Callable[[bytes], dict[str, Any]]
     tx_status: Callable[[bytes], dict[str, Any]]
+    account_proof: Callable[[bytes], dict[str, Any]] | None = None
 
 
 log = structlog.get_logger("depin_p2p.api")
@@ -174,7 +178,7 @@ class ApiServer:
         await stream.send_all(http.send(h11.EndOfMessage()) or b"")
 
     async def _respond(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
-        path = request.target.decode("ascii", "replace").split("?", 1)[0]
+        path, _, query = request.target.decode("ascii", "replace").partition("?")
         if request.method == b"POST" and path == "/tx" and self._tx is not None:
             try:
                 tx_id = await self._tx.submit(body)
@@ -193,7 +197,12 @@ class ApiServer:
             if len(raw) != 32:
                 code = "bad_public_key" if kind == "account" else "bad_tx_id"
                 return _error(f"{arg!r} is not 32 bytes of hex", code)
-            return _json(200, self._tx.account(raw) if kind == "account" else self._tx.tx_status(raw))
+            if kind != "account":
+                return _json(200, self._tx.tx_status(raw))
+            doc = self._tx.account(raw)
+            if "prove=1" in query.split("&") and self._tx.account_proof is not None:
+                doc["proof"] = self._tx.account_proof(raw)
+            return _json(200, doc)
         return 404, "text/plain", b"try /status or /metrics\n"
 
 

@@ -288,6 +288,10 @@ class Node:
         doc["next_nonce"] = doc["nonce"] if pool is None else pool.next_nonce(account_id, doc["nonce"])
         return doc
 
+    def _account_proof_doc(self, account_id: bytes) -> dict[str, Any]:
+        """``GET /account/<hex>?prove=1``: the account's Merkle proof, with the root it leads to."""
+        return {} if self.store is None else self.store.read(lambda v: v.account_proof_doc(account_id))
+
     def _tx_doc(self, tx_id: bytes) -> dict[str, Any]:
         """``GET /tx/<hex>``: pending, committed (with its epoch and outcome code) or unknown."""
         pool = self.txpool
@@ -381,7 +385,12 @@ class Node:
                 status=self._status_doc,
                 registry=self.metrics,
                 port=cfg.api_port,
-                tx=TxApi(submit=txs.submit, account=self._account_doc, tx_status=self._tx_doc),
+                tx=TxApi(
+                    submit=txs.submit,
+                    account=self._account_doc,
+                    tx_status=self._tx_doc,
+                    account_proof=self._account_proof_doc,
+                ),
             )
             async with trio.open_nursery() as nursery:
                 try:

@@ -6,7 +6,7 @@ exactly as the store does, so both backends give byte-identical roots.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import trio
@@ -48,8 +48,9 @@ class MemoryLedger:
         self.meta = LedgerMeta(0, 0, ZERO_HASH)
         self.certificate_hash = ZERO_HASH
         self.certificates: dict[int, bytes] = {}
-        self._buckets: dict[int, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = {}
-        self._nodes: dict[int, bytes] = {}
+        # The Merkle tree's records by hash (``ledger.merkle``); stale ones are dropped at once.
+        self._nodes: dict[bytes, bytes] = {}
+        self._root = merkle.EMPTY_ROOT
 
     # LedgerView
     def get_account(self, account_id: bytes) -> Account | None:
@@ -79,11 +80,11 @@ class MemoryLedger:
     def last_certificate_hash(self) -> bytes:
         return self.certificate_hash
 
-    def bucket_contents(self, bucket: int) -> tuple[Sequence[bytes], Sequence[bytes]]:
-        return self._buckets.get(bucket, ((), ()))
+    def merkle_root(self) -> bytes:
+        return self._root
 
-    def merkle_node(self, index: int) -> bytes | None:
-        return self._nodes.get(index)
+    def merkle_node(self, node: bytes) -> bytes | None:
+        return self._nodes.get(node)
 
     def merkle_value(self, key: bytes) -> bytes | None:
         ns, rest = key[:1], key[1:]
@@ -101,13 +102,8 @@ class MemoryLedger:
             record = self.evidence.get(rest)
         return None if record is None else wire.encode(record)
 
-    def bucket_leaves(self, bucket: int) -> Iterator[tuple[bytes, bytes]]:
-        """The bucket's ``(key, leaf hash)`` pairs in key order."""
-        keys, leaves = self.bucket_contents(bucket)
-        return zip(keys, leaves, strict=True)
-
     def state_root(self) -> bytes:
-        return merkle.root_of(self)
+        return self._root
 
     def commit(
         self, changes: StateChanges, certificate: bytes, certificate_hash: bytes | None = None
@@ -135,13 +131,11 @@ class MemoryLedger:
             else:
                 self.evidence[eid] = used
         self.meta = changes.meta
-        for bucket, bucket_hash, keys, leaves in changes.merkle.buckets:
-            if keys:
-                self._buckets[bucket] = (keys, leaves)
-            else:
-                self._buckets.pop(bucket, None)
-            self._nodes[merkle.FIRST_BUCKET_NODE + bucket] = bucket_hash
-        self._nodes.update(changes.merkle.nodes)
+        nodes = self._nodes
+        for stale in changes.merkle.stale:
+            del nodes[stale]
+        nodes.update(changes.merkle.nodes)
+        self._root = changes.root
         if changes.epoch == 0:
             self.certificate_hash = changes.meta.prev_certificate_hash
         else:

@@ -45,7 +45,10 @@ which outlives its admissibility, and a value repeating one burns nothing.
    evidence already slashed in an earlier epoch) or ``not_a_validator``;
 3. releases the unbonding entries due this epoch to their owners;
 4. applies the transactions in order; an invalid one is skipped with a
-   stable reason code in ``StateChanges.tx_results``, never fatal;
+   stable reason code in ``StateChanges.tx_results``, never fatal (a
+   transfer that would create an account with less than
+   :data:`MIN_NEW_ACCOUNT_TRANSFER`: ``below_new_account_minimum``, its
+   nonce consumed);
 5. credits the rewards (creating accounts as needed);
 6. records the evidence that slashed and forgets records that are
    ``EVIDENCE_MAX_AGE_EPOCHS`` old;
@@ -81,6 +84,10 @@ ZERO_HASH = b"\0" * 32
 EVIDENCE_MAX_AGE_EPOCHS = 3
 # Unstaked funds return this many epochs after the Unstake; must be >= the evidence max age.
 UNBONDING_EPOCHS = 3
+# The least a transfer that creates an account may carry (0.01 token): every account is a
+# leaf of the state tree that every node stores and hashes, so a flood of dust accounts
+# costs its sender real tokens.
+MIN_NEW_ACCOUNT_TRANSFER = 10_000
 if UNBONDING_EPOCHS < EVIDENCE_MAX_AGE_EPOCHS:
     raise InternalError("unbonding stake would be released before its evidence expires")
 
@@ -452,8 +459,13 @@ def _apply_tx(ov: _Overlay, env: wire.Envelope, network_id: str, epoch: int) -> 
             raise Reject("insufficient_balance")
         if tx.to == sender:
             return
+        dest = ov.account(tx.to)
+        if dest is None:
+            if tx.amount < MIN_NEW_ACCOUNT_TRANSFER:
+                least = f"creating an account takes at least {MIN_NEW_ACCOUNT_TRANSFER} micro-units"
+                raise Reject("below_new_account_minimum", least)
+            dest = _NO_ACCOUNT
         ov.accounts[sender] = replace(account, balance=account.balance - tx.amount)
-        dest = ov.account(tx.to) or Account(0, 0)
         ov.accounts[tx.to] = replace(dest, balance=dest.balance + tx.amount)
     elif isinstance(tx, RegisterDevice):
         if ov.device(tx.device_id) is not None:
@@ -653,12 +665,12 @@ def _finish(
     for eid, used in evidence:
         updates[NS_EVIDENCE + eid] = None if used is None else wire.encode(used)
     updates[META_KEY] = wire.encode(meta)
-    update = merkle.compute_update(view, updates)
+    update = merkle.compute_update(view, updates, meta.epoch)
     return StateChanges(
         # Already sorted: the namespaces were added in key order, each one sorted.
         records=tuple(updates.items()),
         epoch=meta.epoch,
-        prev_root=merkle.root_of(view),
+        prev_root=view.merkle_root(),
         root=update.root,
         accounts=accounts,
         devices=devices,

@@ -5,26 +5,26 @@ Named databases: ``accounts``, ``devices``, ``validators``, ``evidence``
 bytes keyed by u64 big-endian epoch), ``sign_state`` (consensus's own
 persisted vote state), ``meta`` (``state``: LedgerMeta, ``state_root``,
 ``last_epoch``, ``last_certificate_hash``, ``genesis_hash``, ``format``),
-and the Merkle buckets (see ``ledger.merkle``): ``merkle_buckets`` (``u16
-bucket`` -> msgpack ``[keys, leaf hashes]``, both sorted by key) and
-``merkle_bucket_hashes`` (``u16 bucket`` -> bucket hash); empty buckets
-have no row.
+and the Merkle tree (see ``ledger.merkle``): ``merkle_nodes`` (node or
+leaf hash -> its record), ``merkle_stale`` (``u64 version ‖ hash`` -> empty:
+the records that left the tree in that version) and ``merkle_roots`` (``u64
+version`` -> root) for the versions still kept.
 
-The 2^16 - 1 interior nodes of the tree are not stored: the store keeps
-the whole tree in memory (2^17 hashes, ~9 MB when full), computed from
-``merkle_bucket_hashes`` the first time a view needs a node and updated in
-place after each commit. Rebuilding it costs up to ~65k hashes (~0.1 s)
-once per process; writing and reading ~4 nodes per changed key through
-LMDB cost more every epoch. The rebuilt root must equal the stored
-``state_root`` or the store is reported corrupt; a view whose transaction
-sees another root (another process committed) rebuilds it.
+Versions. Every epoch writes the new records of its tree; the records its
+tree dropped stay for ``keep_versions`` more epochs (default
+:data:`DEFAULT_KEEP_VERSIONS`), so a proof against any of the last few
+roots can still be built (``prove(view, key, root=view.state_root_at(e))``).
+Then they are pruned in a later commit: a record is deleted only if no
+newer version wrote it again (its record's version is not newer than the
+stale entry's). With ``keep_versions=0`` dropped records are deleted in the
+commit that drops them.
 
 :meth:`LedgerStore.commit_epoch` writes an epoch's state changes, Merkle
-buckets, root, certificate, epoch value and ``last_epoch`` in ONE write
+tree records, root, certificate, epoch value and ``last_epoch`` in ONE write
 transaction, so a reader or a restart after a crash sees the state after some whole
-epoch, never half of one. LMDB syncs each commit (``sync=True``). When the
-map is full the transaction is aborted, the map doubled and the write
-retried. A second process opening the same store for writing gets a
+epoch, never half of one, with that epoch's tree. LMDB syncs each commit
+(``sync=True``). When the map is full the transaction is aborted, the map
+doubled and the write retried. A second process opening the same store for writing gets a
 StorageError (an exclusive ``flock`` on ``writer.lock``).
 
 All methods block; trio code calls the ``*_async`` wrappers, which run them
@@ -37,7 +37,7 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -63,14 +63,17 @@ from depin_p2p.ledger.state import (
     StateChanges,
     UsedEvidence,
     ValidatorStake,
+    account_key,
     apply_epoch,
 )
 from depin_p2p.model import Device
 
-# Format 4: unbonding entries and used-evidence records (2), Merkle buckets as one row each
-# with interior nodes kept in memory only (3), Merkle leaves that bind each key to its
-# value's hash (4: every leaf and root changed). Older stores are refused: re-run `init`.
-FORMAT = b"depin-p2p/ledger/4"
+# Format 5: unbonding entries and used-evidence records (2), Merkle buckets as one row each
+# (3), leaves bound to their keys (4), the sparse Merkle tree with path compression, its
+# nodes stored by hash with pruned old versions (5: every root changed). Older stores are
+# refused: re-run `init`.
+FORMAT = b"depin-p2p/ledger/5"
+DEFAULT_KEEP_VERSIONS = 4
 DEFAULT_MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 40
 _DB_NAMES = (
@@ -81,8 +84,9 @@ _DB_NAMES = (
     "epoch_values",
     "sign_state",
     "meta",
-    "merkle_buckets",
-    "merkle_bucket_hashes",
+    "merkle_nodes",
+    "merkle_stale",
+    "merkle_roots",
     "evidence",
 )
 _K_STATE = b"state"
@@ -140,34 +144,17 @@ def _decode_account(data: bytes) -> Account:
     return _decode(data, Account, "account")
 
 
-def _decode_bucket(data: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    # Rows we wrote ourselves: a shape check only (the root check catches the rest).
-    try:
-        raw = _unpackb(data, use_list=False)
-    except (ValueError, msgpack.UnpackException):
-        raw = None
-    if type(raw) is not tuple or len(raw) != 2 or len(raw[0]) != len(raw[1]):
-        raise StorageError("ledger store is corrupt: bad Merkle bucket row")
-    return raw
-
-
 class LmdbView:
     """A consistent read-only view of the store (one LMDB read transaction).
 
     Implements ``state.LedgerView``; valid only inside ``LedgerStore.view()``.
     """
 
-    def __init__(
-        self,
-        txn: lmdb.Transaction[bytes],
-        dbs: dict[str, Any],
-        tree_of: Callable[[LmdbView], list[bytes]] | None = None,
-    ) -> None:
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
         self._txn = txn
         self._dbs = dbs
         self._accounts = dbs["accounts"]
-        self._tree_of = tree_of
-        self._tree: list[bytes] | None = None
+        self._nodes = dbs["merkle_nodes"]
 
     def _get(self, db: str, key: bytes) -> bytes | None:
         return self._txn.get(key, db=self._dbs[db])
@@ -214,28 +201,44 @@ class LmdbView:
         raw = self._get("meta", _K_LAST_EPOCH)
         return -1 if raw is None else int.from_bytes(raw, "big")
 
-    def bucket_contents(self, bucket: int) -> tuple[Sequence[bytes], Sequence[bytes]]:
-        raw = self._txn.get(bucket.to_bytes(2, "big"), db=self._dbs["merkle_buckets"])
-        return ((), ()) if raw is None else _decode_bucket(raw)
-
     def merkle_value(self, key: bytes) -> bytes | None:
         if key == META_KEY:
             return self._get("meta", _K_STATE)
         db = _NS_DBS.get(key[:1])
         return None if db is None else self._get(db, key[1:])
 
-    def merkle_node(self, index: int) -> bytes | None:
-        tree = self._tree
-        if tree is None:
-            if self._tree_of is None:
-                raise InternalError("this view has no Merkle tree")
-            tree = self._tree = self._tree_of(self)
-        return tree[index]
+    def merkle_root(self) -> bytes:
+        return self.state_root()
 
-    def bucket_hashes(self) -> Iterator[tuple[int, bytes]]:
-        """Every non-empty bucket and its stored hash, in bucket order."""
-        for key, value in self._txn.cursor(db=self._dbs["merkle_bucket_hashes"]):
-            yield int.from_bytes(key, "big"), bytes(value)
+    def account_proof_doc(self, account_id: bytes) -> dict[str, Any]:
+        """An account's Merkle proof for a light client (JSON-able, hex): what ``/account?prove=1`` returns.
+
+        ``{"key", "value" (null: absent), "state_root", "epoch", "proof", "bytes"}``;
+        the client checks it with ``merkle.verify_proof_bytes`` against a root it trusts
+        (a certificate's).
+        """
+        key = account_key(account_id)
+        value, proof = self.merkle_value(key), wire.encode(merkle.prove(self, key))
+        return {
+            "key": key.hex(),
+            "value": None if value is None else value.hex(),
+            "state_root": self.state_root().hex(),
+            "epoch": self.last_epoch(),
+            "proof": proof.hex(),
+            "bytes": len(proof),
+        }
+
+    def merkle_node(self, node: bytes) -> bytes | None:
+        record = self._txn.get(node, db=self._nodes)
+        if record is None:  # asked only for nodes its tree refers to
+            raise StorageError(f"ledger store is corrupt: Merkle node {node.hex()} is missing")
+        return record
+
+    def state_root_at(self, epoch: int) -> bytes | None:
+        """The root after ``epoch`` if its tree is still kept (see the module docstring), else None."""
+        if epoch == self.last_epoch():
+            return self.state_root()
+        return self._get("merkle_roots", _u64(epoch))
 
     def state_root(self) -> bytes:
         return self._get("meta", _K_ROOT) or merkle.EMPTY_ROOT
@@ -307,7 +310,14 @@ class LedgerStore:
     """The node's ledger in an LMDB directory. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(
-        self, path: Path, env: lmdb.Environment, dbs: dict[str, Any], lock_fd: int | None, readonly: bool
+        self,
+        path: Path,
+        env: lmdb.Environment,
+        dbs: dict[str, Any],
+        lock_fd: int | None,
+        readonly: bool,
+        *,
+        keep_versions: int = DEFAULT_KEEP_VERSIONS,
     ) -> None:
         self.path = path
         self._env = env
@@ -316,17 +326,25 @@ class LedgerStore:
         self._readonly = readonly
         # One lock for every transaction of this process: growing the map needs no txn open.
         self._mutex = threading.Lock()
-        # The whole Merkle tree (see the module docstring); None until a view needs it.
-        self._tree: list[bytes] | None = None
+        self.keep_versions = keep_versions
 
     @classmethod
-    def open(cls, path: Path, *, readonly: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> LedgerStore:
+    def open(
+        cls,
+        path: Path,
+        *,
+        readonly: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        keep_versions: int = DEFAULT_KEEP_VERSIONS,
+    ) -> LedgerStore:
         """Open (and for writing, create) the store at directory ``path``.
 
         Read-only needs no write access at all: when this user cannot write
         ``lock.mdb``, the store is read without LMDB's reader table, which is
         safe only while no node writes it, so a running writer is then an
-        error (see :func:`_hold_off_writers`).
+        error (see :func:`_hold_off_writers`). ``keep_versions``: how many
+        epochs before the last one keep their Merkle tree (their dropped
+        records are pruned after that).
 
         Raises:
             StorageError: missing (read-only), locked by another writer,
@@ -372,9 +390,13 @@ class LedgerStore:
             error = f"cannot open ledger at {path}: {exc}"
         else:
             if not dbs:
-                error = f"{path} holds an unknown ledger format {fmt!r}"
+                found = (fmt or b"").decode("ascii", "replace")
+                error = (
+                    f"{path} holds ledger format {found!r}, this version needs {FORMAT.decode()!r}: "
+                    "re-run `depin-p2p init` (with --force) to recreate it"
+                )
             else:
-                return cls(path, env, dbs, lock_fd, readonly)
+                return cls(path, env, dbs, lock_fd, readonly, keep_versions=keep_versions)
         if env is not None:
             env.close()
         if lock_fd is not None:
@@ -416,21 +438,9 @@ class LedgerStore:
             except lmdb.Error as exc:
                 raise StorageError(f"cannot read ledger at {self.path}: {exc}") from None
             try:
-                yield LmdbView(txn, self._dbs, self._tree_of)
+                yield LmdbView(txn, self._dbs)
             finally:
                 txn.abort()
-
-    def _tree_of(self, view: LmdbView) -> list[bytes]:
-        # Called with the mutex held (from inside a view).
-        root = view.state_root()
-        tree = self._tree
-        if tree is None or tree[merkle.ROOT_NODE] != root:
-            tree = merkle.compute_tree(view.bucket_hashes())
-            if tree[merkle.ROOT_NODE] != root:
-                msg = f"ledger at {self.path} is corrupt: the Merkle buckets do not give the stored root"
-                raise StorageError(msg)
-            self._tree = tree
-        return tree
 
     def read(self, fn: Callable[[LmdbView], T]) -> T:
         """Run ``fn`` on a fresh read view and return its result."""
@@ -501,36 +511,50 @@ class LedgerStore:
                 puts.append((key[1:], value))
         for target, puts in by_db.values():
             txn.cursor(db=target).putmulti(puts)
-        rows, hashes = db["merkle_buckets"], db["merkle_bucket_hashes"]
-        row_puts = []
-        hash_puts = []
-        pack = msgpack.Packer().pack
-        for bucket, bucket_hash, keys, leaves in changes.merkle.buckets:
-            bkey = bucket.to_bytes(2, "big")
-            if keys:
-                row_puts.append((bkey, pack((keys, leaves))))
-                hash_puts.append((bkey, bucket_hash))
-            else:
-                txn.delete(bkey, db=rows)
-                txn.delete(bkey, db=hashes)
-        txn.cursor(db=rows).putmulti(row_puts)
-        txn.cursor(db=hashes).putmulti(hash_puts)
+        self._put_tree(txn, changes)
         txn.put(_K_ROOT, changes.root, db=db["meta"])
         txn.put(_K_LAST_EPOCH, _u64(changes.epoch), db=db["meta"])
 
-    def _update_tree(self, changes: StateChanges) -> None:
-        # After a commit, with the mutex held: bring the in-memory tree to the new root.
-        tree = self._tree
-        if tree is None:
+    def _put_tree(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
+        # The epoch's new Merkle records; its dropped ones deleted now or kept and pruned later.
+        db = self._dbs
+        nodes = db["merkle_nodes"]
+        update = changes.merkle
+        txn.cursor(db=nodes).putmulti(update.nodes)
+        keep = self.keep_versions
+        if keep <= 0:
+            for node in update.stale:
+                txn.delete(node, db=nodes)
             return
-        if tree[merkle.ROOT_NODE] != changes.prev_root:
-            self._tree = None  # stale (another process wrote): rebuilt on next use
+        version = _u64(changes.epoch)
+        stale = db["merkle_stale"]
+        txn.cursor(db=stale).putmulti([(version + node, b"") for node in update.stale])
+        txn.put(version, changes.root, db=db["merkle_roots"])
+        self._prune(txn, changes.epoch - keep)
+
+    def _prune(self, txn: lmdb.Transaction[bytes], oldest: int) -> None:
+        # Keep the trees of versions ``oldest`` .. now: the records that left the tree in a
+        # version <= ``oldest`` are in none of them; the roots before ``oldest`` go too.
+        if oldest <= 0:
             return
-        first = merkle.FIRST_BUCKET_NODE
-        for bucket, bucket_hash, _, _ in changes.merkle.buckets:
-            tree[first + bucket] = bucket_hash
-        for index, node in changes.merkle.nodes:
-            tree[index] = node
+        db = self._dbs
+        nodes, oldest_key = db["merkle_nodes"], _u64(oldest)
+        cursor = txn.cursor(db=db["merkle_stale"])
+        get, delete = txn.get, txn.delete
+        more = cursor.first()
+        while more:
+            entry = cursor.key()
+            if not entry or entry[:8] > oldest_key:
+                break
+            node = entry[8:]
+            record = get(node, db=nodes)
+            # Not if a newer version wrote the same record again (it is live there).
+            if record is not None and record[1:9] <= entry[:8]:
+                delete(node, db=nodes)
+            more = cursor.delete()
+        roots = txn.cursor(db=db["merkle_roots"])
+        while roots.first() and roots.key() < oldest_key:
+            roots.delete()
 
     def _check_base(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
         view = LmdbView(txn, self._dbs)
@@ -553,7 +577,7 @@ class LedgerStore:
             txn.put(_K_GENESIS, changes.meta.prev_certificate_hash, db=meta)
             txn.put(_K_LAST_CERT, changes.meta.prev_certificate_hash, db=meta)
 
-        self._write(write, lambda: self._update_tree(changes))
+        self._write(write)
 
     def commit_epoch(
         self,
@@ -562,7 +586,7 @@ class LedgerStore:
         epoch_value: bytes,
         certificate_hash: bytes | None = None,
     ) -> None:
-        """Commit one epoch atomically: state changes, Merkle buckets, root, certificate, value, last_epoch.
+        """Commit one epoch atomically: state changes, tree records, root, certificate, value, last_epoch.
 
         ``certificate`` and ``epoch_value`` are opaque bytes (consensus defines
         them). ``certificate_hash`` is the chain link the next epoch value must
@@ -585,7 +609,7 @@ class LedgerStore:
             link = wire.content_id(certificate) if certificate_hash is None else certificate_hash
             txn.put(_K_LAST_CERT, link, db=self._dbs["meta"])
 
-        self._write(write, lambda: self._update_tree(changes))
+        self._write(write)
 
     def save_sign_state(self, data: bytes) -> None:
         """Persist consensus's sign state; synced to disk when this returns (persist before send)."""

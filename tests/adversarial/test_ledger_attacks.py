@@ -10,17 +10,27 @@
   and the radio checks refuse such a device even in a registry;
 * failed-tx resurrection: a correctly signed tx that failed consumed its
   nonce, so re-including the same envelope later never executes;
-* forged Merkle proofs: a proof's bucket entries are relabelled (a present
-  account's entry given a made-up key of the same bucket, to prove the
-  account absent), a value or an entry's hash is tampered with, or a proof
-  is used for another key; the verifier hashes every key of the bucket
-  with its value hash itself, so each is refused.
+* forged Merkle proofs: a present account claimed absent (its position
+  said empty, or holding a made-up key on the same path with the account's
+  value hash), a value or a neighbour's hash tampered with, a proof used
+  for another key; the verifier derives every leaf and path from the keys
+  itself, so each is refused;
+* crowded key paths (F11): accounts ground to share a 16-bit path prefix
+  keep O(log n) proofs; at tree level, with crafted paths, 5 000 keys on 16
+  bits or 2 000 on 20 bits among 100 000 keep every proof within
+  64 + 32·(log2 n + ground bits + 8) bytes and cost no more to update than
+  random keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import random
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +63,6 @@ from tests.unit.ledger.helpers import (
     epoch_value,
     memory_ledger,
 )
-from tests.unit.ledger.test_merkle import DictSource
 from tests.unit.witness import support as s
 
 STAKE = 500_000  # IDS[0]'s genesis stake (tests.unit.ledger.helpers)
@@ -298,50 +307,58 @@ def test_every_judged_failure_consumes_the_nonce_but_unjudged_ones_do_not() -> N
 # ------------------------------------------------------------------ forged Merkle proofs
 
 
-def _same_bucket_key_after(key: bytes, below: bytes | None) -> bytes:
-    # A made-up key of key's bucket that sorts just after it (and before ``below``).
-    bucket = merkle.bucket_of(key)
-    for i in range(2_000_000):
+def _key_sharing_path(key: bytes, bits: int) -> bytes:
+    # A made-up state key whose Merkle path shares its first ``bits`` bits with ``key``'s.
+    want = merkle.key_path(key) >> (256 - bits)
+    for i in range(1 << 24):
         cand = key + i.to_bytes(4, "big")
-        if merkle.bucket_of(cand) == bucket and (below is None or cand < below):
+        if merkle.key_path(cand) >> (256 - bits) == want:
             return cand
-    raise AssertionError("no key found")  # pragma: no cover (~65k tries expected)
+    raise AssertionError("no key found")  # pragma: no cover (~2^bits tries expected)
 
 
-def test_a_present_account_cannot_be_proven_absent_by_relabelling_its_entry() -> None:
+def test_a_present_account_cannot_be_proven_absent() -> None:
     mem = memory_ledger()
     root = mem.state_root()
     key = account_key(IDS[3])
+    value = wire.encode(mem.accounts[IDS[3]])
     honest = merkle.prove(mem, key)
-    merkle.verify_proof(root, key, wire.encode(mem.accounts[IDS[3]]), honest)
-    # The entry the bucket holds for ``key``, given to a fake key that takes its place in the order.
-    keys, hashes = mem.bucket_contents(merkle.bucket_of(key))
-    own = hashes[list(keys).index(key)]
-    fake = _same_bucket_key_after(key, min((e.key for e in honest.others if e.key > key), default=None))
-    others = tuple(sorted((*honest.others, merkle.BucketEntry(fake, own)), key=lambda e: e.key))
-    with pytest.raises(Reject, match="proof_root_mismatch"):
-        merkle.verify_proof(root, key, None, merkle.MerkleProof(key, others, honest.siblings))
-    # Nor by dropping it: the honest proof does not prove absence.
-    with pytest.raises(Reject, match="proof_root_mismatch"):
-        merkle.verify_proof(root, key, None, honest)
+    merkle.verify_proof(root, key, value, honest)
+    (term,) = honest.terminals
+    # Claim the position empty, or holding a made-up key on the same path with the account's
+    # value hash (the relabelling of F01): the verifier computes that leaf from the fake key.
+    fake = _key_sharing_path(key, term.depth)
+    for forged in (
+        merkle.ProofTerminal(key, term.depth),
+        merkle.ProofTerminal(key, term.depth, fake, merkle.value_hash(value)),
+    ):
+        with pytest.raises(Reject, match="proof_root_mismatch"):
+            forged_proof = merkle.MerkleProof((forged,), honest.empties, honest.siblings)
+            merkle.verify_proof(root, key, None, forged_proof)
+    # Nor by stopping early or going deeper along the same siblings.
+    for depth in (term.depth - 1, term.depth + 1):
+        short = merkle.MerkleProof((merkle.ProofTerminal(key, depth),), honest.empties, honest.siblings)
+        with pytest.raises(Reject, match=r"proof_root_mismatch|proof_malformed"):
+            merkle.verify_proof(root, key, None, short)
 
 
-def test_a_tampered_value_or_entry_hash_fails_the_proof() -> None:
+def test_a_tampered_value_or_other_leaf_fails_the_proof() -> None:
+    mem = memory_ledger()
+    root = mem.state_root()
+    absent = account_key(b"\x77" * 32)
+    proof = merkle.prove(mem, absent)
+    merkle.verify_proof(root, absent, None, proof)
+    with pytest.raises(Reject, match="proof_root_mismatch"):
+        merkle.verify_proof(root, absent, wire.encode(Account(START_BALANCE * 1000, 0)), proof)
+    (term,) = proof.terminals
+    if term.other_key:  # the neighbour's value hash altered
+        bad = replace(term, other_value_hash=merkle.value_hash(b"a third value"))
+        with pytest.raises(Reject, match="proof_root_mismatch"):
+            merkle.verify_proof(root, absent, None, merkle.MerkleProof((bad,), proof.empties, proof.siblings))
     key = account_key(IDS[3])
-    value = wire.encode(Account(START_BALANCE, 0))
-    fake = _same_bucket_key_after(key, None)
-    src = DictSource()  # a bucket holding two entries
-    src.apply({key: value, fake: b"another value", account_key(IDS[4]): value})
-    root = merkle.root_of(src)
-    proof = merkle.prove(src, key)
-    merkle.verify_proof(root, key, value, proof)
+    good = merkle.prove(mem, key)
     with pytest.raises(Reject, match="proof_root_mismatch"):
-        merkle.verify_proof(root, key, wire.encode(Account(START_BALANCE * 1000, 0)), proof)
-    (entry,) = proof.others
-    assert entry == merkle.BucketEntry(fake, merkle.value_hash(b"another value"))
-    tampered = merkle.BucketEntry(fake, merkle.value_hash(b"a third value"))
-    with pytest.raises(Reject, match="proof_root_mismatch"):
-        merkle.verify_proof(root, key, value, merkle.MerkleProof(key, (tampered,), proof.siblings))
+        merkle.verify_proof(root, key, wire.encode(Account(START_BALANCE * 1000, 0)), good)
 
 
 def test_a_proof_does_not_hold_for_another_key() -> None:
@@ -352,10 +369,127 @@ def test_a_proof_does_not_hold_for_another_key() -> None:
     proof = merkle.prove(mem, key)
     with pytest.raises(Reject, match="proof_key_mismatch"):
         merkle.verify_proof(root, account_key(IDS[4]), value, proof)
-    # Relabelled to a made-up key of the same bucket: the value is not the fake key's.
-    fake = _same_bucket_key_after(key, None)
-    relabelled = merkle.MerkleProof(fake, proof.others, proof.siblings)
+    # Relabelled to a made-up key on the same path: the value is not the fake key's.
+    (term,) = proof.terminals
+    fake = _key_sharing_path(key, term.depth)
+    relabelled = merkle.MerkleProof((replace(term, key=fake),), proof.empties, proof.siblings)
     with pytest.raises(Reject, match="proof_root_mismatch"):
         merkle.verify_proof(root, fake, value, relabelled)
-    # The fake key really is absent, and a proof built for it says so.
-    merkle.verify_proof(root, fake, None, merkle.prove(mem, fake))
+    # The fake key really is absent, and a proof built for it says so, naming the account's leaf.
+    fake_proof = merkle.prove(mem, fake)
+    merkle.verify_proof(root, fake, None, fake_proof)
+    assert fake_proof.terminals[0].other_key == key
+
+
+# ------------------------------------------------------------------ crowded key paths (F11)
+
+CROWD = json.loads((Path(__file__).parents[1] / "vectors" / "ledger_roots_crowd.json").read_text())
+
+
+def proof_bound(n: int, ground_bits: int) -> float:
+    """The largest proof the issue allows for a state of ``n`` keys with ``ground_bits`` ground."""
+    return 64 + 32 * (math.log2(n) + ground_bits + 8)
+
+
+def test_accounts_ground_to_share_a_key_prefix_keep_small_proofs() -> None:
+    # An attacker grinds 256 account ids (about 2^16 tries each) whose Merkle key paths share
+    # 16 bits and gets them created next to 20 000 ordinary accounts. With the bucketed tree
+    # each of these proofs listed the whole crowd; a victim's proof must stay O(log n).
+    crowd = [bytes.fromhex(h) for h in CROWD["ids"]]
+    honest = [hashlib.blake2b(b"honest-%d" % i, digest_size=32).digest() for i in range(20_000)]
+    mem = memory_ledger()
+    step(mem, rewards=tuple(Reward(a, 1) for a in honest))
+    step(mem, rewards=tuple(Reward(a, 1) for a in crowd))
+    n = len(mem.accounts) + len(mem.validators) + 1
+    root = mem.state_root()
+    bound = proof_bound(n, CROWD["prefix_bits"])
+    sizes = []
+    for aid in [*crowd, *honest[:200]]:
+        key = account_key(aid)
+        proof = merkle.prove(mem, key)
+        merkle.verify_proof(root, key, wire.encode(mem.accounts[aid]), proof)
+        sizes.append(len(wire.encode(proof)))
+    assert max(sizes) <= bound, f"largest proof {max(sizes)} bytes, bound {bound:.0f}"
+    # An absent id ground into the crowd proves absent just as cheaply.
+    absent = account_key(crowd[0][:-1] + b"\xff")
+    proof = merkle.prove(mem, absent)
+    merkle.verify_proof(root, absent, None, proof)
+    assert len(wire.encode(proof)) <= bound
+
+
+class TreeSource:
+    """The tree alone (no ledger records): its records in a dict, stale ones dropped at once."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[bytes, bytes] = {}
+        self.root = merkle.EMPTY_ROOT
+
+    def merkle_root(self) -> bytes:
+        return self.root
+
+    def merkle_node(self, node: bytes) -> bytes | None:
+        return self.nodes.get(node)
+
+    def apply(self, update: merkle.MerkleUpdate) -> None:
+        for node in update.stale:
+            del self.nodes[node]
+        self.nodes.update(update.nodes)
+        self.root = update.root
+
+
+RANDOM_KEYS = 100_000
+
+
+@pytest.fixture(scope="module")
+def crowded_tree() -> tuple[TreeSource, dict[bytes, int]]:
+    """100 000 random key paths; the tests add crowds whose paths are crafted at tree level."""
+    rng = random.Random(16)
+    paths = {b"r%d" % i: rng.getrandbits(256) for i in range(RANDOM_KEYS)}
+    tree = TreeSource()
+    tree.apply(merkle.compute_update(tree, dict.fromkeys(paths, b"v0"), 1, path_of=paths.__getitem__))
+    return tree, paths
+
+
+def _update_cpu_s(tree: TreeSource, keys: list[bytes], path_of: merkle.PathOf) -> tuple[float, int]:
+    # The best of 3 (thread CPU time: the machine is shared) and the records written.
+    best = float("inf")
+    for attempt in range(3):
+        t0 = time.thread_time()
+        update = merkle.compute_update(tree, dict.fromkeys(keys, b"v%d" % attempt), 9, path_of=path_of)
+        best = min(best, time.thread_time() - t0)
+    return best, len(update.nodes)
+
+
+@pytest.mark.parametrize(("crowd", "bits"), [(5_000, 16), (2_000, 20)])
+def test_keys_ground_into_one_path_prefix_keep_small_proofs_and_cheap_updates(
+    crowded_tree: tuple[TreeSource, dict[bytes, int]], crowd: int, bits: int
+) -> None:
+    # F11 at scale: ``crowd`` keys share their first ``bits`` path bits (what 2^bits key
+    # generations each buy) among 100 000 random keys. Built directly at tree level.
+    tree, base = crowded_tree
+    base_root, base_nodes = tree.root, len(tree.nodes)
+    rng = random.Random(bits)
+    prefix = rng.getrandbits(bits) << (256 - bits)
+    crafted = {b"c%d" % i: prefix | rng.getrandbits(256 - bits) for i in range(crowd)}
+    paths = {**base, **crafted}
+    path_of = paths.__getitem__
+    added = merkle.compute_update(tree, dict.fromkeys(crafted, b"v0"), 2, path_of=path_of)
+    tree.apply(added)
+    try:
+        n = len(paths)
+        bound = proof_bound(n, bits)
+        sizes = []
+        for key in [*crafted, *list(base)[:500]]:
+            proof = merkle.prove(tree, key, path_of=path_of)
+            merkle.verify_proof(tree.root, key, b"v0", proof, path_of=path_of)
+            sizes.append(len(wire.encode(proof)))
+        assert max(sizes) <= bound, f"largest proof {max(sizes)} bytes, bound {bound:.0f}"
+        # Updating 500 crowded keys costs about what 500 random keys cost.
+        crowded_s, crowded_nodes = _update_cpu_s(tree, list(crafted)[:500], path_of)
+        random_s, random_nodes = _update_cpu_s(tree, list(base)[:500], path_of)
+        assert crowded_nodes <= 3 * random_nodes
+        assert crowded_s <= 3 * random_s, f"crowded {crowded_s:.4f} s, random {random_s:.4f} s"
+    finally:  # the next crowd starts from the random keys alone
+        removed = merkle.compute_update(tree, dict.fromkeys(crafted), 3, path_of=path_of)
+        tree.apply(removed)
+    assert tree.root == base_root and len(tree.nodes) == base_nodes

@@ -1,4 +1,4 @@
-"""Ledger state-root vectors: a fixed small state, every entry, its bucket, leaf and the roots.
+"""Ledger state-root vectors: a fixed small state, every entry, its path, leaf, the roots and proofs.
 
 Regenerate (only on a deliberate change of the state encoding or the tree)
 with ``python -m tests.vectors.ledger_roots > tests/vectors/ledger_roots.json``.
@@ -22,6 +22,7 @@ from depin_p2p.ledger.state import (
     Stake,
     Transfer,
     Unstake,
+    account_key,
     apply_epoch,
     compute_genesis_changes,
 )
@@ -35,18 +36,26 @@ DEVICE = KeyPair.from_seed(b"\x20" * 32)
 
 def _state(mem: MemoryLedger) -> dict[str, Any]:
     entries = sorted(mem.entries())
+    present = entries[0][0]
+    absent = account_key(b"\x99" * 32)
     return {
         "root": mem.state_root().hex(),
         "entries": [
             {
                 "key": k.hex(),
                 "value": v.hex(),
-                "bucket": merkle.bucket_of(k),
+                "path": merkle.key_path(k).to_bytes(32, "big").hex(),
                 "value_hash": merkle.value_hash(v).hex(),
                 "leaf": merkle.leaf_hash(k, v).hex(),
             }
             for k, v in entries
         ],
+        # Encoded MerkleProofs (wire bytes): one present key, one absent key, and both at once.
+        "proofs": {
+            "present": {"key": present.hex(), "proof": wire.encode(merkle.prove(mem, present)).hex()},
+            "absent": {"key": absent.hex(), "proof": wire.encode(merkle.prove(mem, absent)).hex()},
+            "both": wire.encode(merkle.prove_many(mem, [present, absent])).hex(),
+        },
     }
 
 

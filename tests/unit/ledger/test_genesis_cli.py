@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
+from depin_p2p import wire
 from depin_p2p.config import load_config
 from depin_p2p.crypto import KeyPair, address_from_public_key, write_key_file
 from depin_p2p.errors import ConfigError
+from depin_p2p.ledger import merkle
 from depin_p2p.ledger.genesis import load_genesis, parse_genesis
+from depin_p2p.ledger.state import Account, account_key
 from depin_p2p.model import DeviceKind
 
 A = KeyPair.from_seed(b"\x01" * 32)
@@ -158,7 +161,15 @@ def test_init_then_balance_with_proof(tmp_path: Path, genesis_file: Path) -> Non
     assert (out["balance_micro"], out["nonce"], out["epoch"], out["exists"]) == (5_000_000, 0, 0, True)
     assert out["state_root"] == info["state_root"]
     assert out["proof"]["verified"] is True
-    assert len(out["proof"]["siblings"]) == 16
+    # The light client's check, from the printed bytes and the root alone.
+    proof = merkle.verify_proof_bytes(
+        bytes.fromhex(out["state_root"]),
+        account_key(A.public_key),
+        wire.encode(Account(5_000_000, 0)),
+        bytes.fromhex(out["proof"]["hex"]),
+    )
+    assert out["proof"]["bytes"] == len(bytes.fromhex(out["proof"]["hex"])) < 200  # a genesis of 4 keys
+    assert out["proof"]["depth"] == proof.depth
 
     # An account not in the genesis: zero, with a verified exclusion proof.
     other = address_from_public_key(KeyPair.from_seed(b"\x09" * 32).public_key)
@@ -168,7 +179,7 @@ def test_init_then_balance_with_proof(tmp_path: Path, genesis_file: Path) -> Non
     text = run_cli("balance", A.address, "--home", str(home), "--prove")
     assert text.returncode == 0
     assert "balance: 5 tokens" in text.stdout
-    assert "inclusion proof verified" in text.stdout
+    assert f"inclusion proof verified against the state root ({out['proof']['bytes']} bytes" in text.stdout
 
 
 @pytest.mark.slow

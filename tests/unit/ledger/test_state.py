@@ -15,6 +15,7 @@ from depin_p2p.ledger import merkle
 from depin_p2p.ledger.memory import MemoryLedger
 from depin_p2p.ledger.state import (
     EVIDENCE_MAX_AGE_EPOCHS,
+    MIN_NEW_ACCOUNT_TRANSFER,
     UNBONDING_EPOCHS,
     Account,
     DeviceBinding,
@@ -80,8 +81,24 @@ def test_transfer_moves_funds_and_bumps_the_nonce() -> None:
     assert mem.accounts[IDS[0]] == Account(START_BALANCE - 250, 1)
     assert mem.accounts[IDS[1]] == Account(START_BALANCE + 250, 0)
     new = KeyPair.from_seed(b"\x66" * 32).public_key
-    step(mem, wire.seal(Transfer(1, new, 5), KEYS[0], NETWORK))
-    assert mem.accounts[new] == Account(5, 0)
+    step(mem, wire.seal(Transfer(1, new, MIN_NEW_ACCOUNT_TRANSFER), KEYS[0], NETWORK))
+    assert mem.accounts[new] == Account(MIN_NEW_ACCOUNT_TRANSFER, 0)
+
+
+def test_creating_an_account_takes_a_minimum_first_transfer() -> None:
+    # State spam: each account is a leaf every node stores; dust cannot create one.
+    mem = memory_ledger()
+    new, other = (KeyPair.from_seed(bytes([s]) * 32).public_key for s in (0x67, 0x68))
+    changes = step(
+        mem,
+        wire.seal(Transfer(0, new, MIN_NEW_ACCOUNT_TRANSFER - 1), KEYS[0], NETWORK),  # judged: nonce used
+        wire.seal(Transfer(1, other, MIN_NEW_ACCOUNT_TRANSFER), KEYS[0], NETWORK),
+        wire.seal(Transfer(2, other, 1), KEYS[0], NETWORK),  # it exists now: any amount
+    )
+    assert codes(changes) == ["below_new_account_minimum", None, None]
+    assert new not in mem.accounts
+    assert mem.accounts[other] == Account(MIN_NEW_ACCOUNT_TRANSFER + 1, 0)
+    assert mem.accounts[IDS[0]] == Account(START_BALANCE - MIN_NEW_ACCOUNT_TRANSFER - 1, 3)
 
 
 def test_invalid_transactions_are_skipped_with_a_reason() -> None:

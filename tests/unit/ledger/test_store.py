@@ -20,11 +20,16 @@ from depin_p2p.ledger.state import (
     Account,
     InitialState,
     Reward,
+    Stake,
     Transfer,
+    Unbonding,
+    Unstake,
+    ValidatorStake,
     account_key,
     compute_genesis_changes,
+    validator_key,
 )
-from depin_p2p.ledger.store import FORMAT, LedgerStore, _decode_account
+from depin_p2p.ledger.store import FORMAT, LedgerStore, LmdbView, _decode_account
 from tests.unit.ledger.helpers import (
     GENESIS_HASH,
     IDS,
@@ -33,6 +38,7 @@ from tests.unit.ledger.helpers import (
     START_BALANCE,
     certificate,
     epoch_value,
+    initial_state,
     memory_ledger,
     open_store,
 )
@@ -69,10 +75,10 @@ def test_a_failed_commit_leaves_no_trace(tmp_path: Path) -> None:
         value = epoch_value(1, GENESIS_HASH, rewards=(Reward(IDS[0], 5),))
         changes = store.apply(value, NETWORK)
         before = store.state_root()
-        # Records and buckets are written first; a bucket number that cannot encode fails the txn late.
-        bad_buckets = (*changes.merkle.buckets, (1 << 40, b"x" * 32, (b"k",), (b"x" * 32,)))
-        broken = dataclasses.replace(changes, merkle=dataclasses.replace(changes.merkle, buckets=bad_buckets))
-        with pytest.raises(OverflowError):
+        # Records and tree nodes are written first; a stale entry that is not bytes fails the txn late.
+        bad_stale = (*changes.merkle.stale, 12345)
+        broken = dataclasses.replace(changes, merkle=dataclasses.replace(changes.merkle, stale=bad_stale))
+        with pytest.raises(TypeError):
             store.commit_epoch(broken, certificate(1), b"value")
         assert store.last_epoch() == 0
         assert store.state_root() == before
@@ -188,25 +194,26 @@ def test_a_reader_follows_commits_of_another_process(tmp_path: Path) -> None:
             assert merkle.root_of(view) == view.state_root() == merkle.compute_root(view.entries())
 
 
-def test_a_corrupt_bucket_hash_is_a_storage_error(tmp_path: Path) -> None:
+def test_a_missing_tree_node_is_a_storage_error(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
-        bucket = merkle.bucket_of(account_key(IDS[3]))
+        root = store.state_root()
         with store._env.begin(write=True) as txn:
-            txn.put(bucket.to_bytes(2, "big"), bytes(32), db=store._dbs["merkle_bucket_hashes"])
+            assert txn.delete(root, db=store._dbs["merkle_nodes"])
     with LedgerStore.open(tmp_path) as store:
         assert store.last_epoch() == 0  # records and the stored root still read
         with pytest.raises(StorageError, match="corrupt"):
             store.apply(epoch_value(1, GENESIS_HASH), NETWORK)
 
 
-# Format 3 has the pre-F01 Merkle leaves (not bound to the key through the value's hash).
-@pytest.mark.parametrize("old", [b"depin-p2p/ledger/1", b"depin-p2p/ledger/3"])
+# Format 3 has the pre-F01 Merkle leaves (not bound to the key through the value's hash),
+# format 4 the bucketed tree whose proofs a key grinder can inflate (F11).
+@pytest.mark.parametrize("old", [b"depin-p2p/ledger/1", b"depin-p2p/ledger/3", b"depin-p2p/ledger/4"])
 def test_a_store_of_another_format_is_refused(tmp_path: Path, old: bytes) -> None:
     assert old != FORMAT
     with open_store(tmp_path) as store, store._env.begin(write=True) as txn:
         txn.put(b"format", old, db=store._dbs["meta"])
     for readonly in (False, True):
-        with pytest.raises(StorageError, match="unknown ledger format"):
+        with pytest.raises(StorageError, match=r"holds ledger format .*: re-run `depin-p2p init`"):
             LedgerStore.open(tmp_path, readonly=readonly)
 
 
@@ -241,3 +248,65 @@ def test_fast_account_decoding_is_the_wire_decoding(balance: int, nonce: int) ->
 def test_fast_account_decoding_rejects_what_the_wire_rejects(raw: bytes) -> None:
     with pytest.raises(StorageError, match="bad account record"):
         _decode_account(raw)
+
+
+def _stored_nodes(view: LmdbView) -> set[bytes]:
+    return {bytes(k) for k, _ in view._txn.cursor(db=view._dbs["merkle_nodes"])}
+
+
+def _reachable(view: LmdbView, root: bytes) -> set[bytes]:
+    seen: set[bytes] = set()
+    todo = [] if root == merkle.EMPTY else [root]
+    while todo:
+        node = todo.pop()
+        seen.add(node)
+        record = view.merkle_node(node)
+        assert record is not None
+        if record[0] == 2:
+            todo += [c for c in (record[11:43], record[43:75]) if c != merkle.EMPTY]
+    return seen
+
+
+@pytest.mark.parametrize("keep", [0, 1, 4])
+def test_old_versions_are_kept_then_pruned(tmp_path: Path, keep: int) -> None:
+    # A validator stakes 10 in epoch 1 and unstakes it in epoch 2: its record returns, byte for
+    # byte, to the genesis one when the unbonding is released in epoch 5. That leaf left the tree
+    # in epoch 1 and is written again in epoch 5, when epoch 1's dropped records may be pruned:
+    # it must survive.
+    store = LedgerStore.open(tmp_path, keep_versions=keep)
+    try:
+        store.commit_genesis(store.read(lambda v: compute_genesis_changes(v, initial_state())))
+        roots = {0: store.state_root()}
+        genesis_record = store.read(lambda v: v.merkle_value(validator_key(IDS[0])))
+        commit_next(store, wire.seal(Stake(0, 10), KEYS[0], NETWORK))
+        roots[1] = store.state_root()
+        commit_next(store, wire.seal(Unstake(1, 10), KEYS[0], NETWORK))
+        roots[2] = store.state_root()
+        for e in range(3, 10):
+            commit_next(store, rewards=(Reward(IDS[e % 8], e),))
+            roots[e] = store.state_root()
+            with store.view() as view:
+                if e >= 5:
+                    assert view.merkle_value(validator_key(IDS[0])) == genesis_record
+                kept = [v for v in roots if v >= e - keep]
+                for v in roots:
+                    assert (view.state_root_at(v) is not None) == (v in kept)
+                live = set().union(*(_reachable(view, roots[v]) for v in kept))
+                assert live == _stored_nodes(view)
+                # Each kept version still proves what it held then.
+                oldest = min(kept)
+                key = validator_key(IDS[0])
+                proof = merkle.prove(view, key, root=roots[oldest])
+                merkle.verify_proof(roots[oldest], key, proof_value(oldest, genesis_record), proof)
+    finally:
+        store.close()
+
+
+def proof_value(epoch: int, genesis_record: bytes | None) -> bytes:
+    # The validator record of IDS[0] after ``epoch`` in the test above.
+    if epoch in (1, 2, 3, 4):
+        stake = wire.decode_as(genesis_record or b"", ValidatorStake).stake
+        after = ValidatorStake(stake + 10) if epoch == 1 else ValidatorStake(stake, (Unbonding(10, 5),))
+        return wire.encode(after)
+    assert genesis_record is not None
+    return genesis_record

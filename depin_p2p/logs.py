@@ -73,9 +73,9 @@ def configure_logging(
             sink = _Tee(out, log_file)
     # Standard-library loggers (libp2p's among them), only above the chosen level, go through
     # structlog like everything else: a JSON log stays one JSON object per line.
-    logging.basicConfig(
-        level=max(_LEVELS[level], logging.WARNING), handlers=[_StructlogHandler()], force=True
-    )
+    stdlib_level = max(_LEVELS[level], logging.WARNING)
+    # The handler filters too: some libp2p loggers set their own level (INFO chatter every 10 s).
+    logging.basicConfig(level=stdlib_level, handlers=[_StructlogHandler(stdlib_level)], force=True)
     _route_libp2p_loggers()
     structlog.configure(
         processors=processors,

@@ -247,7 +247,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             seed=seed,
         )
         devnet = plan_devnet(plan, genesis_time_ms=int(time.time() * 1000) + START_MARGIN_MS)
-        layout = write_layout(devnet, root)
+        try:
+            layout = write_layout(devnet, root)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the devnet under {root}: {exc.strerror or exc}") from None
     nodes = [NodeProcess(n) for n in layout.nodes]
     if args.detach:
         return _up_detached(layout, nodes)
@@ -530,6 +533,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     except DepinError as exc:
         print(f"depin-devnet: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # Ctrl-C outside the supervisor's own handling (e.g. while writing keys)
+        print("depin-devnet: interrupted", file=sys.stderr)
+        return 130
 
 
 def main() -> None:

@@ -69,6 +69,9 @@ def test_stdlib_and_libp2p_log_records_come_out_as_json_lines(tmp_path: Path) ->
     except ZeroDivisionError:
         logging.getLogger("trio.whatever").exception("worker died")
     logging.getLogger("libp2p.pubsub").info("below the stdlib threshold")
+    chatty = logging.getLogger("libp2p.network.auto_connector")
+    chatty.setLevel(logging.INFO)  # as py-libp2p's auto-connector logger is
+    chatty.info("AUTO_CONNECTOR_STATE: num_connections=3")
     for text in (out.getvalue(), log_file.read_text()):
         docs = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
         messages = [d["message"] for d in docs]
@@ -77,3 +80,4 @@ def test_stdlib_and_libp2p_log_records_come_out_as_json_lines(tmp_path: Path) ->
         assert docs[0]["logger"] == "libp2p.transport.tcp"
         assert docs[0]["level"] == "error"
         assert "ZeroDivisionError" in docs[1]["exception"]
+    chatty.setLevel(logging.NOTSET)

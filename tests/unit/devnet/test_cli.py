@@ -118,3 +118,9 @@ def test_lifecycle_commands_on_a_dir_without_a_devnet(tmp_path: Path, command: s
 def test_no_command_and_unknown_command_are_one_line(tmp_path: Path) -> None:
     _one_line_exit_2(_devnet(tmp_path), "COMMAND")
     _one_line_exit_2(_devnet(tmp_path, "upp"), "upp")
+
+
+def test_a_dir_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x\n")
+    _one_line_exit_2(_devnet(tmp_path, "up", "--dir", str(tmp_path / "a-file" / "dn")), "cannot write")
+    assert _tree(tmp_path) == ["a-file"]

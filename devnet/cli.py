@@ -209,7 +209,8 @@ async def _supervise(sup: Supervisor, layout: Layout, epochs: int | None, consol
             footer=footer,
         )
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # SIGHUP: the terminal went away; stop the nodes as for Ctrl-C rather than die without cleaning up.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
+from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.consensus.ledger_io import NodeLedger
 from depin_p2p.consensus.service import ConsensusService
@@ -94,6 +95,10 @@ class AssemblyConfig:
     grace_ms: int | None = None  # default: a tenth of an epoch, at most 1 s
     offload_io: bool = True  # LMDB work in worker threads (False under trio's autojump clock)
     peer_of: Callable[[bytes], PeerId] = field(default=lambda owner: PeerId(peer_id_from_public_key(owner)))
+    # Observers for the process's metrics (the simulator sets none): each gossip check of a
+    # proof, given the check to run, and each committed epoch.
+    observe_check: Callable[[wire.Verified, Callable[[], None]], None] | None = None
+    on_commit: Callable[[int], None] = field(default=lambda epoch: None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +145,18 @@ def assemble(
     net, schedule = config.network_id, config.schedule
     registry = LedgerRegistry(ledger)
     pool = ProofPool(registry, net)
+    def check_item(verified: wire.Verified, peer: PeerId) -> None:
+        if config.observe_check is None:
+            pool.check(verified, clock.now_ms())
+        else:
+            config.observe_check(verified, lambda: pool.check(verified, clock.now_ms()))
+
     gossip = ProofGossip(
         transport,
         network_id=net,
         clock=clock,
         rules=proof_rules(schedule.epoch_length_ms),
-        check_item=lambda v, peer: pool.check(v, clock.now_ms()),
+        check_item=check_item,
     )
 
     def context() -> LedgerContext:
@@ -185,6 +196,7 @@ def assemble(
         grace_ms=grace,
         pending_txs=txpool.pending,
         on_tx_results=txpool.on_committed,
+        on_commit=config.on_commit,
         offload_io=config.offload_io,
     )
     witness = WitnessService(

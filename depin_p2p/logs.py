@@ -15,6 +15,7 @@ import structlog
 
 _OPEN_FILES: list[TextIO] = []
 
+_STDLIB_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -70,8 +71,12 @@ def configure_logging(
             processors = [*shared, structlog.processors.format_exc_info, tee, renderer]
         else:
             sink = _Tee(out, log_file)
-    # Standard-library loggers (libp2p's among them) only above the chosen level, to our stream.
-    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=out, force=True)
+    # Standard-library loggers (libp2p's among them), only above the chosen level, go through
+    # structlog like everything else: a JSON log stays one JSON object per line.
+    stdlib_level = max(_LEVELS[level], logging.WARNING)
+    # The handler filters too: some libp2p loggers set their own level (INFO chatter every 10 s).
+    logging.basicConfig(level=stdlib_level, handlers=[_StructlogHandler(stdlib_level)], force=True)
+    _route_libp2p_loggers()
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -96,3 +101,31 @@ class _FileTee:
     def __call__(self, logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
         self._fh.write(self._render(logger, name, dict(event)) + "\n")
         return event
+
+
+class _StructlogHandler(logging.Handler):
+    """A stdlib handler that re-emits each record as the structlog event ``log.stdlib``.
+
+    The record's logger name and message become keys (``logger``, ``message``);
+    an exception becomes the usual ``exception`` key.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad %-format in a third-party call
+            message = f"{record.msg!r} % {record.args!r}"
+        kwargs: dict[str, Any] = {"logger": record.name, "message": message}
+        if record.exc_info:
+            kwargs["exc_info"] = record.exc_info
+        level = max((lv for lv in _STDLIB_LEVELS if lv <= record.levelno), default=logging.DEBUG)
+        structlog.get_logger(record.name).log(level, "log.stdlib", **kwargs)
+
+
+def _route_libp2p_loggers() -> None:
+    """libp2p gives some of its loggers handlers of their own: send them to the root's instead."""
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("libp2p") and isinstance(logger, logging.Logger):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True

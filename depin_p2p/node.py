@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
-from prometheus_client import CollectorRegistry, Gauge
 
 from depin_p2p import __version__, wire
 from depin_p2p.api import ApiServer, TxApi
@@ -47,6 +47,7 @@ from depin_p2p.gossip.transport import PeerId
 from depin_p2p.ledger.genesis import Genesis, load_genesis
 from depin_p2p.ledger.state import validator_set
 from depin_p2p.ledger.store import LedgerStore
+from depin_p2p.metrics import Figures, LedgerFigures, NodeMetrics, node_figures
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.txpool import TxPool
@@ -139,7 +140,9 @@ class Node:
         self.key: KeyPair = load_key_file(config.key_file)
         self.genesis = load_genesis(config.genesis_file)
         self.schedule = EpochSchedule(self.genesis.genesis_time_ms, self.genesis.epoch_length_ms)
-        self.metrics = CollectorRegistry()
+        self.metrics = NodeMetrics(self.genesis.network_id)
+        self._rounds_seen = 0  # consensus.counters.rounds_used at the last commit
+        self._grace_ms = min(1_000, self.genesis.epoch_length_ms // 10)
         self.status = NodeStatus()
         self.api_port = 0
         self.transport: Libp2pTransport | None = None
@@ -306,44 +309,64 @@ class Node:
         return doc
 
     def _register_metrics(self) -> None:
-        def gauge(name: str, doc: str, fn: Any) -> None:
-            g = Gauge(name, doc, registry=self.metrics)
-            g.set_function(fn)
+        """Serve the node's counters and gauges at ``/metrics`` (read from the services per scrape)."""
+        self.metrics.serve_figures(self._metric_figures)
 
-        gauge(
-            "depin_last_epoch", "last committed epoch", lambda: self.store.last_epoch() if self.store else 0
+    def _metric_figures(self) -> Figures:
+        now_ms = self._now_ms()
+        ledger: LedgerFigures | None = None
+        if self.store is not None:
+
+            def read(view: Any) -> LedgerFigures:
+                account = view.get_account(self.key.public_key)
+                return LedgerFigures(
+                    last_epoch=view.last_epoch(),
+                    total_supply=view.get_meta().total_supply,
+                    balance=0 if account is None else account.balance,
+                    validators=len(validator_set(view)),
+                )
+
+            ledger = self.store.read(read)
+        pool = self.pool
+        return node_figures(
+            epoch_now=self.schedule.epoch_at(now_ms),
+            ledger=ledger,
+            transport=self.transport,
+            gossip=self.gossip,
+            consensus=self.consensus,
+            pool=pool,
+            pending=None if pool is None else pool.collect(self.schedule.epoch_at(now_ms)),
+            txpool=self.txpool,
+            witness=self.witness,
         )
-        gauge("depin_peers", "connected peers", lambda: len(self.transport.peers()) if self.transport else 0)
-        gauge(
-            "depin_consensus_committed_total",
-            "epochs committed by this process",
-            lambda: self.consensus.counters.committed if self.consensus else 0,
-        )
-        gauge(
-            "depin_gossip_items_accepted_total",
-            "proofs accepted from gossip",
-            lambda: self.gossip.counters.items_accepted if self.gossip else 0,
-        )
-        gauge(
-            "depin_gossip_bundles_rejected_total",
-            "proof bundles rejected",
-            lambda: self.gossip.counters.bundles_rejected if self.gossip else 0,
-        )
-        gauge(
-            "depin_transport_rejected_total",
-            "messages rejected by topic validators",
-            lambda: self.transport.counters.rejected if self.transport else 0,
-        )
-        gauge(
-            "depin_transport_dropped_subscriber_full_total",
-            "messages dropped: subscriber queue full",
-            lambda: self.transport.counters.dropped_subscriber_full if self.transport else 0,
-        )
-        gauge(
-            "depin_pool_dropped_total",
-            "proofs dropped by the pool's bounds",
-            lambda: self.pool.dropped if self.pool else 0,
-        )
+
+    def _check_proof(self, verified: wire.Verified, check: Callable[[], None]) -> None:
+        """Run the gossip check of one proof (the pool's rules), timed for /metrics."""
+        now_ms = self._now_ms()
+        created = getattr(verified.message, "sent_at_ms", None)
+        kind = "beacon"
+        if created is None:
+            created, kind = getattr(verified.message, "received_at_ms", None), "report"
+        if created is not None:
+            self.metrics.proof_delay.labels(kind).observe(max(0, now_ms - created) / 1000)
+        started = time.perf_counter()
+        try:
+            check()
+        finally:
+            self.metrics.proof_check.observe(time.perf_counter() - started)
+
+    def _on_commit(self, epoch: int) -> None:
+        """Per committed epoch: the round it took; its latency when it committed live."""
+        consensus = self.consensus
+        if consensus is None:
+            return
+        rounds = consensus.counters.rounds_used
+        self.metrics.commit_round.observe(rounds - self._rounds_seen - 1)
+        self._rounds_seen = rounds
+        now_ms = self._now_ms()
+        due_ms = self.schedule.end_of(epoch) + self._grace_ms
+        if due_ms <= now_ms < due_ms + self.genesis.epoch_length_ms:
+            self.metrics.commit_latency.observe((now_ms - due_ms) / 1000)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node until cancelled; ``task_status.started()`` once every service is up.
@@ -374,6 +397,9 @@ class Node:
                     emission_per_epoch=self.genesis.emission_per_epoch,
                     key=self.key,
                     startup_wait_epochs=cfg.startup_wait_epochs,
+                    grace_ms=self._grace_ms,
+                    observe_check=self._check_proof,
+                    on_commit=self._on_commit,
                 ),
             )
             self.services = services
@@ -383,7 +409,7 @@ class Node:
             self._register_metrics()
             api = ApiServer(
                 status=self._status_doc,
-                registry=self.metrics,
+                registry=self.metrics.registry,
                 port=cfg.api_port,
                 tx=TxApi(
                     submit=txs.submit,

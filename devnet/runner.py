@@ -3,10 +3,17 @@
 Every node is a real ``python -m depin_p2p run --home DIR`` process whose
 stdout and stderr go to ``DIR/stdout.log``. Stopping sends SIGTERM, waits a
 bounded time, then SIGKILLs whatever is left: no process outlives the runner.
+
+``ROOT/devnet.json`` records the running devnet (each node's PID and ports,
+and the PID of the ``depin-devnet up`` supervising it, if any), so
+``depin-devnet status``, ``logs`` and ``down`` work from another terminal and
+on a devnet started with ``--detach``. A PID is signalled only while its
+command line is still that node's ``depin_p2p run --home``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,12 +28,17 @@ import trio
 
 from depin_p2p import wire
 from depin_p2p.api import fetch_json
+from depin_p2p.config import load_config
 from depin_p2p.consensus.state import Certificate, certificate_hash
 from depin_p2p.consensus.value import EpochContent
+from depin_p2p.crypto import load_key_file
+from depin_p2p.errors import ConfigError
 from depin_p2p.ledger.store import LedgerStore
 from devnet.layout import Layout, NodeLayout
 
 STOP_TIMEOUT_S = 5.0
+STATUS_TIMEOUT_S = 2.0
+DEVNET_FILE = "devnet.json"
 LOG_TAIL_LINES = 20
 
 
@@ -39,7 +51,8 @@ class NodeProcess:
     def __post_init__(self) -> None:
         self.log_path = self.layout.home / "stdout.log"
 
-    def start(self) -> None:
+    def start(self, *, detach: bool = False) -> None:
+        """Start the node process; ``detach``: in its own session (it outlives this terminal)."""
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
@@ -47,9 +60,14 @@ class NodeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=detach,
             )
         finally:
             log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
 
     @property
     def exited(self) -> int | None:
@@ -84,11 +102,12 @@ def stop_all(nodes: list[NodeProcess], timeout: float = STOP_TIMEOUT_S) -> None:
             n.process.wait(timeout=timeout)
 
 
-async def fetch_status(node: NodeLayout) -> dict[str, Any] | None:
+async def fetch_status(node: NodeLayout, timeout: float = STATUS_TIMEOUT_S) -> dict[str, Any] | None:
     """The node's /status document, or None when it does not answer (yet)."""
     try:
-        return await fetch_json(node.api_port, timeout=2.0)
-    except (OSError, TimeoutError, ValueError, TypeError):
+        return await fetch_json(node.api_port, timeout=timeout)
+    except (OSError, TimeoutError, trio.TooSlowError, ValueError, TypeError):
+        # trio.TooSlowError: the node accepted but did not answer in time (busy, or stopped).
         return None
 
 
@@ -164,3 +183,140 @@ async def wait_until_up(nodes: list[NodeProcess], timeout: float) -> None:
         return
     slow = [n.layout.index for n in pending]
     raise RuntimeError(f"nodes {slow} did not answer within {timeout:.0f} s:\n{pending[0].tail()}")
+
+
+# --------------------------------------------------------------------- devnet.json
+
+
+def write_devnet_file(
+    root: Path, nodes: list[NodeProcess], *, supervisor_pid: int | None, started_at: float
+) -> None:
+    """Record the running devnet in ``root/devnet.json`` (atomically)."""
+    doc = {
+        "supervisor_pid": supervisor_pid,
+        "started_at": started_at,
+        "nodes": [
+            {
+                "index": n.layout.index,
+                "home": str(n.layout.home),
+                "pid": n.pid,
+                "api_port": n.layout.api_port,
+                "p2p_port": n.layout.p2p_port,
+            }
+            for n in nodes
+        ],
+    }
+    path = root / DEVNET_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedNode:
+    index: int
+    home: Path
+    pid: int | None
+    api_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevnetRecord:
+    """What ``devnet.json`` says."""
+
+    root: Path
+    supervisor_pid: int | None
+    started_at: float
+    nodes: tuple[RecordedNode, ...]
+
+
+def read_devnet_file(root: Path) -> DevnetRecord | None:
+    """``root/devnet.json``, or None if there is none (or it is unreadable)."""
+    try:
+        doc = json.loads((root / DEVNET_FILE).read_text())
+        nodes = tuple(
+            RecordedNode(int(n["index"]), Path(n["home"]), n["pid"], int(n["api_port"])) for n in doc["nodes"]
+        )
+        return DevnetRecord(root, doc.get("supervisor_pid"), float(doc.get("started_at", 0)), nodes)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def node_pid_alive(pid: int | None, home: Path) -> bool:
+    """Whether ``pid`` is still this home's ``depin_p2p run`` process (not a recycled PID)."""
+    if pid is None:
+        return False
+    args = _cmdline(pid)
+    named = str(home) in args or str(home.resolve()) in args
+    return "depin_p2p" in args and "run" in args and named and _not_zombie(pid)
+
+
+def supervisor_alive(pid: int | None, root: Path) -> bool:
+    """Whether ``pid`` is still a ``devnet up`` process (not a recycled PID)."""
+    if pid is None or pid == os.getpid():
+        return False
+    args = _cmdline(pid)
+    return any(a.endswith("devnet") or a == "devnet" or a.endswith("depin-devnet") for a in args) and (
+        "up" in args and _not_zombie(pid)
+    )
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_pids(pids: list[tuple[int, Path]], timeout: float = STOP_TIMEOUT_S) -> list[int]:
+    """SIGTERM each live node PID (checked against its home), wait up to ``timeout``, SIGKILL the rest.
+
+    Returns the PIDs that had to be killed.
+    """
+    live = [(pid, home) for pid, home in pids if node_pid_alive(pid, home)]
+    for pid, _ in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(node_pid_alive(p, h) for p, h in live):
+        time.sleep(0.1)
+    killed = []
+    for pid, home in live:
+        if node_pid_alive(pid, home):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+def load_layout(root: Path) -> Layout:
+    """The layout of an existing devnet directory (for ``--resume``, ``status``, ``logs``, ``down``).
+
+    Raises:
+        ConfigError: ``root`` holds no devnet (no ``genesis.json`` and ``node-N`` homes),
+            or a node home's config or key is unreadable.
+    """
+    root = root.resolve()
+    genesis_file = root / "genesis.json"
+    homes = sorted(
+        (int(p.name.removeprefix("node-")), p)
+        for p in (root.iterdir() if root.is_dir() else [])
+        if p.is_dir() and p.name.startswith("node-") and p.name.removeprefix("node-").isdigit()
+    )
+    if not genesis_file.is_file() or not homes or [i for i, _ in homes] != list(range(len(homes))):
+        raise ConfigError(f"{root} is not a devnet directory (no genesis.json and node-0/, node-1/, …)")
+    nodes = []
+    for index, home in homes:
+        cfg = load_config(home)
+        key = load_key_file(cfg.key_file)
+        nodes.append(NodeLayout(index, home, cfg.listen.port, cfg.api_port, key.peer_id, key.address))
+    return Layout(root, genesis_file, tuple(nodes))

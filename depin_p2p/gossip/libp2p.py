@@ -49,7 +49,7 @@ import functools
 import struct
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -87,6 +87,7 @@ from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Ignore, Reject, TransportError
+from depin_p2p.gossip.liveness import LivenessPolicy, LoopLag, MissedPings
 from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
 from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -119,9 +120,10 @@ class Libp2pConfig:
     dial_timeout: float = 5.0
     redial_min: float = 0.5
     redial_max: float = 5.0  # bounds how long a restarted peer waits for us; dials are cheap
-    ping_interval: float = 2.0
-    ping_timeout: float = 3.0
-    ping_failures: int = 2  # consecutive failed pings before we drop a peer
+    # Liveness (see depin_p2p.gossip.liveness): ping quiet peers every 1.5 s, wait 3 s plus
+    # 4 x our own recent event-loop lag (at most 30 s), drop after 3 misses in a row.
+    liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
+    lag_sample_interval: float = 0.25
     rate_limit_per_second: int = 2_000  # gossip messages accepted per forwarding peer
     rate_limit_burst: int = 4_000
     max_inbound_rpc_bytes: int = wire.MAX_MESSAGE_BYTES + 64 * 1024
@@ -441,6 +443,7 @@ class Libp2pTransport:
         # the quiet ones.
         self._heard: dict[PeerId, float] = {}
         self._kick_send, self._kick_receive = trio.open_memory_channel[PeerId](1024)
+        self._lag = LoopLag(self.config.liveness)
         kp = libp2p_key_pair(key)
         # The Noise static key is ephemeral on purpose: identity is the signed libp2p key.
         noise = NoiseTransport(kp, noise_privkey=_x25519.create_new_key_pair().private_key)
@@ -503,6 +506,7 @@ class Libp2pTransport:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._kick_loop)
                     nursery.start_soon(self._maintenance_loop)
+                    nursery.start_soon(self._lag_loop)
                     nursery.start_soon(self._ping_loop)
                     log.info("gossip.transport.started", peer=self._peer_id, addrs=list(self._listen))
                     task_status.started()
@@ -642,36 +646,56 @@ class Libp2pTransport:
             entry.backoff = 0.0
             log.info("gossip.peer.redialled", peer=peer)
 
-    async def _ping_loop(self) -> None:
-        failures: dict[PeerId, int] = {}
+    @staticmethod
+    def _now_ms() -> int:
+        return int(trio.current_time() * 1000)
+
+    async def _lag_loop(self) -> None:
+        """Measure how late our own event loop runs: the ping loop's yardstick."""
+        period = self.config.lag_sample_interval
         while True:
-            await trio.sleep(self.config.ping_interval)
+            before = trio.current_time()
+            await trio.sleep(period)
+            after = trio.current_time()
+            self._lag.record(int(after * 1000), int((after - before - period) * 1000))
+
+    async def _ping_loop(self) -> None:
+        policy = self.config.liveness
+        missed = MissedPings(policy)
+        interval = policy.interval_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            started = self._now_ms()
+            timeout_ms = self._lag.timeout_ms(started)
             now = trio.current_time()
-            quiet = [p for p in self._connected if now - self._heard.get(p, -1e9) > self.config.ping_interval]
+            quiet = [p for p in self._connected if now - self._heard.get(p, -1e9) > interval]
             results: dict[PeerId, bool] = {}
             async with trio.open_nursery() as nursery:
                 for peer in quiet:
-                    nursery.start_soon(self._ping_one, peer, results)
+                    nursery.start_soon(self._ping_one, peer, results, timeout_ms / 1000)
+            judgeable = self._lag.round_is_judgeable(started, self._now_ms(), timeout_ms)
+            if not judgeable and quiet:
+                log.info("gossip.ping.round_skipped", lag_ms=self._lag.recent_ms(self._now_ms()))
             for peer in quiet:
                 if results.get(peer, False) or trio.current_time() - self._heard.get(peer, -1e9) < 1:
-                    failures.pop(peer, None)
+                    missed.answered(peer)
                     continue
-                failures[peer] = failures.get(peer, 0) + 1
-                if failures[peer] >= self.config.ping_failures:
-                    failures.pop(peer, None)
+                if not judgeable:
+                    continue  # our loop stalled: the round proves nothing about the peer
+                if missed.missed(peer):
                     self._counters.peers_dropped_unresponsive += 1
-                    log.warning("gossip.peer.unresponsive", peer=peer, timeout=self.config.ping_timeout)
+                    log.warning(
+                        "gossip.peer.unresponsive", peer=peer, timeout_ms=timeout_ms, missed=policy.failures
+                    )
                     self._kick(peer)
-            for peer in list(failures):
-                if peer not in self._connected:
-                    failures.pop(peer)
+            missed.forget_except(frozenset(self._connected))
             for peer in [p for p in self._heard if p not in self._connected]:
                 del self._heard[peer]
 
-    async def _ping_one(self, peer: PeerId, results: dict[PeerId, bool]) -> None:
+    async def _ping_one(self, peer: PeerId, results: dict[PeerId, bool], timeout: float) -> None:
         payload = self._clock.now_ms().to_bytes(PING_PAYLOAD_BYTES, "big")
         try:
-            answer = await self._exchange(peer, self._ping_protocol, payload, self.config.ping_timeout, 64)
+            answer = await self._exchange(peer, self._ping_protocol, payload, timeout, 64)
         except TransportError:
             results[peer] = False
         else:

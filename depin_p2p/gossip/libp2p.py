@@ -36,10 +36,10 @@ py-libp2p 0.8.1 needs defending (see ``LIBP2P_NOTES.md``):
   loop's dead-peer handler may already have deleted it (``KeyError``), and
   scheduling a task on a stopping service raises ``RuntimeError('Nursery is
   closed to new arrivals')`` into the read loop or into ``add_to_blacklist``.
-  Every task the pubsub and router services schedule here is contained (an
+  Every non-daemon task the pubsub service schedules is contained (an
   exception is logged, never propagated into the service), scheduling on a
   stopped service is a no-op, and the teardown paths tolerate a peer that
-  is already gone.
+  is already gone. (GossipSub itself schedules only its heartbeat daemon.)
 """
 
 from __future__ import annotations

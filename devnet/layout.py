@@ -10,11 +10,32 @@ Each node listens on 127.0.0.1 at a free port chosen now and bootstraps to
 every earlier node (node 0 to nobody), so a devnet is a full mesh; every
 node's API port is chosen now too, so the devnet tools know where to read
 each node's status.
+
+Ports are chosen so that nobody takes them between now and the moment the
+node binds them (:func:`reserve_ports`). Binding port 0 and closing the
+socket again (the obvious way) is a race: the port comes from the kernel's
+ephemeral range, and the kernel hands it to the next program that binds
+port 0 or dials out before our node starts (a 16-node devnet on a busy
+machine failed that way: ``api.port … already in use``). Instead ports come
+from below the ephemeral range, where the kernel never allocates on its
+own, and each is reserved in a machine-wide ledger (a JSON file under the
+temp directory, one per user, updated under ``flock``) for :data:`RESERVATION_MS`, so two
+devnets laid out at once never pick the same one. A port is taken only if
+it is bindable at that moment, which skips ports bound by running nodes.
+Only a program binding that very port number by hand can still collide.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import random
 import socket
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +43,84 @@ from depin_p2p.home import init_home
 from devnet.genesis import Devnet, write_device_keys, write_genesis
 
 HOST = "127.0.0.1"
+RESERVATION_MS = 600_000  # a node binds its ports within seconds of start; ten minutes is ample
+PORT_SPAN = 12_288  # how many ports below the ephemeral range devnets use
+LEDGER_NAME = "depin-devnet-ports-{uid}.json"  # per user: no one else's file to be locked out of
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (Linux's default when it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
+def _candidate_range() -> range:
+    low, high = ephemeral_range()
+    if low - 1_024 >= 1_024:
+        return range(max(1_024, low - PORT_SPAN), low)
+    return range(high + 1, min(65_536, high + 1 + PORT_SPAN))  # an unusual range that starts low
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _ledger() -> Iterator[dict[str, int]]:
+    """The machine-wide reservations (port -> expiry in Unix ms), locked while in use."""
+    path = Path(tempfile.gettempdir()) / LEDGER_NAME.format(uid=os.getuid())
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            try:
+                held = {str(k): int(v) for k, v in json.loads(f.read() or "{}").items()}
+            except (ValueError, AttributeError, TypeError):
+                held = {}  # a corrupt ledger only loses reservations, never ports
+            yield held
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(held))
+            f.flush()
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def reserve_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that no one else will be handed meanwhile.
+
+    Raises OSError if no such port is left in the range.
+    """
+    candidates = _candidate_range()
+    now = time.time_ns() // 1_000_000  # Unix ms: the ledger is shared by every process
+    chosen: list[int] = []
+    with _ledger() as held:
+        for key, until in list(held.items()):
+            if until <= now:
+                del held[key]
+        start = random.randrange(len(candidates))
+        for i in range(len(candidates)):
+            port = candidates[(start + i) % len(candidates)]
+            if str(port) in held or not _bindable(port):
+                continue
+            chosen.append(port)
+            held[str(port)] = now + RESERVATION_MS
+            if len(chosen) == count:
+                return chosen
+    raise OSError(f"no free port left in {candidates.start}-{candidates.stop - 1}")
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """One TCP port on 127.0.0.1, reserved as by :func:`reserve_ports`."""
+    return reserve_ports(1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +184,10 @@ def write_layout(devnet: Devnet, root: Path) -> Layout:
     write_genesis(devnet, genesis_file)
     world_seed = devnet.plan.seed.hex()
     nodes: list[NodeLayout] = []
+    ports = reserve_ports(2 * len(devnet.node_keys))
     for i, key in enumerate(devnet.node_keys):
         home = root / f"node-{i}"
-        p2p_port, api_port = free_port(), free_port()
+        p2p_port, api_port = ports[2 * i], ports[2 * i + 1]
         device_paths = write_device_keys(devnet, i, home / "devices")
         # Every node dials every earlier one: a full mesh, so validators peer directly
         # and direct requests (compute challenges, sync) reach any node.

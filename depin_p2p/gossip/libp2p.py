@@ -14,16 +14,42 @@ py-libp2p 0.8.1 needs defending (see ``LIBP2P_NOTES.md``):
   included) and adaptive gossip are off; we rate-limit per peer ourselves and
   trim ``recent_message_deliveries`` which otherwise grows without bound.
 - A frozen peer is never noticed by libp2p: we ping every peer and drop the
-  ones that stop answering. Restarted peers are re-dialled from our own
-  address book with back-off, not libp2p's 60 s reconnect.
+  ones that miss several pings in a row; the ping timeout grows with our own
+  measured event-loop lag, and a round during which our own loop stalled
+  judges nobody. Restarted peers are re-dialled from our own address book
+  with back-off, not libp2p's 60 s reconnect.
 - libp2p's peer scoring never disconnects: our penalty table does.
+- Only a proven offence costs a peer. A pubsub frame is malformed only when
+  it was read whole and fails to parse while its stream is still open; a
+  stream that fails while a connection is torn down, a cancelled stream, a
+  nursery closing or a timeout is a dead or slow peer: the stream is reset
+  and the peer dropped, never penalised. Exceptions raised while *we*
+  forward an accepted message never cost the peer that sent it.
+- py-libp2p writes to a peer's pubsub stream from several tasks at once (the
+  per-peer sending loop, the replay of recent messages to a new peer, the
+  flush of pending messages): a message over one 64 KiB Yamux frame is then
+  interleaved with another and the receiver reads garbage, for which it
+  would ban an honest peer. :meth:`_GuardedPubsub.write_msg` serialises the
+  writes of each stream.
+- Teardown races end the node in py-libp2p: ``_teardown_if_connected``
+  deletes ``peers[peer_id]`` after an ``await`` during which the sending
+  loop's dead-peer handler may already have deleted it (``KeyError``), and
+  scheduling a task on a stopping service raises ``RuntimeError('Nursery is
+  closed to new arrivals')`` into the read loop or into ``add_to_blacklist``.
+  Every non-daemon task the pubsub service schedules is contained (an
+  exception is logged, never propagated into the service), scheduling on a
+  stopped service is a no-op, and the teardown paths tolerate a peer that
+  is already gone. (GossipSub itself schedules only its heartbeat daemon.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import struct
-from dataclasses import dataclass
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,11 +62,13 @@ if TYPE_CHECKING:
 
 # libp2p is imported at module level (side-effect free apart from its own
 # logger reset); every name from it is untyped, hence the Any below.
+from google.protobuf.message import DecodeError
 from libp2p import new_host
 from libp2p.abc import INotifee
 from libp2p.crypto import ed25519 as _ed25519
 from libp2p.crypto import x25519 as _x25519
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import ParseError
 from libp2p.io.exceptions import IOException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
@@ -52,12 +80,14 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
+from libp2p.tools.anyio_service.exceptions import LifecycleError
 from multiaddr import Multiaddr
 
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Ignore, Reject, TransportError
+from depin_p2p.gossip.liveness import LivenessPolicy, LoopLag, MissedPings
 from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
 from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -90,9 +120,10 @@ class Libp2pConfig:
     dial_timeout: float = 5.0
     redial_min: float = 0.5
     redial_max: float = 5.0  # bounds how long a restarted peer waits for us; dials are cheap
-    ping_interval: float = 2.0
-    ping_timeout: float = 3.0
-    ping_failures: int = 2  # consecutive failed pings before we drop a peer
+    # Liveness (see depin_p2p.gossip.liveness): ping quiet peers every 1.5 s, wait 3 s plus
+    # 4 x our own recent event-loop lag (at most 30 s), drop after 3 misses in a row.
+    liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
+    lag_sample_interval: float = 0.25
     rate_limit_per_second: int = 2_000  # gossip messages accepted per forwarding peer
     rate_limit_burst: int = 4_000
     max_inbound_rpc_bytes: int = wire.MAX_MESSAGE_BYTES + 64 * 1024
@@ -119,8 +150,61 @@ class _TokenBucket:
         self.at = at
 
 
+def _contained(async_fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[None]]:
+    """``async_fn`` as a task that logs its exception instead of failing its service."""
+
+    @functools.wraps(async_fn)
+    async def task(*args: Any) -> None:
+        try:
+            await async_fn(*args)
+        except Exception as exc:  # noqa: BLE001 -- a failed py-libp2p task must not end the node
+            name = getattr(async_fn, "__name__", "?")
+            log.info("gossip.libp2p.task_failed", task=name, error=repr(exc)[:200])
+
+    return task
+
+
+def _contain_tasks(service: Any) -> None:
+    """Make every task ``service`` schedules from now on unable to end it (and so the node).
+
+    py-libp2p runs most of its per-peer work as tasks of the service's
+    manager; one exception in any of them fails the whole service, which
+    ends ``background_trio_service`` and our ``run``. Non-daemon tasks are
+    wrapped by :func:`_contained`. Scheduling on a service that is stopping
+    raises ``RuntimeError('Nursery is closed to new arrivals')`` or
+    ``LifecycleError`` into whoever asked (the read loop, ``add_to_blacklist``):
+    there is nothing left to run then, so it becomes a no-op. Daemon tasks
+    are left alone: a daemon that ends is a broken service, which must stay loud.
+    """
+    manager = service.manager
+    schedule = manager.run_task
+
+    def run_task(async_fn: Any, *args: Any, daemon: bool = False, name: str | None = None, **kw: Any) -> None:
+        if not daemon:
+            name = name or getattr(async_fn, "__name__", None)
+            async_fn = _contained(async_fn)
+        try:
+            schedule(async_fn, *args, daemon=daemon, name=name, **kw)
+        except (RuntimeError, LifecycleError) as exc:
+            log.debug("gossip.libp2p.task_not_scheduled", task=name, error=repr(exc)[:200])
+
+    manager.run_task = run_task
+
+
+def _stream_is_closing(stream: Any) -> bool:
+    """True when ``stream`` or its connection is being torn down (best effort over py-libp2p's flags)."""
+    conn = getattr(stream, "muxed_conn", None)
+    if conn is None or getattr(conn, "is_closed", False):
+        return True
+    shutting = getattr(conn, "event_shutting_down", None)
+    if shutting is not None and shutting.is_set():
+        return True
+    muxed = getattr(stream, "muxed_stream", None)
+    return any(getattr(muxed, flag, False) for flag in ("closed", "reset_received", "recv_closed"))
+
+
 class _GuardedPubsub(Pubsub):
-    """``Pubsub`` whose remote-facing entry points cannot raise into the host.
+    """``Pubsub`` whose remote-facing entry points and teardown paths cannot raise into the host.
 
     ``push_msg`` is re-implemented (not wrapped) so that our validator sees
     the forwarding peer, accepted messages reach our own bounded channels with
@@ -131,6 +215,11 @@ class _GuardedPubsub(Pubsub):
     def __init__(self, host: Any, router: Any, owner: Libp2pTransport, **kwargs: Any) -> None:
         super().__init__(host, router, **kwargs)
         self._owner = owner
+        self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+
+    async def run(self) -> None:
+        _contain_tasks(self)
+        await super().run()
 
     async def _handle_new_peer(self, peer_id: Any) -> None:
         await super()._handle_new_peer(peer_id)
@@ -140,52 +229,106 @@ class _GuardedPubsub(Pubsub):
             # IDONTWANT) and overflow drops silently; size it for a burst.
             queue._queue.max_size = self._owner.config.outbound_queue_rpcs
 
+    async def write_msg(self, stream: Any, rpc_msg: Any) -> bool:
+        """One RPC on ``stream``, never interleaved with another writer's.
+
+        Yamux splits a write into 64 KiB frames, each taken under its own
+        lock: two tasks writing big RPCs to one stream at once (py-libp2p's
+        sending loop and its replay of recent messages to a new peer do)
+        interleave their frames, and the receiver parses garbage.
+        """
+        lock = self._write_locks.get(stream)
+        if lock is None:
+            lock = self._write_locks[stream] = trio.Lock()
+        async with lock:
+            ok: bool = await super().write_msg(stream, rpc_msg)
+            return ok
+
     async def stream_handler(self, stream: Any) -> None:
         peer_id = stream.muxed_conn.peer_id
         try:
             await self.continuously_read_stream(stream)
-        except (IOException, trio.BrokenResourceError, trio.ClosedResourceError):
-            # The peer went away mid-frame: not an attack.
+        except (DecodeError, ParseError) as exc:
+            # The length-prefixed read returned a whole frame and it does not
+            # parse: only a broken or hostile sender writes that, unless the
+            # stream is already going away under it.
+            if _stream_is_closing(stream):
+                log.debug("gossip.stream.failed", peer=_peer(peer_id), error=repr(exc)[:200])
+            else:
+                self._owner._on_malformed(peer_id, "malformed_rpc", exc)
+        except Exception as exc:  # noqa: BLE001 -- teardown, reset, cancelled stream, closing nursery, timeout
+            # A dead or slow peer, or our own service stopping: not an offence.
+            log.debug("gossip.stream.failed", peer=_peer(peer_id), error=repr(exc)[:200])
+        else:
+            return
+        with contextlib.suppress(Exception):
+            await stream.reset()
+        self._handle_dead_peer(peer_id)
+
+    def _handle_dead_peer(self, peer_id: Any) -> None:
+        # Called from the read loop, the sending loop, write_msg and the
+        # dead-peer queue, some of them concurrently for one peer.
+        try:
+            super()._handle_dead_peer(peer_id)
+        except Exception as exc:  # noqa: BLE001 -- the peer is gone either way
+            log.debug("gossip.libp2p.dead_peer_failed", peer=_peer(peer_id), error=repr(exc)[:200])
+
+    async def _teardown_if_connected(self, peer_id: Any) -> None:
+        """py-libp2p's teardown of a blacklisted peer, tolerating one already torn down.
+
+        The original deletes ``peers[peer_id]`` after awaiting the stream
+        reset; meanwhile the sending loop, failing on that very reset, has
+        already removed the peer, and the ``KeyError`` ended the node.
+        """
+        stream = self.peers.get(peer_id)
+        if stream is not None:
             with contextlib.suppress(Exception):
                 await stream.reset()
-            self._handle_dead_peer(peer_id)
-        except Exception as exc:  # noqa: BLE001 -- any other error here is a frame a peer crafted
-            self._owner._on_malformed(peer_id, "malformed_rpc", exc)
-            with contextlib.suppress(Exception):
-                await stream.reset()
-            self._handle_dead_peer(peer_id)
+            if self.peers.get(peer_id) is stream:
+                self._handle_dead_peer(peer_id)
+        self._forget_all_subscriptions(peer_id)
 
     async def push_msg(self, msg_forwarder: Any, msg: Any) -> None:
+        local = msg_forwarder == self.my_id
         try:
-            await self._push_msg(msg_forwarder, msg)
+            admitted = self._admit(msg_forwarder, msg, local=local)
         except Exception as exc:
-            if msg_forwarder == self.my_id:
+            if local:
                 raise
+            # The message was parsed whole and its own fields do not check out.
             self._owner._on_malformed(msg_forwarder, "malformed_message", exc)
-
-    async def _push_msg(self, forwarder: Any, msg: Any) -> None:
-        owner = self._owner
-        local = forwarder == self.my_id
-        if not local and (self.is_peer_blacklisted(forwarder) or not owner._rate_ok(forwarder)):
             return
+        if not admitted:
+            return
+        try:
+            await self.router.publish(msg_forwarder, msg)
+        except Exception as exc:
+            if local:
+                raise
+            # Forwarding is our work (and our peers' connections), not the sender's fault.
+            log.debug("gossip.forward.failed", peer=_peer(msg_forwarder), error=repr(exc)[:200])
+
+    def _admit(self, forwarder: Any, msg: Any, *, local: bool) -> bool:
+        """Our checks of one pubsub message: True to forward it. Raises on a message that cannot be parsed."""
+        owner = self._owner
+        if not local and (self.is_peer_blacklisted(forwarder) or not owner._rate_ok(forwarder)):
+            return False
         mid = self._msg_id_constructor(msg)
         if self.seen_messages.has(mid):
             if not local:
                 owner._counters.duplicates += 1
-            return
+            return False
         if not local:
             if not signature_validator(msg):
                 owner.penalise(_peer(forwarder), "bad_pubsub_signature")
-                return
+                return False
             if ID(msg.from_id) == self.my_id:
-                return  # claims to be ours but we never published it
+                return False  # claims to be ours but we never published it
             accepted = owner._validate(forwarder, msg)
             self.seen_messages.add(mid)
-            if not accepted:
-                return
-        else:
-            self.seen_messages.add(mid)
-        await self.router.publish(forwarder, msg)
+            return accepted
+        self.seen_messages.add(mid)
+        return True
 
 
 class _GossipSub(GossipSub):
@@ -300,6 +443,7 @@ class Libp2pTransport:
         # the quiet ones.
         self._heard: dict[PeerId, float] = {}
         self._kick_send, self._kick_receive = trio.open_memory_channel[PeerId](1024)
+        self._lag = LoopLag(self.config.liveness)
         kp = libp2p_key_pair(key)
         # The Noise static key is ephemeral on purpose: identity is the signed libp2p key.
         noise = NoiseTransport(kp, noise_privkey=_x25519.create_new_key_pair().private_key)
@@ -362,6 +506,7 @@ class Libp2pTransport:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._kick_loop)
                     nursery.start_soon(self._maintenance_loop)
+                    nursery.start_soon(self._lag_loop)
                     nursery.start_soon(self._ping_loop)
                     log.info("gossip.transport.started", peer=self._peer_id, addrs=list(self._listen))
                     task_status.started()
@@ -501,36 +646,56 @@ class Libp2pTransport:
             entry.backoff = 0.0
             log.info("gossip.peer.redialled", peer=peer)
 
-    async def _ping_loop(self) -> None:
-        failures: dict[PeerId, int] = {}
+    @staticmethod
+    def _now_ms() -> int:
+        return int(trio.current_time() * 1000)
+
+    async def _lag_loop(self) -> None:
+        """Measure how late our own event loop runs: the ping loop's yardstick."""
+        period = self.config.lag_sample_interval
         while True:
-            await trio.sleep(self.config.ping_interval)
+            before = trio.current_time()
+            await trio.sleep(period)
+            after = trio.current_time()
+            self._lag.record(int(after * 1000), int((after - before - period) * 1000))
+
+    async def _ping_loop(self) -> None:
+        policy = self.config.liveness
+        missed = MissedPings(policy)
+        interval = policy.interval_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            started = self._now_ms()
+            timeout_ms = self._lag.timeout_ms(started)
             now = trio.current_time()
-            quiet = [p for p in self._connected if now - self._heard.get(p, -1e9) > self.config.ping_interval]
+            quiet = [p for p in self._connected if now - self._heard.get(p, -1e9) > interval]
             results: dict[PeerId, bool] = {}
             async with trio.open_nursery() as nursery:
                 for peer in quiet:
-                    nursery.start_soon(self._ping_one, peer, results)
+                    nursery.start_soon(self._ping_one, peer, results, timeout_ms / 1000)
+            judgeable = self._lag.round_is_judgeable(started, self._now_ms(), timeout_ms)
+            if not judgeable and quiet:
+                log.info("gossip.ping.round_skipped", lag_ms=self._lag.recent_ms(self._now_ms()))
             for peer in quiet:
                 if results.get(peer, False) or trio.current_time() - self._heard.get(peer, -1e9) < 1:
-                    failures.pop(peer, None)
+                    missed.answered(peer)
                     continue
-                failures[peer] = failures.get(peer, 0) + 1
-                if failures[peer] >= self.config.ping_failures:
-                    failures.pop(peer, None)
+                if not judgeable:
+                    continue  # our loop stalled: the round proves nothing about the peer
+                if missed.missed(peer):
                     self._counters.peers_dropped_unresponsive += 1
-                    log.warning("gossip.peer.unresponsive", peer=peer, timeout=self.config.ping_timeout)
+                    log.warning(
+                        "gossip.peer.unresponsive", peer=peer, timeout_ms=timeout_ms, missed=policy.failures
+                    )
                     self._kick(peer)
-            for peer in list(failures):
-                if peer not in self._connected:
-                    failures.pop(peer)
+            missed.forget_except(frozenset(self._connected))
             for peer in [p for p in self._heard if p not in self._connected]:
                 del self._heard[peer]
 
-    async def _ping_one(self, peer: PeerId, results: dict[PeerId, bool]) -> None:
+    async def _ping_one(self, peer: PeerId, results: dict[PeerId, bool], timeout: float) -> None:
         payload = self._clock.now_ms().to_bytes(PING_PAYLOAD_BYTES, "big")
         try:
-            answer = await self._exchange(peer, self._ping_protocol, payload, self.config.ping_timeout, 64)
+            answer = await self._exchange(peer, self._ping_protocol, payload, timeout, 64)
         except TransportError:
             results[peer] = False
         else:

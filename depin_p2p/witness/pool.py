@@ -11,6 +11,16 @@ every validator re-checks it again.
 
 Everything is bounded: per-epoch caps on beacons and attestations, a cap on
 reports per beacon and on pending reports, and pruning of old epochs.
+
+Only a proven offence costs the forwarding peer. A proof of epoch ``m``
+needs the ledger through epoch ``m - 1`` (an honest node signs one only for
+a device it saw registered by then); a peer that committed a registration
+before us forwards proofs of a device we do not know *yet*. So
+``unknown_device`` is a Reject only once our committed epoch
+(:attr:`ProofPool.committed_epoch`, kept current by the witness service)
+reaches ``m - 1``; before that it is an Ignore. Every other verdict on a
+known device (kind, owner, place, radio parameters) is about fields that
+never change once registered, so it holds whatever epoch the sender is at.
 """
 
 from __future__ import annotations
@@ -76,6 +86,9 @@ class ProofPool:
         # The epoch running by the wall clock (the witness service keeps it current); proofs
         # of other epochs than it, the one just ended (still to be decided) and the next are ignored.
         self.current_epoch = 1
+        # The last epoch our ledger committed, as far as we know (the witness service keeps it
+        # current; it may lag, never lead). None: unknown, so an unknown device is never proven.
+        self.committed_epoch: int | None = None
 
     def _epoch(self, epoch: int) -> _Epoch:
         return self._epochs.setdefault(epoch, _Epoch())
@@ -89,6 +102,27 @@ class ProofPool:
             verified: the envelope with its checked signature.
             now_ms: local time; enables the beacon and report arrival windows.
         """
+        try:
+            self._check(verified, now_ms)
+        except Reject as exc:
+            if exc.code == "unknown_device" and not self._knows_devices_of(verified.message):
+                raise Ignore("unknown_device", "not registered in our ledger yet") from None
+            raise
+
+    def _knows_devices_of(self, msg: object) -> bool:
+        """Has our ledger committed every registration a proof like ``msg`` may rely on?"""
+        if self.committed_epoch is None:
+            return False
+        epoch_of = getattr(msg, "epoch", None)
+        if isinstance(msg, WitnessReport):
+            # A report names its epoch only through its beacon; without the beacon, assume
+            # the latest epoch the pool accepts.
+            epoch_of = self._beacon_epoch.get(msg.beacon_id, self.current_epoch + 1)
+        if epoch_of is None:
+            return False
+        return self.committed_epoch >= int(epoch_of) - 1
+
+    def _check(self, verified: wire.Verified, now_ms: int | None) -> None:
         msg = verified.message
         epoch_of = getattr(msg, "epoch", None)
         if epoch_of is not None and not self.current_epoch - 1 <= epoch_of <= self.current_epoch + 1:

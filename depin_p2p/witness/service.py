@@ -10,6 +10,18 @@ device is this node's sends a challenge to the provider's node over the
 publishes the signed attestation. The provider side answers challenges for
 this node's compute devices. Everything heard or made lands in the
 :class:`~depin_p2p.witness.pool.ProofPool`.
+
+Only a proven offence costs a peer. Nodes commit an epoch at slightly
+different moments, so a challenge may come from a witness one commit ahead
+of us or behind us, or for a device our owner registered but does not run
+here (the README's ``device register`` before a restart with its key). The
+provider side therefore answers ``Ignore`` (no penalty) for everything that
+depends on when we committed or on what we run: ``provider_not_served``,
+``wrong_epoch``, ``not_ready``, ``ledger_ahead``, ``duplicate_challenge``;
+and ``Reject`` only for what no honest witness can send once both sides
+hold the ledger the assignment was drawn from: a malformed or wrongly
+signed challenge, one from a device not assigned to this provider, or of
+another size than its registered capacity sets.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("depin_p2p.witness")
 
 CHALLENGE_TIMEOUT_S = 10.0
+COMMIT_POLL_MS = 250  # without a commit event: how often the pool learns our committed epoch
 MAX_CONCURRENT_WITNESSING = 64
 MAX_CHALLENGE_BYTES = 4 * 1024
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a u32 product at the largest n, plus framing
@@ -141,10 +154,21 @@ class WitnessService:
         self._transport.set_handler(
             self._challenge_protocol, self._on_challenge, max_request_bytes=MAX_CHALLENGE_BYTES
         )
+        self._pool.committed_epoch = self._context().epoch
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._consume, nursery)
             nursery.start_soon(self._epochs, nursery)
+            nursery.start_soon(self._track_commits)
             task_status.started()
+
+    async def _track_commits(self) -> None:
+        """Keep the pool's view of our committed epoch current (it judges unknown devices by it)."""
+        while True:
+            if self._committed is None:
+                await self._clock.sleep_until_ms(self._clock.now_ms() + COMMIT_POLL_MS)
+            else:
+                await self._committed().wait()
+            self._pool.committed_epoch = self._context().epoch
 
     async def _consume(self, nursery: trio.Nursery) -> None:
         async for proof in self._gossip.received:
@@ -280,7 +304,12 @@ class WitnessService:
         self.attestations_sent += 1
 
     async def _on_challenge(self, peer: PeerId, data: bytes) -> bytes:
-        """Provider side: check the challenge, do the work, return the signed response."""
+        """Provider side: check the challenge, do the work, return the signed response.
+
+        Raises Ignore when the verdict would depend on when we committed or on
+        which drivers we run, Reject only for what no honest witness sends
+        (see the module docstring).
+        """
         try:
             env = wire.decode_as(data, wire.Envelope)
             claimed = wire.decode_as(env.body, compute.Challenge)
@@ -288,21 +317,30 @@ class WitnessService:
             raise Reject("malformed", str(exc)) from None
         driver = self._computes.get(claimed.provider)
         if driver is None:
-            raise Reject("unknown_provider", "no such compute device on this node")
+            # Registered to our owner but not run here (yet), or a device we never heard of
+            # because the witness is a commit ahead: nothing to answer, nobody to blame.
+            raise Ignore("provider_not_served", "this node runs no driver for that device")
         epoch = self._schedule.epoch_at(self._clock.now_ms())
         if claimed.epoch != epoch:
-            raise Reject("wrong_epoch", f"challenge for epoch {claimed.epoch} while {epoch} runs")
-        if self._context().epoch < claimed.epoch - 1:
-            # We lag the witness by a commit: we cannot know the assignment yet. No penalty.
+            # Sent near an epoch boundary, or by a clock slightly off ours.
+            raise Ignore("wrong_epoch", f"challenge for epoch {claimed.epoch} while {epoch} runs")
+        ctx = self._context()
+        if ctx.epoch < claimed.epoch - 1:
+            # We lag the witness by a commit: we cannot know the assignment yet.
             raise Ignore("not_ready", "the previous epoch is not committed here yet")
+        if ctx.epoch > claimed.epoch - 1:
+            # Our ledger moved past the state epoch claimed.epoch's assignment was drawn from.
+            raise Ignore("ledger_ahead", f"committed {ctx.epoch}, the assignment needs {claimed.epoch - 1}")
         served = (claimed.epoch, claimed.witness, claimed.provider)
         if served in self._served:
-            raise Reject("duplicate_challenge", "this witness was already answered this epoch")
+            # A witness restarted mid-epoch asks again; one answer per epoch is all it gets.
+            raise Ignore("duplicate_challenge", "this witness was already answered this epoch")
+        device = ctx.registry.get_device(claimed.provider)
+        if device is None:
+            raise Ignore("provider_not_registered", "our ledger does not hold this device")
         assigned = {a.provider: a for a in self._assignments(claimed.epoch)}.get(claimed.provider)
         allowed = frozenset(assigned.witnesses) if assigned is not None else frozenset()
-        device = self._context().registry.get_device(claimed.provider)
-        if device is None:
-            raise Reject("unknown_provider", "this compute device is not registered")
+        # Both sides now hold the ledger of claimed.epoch - 1: what fails here is proven.
         compute.validate_challenge(
             env,
             provider=claimed.provider,

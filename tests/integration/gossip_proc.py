@@ -12,6 +12,9 @@ answers one JSON line per command line:
   of ~S bytes at R proofs/s (in the background; answers at once)
 - ``{"cmd": "stats"}``: received count, latencies (ms), counters, peers, mesh
 - ``{"cmd": "count"}``: received count only (cheap enough to poll)
+- ``{"cmd": "stall", "block_ms": B, "every_ms": E, "seconds": S}``: for S
+  seconds, block this process's event loop for B ms out of every E ms (what
+  CPU starvation does to a node; in the background, answers at once)
 - ``{"cmd": "quit"}``
 
 ``batch`` mode gossips through :class:`ProofGossip` (bundles); ``bare`` mode
@@ -115,6 +118,12 @@ class Node:
                 done += 1
             await trio.sleep(tick)
 
+    async def stall(self, block_ms: int, every_ms: int, seconds: float) -> None:
+        end = trio.current_time() + seconds
+        while trio.current_time() < end:
+            time.sleep(block_ms / 1000)  # deliberately blocks the whole event loop
+            await trio.sleep(max(0, every_ms - block_ms) / 1000)
+
     def stats(self) -> dict[str, Any]:
         return {
             "received": self.received,
@@ -158,6 +167,9 @@ class Node:
                     reply({"ok": True})
                 elif cmd["cmd"] == "stats":
                     reply(self.stats())
+                elif cmd["cmd"] == "stall":
+                    nursery.start_soon(self.stall, cmd["block_ms"], cmd["every_ms"], cmd["seconds"])
+                    reply({"ok": True})
                 elif cmd["cmd"] == "count":  # cheap progress poll: no latency list to serialise
                     reply({"received": self.received})
                 elif cmd["cmd"] == "quit":

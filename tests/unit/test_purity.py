@@ -16,6 +16,7 @@ PURE = {
     "depin_p2p.ledger.state",
     "depin_p2p.ledger.merkle",
     "depin_p2p.gossip.validation",
+    "depin_p2p.gossip.liveness",
     "depin_p2p.witness.radio",
     "depin_p2p.witness.compute",
     "depin_p2p.witness.assign",

@@ -1,0 +1,143 @@
+"""Only a proven offence costs a peer, on a real 4-process devnet (issues 10 and 13).
+
+- The README's ``device register --kind compute`` on a running node: the
+  new provider's witnesses challenge a node that runs no driver for it. That
+  node used to answer with ``Reject('unknown_provider')``, ban its three
+  honest peers and stall.
+- Every node SIGSTOPped for 5 s at once, then resumed (CPU starvation at its
+  worst): nobody may penalise or ban anybody, and epochs commit again.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from depin_p2p.crypto import load_key_file
+from devnet.genesis import DevnetPlan, plan_devnet
+from devnet.layout import NodeLayout, write_layout
+from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
+
+pytestmark = pytest.mark.slow
+
+GENESIS_DELAY_MS = 4_000
+OFFENCES = ("gossip.peer.penalised", "gossip.peer.banned")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "depin_p2p", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _events(node: NodeLayout) -> list[dict[str, Any]]:
+    out = []
+    path = node.home / "node.log"
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue  # a non-JSON line from libp2p
+            if isinstance(doc, dict):
+                out.append(doc)
+    return out
+
+
+def _offences(nodes: list[NodeProcess]) -> list[tuple[int, dict[str, Any]]]:
+    return [(n.layout.index, e) for n in nodes for e in _events(n.layout) if e.get("event") in OFFENCES]
+
+
+def _status(node: NodeProcess) -> dict[str, Any]:
+    try:
+        return trio.run(fetch_status, node.layout) or {}
+    except trio.TooSlowError:  # a node busy catching up answers /status late: ask again later
+        return {}
+
+
+def _wait_epochs(nodes: list[NodeProcess], target: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        epochs = [int(_status(n).get("last_epoch", 0)) for n in nodes]
+        if min(epochs) >= target or time.monotonic() > deadline:
+            return epochs
+        for n in nodes:
+            assert n.exited is None, f"node {n.layout.index} exited:\n{n.tail()}"
+        time.sleep(0.5)
+
+
+def _start(tmp_path: Path, seed: bytes) -> tuple[list[NodeProcess], Any]:
+    # 5 s epochs: on a loaded 2-core machine a commit can take several seconds, and a
+    # witness challenges only once the previous epoch is committed.
+    plan = DevnetPlan(nodes=4, epoch_seconds=5, seed=seed)
+    devnet = plan_devnet(plan, genesis_time_ms=int(time.time() * 1000) + GENESIS_DELAY_MS)
+    layout = write_layout(devnet, tmp_path / "devnet")
+    nodes = [NodeProcess(n) for n in layout.nodes]
+    for n in nodes:
+        n.start()
+    trio.run(wait_until_up, nodes, 60.0)
+    return nodes, layout
+
+
+def test_registering_a_compute_device_on_a_running_devnet_costs_no_peer(tmp_path: Path) -> None:
+    nodes, layout = _start(tmp_path, b"register-flow")
+    n0 = layout.nodes[0]
+    try:
+        _wait_epochs(nodes, 1, 120)
+        gpu = tmp_path / "gpu.key"
+        keygen = _cli("keygen", "--out", str(gpu), "--json")
+        assert keygen.returncode == 0, keygen.stderr
+        reg = _cli(
+            "device", "register", "--home", str(n0.home), "--device-key", str(gpu),
+            "--kind", "compute", "--capacity", "8", "--wait", "--timeout", "120", "--json",
+        )  # fmt: skip
+        assert reg.returncode == 0, (reg.stdout[-2000:], reg.stderr[-2000:])
+        done = json.loads(reg.stdout)
+        assert done["status"] == "committed" and done["code"] is None, done
+        registered_in = int(done["epoch"])
+        # Four more epochs: the new provider is assigned and challenged in each.
+        epochs = _wait_epochs(nodes, registered_in + 4, 180)
+        assert min(epochs) >= registered_in + 4, epochs
+        assert len(_status(nodes[0]).get("peers", [])) == 3
+        provider = load_key_file(gpu).public_key.hex()[:16]
+        events = [e for n in nodes[1:] for e in _events(n.layout)]
+        challenges = [e for e in events if e.get("event") == "witness.challenge.unanswered"]
+        skipped = [e for e in events if e.get("event") == "witness.challenge.skipped"]
+        # A witness challenges only once the previous epoch is committed; on a loaded
+        # machine the chain can trail the clock for the whole run (every challenge
+        # skipped), and then there is nothing to check here: the sim test
+        # (tests/sim/test_device_registration.py) covers the challenge itself.
+        if challenges or not skipped:
+            assert any(e.get("provider") == provider for e in challenges), "new provider never challenged"
+    finally:
+        stop_all(nodes)
+    assert _offences(nodes) == []
+
+
+def test_every_node_frozen_for_5_s_at_once_blames_no_one_and_epochs_resume(tmp_path: Path) -> None:
+    nodes, _ = _start(tmp_path, b"freeze-all")
+    try:
+        before = min(_wait_epochs(nodes, 2, 120))
+        assert before >= 2
+        for n in nodes:
+            n.signal(signal.SIGSTOP)
+        try:
+            time.sleep(5)  # the freeze itself: there is nothing to wait for
+        finally:
+            for n in nodes:
+                n.signal(signal.SIGCONT)
+        epochs = _wait_epochs(nodes, before + 3, 180)
+        assert min(epochs) >= before + 3, epochs
+        for n in nodes:
+            assert len(_status(n).get("peers", [])) == 3, n.layout.index
+    finally:
+        stop_all(nodes)
+    assert _offences(nodes) == []

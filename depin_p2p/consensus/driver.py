@@ -281,24 +281,8 @@ class PenalisePeer:
     code: str
 
 
-@dataclass(frozen=True, slots=True)
-class CatchUpFrom:
-    """Fetch certificates up to ``up_to`` over ``/sync/1``, from ``peer`` first (it showed one)."""
-
-    peer: str
-    up_to: int
-
-
 Request = (
-    Publish
-    | SleepUntil
-    | OpenInstance
-    | BuildRequest
-    | CheckValue
-    | SignDurably
-    | Commit
-    | PenalisePeer
-    | CatchUpFrom
+    Publish | SleepUntil | OpenInstance | BuildRequest | CheckValue | SignDurably | Commit | PenalisePeer
 )
 
 
@@ -453,22 +437,6 @@ class FutureBuffer:
     def __init__(self, capacity: int) -> None:
         self._items: OrderedDict[bytes, PeerMessage | CertificateIn] = OrderedDict()
         self._capacity = capacity
-        self._asked = 0  # the highest certificate epoch a catch-up was asked for
-
-    def ahead(self, item: CertificateIn, next_epoch: int) -> list[CatchUpFrom]:
-        """A certificate past our head: hold it if near, and ask to catch up once per new height.
-
-        Gossip sends a certificate once, at its commit: a node that missed the one of its next
-        epoch (cut off, frozen, restarted just after its peers committed) would otherwise wait
-        for it for good, dropping every later one.
-        """
-        epoch = item.certificate.epoch
-        if epoch <= next_epoch + FUTURE_EPOCHS:
-            self.hold(item)
-        if item.peer is None or epoch <= self._asked:
-            return []
-        self._asked = epoch
-        return [CatchUpFrom(item.peer, epoch)]
 
     def hold(self, item: PeerMessage | CertificateIn) -> None:
         x = item.envelope if isinstance(item, PeerMessage) else item.certificate
@@ -508,6 +476,41 @@ def signed_bytes(network_id: str, env: wire.Envelope, msg: ConsensusMessage) -> 
     info = wire.info_of(type(msg))
     assert info.domain is not None
     return wire.signing_bytes(network_id, info.domain, info.type_id, env.body)
+
+
+def screen_certificate(driver: EpochDriver, cert: Certificate, now_ms: int) -> int | None:
+    """Gossip intake of a certificate; returns its epoch when it is past our next one, else None.
+
+    Only a certificate for our next epoch can be checked here (the validator set of a later one
+    is not known yet): it is verified in full, so a forged one is a proven fault of the peer
+    that forwarded it and goes no further. One for a later epoch, not past the one the clock
+    is running, shows that the peer is ahead: the caller catches up (gossip sends each
+    certificate once, so a node that missed the one of its next epoch would wait for good)
+    and drops it unforwarded, at no one's cost.
+
+    Raises:
+        Ignore: ``old_certificate``; ``certificate_from_the_future`` (an epoch our clock has
+            not reached: nothing to chase, nor proof of a fault).
+        Reject: what :func:`verify_certificate` raises, for our next epoch.
+    """
+    head, config = driver.head, driver.config
+    running_epoch = config.clock.latest_due(now_ms) + 1
+    if cert.epoch < head.next_epoch:
+        raise Ignore("old_certificate")
+    if cert.epoch > running_epoch:
+        raise Ignore("certificate_from_the_future", f"epoch {cert.epoch} while {running_epoch} runs")
+    if cert.epoch > head.next_epoch:
+        return cert.epoch
+    verify = driver.cache.verify
+    verify_certificate(
+        cert,
+        head.validators,
+        config.network_id,
+        head.prev_cert_hash,
+        verify=verify,
+        quorum=config.rules.quorum,
+    )
+    return None
 
 
 def screen_envelope(
@@ -808,7 +811,9 @@ class EpochDriver:
         if cert.epoch < head.next_epoch or self._committing is not None:
             raise Ignore("old_certificate")
         if cert.epoch > head.next_epoch:
-            self._out.extend(self._future.ahead(item, head.next_epoch))
+            if cert.epoch > head.next_epoch + FUTURE_EPOCHS:
+                raise Ignore("certificate_too_far")
+            self._future.hold(item)
             return
         params = st.params if st is not None else None
         if params is not None and st is not None and st.decision is not None:

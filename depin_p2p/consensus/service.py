@@ -33,7 +33,7 @@ from depin_p2p.consensus.ledger_io import EpochLedger, NodeLedger
 from depin_p2p.consensus.signer import Signer, SignRefused
 from depin_p2p.consensus.state import Certificate, DuplicateVoteEvidence, Timeouts, value_id_of
 from depin_p2p.consensus.value import ValueParams
-from depin_p2p.errors import CodecError, Reject
+from depin_p2p.errors import CodecError, Ignore, Reject
 from depin_p2p.gossip.transport import CONSENSUS, SYNC, GossipMessage, PeerId, Transport, protocol, topic
 from depin_p2p.ledger.state import TxResult
 from depin_p2p.schedule import EpochSchedule
@@ -149,7 +149,12 @@ class ConsensusService:
             raise Reject("malformed", str(exc)) from None
         if isinstance(item, wire.Envelope):
             self.driver.screen(item)
-        elif not isinstance(item, Certificate | DuplicateVoteEvidence):
+        elif isinstance(item, Certificate):
+            if (ahead := d.screen_certificate(self.driver, item, self._clock.now_ms())) is not None:
+                if self._nursery is not None:  # a peer is ahead: catch up (one chase at a time)
+                    self._nursery.start_soon(self.sync.chase, peer, ahead)
+                raise Ignore("certificate_ahead", f"epoch {item.epoch}: catching up")
+        elif not isinstance(item, DuplicateVoteEvidence):
             raise Reject("unexpected_type", type(item).__name__)
         self._stash[wire.content_id(data)] = item
         while len(self._stash) > STASH_CAPACITY:
@@ -205,9 +210,6 @@ class ConsensusService:
             event, self.committed = self.committed, trio.Event()
             event.set()
             return committed
-        elif isinstance(req, d.CatchUpFrom):
-            assert self._nursery is not None
-            self._nursery.start_soon(self.sync.chase, PeerId(req.peer), req.up_to)
         else:
             self._transport.penalise(PeerId(req.peer), req.code)
         return None

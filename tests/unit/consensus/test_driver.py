@@ -134,3 +134,37 @@ def test_a_proposal_waits_for_its_value_check_and_a_certificate_commits_without_
     bad = Certificate(Candidate(2, cert.value_id, b"x"), 0, tuple(sigs))
     drv.feed(d.CertificateIn(bad, "liar"), 1_300)
     assert drv.next_request(1_300) == d.PenalisePeer("liar", "bad_signature")
+
+
+# ------------------------------------------------ gossiped certificates (review findings)
+
+import pytest  # noqa: E402
+
+from depin_p2p.errors import Ignore, Reject  # noqa: E402
+
+
+def _forged(epoch: int) -> Certificate:
+    return Certificate(Candidate(epoch, GENESIS_PREV_HASH, b"forged %d" % epoch), 0, ())
+
+
+def test_a_forged_certificate_for_the_next_epoch_is_a_proven_fault_at_the_gate() -> None:
+    # Without signatures it is rejected by the topic validator: never forwarded, so no honest
+    # relay carries it to a node that would then blame the relay.
+    drv, _ = _driver()
+    with pytest.raises(Reject):
+        d.screen_certificate(drv, _forged(1), now_ms=2_500)
+
+
+def test_a_certificate_past_our_clock_is_ignored_and_chases_nothing() -> None:
+    # Epoch 2**64-1 cannot have been decided yet: no catch-up, no penalty, and it leaves no
+    # trace that would stop the next honest certificate from starting one.
+    drv, _ = _driver()
+    with pytest.raises(Ignore, match="certificate_from_the_future"):
+        d.screen_certificate(drv, _forged(2**64 - 1), now_ms=2_500)
+    assert d.screen_certificate(drv, _forged(2), now_ms=2_500) == 2  # a peer ahead: catch up to 2
+
+
+def test_an_old_certificate_is_ignored() -> None:
+    drv = d.EpochDriver(d.DriverConfig(NET, KEYS[0].public_key, CLOCK), d.Head(3, b"\x01" * 32, VALIDATORS))
+    with pytest.raises(Ignore, match="old_certificate"):
+        d.screen_certificate(drv, _forged(2), now_ms=4_500)

@@ -259,6 +259,9 @@ class ProofGossip:
             except Ignore as exc:
                 self.counters.items_ignored += 1
                 self.counters.ignore_codes[exc.code] = self.counters.ignore_codes.get(exc.code, 0) + 1
+                # Seen too: an ignored item costs no penalty, so a replay of it (reshuffled into
+                # new bundles) must not cost a signature check again either.
+                self._seen.add(cid, now_ms)
                 continue
             except Reject as exc:
                 self._count_reject(exc.code)

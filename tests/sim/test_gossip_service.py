@@ -12,7 +12,7 @@ import trio.testing
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
-from depin_p2p.errors import Reject
+from depin_p2p.errors import Ignore, Reject
 from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport
 from depin_p2p.gossip.service import BatchConfig, ProofBundle, ProofGossip, ReceivedProof
 from depin_p2p.gossip.transport import PeerId
@@ -173,3 +173,24 @@ async def test_queues_are_bounded(autojump_clock: trio.testing.MockClock) -> Non
 def test_bundle_limits() -> None:
     with pytest.raises(Exception, match="max_items"):
         BatchConfig(max_items=65)
+
+
+async def test_an_ignored_item_replayed_in_new_bundles_is_checked_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Review finding: Ignore costs the sender nothing, so without a memory of ignored items a
+    # pre-signed pool reshuffled into fresh bundles made every node re-verify it for free.
+    checked: list[bytes] = []
+
+    def check(verified: wire.Verified, peer: PeerId) -> None:
+        checked.append(verified.envelope.signature)
+        raise Ignore("unknown_device", "not registered in our ledger yet")
+
+    async with services(2, check=check) as (nodes, svcs, clock):
+        pool = [signed_proof(KEYS[3], clock.now_ms(), b"p%d" % i) for i in range(8)]
+        for shift in range(5):
+            reshuffled = pool[shift:] + pool[:shift]
+            await nodes[0].publish(svcs[0].topic, wire.encode(ProofBundle(tuple(reshuffled))))
+            await trio.sleep(0.5)
+        assert len(checked) == 8  # each distinct item once, not once per bundle
+        assert svcs[1].counters.items_duplicate == 4 * 8

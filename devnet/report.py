@@ -158,7 +158,8 @@ def _plots(doc: dict[str, Any], run: RunRecord, manifest: Manifest) -> list[tupl
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
         draw(ax)
         for at, action in marks:
-            x = at * epoch_s if x_in_seconds else at
+            # A perturbation at epoch E happens as E starts: while epoch E-1's instance decides.
+            x = (at - 1) * epoch_s if x_in_seconds else at - 1
             ax.axvline(x, color="#b00020", linestyle="--", linewidth=1)
             ax.annotate(action, (x, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7, va="top")
         ax.set_title(title)

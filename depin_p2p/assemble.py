@@ -56,6 +56,11 @@ def first_signing_epoch(last_committed: int, wall_epoch: int, startup_wait_epoch
     return max(last_committed + 1, wall_epoch)
 
 
+def default_grace_ms(epoch_length_ms: int) -> int:
+    """How long after an epoch's end its instance starts (late proofs): a tenth, at most 1 s."""
+    return min(1_000, epoch_length_ms // 10)
+
+
 class Ledger(NodeLedger, Protocol):
     """The ledger a node runs on: ``LedgerStore`` (LMDB) or ``MemoryLedger``."""
 
@@ -182,7 +187,7 @@ def assemble(
         startup_wait_epochs=config.startup_wait_epochs,
         restored=config.restored,
     )
-    grace = config.grace_ms if config.grace_ms is not None else min(1_000, schedule.epoch_length_ms // 10)
+    grace = config.grace_ms if config.grace_ms is not None else default_grace_ms(schedule.epoch_length_ms)
     consensus = ConsensusService(
         network_id=net,
         clock=clock,

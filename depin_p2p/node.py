@@ -33,6 +33,7 @@ from depin_p2p.assemble import (
     Devices,
     NodeServices,
     assemble,
+    default_grace_ms,
     first_signing_epoch,  # noqa: F401 -- re-exported for callers of node
 )
 from depin_p2p.clock import Clock
@@ -142,7 +143,7 @@ class Node:
         self.schedule = EpochSchedule(self.genesis.genesis_time_ms, self.genesis.epoch_length_ms)
         self.metrics = NodeMetrics(self.genesis.network_id)
         self._rounds_seen = 0  # consensus.counters.rounds_used at the last commit
-        self._grace_ms = min(1_000, self.genesis.epoch_length_ms // 10)
+        self._grace_ms = default_grace_ms(self.genesis.epoch_length_ms)
         self.status = NodeStatus()
         self.api_port = 0
         self.transport: Libp2pTransport | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import trio
 from depin_p2p import assemble as assembly
 from depin_p2p.config import load_config
 from depin_p2p.node import Node
+from depin_p2p.views import NodeView
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import write_layout
 from tests.sim import cluster
@@ -37,18 +39,23 @@ def test_a_process_and_the_simulator_build_the_same_node_through_assemble(
     layout = write_layout(devnet, tmp_path / "devnet")
     node = Node(load_config(layout.nodes[0].home))
 
+    views: list[NodeView] = []
+
     async def run_briefly() -> cluster.Cluster:
         sim = cluster.make_cluster(nodes=4, with_consensus=True)  # its clock needs trio
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
-                await nursery.start(node.run)
+                views.append(await nursery.start(node.run))
                 nursery.cancel_scope.cancel()
         return sim
 
     sim = trio.run(run_briefly)
     assert calls == ["MemoryTransport"] * 4 + ["Libp2pTransport"]
-    assert node.services is not None
-    process, simulated = node.services.graph(), sim.nodes[0].graph()
+    # Built in one step: the running node is one view whose every part exists, none filled in later.
+    assert set(vars(node)) == {"config", "key", "genesis", "schedule", "metrics"}
+    hints = typing.get_type_hints(NodeView)
+    assert all(type(None) not in typing.get_args(t) for t in hints.values()), hints
+    process, simulated = views[0].services.graph(), sim.nodes[0].graph()
     # Same services, same types; only the I/O underneath differs.
     assert process.keys() == simulated.keys()
     differ = {k for k in process if process[k] != simulated[k]}

@@ -72,18 +72,18 @@ def _leaves(group: BaseException) -> list[BaseException]:
 
 
 async def _run_until(home: Path, done: Any, timeout: float) -> Any:
-    """Run the home's node in this process until ``done(node)`` is truthy; return the node."""
+    """Run the home's node in this process until ``done(view)`` is truthy; return its running view."""
     from depin_p2p.config import load_config  # noqa: PLC0415
     from depin_p2p.node import Node  # noqa: PLC0415
 
     node = Node(load_config(home))
     with trio.fail_after(timeout):
         async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
-            while not done(node):
+            view = await nursery.start(node.run)
+            while not done(view):
                 await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
-    return node
+    return view
 
 
 def test_a_commit_that_fails_after_signing_does_not_stop_the_validator(
@@ -115,12 +115,12 @@ def test_a_commit_that_fails_after_signing_does_not_stop_the_validator(
     before = _signed_in(state, epoch)
     assert set(before) == {Proposal, Prevote, Precommit}
 
-    node = trio.run(
-        _run_until, home, lambda n: n.store is not None and n.store.last_epoch() >= epoch + 2, 120.0
+    view = trio.run(
+        _run_until, home, lambda v: v.ledger.store.last_epoch() >= epoch + 2, 120.0
     )
-    assert node.consensus is not None
-    assert node.consensus.counters.sign_refused == 0
-    assert node.consensus.conflicting_signers == {}
+    consensus = view.services.consensus
+    assert consensus.counters.sign_refused == 0
+    assert consensus.conflicting_signers == {}
     last, state, certs = _ledger(home)
     assert last >= epoch + 2
     # Epoch E committed the value this key proposed before the failure, with the precommit it

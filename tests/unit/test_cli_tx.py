@@ -72,23 +72,24 @@ def live_api(tmp_path: Path) -> Iterator[LiveApi]:
     from depin_p2p.ledger.store import LedgerStore  # noqa: PLC0415
     from depin_p2p.node import Node  # noqa: PLC0415
     from depin_p2p.txpool import TxPool  # noqa: PLC0415
+    from depin_p2p.views import LedgerView  # noqa: PLC0415
     from devnet.genesis import DevnetPlan, plan_devnet  # noqa: PLC0415
     from devnet.layout import write_layout  # noqa: PLC0415
 
     devnet = plan_devnet(DevnetPlan(nodes=2, seed=b"cli-guard"), genesis_time_ms=int(time.time() * 1000))
     home = write_layout(devnet, tmp_path / "dn").nodes[0].home
-    node = Node(load_config(home))
+    key = Node(load_config(home)).key
     store = LedgerStore.open(home / "data")
     pool = TxPool(store, devnet.network_id)
-    node.store, node.txpool = store, pool
+    view = LedgerView(store, pool)
 
     async def submit(data: bytes) -> bytes:
         return pool.add(data)
 
     api = ApiServer(
-        status=node._status_doc,
+        status=lambda: {"network_id": devnet.network_id, **view.ledger_status(key.public_key)},
         registry=CollectorRegistry(),
-        tx=TxApi(submit=submit, account=node._account_doc, tx_status=node._tx_doc),
+        tx=TxApi(submit=submit, account=view.account_doc, tx_status=view.tx_doc),
     )
     started = threading.Event()
     held: dict[str, Any] = {}

@@ -306,6 +306,104 @@ def _hold_off_writers(path: Path) -> int | None:
     return fd
 
 
+def _open_env(
+    path: Path, *, readonly: bool, map_size: int
+) -> tuple[lmdb.Environment, dict[str, Any], int | None]:
+    """The environment, its databases and the writer lock of :meth:`LedgerStore.open`."""
+    lock_fd = None
+    lock_table = True
+    if readonly:
+        if not (path / "data.mdb").exists():
+            raise StorageError(f"no ledger at {path} (run `depin-p2p init` first)")
+        lock_table = _can_write_lock_table(path)
+        if not lock_table:
+            lock_fd = _hold_off_writers(path)
+    else:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(path / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot create ledger at {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            raise StorageError(f"ledger at {path} is in use by another process") from None
+    env: lmdb.Environment | None = None
+    dbs: dict[str, Any] = {}
+    try:
+        env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=len(_DB_NAMES) + 1,
+            readonly=readonly,
+            lock=lock_table,
+            sync=True,
+            metasync=True,
+        )
+        # The format is checked before any other database is created in an old store.
+        with env.begin(db=env.open_db(b"meta", create=not readonly)) as txn:
+            fmt = txn.get(_K_FORMAT)
+        if fmt is None or fmt == FORMAT:
+            dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DB_NAMES}
+    except lmdb.Error as exc:
+        error = f"cannot open ledger at {path}: {exc}"
+    else:
+        if not dbs:
+            found = (fmt or b"").decode("ascii", "replace")
+            error = (
+                f"{path} holds ledger format {found!r}, this version needs {FORMAT.decode()!r}: "
+                "re-run `depin-p2p init` (with --force) to recreate it"
+            )
+        else:
+            return env, dbs, lock_fd
+    if env is not None:
+        env.close()
+    if lock_fd is not None:
+        os.close(lock_fd)
+    raise StorageError(error)
+
+
+def _put_tree(txn: lmdb.Transaction[bytes], db: dict[str, Any], changes: StateChanges, keep: int) -> None:
+    # The epoch's new Merkle records; its dropped ones deleted now or kept and pruned later.
+    nodes = db["merkle_nodes"]
+    update = changes.merkle
+    txn.cursor(db=nodes).putmulti(update.nodes)
+    if keep <= 0:
+        for node in update.stale:
+            txn.delete(node, db=nodes)
+        return
+    version = _u64(changes.epoch)
+    stale = db["merkle_stale"]
+    txn.cursor(db=stale).putmulti([(version + node, b"") for node in update.stale])
+    txn.put(version, changes.root, db=db["merkle_roots"])
+    _prune(txn, db, changes.epoch - keep)
+
+
+def _prune(txn: lmdb.Transaction[bytes], db: dict[str, Any], oldest: int) -> None:
+    # Keep the trees of versions ``oldest`` .. now: the records that left the tree in a
+    # version <= ``oldest`` are in none of them; the roots before ``oldest`` go too.
+    if oldest <= 0:
+        return
+    nodes, oldest_key = db["merkle_nodes"], _u64(oldest)
+    cursor = txn.cursor(db=db["merkle_stale"])
+    get, delete = txn.get, txn.delete
+    more = cursor.first()
+    while more:
+        entry = cursor.key()
+        if not entry or entry[:8] > oldest_key:
+            break
+        node = entry[8:]
+        record = get(node, db=nodes)
+        # Not if a newer version wrote the same record again (it is live there).
+        if record is not None and record[1:9] <= entry[:8]:
+            delete(node, db=nodes)
+        more = cursor.delete()
+    roots = txn.cursor(db=db["merkle_roots"])
+    while roots.first() and roots.key() < oldest_key:
+        roots.delete()
+
+
 class LedgerStore:
     """The node's ledger in an LMDB directory. Open with :meth:`open`; close with :meth:`close`."""
 
@@ -350,58 +448,8 @@ class LedgerStore:
             StorageError: missing (read-only), locked by another writer,
                 unreadable, or not a depin-p2p ledger.
         """
-        lock_fd = None
-        lock_table = True
-        if readonly:
-            if not (path / "data.mdb").exists():
-                raise StorageError(f"no ledger at {path} (run `depin-p2p init` first)")
-            lock_table = _can_write_lock_table(path)
-            if not lock_table:
-                lock_fd = _hold_off_writers(path)
-        else:
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-                lock_fd = os.open(path / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as exc:
-                raise StorageError(f"cannot create ledger at {path}: {exc.strerror}") from None
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(lock_fd)
-                raise StorageError(f"ledger at {path} is in use by another process") from None
-        env: lmdb.Environment | None = None
-        dbs: dict[str, Any] = {}
-        try:
-            env = lmdb.open(
-                str(path),
-                map_size=map_size,
-                max_dbs=len(_DB_NAMES) + 1,
-                readonly=readonly,
-                lock=lock_table,
-                sync=True,
-                metasync=True,
-            )
-            # The format is checked before any other database is created in an old store.
-            with env.begin(db=env.open_db(b"meta", create=not readonly)) as txn:
-                fmt = txn.get(_K_FORMAT)
-            if fmt is None or fmt == FORMAT:
-                dbs = {name: env.open_db(name.encode(), create=not readonly) for name in _DB_NAMES}
-        except lmdb.Error as exc:
-            error = f"cannot open ledger at {path}: {exc}"
-        else:
-            if not dbs:
-                found = (fmt or b"").decode("ascii", "replace")
-                error = (
-                    f"{path} holds ledger format {found!r}, this version needs {FORMAT.decode()!r}: "
-                    "re-run `depin-p2p init` (with --force) to recreate it"
-                )
-            else:
-                return cls(path, env, dbs, lock_fd, readonly, keep_versions=keep_versions)
-        if env is not None:
-            env.close()
-        if lock_fd is not None:
-            os.close(lock_fd)
-        raise StorageError(error)
+        env, dbs, lock_fd = _open_env(path, readonly=readonly, map_size=map_size)
+        return cls(path, env, dbs, lock_fd, readonly, keep_versions=keep_versions)
 
     def close(self) -> None:
         """Close the environment and release the writer lock. Idempotent."""
@@ -511,50 +559,9 @@ class LedgerStore:
                 puts.append((key[1:], value))
         for target, puts in by_db.values():
             txn.cursor(db=target).putmulti(puts)
-        self._put_tree(txn, changes)
+        _put_tree(txn, db, changes, self.keep_versions)
         txn.put(_K_ROOT, changes.root, db=db["meta"])
         txn.put(_K_LAST_EPOCH, _u64(changes.epoch), db=db["meta"])
-
-    def _put_tree(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
-        # The epoch's new Merkle records; its dropped ones deleted now or kept and pruned later.
-        db = self._dbs
-        nodes = db["merkle_nodes"]
-        update = changes.merkle
-        txn.cursor(db=nodes).putmulti(update.nodes)
-        keep = self.keep_versions
-        if keep <= 0:
-            for node in update.stale:
-                txn.delete(node, db=nodes)
-            return
-        version = _u64(changes.epoch)
-        stale = db["merkle_stale"]
-        txn.cursor(db=stale).putmulti([(version + node, b"") for node in update.stale])
-        txn.put(version, changes.root, db=db["merkle_roots"])
-        self._prune(txn, changes.epoch - keep)
-
-    def _prune(self, txn: lmdb.Transaction[bytes], oldest: int) -> None:
-        # Keep the trees of versions ``oldest`` .. now: the records that left the tree in a
-        # version <= ``oldest`` are in none of them; the roots before ``oldest`` go too.
-        if oldest <= 0:
-            return
-        db = self._dbs
-        nodes, oldest_key = db["merkle_nodes"], _u64(oldest)
-        cursor = txn.cursor(db=db["merkle_stale"])
-        get, delete = txn.get, txn.delete
-        more = cursor.first()
-        while more:
-            entry = cursor.key()
-            if not entry or entry[:8] > oldest_key:
-                break
-            node = entry[8:]
-            record = get(node, db=nodes)
-            # Not if a newer version wrote the same record again (it is live there).
-            if record is not None and record[1:9] <= entry[:8]:
-                delete(node, db=nodes)
-            more = cursor.delete()
-        roots = txn.cursor(db=db["merkle_roots"])
-        while roots.first() and roots.key() < oldest_key:
-            roots.delete()
 
     def _check_base(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
         view = LmdbView(txn, self._dbs)

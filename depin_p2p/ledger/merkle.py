@@ -238,9 +238,13 @@ def compute_update(
     rewrite = _Rewrite(source, paths, leaves, records, version)
     new_root, _ = rewrite.update(root, _kind_of(source, root), 0, 0, len(paths))
     removed, added = rewrite.removed, rewrite.added
-    gone = set(removed)
-    stale = tuple(h for h in removed if h not in added)
-    nodes = tuple((h, rec) for h, rec in added.items() if h not in gone)
+    # A record both removed and added (an unchanged subtree rebuilt) is neither stale nor new.
+    both = added.keys() & removed
+    if both:
+        stale = tuple(h for h in removed if h not in both)
+        nodes = tuple((h, rec) for h, rec in added.items() if h not in both)
+    else:
+        stale, nodes = tuple(removed), tuple(added.items())
     return MerkleUpdate(new_root, nodes, stale, hashes + rewrite.node_count)
 
 
@@ -257,7 +261,8 @@ class _Rewrite:
         records: list[bytes],
         version: int,
     ) -> None:
-        self.get = source.merkle_node
+        # A store may offer a faster reader of the same records (``LmdbView.merkle_record``).
+        self.get: Callable[[bytes], bytes | None] = getattr(source, "merkle_record", source.merkle_node)
         self.paths, self.leaves, self.records = paths, leaves, records
         # A node record's head for each pair of child kinds: ``0x02 ‖ u64 version ‖ kl ‖ kr``.
         self.heads = tuple(b"\x02" + version.to_bytes(8, "big") + kinds for kinds in _KINDS)

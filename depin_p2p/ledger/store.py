@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -155,6 +156,8 @@ class LmdbView:
         self._dbs = dbs
         self._accounts = dbs["accounts"]
         self._nodes = dbs["merkle_nodes"]
+        # The tree update's hot read (one per node on a changed path), without a Python frame.
+        self.merkle_record: Callable[[bytes], bytes | None] = functools.partial(txn.get, db=self._nodes)
 
     def _get(self, db: str, key: bytes) -> bytes | None:
         return self._txn.get(key, db=self._dbs[db])

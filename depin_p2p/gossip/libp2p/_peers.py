@@ -1,0 +1,221 @@
+"""Peers of the libp2p transport: connections, the address book and re-dials, penalties and bans."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+from libp2p.abc import INotifee
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
+
+from depin_p2p.clock import Clock
+from depin_p2p.errors import TransportError
+from depin_p2p.gossip.libp2p._pubsub import peer_of
+from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
+from depin_p2p.gossip.transport import PeerEvent, PeerId, TransportCounters
+
+if TYPE_CHECKING:
+    from depin_p2p.gossip.libp2p.transport import Libp2pConfig
+
+log = structlog.get_logger(__package__)
+
+
+@dataclass(slots=True)
+class _BookEntry:
+    addr: str
+    next_attempt: float = 0.0
+    backoff: float = 0.0
+
+
+class _Notifee(INotifee):
+    """Connection events into the transport; never blocks, never raises."""
+
+    def __init__(self, owner: Peers) -> None:
+        self._owner = owner
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self._owner.on_connection_change(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self._owner.on_connection_change(conn.muxed_conn.peer_id)
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class Peers:
+    """Who we are connected to, whom we re-dial, whom we charge and ban.
+
+    Keeps its own address book (libp2p's reconnect waits ~60 s) and its
+    own penalty table (libp2p's scoring never disconnects); a ban also
+    blacklists the peer in ``pubsub``.
+    """
+
+    def __init__(
+        self,
+        host: Any,
+        pubsub: Any,
+        *,
+        clock: Clock,
+        config: Libp2pConfig,
+        counters: TransportCounters,
+        penalty_policy: PenaltyPolicy | None = None,
+    ) -> None:
+        self._host = host
+        self._pubsub = pubsub
+        self._clock = clock
+        self._config = config
+        self._counters = counters
+        self._penalties = PenaltyTable(penalty_policy)
+        self._blacklisted: set[PeerId] = set()
+        self._event_channels: list[trio.MemorySendChannel[PeerEvent]] = []
+        self.connected: set[PeerId] = set()
+        self._book: dict[PeerId, _BookEntry] = {}
+        self._kick_send, self._kick_receive = trio.open_memory_channel[PeerId](1024)
+        host.get_network().register_notifee(_Notifee(self))
+
+    def expire_bans(self) -> None:
+        """Lift the pubsub blacklisting of peers whose ban has run out."""
+        now_ms = self._clock.now_ms()
+        for peer in [p for p in self._blacklisted if not self._penalties.is_banned(p, now_ms)]:
+            self._blacklisted.discard(peer)
+            self._pubsub.remove_from_blacklist(ID.from_base58(peer))
+
+    def on_connection_change(self, peer_id: Any) -> None:
+        peer = peer_of(peer_id)
+        connected = bool(self._host.get_network().get_connections(peer_id))
+        if connected and self.is_banned(peer):
+            self.kick(peer)
+            return
+        if connected == (peer in self.connected):
+            return
+        if connected:
+            self.connected.add(peer)
+        else:
+            self.connected.discard(peer)
+        self._emit(PeerEvent(peer, connected))
+
+    def _emit(self, event: PeerEvent) -> None:
+        for channel in list(self._event_channels):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                self._counters.dropped_peer_events_full += 1
+            except trio.BrokenResourceError:
+                self._event_channels.remove(channel)
+
+    def kick(self, peer: PeerId) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            self._kick_send.send_nowait(peer)
+
+    async def kick_loop(self) -> None:
+        async for peer in self._kick_receive:
+            with trio.move_on_after(self._config.dial_timeout):
+                await self._disconnect(peer)
+
+    async def _disconnect(self, peer: PeerId) -> None:
+        try:
+            await self._host.disconnect(ID.from_base58(peer))
+        except Exception as exc:  # noqa: BLE001 -- closing a dying connection may fail in many ways
+            log.debug("gossip.peer.disconnect_failed", peer=peer, error=repr(exc)[:200])
+        self.on_connection_change(ID.from_base58(peer))
+
+    async def redial_due(self) -> None:
+        now = trio.current_time()
+        due = [
+            (peer, entry)
+            for peer, entry in self._book.items()
+            if peer not in self.connected and not self.is_banned(peer) and entry.next_attempt <= now
+        ]
+        if not due:
+            return
+        async with trio.open_nursery() as nursery:
+            for peer, entry in due:
+                nursery.start_soon(self._redial, peer, entry)
+
+    async def _redial(self, peer: PeerId, entry: _BookEntry) -> None:
+        try:
+            await self._dial(entry.addr)
+        except TransportError as exc:
+            entry.backoff = min(self._config.redial_max, max(self._config.redial_min, entry.backoff * 2))
+            entry.next_attempt = trio.current_time() + entry.backoff
+            log.debug("gossip.peer.redial_failed", peer=peer, backoff=entry.backoff, error=str(exc)[:200])
+        else:
+            entry.backoff = 0.0
+            log.info("gossip.peer.redialled", peer=peer)
+
+    async def _dial(self, addr: str) -> PeerId:
+        try:
+            info = info_from_p2p_addr(Multiaddr(addr))
+        except Exception as exc:  # noqa: BLE001 -- multiaddr parsing raises assorted types
+            raise TransportError(f"bad address {addr!r}: {exc}") from None
+        peer = peer_of(info.peer_id)
+        if self.is_banned(peer):
+            raise TransportError(f"{peer} is banned")
+        # The swarm refuses for 60 s any peer whose addresses all failed once
+        # (its "negative cache"); a restarted peer would wait a minute. Our
+        # address book does the back-off, so forget that verdict before dialling.
+        cache = getattr(self._host.get_network(), "_negative_peer_cache", None)
+        if cache is not None:
+            cache.evict(str(info.peer_id))
+        try:
+            with trio.fail_after(self._config.dial_timeout):
+                await self._host.connect(info)
+        except trio.TooSlowError:
+            raise TransportError(f"dial {addr} timed out") from None
+        except Exception as exc:  # noqa: BLE001 -- libp2p dial errors have no common base
+            raise TransportError(f"dial {addr} failed: {exc!r:.200}") from None
+        self.on_connection_change(info.peer_id)
+        return peer
+
+    async def connect(self, addr: str) -> PeerId:
+        """Dial a ``/ip4/.../tcp/.../p2p/<id>`` address and keep it in the address book."""
+        peer = await self._dial(addr)
+        self._book[peer] = _BookEntry(addr)
+        return peer
+
+    def peers(self) -> frozenset[PeerId]:
+        return frozenset(self.connected)
+
+    def events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
+        send, receive = trio.open_memory_channel[PeerEvent](capacity)
+        self._event_channels.append(send)
+        return receive
+
+    def penalise(self, peer: PeerId, code: str) -> None:
+        """Charge ``peer``; logs the first reason per peer; bans and disconnects past the threshold."""
+        outcome = self._penalties.penalise(peer, code, self._clock.now_ms())
+        if outcome.first:
+            log.warning("gossip.peer.penalised", peer=peer, code=code)
+        if outcome.banned:
+            self._apply_ban(peer, code)
+
+    def ban(self, peer: PeerId, seconds: float) -> None:
+        self._penalties.ban(peer, self._clock.now_ms() + int(seconds * 1000))
+        self._apply_ban(peer, "explicit")
+
+    def _apply_ban(self, peer: PeerId, code: str) -> None:
+        self._counters.peers_banned += 1
+        log.warning("gossip.peer.banned", peer=peer, code=code)
+        self._blacklisted.add(peer)
+        self._pubsub.add_to_blacklist(ID.from_base58(peer))
+        self.kick(peer)
+
+    def is_banned(self, peer: PeerId) -> bool:
+        return self._penalties.is_banned(peer, self._clock.now_ms())

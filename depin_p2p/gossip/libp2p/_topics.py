@@ -1,0 +1,116 @@
+"""Our side of GossipSub: subscriptions, their validators and the per-peer rate limit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import trio
+
+from depin_p2p.errors import Ignore, Reject
+from depin_p2p.gossip.libp2p._pubsub import peer_of
+from depin_p2p.gossip.transport import GossipMessage, PeerId, TransportCounters, Validator
+
+log = structlog.get_logger(__package__)
+
+
+class _TokenBucket:
+    """Integer-free token bucket on trio time; one per forwarding peer."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+
+
+class Topics:
+    """Admits remote pubsub messages: rate limit, our validators, delivery to our bounded channels.
+
+    The :class:`~._pubsub.PubsubOwner` of the guarded pubsub. ``penalise``
+    charges a peer (the transport's penalty table).
+    """
+
+    def __init__(
+        self,
+        counters: TransportCounters,
+        *,
+        penalise: Callable[[PeerId, str], None],
+        rate_per_second: int,
+        rate_burst: int,
+    ) -> None:
+        self._counters = counters
+        self._penalise = penalise
+        self._rate_per_second = rate_per_second
+        self._rate_burst = rate_burst
+        self.subs: dict[str, tuple[Validator, trio.MemorySendChannel[GossipMessage]]] = {}
+        self._buckets: dict[Any, _TokenBucket] = {}
+        # When each peer last sent us gossip: a peer that talks is alive, so
+        # pings (which a busy, CPU-starved node may answer late) only judge
+        # the quiet ones.
+        self.heard: dict[PeerId, float] = {}
+
+    @property
+    def counters(self) -> TransportCounters:
+        return self._counters
+
+    def penalise(self, peer: PeerId, code: str) -> None:
+        self._penalise(peer, code)
+
+    def on_malformed(self, peer_id: Any, code: str, exc: BaseException) -> None:
+        peer = peer_of(peer_id)
+        self._counters.malformed_frames += 1
+        log.debug("gossip.frame.malformed", peer=peer, code=code, error=repr(exc)[:200])
+        self._penalise(peer, code)
+
+    def rate_ok(self, forwarder: Any) -> bool:
+        now = trio.current_time()
+        self.heard[peer_of(forwarder)] = now
+        bucket = self._buckets.get(forwarder)
+        if bucket is None:
+            if len(self._buckets) > 4096:
+                self._buckets.clear()
+            bucket = self._buckets[forwarder] = _TokenBucket(self._rate_burst, now)
+        refill = (now - bucket.at) * self._rate_per_second
+        bucket.tokens = min(self._rate_burst, bucket.tokens + refill)
+        bucket.at = now
+        if bucket.tokens < 1:
+            self._counters.dropped_rate_limited += 1
+            return False
+        bucket.tokens -= 1
+        return True
+
+    def validate(self, forwarder: Any, msg: Any) -> bool:
+        """Run our validators for the message's topics: True to deliver and forward."""
+        peer = peer_of(forwarder)
+        topics = [t for t in msg.topicIDs if t in self.subs]
+        if not topics:
+            return False
+        data = bytes(msg.data)
+        for topic in topics:
+            validator, _ = self.subs[topic]
+            try:
+                validator(peer, data)
+            except Ignore:
+                self._counters.ignored += 1
+                return False
+            except Reject as exc:
+                self._counters.count_reject(exc.code)
+                self._penalise(peer, exc.code)
+                return False
+            except Exception:  # a bug in our validator must cost the message, never the node
+                log.exception("gossip.validator.crashed", topic=topic, peer=peer)
+                self._counters.count_reject("validator_error")
+                self._penalise(peer, "validator_error")
+                return False
+        for topic in topics:
+            _, channel = self.subs[topic]
+            try:
+                channel.send_nowait(GossipMessage(topic, data, peer))
+                self._counters.delivered += 1
+            except trio.WouldBlock:
+                self._counters.dropped_subscriber_full += 1
+            except trio.BrokenResourceError:
+                self.subs.pop(topic, None)
+        return True

@@ -48,8 +48,12 @@ startup_wait_epochs = 0        # epochs to observe before signing after an empty
 keys = []                      # key files of the devices this node drives (each registered in the ledger)
 driver = "simulated"           # simulated (seeded world model) | local (real compute on this machine)
 world_seed = ""                # seed of the simulated world, hex; "" derives it from the network id
+
+[ledger]
+keep_versions = 4              # past epochs whose Merkle tree is kept for proofs (0: only the latest)
 """
 
+MAX_KEEP_VERSIONS = 10_000  # a day of 10 s epochs; each version keeps its changed tree records
 LOG_FORMATS = ("auto", "human", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICE_DRIVERS = ("simulated", "local")
@@ -81,6 +85,7 @@ class NodeConfig:
     device_keys: tuple[Path, ...] = ()
     device_driver: str = "simulated"
     world_seed: bytes = b""
+    keep_versions: int = 4
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -123,6 +128,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "log": {"format": str, "level": str, "file": str},
     "consensus": {"startup_wait_epochs": int},
     "devices": {"keys": list, "driver": str, "world_seed": str},
+    "ledger": {"keep_versions": int},
 }
 
 
@@ -209,6 +215,9 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
         world_seed = bytes.fromhex(devices["world_seed"])
     except ValueError:
         raise ConfigError(f"{path}: devices.world_seed must be hex") from None
+    keep_versions = cfg["ledger"]["keep_versions"]
+    if not 0 <= keep_versions <= MAX_KEEP_VERSIONS:
+        raise ConfigError(f"{path}: ledger.keep_versions must be between 0 and {MAX_KEEP_VERSIONS}")
     key_file, genesis_file = home / node["key_file"], home / node["genesis_file"]
     if not genesis_file.is_file():
         raise ConfigError(f"{path}: genesis file {genesis_file} does not exist")
@@ -229,6 +238,7 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
         device_keys=tuple(device_keys),
         device_driver=devices["driver"],
         world_seed=world_seed,
+        keep_versions=keep_versions,
     )
 
 

@@ -101,7 +101,7 @@ def open_node_store(config: NodeConfig, genesis: Genesis) -> Iterator[LedgerStor
     if not config.data_dir.exists():
         raise ConfigError(f"{config.data_dir} does not exist (create the home with `depin-p2p init`)")
     try:
-        store = LedgerStore.open(config.data_dir)
+        store = LedgerStore.open(config.data_dir, keep_versions=config.keep_versions)
     except StorageError as exc:
         raise ConfigError(str(exc)) from None
     try:

@@ -55,8 +55,11 @@ bootstrap = ["/ip4/127.0.0.1/tcp/4100/p2p/{PEER}"]
 [log]
 format = "json"
 file = "node.log"
+[ledger]
+keep_versions = 0
 """
     cfg = load_config(make_home(tmp_path, toml))
+    assert cfg.keep_versions == 0
     assert cfg.listen.port == 4101
     assert cfg.bootstrap[0].peer_id == PEER
     assert cfg.log_file == tmp_path / "home" / "node.log"
@@ -82,6 +85,9 @@ file = "node.log"
         ("[devices]\nworld_seed = 'xyz'\n", "devices.world_seed must be hex"),
         ("[devices]\nkeys = ['missing.key']\n", "devices.keys[0]"),
         ("[devices]\nkeys = [1]\n", "devices.keys[0] must be a string"),
+        ("[ledger]\nkeep_versions = -1\n", "ledger.keep_versions must be between 0 and"),
+        ("[ledger]\nkeep_versions = 10001\n", "ledger.keep_versions must be between 0 and"),
+        ("[ledger]\nkeep = 3\n", "did you mean 'ledger.keep_versions'"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, toml: str, needle: str) -> None:

@@ -40,6 +40,7 @@ from depin_p2p.gossip.transport import (
     PeerId,
     TransportCounters,
     Validator,
+    message_id,
     protocol,
 )
 
@@ -136,7 +137,7 @@ class Libp2pTransport:
             self._router,
             self._topics,
             outbound_queue_rpcs=config.outbound_queue_rpcs,
-            msg_id_constructor=lambda msg: wire.content_id(msg.data),
+            msg_id_constructor=lambda msg: message_id(msg.topicIDs, msg.data),
             seen_ttl=config.seen_ttl,
             max_inbound_rpc_size=config.max_inbound_rpc_bytes,
         )

@@ -264,6 +264,15 @@ class Libp2pTransport:
         """Dial a ``/ip4/.../tcp/.../p2p/<id>`` address and keep it in the address book."""
         return await self._peers.connect(addr)
 
+    def keep_dialling(self, addr: str) -> PeerId:
+        """Keep dialling ``addr`` (with back-off) until connected, and re-dial it when lost.
+
+        For addresses that may not listen yet (bootstrap peers): nothing is
+        dialled here; the maintenance loop dials within a quarter second.
+        Raises TransportError for an address without a ``/p2p/<id>``.
+        """
+        return self._peers.keep_dialling(addr)
+
     def peers(self) -> frozenset[PeerId]:
         return frozenset(self._peers.connected)
 

@@ -10,7 +10,6 @@ import trio
 from libp2p import new_host
 from libp2p.crypto import ed25519 as _ed25519
 from libp2p.crypto import x25519 as _x25519
-from libp2p.custom_types import TProtocol
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -41,7 +40,6 @@ from depin_p2p.gossip.transport import (
     TransportCounters,
     Validator,
     message_id,
-    protocol,
 )
 
 if TYPE_CHECKING:
@@ -87,7 +85,7 @@ class Libp2pTransport:
 
     Args:
         key: the node key; its seed is also the libp2p identity.
-        network_id: names the ping protocol (``/depin/<network>/ping/1``).
+        network_id: the network this node belongs to.
         clock: the node clock (penalties and bans are in its milliseconds).
         config: tunables.
         penalty_policy: scores and ban length.
@@ -152,18 +150,15 @@ class Libp2pTransport:
         self._streams = Streams(
             self._host, self._counters, timeout=config.dial_timeout, penalise=self.penalise
         )
-        ping_protocol = protocol(network_id, "ping")
+        # Liveness is the standard /ipfs/ping/1.0.0, which new_host already serves.
         self._ping = Ping(
-            ping_protocol=ping_protocol,
+            self._host,
             policy=config.liveness,
             lag_sample_interval=config.lag_sample_interval,
-            clock=clock,
             counters=self._counters,
             peers=self._peers,
-            streams=self._streams,
             heard=self._topics.heard,
         )
-        self._host.set_stream_handler(TProtocol(ping_protocol), self._ping.serve_ping)
         self._listen: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ lifecycle

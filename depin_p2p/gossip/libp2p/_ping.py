@@ -60,6 +60,7 @@ class Ping:
         self,
         host: Any,
         *,
+        lag: LoopLag,
         policy: LivenessPolicy,
         lag_sample_interval: float,
         counters: TransportCounters,
@@ -72,7 +73,7 @@ class Ping:
         self._counters = counters
         self._peers = peers
         self._heard = heard
-        self._lag = LoopLag(policy)
+        self._lag = lag  # also the frame reader's yardstick
         # Peers that refused the ping protocol: alive when asked, never pinged again.
         self._no_ping: set[PeerId] = set()
 

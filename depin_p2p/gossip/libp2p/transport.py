@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +23,13 @@ from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import TransportError
+from depin_p2p.gossip.libp2p._frames import FrameLimits, FrameReader
 from depin_p2p.gossip.libp2p._peers import Peers
 from depin_p2p.gossip.libp2p._ping import Ping
 from depin_p2p.gossip.libp2p._pubsub import _GossipSub, _GuardedPubsub, peer_of
 from depin_p2p.gossip.libp2p._streams import Streams
 from depin_p2p.gossip.libp2p._topics import Topics
-from depin_p2p.gossip.liveness import LivenessPolicy
+from depin_p2p.gossip.liveness import LivenessPolicy, LoopLag
 from depin_p2p.gossip.penalty import PenaltyPolicy
 from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -71,6 +73,9 @@ class Libp2pConfig:
     rate_limit_per_second: int = 2_000  # gossip messages accepted per forwarding peer
     rate_limit_burst: int = 4_000
     max_inbound_rpc_bytes: int = wire.MAX_MESSAGE_BYTES + 64 * 1024
+    # Inbound pubsub frames: streams per peer, bytes in flight, deadlines (its
+    # max_frame_bytes is replaced by max_inbound_rpc_bytes).
+    frames: FrameLimits = field(default_factory=FrameLimits)
     seen_ttl: int = 120
     outbound_queue_rpcs: int = 1024  # per-peer outbound queue (libp2p default: 32, dropped silently)
 
@@ -130,10 +135,14 @@ class Libp2pTransport:
             rate_per_second=config.rate_limit_per_second,
             rate_burst=config.rate_limit_burst,
         )
+        lag = LoopLag(config.liveness)
+        limits = dataclasses.replace(config.frames, max_frame_bytes=config.max_inbound_rpc_bytes)
+        frames = FrameReader(limits, lag)
         self._pubsub: Any = _GuardedPubsub(
             self._host,
             self._router,
             self._topics,
+            frames=frames,
             outbound_queue_rpcs=config.outbound_queue_rpcs,
             msg_id_constructor=lambda msg: message_id(msg.topicIDs, msg.data),
             seen_ttl=config.seen_ttl,
@@ -153,6 +162,7 @@ class Libp2pTransport:
         # Liveness is the standard /ipfs/ping/1.0.0, which new_host already serves.
         self._ping = Ping(
             self._host,
+            lag=lag,
             policy=config.liveness,
             lag_sample_interval=config.lag_sample_interval,
             counters=self._counters,

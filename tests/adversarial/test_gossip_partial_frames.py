@@ -12,17 +12,19 @@ and disconnected, and an honest peer's proofs keep arriving meanwhile.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import trio
 from libp2p import new_host
 from libp2p.crypto import ed25519, x25519
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
 from libp2p.security.noise.transport import Transport as Noise
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX
@@ -31,6 +33,11 @@ from libp2p.utils.varint import encode_uvarint
 from multiaddr import Multiaddr
 
 from depin_p2p import wire
+from depin_p2p.clock import Clock
+from depin_p2p.crypto import KeyPair
+from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
+from depin_p2p.gossip.libp2p._frames import FrameLimits
+from tests.adversarial.test_gossip_crash_frames import raw_peer
 from tests.integration.gossip_proc import Proc, wait_for
 from tests.unit.gossip.cluster import collect_libp2p_garbage
 
@@ -149,3 +156,62 @@ def test_partial_frames_from_three_identities_cost_them_not_our_memory() -> None
             if proc is not None:
                 with contextlib.suppress(Exception):
                     proc.kill()
+
+
+# ---------------------------------------------------------------- one stream at a time, in-process
+
+
+@contextlib.asynccontextmanager
+async def _victim(limits: FrameLimits) -> AsyncIterator[Libp2pTransport]:
+    node = Libp2pTransport(
+        KeyPair.from_seed(b"V" * 32), network_id="frames", clock=Clock(), config=Libp2pConfig(frames=limits)
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        yield node
+        nursery.cancel_scope.cancel()
+
+
+def _penalties(logs: list[dict[str, Any]]) -> list[str]:
+    return [e["code"] for e in logs if e["event"] == "gossip.peer.penalised"]
+
+
+async def test_a_slow_honest_frame_is_read_a_stalled_one_costs_a_little_an_absurd_one_bans() -> None:
+    limits = FrameLimits(frame_timeout_s=1.0, min_rate_bytes_per_s=64 * 1024)
+    async with _victim(limits) as victim:
+        with structlog.testing.capture_logs() as logs:
+            # A slow but honest sender: a 200 KiB frame over ~3 s (its deadline: 1 s + 200 KiB at 64 KiB/s).
+            async with raw_peer(31, victim) as stream:
+                peer = ID.from_pubkey(stream.key_pair.public_key).to_base58()
+                # A valid RPC (200 subscriptions to topics we ignore), ~200 KiB.
+                padded = rpc_pb2.RPC(
+                    subscriptions=[rpc_pb2.RPC.SubOpts(subscribe=True, topicid="x" * 1000)] * 200
+                ).SerializeToString()
+                await stream.write(encode_uvarint(len(padded)))
+                for i in range(0, len(padded), 8192):
+                    await stream.write(padded[i : i + 8192])
+                    await trio.sleep(0.1)
+                await trio.sleep(0.5)
+                assert peer in victim.peers()
+                assert _penalties(logs) == []
+                # The same sender stalls: half a frame, then nothing.
+                await stream.write(encode_uvarint(len(padded)) + padded[: len(padded) // 2])
+                with trio.fail_after(15):
+                    while "stalled_frame" not in _penalties(logs):
+                        await trio.sleep(0.1)
+                assert not victim.is_banned(peer)  # ordinary points, which leak away
+            # An oversized declared length costs points; an absurd one bans at once.
+            async with raw_peer(32, victim) as stream:
+                peer = ID.from_pubkey(stream.key_pair.public_key).to_base58()
+                await stream.write(encode_uvarint(limits.max_frame_bytes + 1))
+                with trio.fail_after(10):
+                    while "oversized_rpc" not in _penalties(logs):
+                        await trio.sleep(0.05)
+                assert not victim.is_banned(peer)
+            async with raw_peer(33, victim) as stream:
+                peer = ID.from_pubkey(stream.key_pair.public_key).to_base58()
+                await stream.write(encode_uvarint(2**40))
+                with trio.fail_after(10):
+                    while not victim.is_banned(peer):
+                        await trio.sleep(0.05)
+        assert "absurd_frame_length" in _penalties(logs)

@@ -64,6 +64,7 @@ log = structlog.get_logger("depin_p2p.node")
 
 RUNTIME_FILE = "run.json"  # written at start: pid, API port, listen addresses (read by `status`)
 CATCH_UP_RETRY_S = 2.0
+BOOTSTRAP_WAIT_S = 10.0  # how long catch-up waits for the bootstrap peers before it starts
 
 
 class StoreSignState:
@@ -254,13 +255,24 @@ class Node:
         os.replace(tmp, path)
 
     async def _bootstrap(self, transport: Libp2pTransport, consensus: ConsensusService, clock: Clock) -> None:
-        """Dial the bootstrap peers (the transport re-dials them), then catch up if behind."""
-        for addr in self.config.bootstrap:
-            try:
-                with trio.move_on_after(10):
-                    await transport.connect(addr.text)
-            except TransportError as exc:
-                log.info("node.bootstrap.failed", addr=addr.text, error=str(exc))
+        """Dial the bootstrap peers until they answer (the transport re-dials them), then catch up if behind.
+
+        A bootstrap peer that does not listen yet is dialled again with
+        back-off until it does; catch-up starts once every bootstrap peer is
+        connected or after ``BOOTSTRAP_WAIT_S``, and looks for peers again later.
+        """
+        wanted: set[PeerId] = set()
+        with transport.peer_events() as events:
+            for addr in self.config.bootstrap:
+                try:
+                    wanted.add(transport.keep_dialling(addr.text))
+                except TransportError as exc:
+                    log.info("node.bootstrap.failed", addr=addr.text, error=str(exc))
+            with trio.move_on_after(BOOTSTRAP_WAIT_S):
+                while wanted - transport.peers():
+                    await events.receive()  # a peer connected or went: look again
+            if wanted - transport.peers():
+                log.info("node.bootstrap.waiting", peers=sorted(wanted - transport.peers()))
         while True:
             behind_to = self.schedule.epoch_at(clock.now_ms()) - 1
             if consensus.last_epoch() >= behind_to - 1:

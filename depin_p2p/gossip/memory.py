@@ -44,6 +44,7 @@ from depin_p2p.gossip.transport import (
     PeerId,
     TransportCounters,
     Validator,
+    message_id,
 )
 
 log = structlog.get_logger(__name__)
@@ -335,8 +336,8 @@ class MemoryTransport:
                 self._counters.requests_failed += 1
                 self._reply(item, None, "overloaded")
 
-    def _mark_seen(self, data: bytes) -> bool:
-        mid = wire.content_id(data)
+    def _mark_seen(self, topic: str, data: bytes) -> bool:
+        mid = message_id((topic,), data)
         if mid in self._seen:
             return False
         self._seen[mid] = None
@@ -348,7 +349,7 @@ class MemoryTransport:
         sub = self._subs.get(msg.topic)
         if sub is None:
             return
-        if not self._mark_seen(msg.data):
+        if not self._mark_seen(msg.topic, msg.data):
             self._counters.duplicates += 1
             return
         validator, channel = sub
@@ -452,7 +453,7 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
         if len(data) > wire.MAX_MESSAGE_BYTES:
             raise TransportError(f"gossip message of {len(data)} bytes exceeds {wire.MAX_MESSAGE_BYTES}")
-        self._mark_seen(data)
+        self._mark_seen(topic, data)
         self._counters.published += 1
         self._forward(topic, data, exclude=None)
 

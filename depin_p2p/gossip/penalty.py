@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 # Frames that can only come from a broken or hostile implementation cost a
 # ban at once; an invalid message might be a honest relay of a stale proof.
-SEVERE_CODES = frozenset({"malformed_rpc", "malformed_message", "bad_pubsub_signature"})
+SEVERE_CODES = frozenset(
+    {"malformed_rpc", "malformed_message", "bad_pubsub_signature", "absurd_frame_length"}
+)
 
 
 @dataclass(frozen=True, slots=True)

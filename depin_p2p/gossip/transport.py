@@ -7,8 +7,9 @@ TCP + Noise + Yamux + GossipSub). One conformance suite runs against both.
 Semantics both implementations share:
 
 - ``publish`` sends to every subscribed peer of the topic (not to ourselves);
-  a message is identified by the content id of its bytes, so the same bytes
-  published twice, or by two nodes, arrive at most once.
+  a message is identified by :func:`message_id` of its topic and bytes, so
+  the same bytes published twice on a topic, or by two nodes, arrive at most
+  once there, and the same bytes on another topic are another message.
 - A topic validator runs on every message from a peer before it is delivered
   or forwarded. It returns to accept, raises ``Ignore`` to drop quietly, or
   ``Reject`` to drop and penalise the peer that forwarded it. Any other
@@ -24,7 +25,9 @@ Semantics both implementations share:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hashlib
+import struct
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NewType, Protocol
 
@@ -54,6 +57,21 @@ CONSENSUS = "consensus"
 SYNC = "sync"
 CHALLENGE = "challenge"
 STATUS = "status"
+
+
+def message_id(topics: Iterable[str], data: bytes) -> bytes:
+    """A gossip message's id: BLAKE2b-256 of ``u32 len ‖ topic`` for each topic, then the bytes.
+
+    Lengths big-endian, topics UTF-8 in the message's order (our messages
+    have one). ``from`` and ``seqno`` are not in it: identical bytes from two
+    publishers on one topic are one message.
+    """
+    h = hashlib.blake2b(digest_size=32)
+    for name in topics:
+        raw = name.encode()
+        h.update(struct.pack(">I", len(raw)) + raw)
+    h.update(data)
+    return h.digest()
 
 
 def topic(network_id: str, name: str, version: int = 1) -> str:

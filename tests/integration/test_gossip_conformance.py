@@ -198,3 +198,28 @@ async def test_peer_events_and_explicit_ban(kind: str, vclock: object) -> None:
             assert await events_a.receive() == PeerEvent(b.peer_id, False)
         assert b.peers() == frozenset()
         await refused_while_banned(a, b, events_b)
+
+
+async def test_the_same_bytes_on_two_topics_are_two_messages(kind: str, vclock: object) -> None:
+    """Issue 12 item 6: the message id covers the topic; bytes seen on one topic still travel on another."""
+    other = topic("test", "tx")
+    async with cluster(kind, 2) as (a, b):
+        for t in (T, other):
+            await a.subscribe(t, accept)
+        sub_t = await b.subscribe(T, accept)
+        sub_other = await b.subscribe(other, accept)
+        await connect_line([a, b])
+        await wait_until(lambda: a.topic_peers(T) == {b.peer_id} and a.topic_peers(other) == {b.peer_id})
+        await a.publish(T, b"same bytes")
+        await a.publish(other, b"same bytes")
+        with trio.fail_after(10):
+            got_t = await sub_t.receive()
+            got_other = await sub_other.receive()
+        assert (got_t.topic, got_t.data) == (T, b"same bytes")
+        assert (got_other.topic, got_other.data) == (other, b"same bytes")
+        # Within one topic identical bytes are still one message.
+        await a.publish(other, b"same bytes")
+        await a.publish(other, b"next")
+        with trio.fail_after(10):
+            assert (await sub_other.receive()).data == b"next"
+        assert b.counters.delivered == 3

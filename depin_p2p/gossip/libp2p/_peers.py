@@ -59,6 +59,13 @@ class _Notifee(INotifee):
         await trio.lowlevel.checkpoint()
 
 
+def _peer_info(addr: str) -> Any:
+    try:
+        return info_from_p2p_addr(Multiaddr(addr))
+    except Exception as exc:  # noqa: BLE001 -- multiaddr parsing raises assorted types
+        raise TransportError(f"bad address {addr!r}: {exc}") from None
+
+
 class Peers:
     """Who we are connected to, whom we re-dial, whom we charge and ban.
 
@@ -161,10 +168,7 @@ class Peers:
             log.info("gossip.peer.redialled", peer=peer)
 
     async def _dial(self, addr: str) -> PeerId:
-        try:
-            info = info_from_p2p_addr(Multiaddr(addr))
-        except Exception as exc:  # noqa: BLE001 -- multiaddr parsing raises assorted types
-            raise TransportError(f"bad address {addr!r}: {exc}") from None
+        info = _peer_info(addr)
         peer = peer_of(info.peer_id)
         if self.is_banned(peer):
             raise TransportError(f"{peer} is banned")
@@ -190,8 +194,19 @@ class Peers:
         self._book[peer] = _BookEntry(addr)
         return peer
 
-    def peers(self) -> frozenset[PeerId]:
-        return frozenset(self.connected)
+    def keep_dialling(self, addr: str) -> PeerId:
+        """Put ``addr`` in the address book without dialling it here.
+
+        The maintenance loop dials it at its next tick and, while it fails,
+        again with back-off (``redial_min`` doubling up to ``redial_max``),
+        then whenever the connection is lost, as for :meth:`connect`.
+        Raises TransportError for an address without a ``/p2p/<id>``.
+        """
+        peer = peer_of(_peer_info(addr).peer_id)
+        entry = self._book.get(peer)
+        if entry is None or entry.addr != addr:
+            self._book[peer] = _BookEntry(addr)
+        return peer
 
     def events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
         send, receive = trio.open_memory_channel[PeerEvent](capacity)

@@ -2,29 +2,55 @@
 
 The policy (timeouts scaled by our lag, rounds that judge nobody, misses in
 a row) is pure, in :mod:`depin_p2p.gossip.liveness`; this is its trio shell.
+
+Pings are the standard libp2p ping (``/ipfs/ping/1.0.0``: 32 random bytes,
+echoed), which every libp2p implementation serves and py-libp2p's host
+serves for us; one fresh stream per ping, closed after the answer. A peer
+that refuses the protocol during negotiation has answered: it is alive, is
+never pinged again and is never dropped for it (a peer is never dropped for
+not speaking a protocol it need not speak).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import structlog
 import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 
-from depin_p2p.clock import Clock
-from depin_p2p.errors import TransportError
 from depin_p2p.gossip.libp2p._peers import Peers
-from depin_p2p.gossip.libp2p._streams import Streams
+from depin_p2p.gossip.libp2p._streams import read_exactly
 from depin_p2p.gossip.liveness import LivenessPolicy, LoopLag, MissedPings
 from depin_p2p.gossip.transport import PeerId, TransportCounters
 
 log = structlog.get_logger(__package__)
 
-PING_PAYLOAD_BYTES = 8
+PING_PROTOCOL = "/ipfs/ping/1.0.0"
+PING_PAYLOAD_BYTES = 32
+
+
+def _refused_protocol(exc: BaseException) -> bool:
+    """Did the peer answer the negotiation with "na" (it is alive, it just does not speak ping)?
+
+    py-libp2p's ``new_stream`` raises ``StreamFailure`` from a
+    ``MultiselectClientError``; only the one for protocols explicitly refused
+    says "protocols not supported" (a timeout or a broken stream says otherwise).
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MultiselectClientError) and str(seen).startswith("protocols not supported"):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 class Ping:
-    """Pings quiet peers over ``ping_protocol`` and kicks the ones that stop answering.
+    """Pings quiet peers of ``host`` and kicks the ones that stop answering.
 
     ``heard`` maps a peer to when it last sent us gossip (trio time): a peer
     that talks is alive and is not pinged.
@@ -32,25 +58,24 @@ class Ping:
 
     def __init__(
         self,
+        host: Any,
         *,
-        ping_protocol: str,
+        lag: LoopLag,
         policy: LivenessPolicy,
         lag_sample_interval: float,
-        clock: Clock,
         counters: TransportCounters,
         peers: Peers,
-        streams: Streams,
         heard: dict[PeerId, float],
     ) -> None:
-        self._ping_protocol = ping_protocol
+        self._host = host
         self._policy = policy
         self._lag_sample_interval = lag_sample_interval
-        self._clock = clock
         self._counters = counters
         self._peers = peers
-        self._streams = streams
         self._heard = heard
-        self._lag = LoopLag(policy)
+        self._lag = lag  # also the frame reader's yardstick
+        # Peers that refused the ping protocol: alive when asked, never pinged again.
+        self._no_ping: set[PeerId] = set()
 
     @staticmethod
     def _now_ms() -> int:
@@ -74,7 +99,11 @@ class Ping:
             started = self._now_ms()
             timeout_ms = self._lag.timeout_ms(started)
             now = trio.current_time()
-            quiet = [p for p in self._peers.connected if now - self._heard.get(p, -1e9) > interval]
+            quiet = [
+                p
+                for p in self._peers.connected
+                if now - self._heard.get(p, -1e9) > interval and p not in self._no_ping
+            ]
             results: dict[PeerId, bool] = {}
             async with trio.open_nursery() as nursery:
                 for peer in quiet:
@@ -97,21 +126,31 @@ class Ping:
             missed.forget_except(frozenset(self._peers.connected))
             for peer in [p for p in self._heard if p not in self._peers.connected]:
                 del self._heard[peer]
+            self._no_ping &= self._peers.connected
 
     async def _ping_one(self, peer: PeerId, results: dict[PeerId, bool], timeout: float) -> None:
-        payload = self._clock.now_ms().to_bytes(PING_PAYLOAD_BYTES, "big")
+        """One standard ping on a fresh stream: ``results[peer]`` says whether ``peer`` answered in time."""
+        payload = os.urandom(PING_PAYLOAD_BYTES)
+        stream: Any = None
+        answered = False
         try:
-            answer = await self._streams.exchange(peer, self._ping_protocol, payload, timeout, 64)
-        except TransportError:
-            results[peer] = False
-        else:
-            results[peer] = answer == payload
-            if results[peer]:
-                self._heard[peer] = trio.current_time()
-
-    async def serve_ping(self, stream: Any) -> None:
-        async def echo(peer: PeerId, data: bytes) -> bytes:
-            await trio.lowlevel.checkpoint()
-            return data
-
-        await self._streams.serve(stream, echo, PING_PAYLOAD_BYTES)
+            with trio.fail_after(timeout):
+                stream = await self._host.new_stream(ID.from_base58(peer), [TProtocol(PING_PROTOCOL)])
+                await stream.write(payload)
+                answered = await read_exactly(stream, PING_PAYLOAD_BYTES) == payload
+        except trio.TooSlowError:
+            pass
+        except Exception as exc:  # noqa: BLE001 -- libp2p raises many unrelated types for a failed stream
+            if _refused_protocol(exc):
+                self._no_ping.add(peer)
+                answered = True
+                log.info("gossip.ping.unsupported", peer=peer)
+            else:
+                log.debug("gossip.ping.failed", peer=peer, error=repr(exc)[:200])
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                    await (stream.close() if answered else stream.reset())
+        results[peer] = answered
+        if answered:
+            self._heard[peer] = trio.current_time()

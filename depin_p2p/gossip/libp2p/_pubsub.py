@@ -12,13 +12,19 @@ import structlog
 import trio
 from google.protobuf.message import DecodeError
 from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IOException
+from libp2p.network.connection.exceptions import RawConnError
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.utils import maybe_consume_signed_record
 from libp2p.pubsub.validators import signature_validator
 from libp2p.tools.anyio_service.exceptions import LifecycleError
 
 from depin_p2p import wire
+from depin_p2p.gossip.libp2p._frames import FrameReader, FrameRefused, FrameStalled
 from depin_p2p.gossip.transport import PeerId, TransportCounters
 
 log = structlog.get_logger(__package__)  # one logger for the whole transport, as before the split
@@ -107,10 +113,18 @@ class _GuardedPubsub(Pubsub):
     """
 
     def __init__(
-        self, host: Any, router: Any, owner: PubsubOwner, *, outbound_queue_rpcs: int, **kwargs: Any
+        self,
+        host: Any,
+        router: Any,
+        owner: PubsubOwner,
+        *,
+        frames: FrameReader,
+        outbound_queue_rpcs: int,
+        **kwargs: Any,
     ) -> None:
         super().__init__(host, router, **kwargs)
         self._owner = owner
+        self._frames = frames
         self._outbound_queue_rpcs = outbound_queue_rpcs
         self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
 
@@ -143,6 +157,12 @@ class _GuardedPubsub(Pubsub):
 
     async def stream_handler(self, stream: Any) -> None:
         peer_id = stream.muxed_conn.peer_id
+        if not self._frames.open_stream(peer_id):
+            # GossipSub needs one inbound stream per peer; extra ones only hold our memory.
+            self._owner.penalise(peer_of(peer_id), "excess_pubsub_streams")
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            return
         try:
             await self.continuously_read_stream(stream)
         except (DecodeError, ParseError) as exc:
@@ -153,14 +173,52 @@ class _GuardedPubsub(Pubsub):
                 log.debug("gossip.stream.failed", peer=peer_of(peer_id), error=repr(exc)[:200])
             else:
                 self._owner.on_malformed(peer_id, "malformed_rpc", exc)
+        except FrameRefused as exc:
+            self._owner.on_malformed(peer_id, exc.code, exc)
+        except FrameStalled as exc:
+            log.info("gossip.frame.stalled", peer=peer_of(peer_id), blame=exc.blame, detail=str(exc))
+            if exc.blame:
+                self._owner.penalise(peer_of(peer_id), "stalled_frame")
         except Exception as exc:  # noqa: BLE001 -- teardown, reset, cancelled stream, closing nursery, timeout
             # A dead or slow peer, or our own service stopping: not an offence.
             log.debug("gossip.stream.failed", peer=peer_of(peer_id), error=repr(exc)[:200])
         else:
             return
+        finally:
+            self._frames.close_stream(peer_id)
         with contextlib.suppress(Exception):
             await stream.reset()
         self._handle_dead_peer(peer_id)
+
+    async def continuously_read_stream(self, stream: Any) -> None:
+        """py-libp2p's read loop, reading each frame through our :class:`FrameReader`.
+
+        The handling of a parsed RPC is py-libp2p's own (0.8.1), unchanged.
+        A stream that ends or breaks between frames or inside one ends the
+        loop quietly, as in py-libp2p.
+        """
+        peer_id = stream.muxed_conn.peer_id
+        try:
+            while self.manager.is_running:
+                incoming = await self._frames.read(stream, peer_id)
+                if incoming is None:
+                    return
+                rpc_incoming = rpc_pb2.RPC()
+                rpc_incoming.ParseFromString(incoming)
+                if not maybe_consume_signed_record(rpc_incoming, self.host, peer_id):
+                    continue
+                if rpc_incoming.publish:
+                    for msg in rpc_incoming.publish:
+                        if self._is_subscribed_to_msg(msg) and self.manager.is_running:
+                            self.manager.run_task(self.push_msg, peer_id, msg)
+                subscriptions = rpc_incoming.subscriptions
+                if subscriptions and len(subscriptions) <= self.max_subscriptions_per_rpc:
+                    for message in subscriptions:
+                        self.handle_subscription(peer_id, message)
+                if rpc_incoming.HasField("control"):
+                    await self.router.handle_rpc(rpc_incoming, peer_id)
+        except (StreamEOF, StreamError, IOException, RawConnError, EOFError) as exc:
+            log.debug("gossip.stream.ended", peer=peer_of(peer_id), error=repr(exc)[:200])
 
     def _handle_dead_peer(self, peer_id: Any) -> None:
         # Called from the read loop, the sending loop, write_msg and the

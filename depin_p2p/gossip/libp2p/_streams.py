@@ -22,7 +22,7 @@ log = structlog.get_logger(__package__)
 _LEN = struct.Struct(">I")
 
 
-async def _read_exactly(stream: Any, n: int) -> bytes:
+async def read_exactly(stream: Any, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = await stream.read(n - len(buf))
@@ -33,10 +33,10 @@ async def _read_exactly(stream: Any, n: int) -> bytes:
 
 
 async def _read_frame(stream: Any, max_bytes: int, code: str) -> bytes:
-    (length,) = _LEN.unpack(await _read_exactly(stream, _LEN.size))
+    (length,) = _LEN.unpack(await read_exactly(stream, _LEN.size))
     if length > max_bytes:
         raise Reject(code, f"{length} bytes > cap {max_bytes}")
-    return await _read_exactly(stream, length)
+    return await read_exactly(stream, length)
 
 
 class Streams:

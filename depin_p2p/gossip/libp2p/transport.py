@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,6 @@ import trio
 from libp2p import new_host
 from libp2p.crypto import ed25519 as _ed25519
 from libp2p.crypto import x25519 as _x25519
-from libp2p.custom_types import TProtocol
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -23,12 +23,13 @@ from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import TransportError
+from depin_p2p.gossip.libp2p._frames import FrameLimits, FrameReader
 from depin_p2p.gossip.libp2p._peers import Peers
 from depin_p2p.gossip.libp2p._ping import Ping
 from depin_p2p.gossip.libp2p._pubsub import _GossipSub, _GuardedPubsub, peer_of
 from depin_p2p.gossip.libp2p._streams import Streams
 from depin_p2p.gossip.libp2p._topics import Topics
-from depin_p2p.gossip.liveness import LivenessPolicy
+from depin_p2p.gossip.liveness import LivenessPolicy, LoopLag
 from depin_p2p.gossip.penalty import PenaltyPolicy
 from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -40,7 +41,7 @@ from depin_p2p.gossip.transport import (
     PeerId,
     TransportCounters,
     Validator,
-    protocol,
+    message_id,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class Libp2pConfig:
     rate_limit_per_second: int = 2_000  # gossip messages accepted per forwarding peer
     rate_limit_burst: int = 4_000
     max_inbound_rpc_bytes: int = wire.MAX_MESSAGE_BYTES + 64 * 1024
+    # Inbound pubsub frames: streams per peer, bytes in flight, deadlines (its
+    # max_frame_bytes is replaced by max_inbound_rpc_bytes).
+    frames: FrameLimits = field(default_factory=FrameLimits)
     seen_ttl: int = 120
     outbound_queue_rpcs: int = 1024  # per-peer outbound queue (libp2p default: 32, dropped silently)
 
@@ -86,7 +90,7 @@ class Libp2pTransport:
 
     Args:
         key: the node key; its seed is also the libp2p identity.
-        network_id: names the ping protocol (``/depin/<network>/ping/1``).
+        network_id: the network this node belongs to.
         clock: the node clock (penalties and bans are in its milliseconds).
         config: tunables.
         penalty_policy: scores and ban length.
@@ -131,12 +135,16 @@ class Libp2pTransport:
             rate_per_second=config.rate_limit_per_second,
             rate_burst=config.rate_limit_burst,
         )
+        lag = LoopLag(config.liveness)
+        limits = dataclasses.replace(config.frames, max_frame_bytes=config.max_inbound_rpc_bytes)
+        frames = FrameReader(limits, lag)
         self._pubsub: Any = _GuardedPubsub(
             self._host,
             self._router,
             self._topics,
+            frames=frames,
             outbound_queue_rpcs=config.outbound_queue_rpcs,
-            msg_id_constructor=lambda msg: wire.content_id(msg.data),
+            msg_id_constructor=lambda msg: message_id(msg.topicIDs, msg.data),
             seen_ttl=config.seen_ttl,
             max_inbound_rpc_size=config.max_inbound_rpc_bytes,
         )
@@ -151,18 +159,16 @@ class Libp2pTransport:
         self._streams = Streams(
             self._host, self._counters, timeout=config.dial_timeout, penalise=self.penalise
         )
-        ping_protocol = protocol(network_id, "ping")
+        # Liveness is the standard /ipfs/ping/1.0.0, which new_host already serves.
         self._ping = Ping(
-            ping_protocol=ping_protocol,
+            self._host,
+            lag=lag,
             policy=config.liveness,
             lag_sample_interval=config.lag_sample_interval,
-            clock=clock,
             counters=self._counters,
             peers=self._peers,
-            streams=self._streams,
             heard=self._topics.heard,
         )
-        self._host.set_stream_handler(TProtocol(ping_protocol), self._ping.serve_ping)
         self._listen: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ lifecycle
@@ -262,6 +268,15 @@ class Libp2pTransport:
     async def connect(self, addr: str) -> PeerId:
         """Dial a ``/ip4/.../tcp/.../p2p/<id>`` address and keep it in the address book."""
         return await self._peers.connect(addr)
+
+    def keep_dialling(self, addr: str) -> PeerId:
+        """Keep dialling ``addr`` (with back-off) until connected, and re-dial it when lost.
+
+        For addresses that may not listen yet (bootstrap peers): nothing is
+        dialled here; the maintenance loop dials within a quarter second.
+        Raises TransportError for an address without a ``/p2p/<id>``.
+        """
+        return self._peers.keep_dialling(addr)
 
     def peers(self) -> frozenset[PeerId]:
         return frozenset(self._peers.connected)

@@ -43,7 +43,7 @@ class PubsubOwner(Protocol):
 
     def on_malformed(self, peer_id: Any, code: str, exc: BaseException) -> None: ...
 
-    def rate_ok(self, forwarder: Any) -> bool: ...
+    def rate_ok(self, forwarder: Any, size: int) -> bool: ...
 
     def validate(self, forwarder: Any, msg: Any) -> bool: ...
 
@@ -266,7 +266,7 @@ class _GuardedPubsub(Pubsub):
     def _admit(self, forwarder: Any, msg: Any, *, local: bool) -> bool:
         """Our checks of one pubsub message: True to forward it. Raises on a message that cannot be parsed."""
         owner = self._owner
-        if not local and (self.is_peer_blacklisted(forwarder) or not owner.rate_ok(forwarder)):
+        if not local and (self.is_peer_blacklisted(forwarder) or not owner.rate_ok(forwarder, len(msg.data))):
             return False
         mid = self._msg_id_constructor(msg)
         if self.seen_messages.has(mid):

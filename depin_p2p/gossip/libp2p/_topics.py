@@ -16,12 +16,13 @@ log = structlog.get_logger(__package__)
 
 
 class _TokenBucket:
-    """Integer-free token bucket on trio time; one per forwarding peer."""
+    """Integer-free token buckets on trio time, one per forwarding peer: messages and bytes."""
 
-    __slots__ = ("at", "tokens")
+    __slots__ = ("at", "bytes", "tokens")
 
-    def __init__(self, tokens: float, at: float) -> None:
+    def __init__(self, tokens: float, byte_tokens: float, at: float) -> None:
         self.tokens = tokens
+        self.bytes = byte_tokens
         self.at = at
 
 
@@ -39,11 +40,15 @@ class Topics:
         penalise: Callable[[PeerId, str], None],
         rate_per_second: int,
         rate_burst: int,
+        bytes_per_second: int,
+        bytes_burst: int,
     ) -> None:
         self._counters = counters
         self._penalise = penalise
         self._rate_per_second = rate_per_second
         self._rate_burst = rate_burst
+        self._bytes_per_second = bytes_per_second
+        self._bytes_burst = bytes_burst
         self.subs: dict[str, tuple[Validator, trio.MemorySendChannel[GossipMessage]]] = {}
         self._buckets: dict[Any, _TokenBucket] = {}
         # When each peer last sent us gossip: a peer that talks is alive, so
@@ -64,21 +69,24 @@ class Topics:
         log.debug("gossip.frame.malformed", peer=peer, code=code, error=repr(exc)[:200])
         self._penalise(peer, code)
 
-    def rate_ok(self, forwarder: Any) -> bool:
+    def rate_ok(self, forwarder: Any, size: int) -> bool:
+        """Take one message and its ``size`` bytes from ``forwarder``'s buckets; False: dropped, counted."""
         now = trio.current_time()
         self.heard[peer_of(forwarder)] = now
         bucket = self._buckets.get(forwarder)
         if bucket is None:
             if len(self._buckets) > 4096:
                 self._buckets.clear()
-            bucket = self._buckets[forwarder] = _TokenBucket(self._rate_burst, now)
-        refill = (now - bucket.at) * self._rate_per_second
-        bucket.tokens = min(self._rate_burst, bucket.tokens + refill)
+            bucket = self._buckets[forwarder] = _TokenBucket(self._rate_burst, self._bytes_burst, now)
+        elapsed = now - bucket.at
+        bucket.tokens = min(self._rate_burst, bucket.tokens + elapsed * self._rate_per_second)
+        bucket.bytes = min(self._bytes_burst, bucket.bytes + elapsed * self._bytes_per_second)
         bucket.at = now
-        if bucket.tokens < 1:
+        if bucket.tokens < 1 or bucket.bytes < size:
             self._counters.dropped_rate_limited += 1
             return False
         bucket.tokens -= 1
+        bucket.bytes -= size
         return True
 
     def validate(self, forwarder: Any, msg: Any) -> bool:

@@ -72,6 +72,9 @@ class Libp2pConfig:
     lag_sample_interval: float = 0.25
     rate_limit_per_second: int = 2_000  # gossip messages accepted per forwarding peer
     rate_limit_burst: int = 4_000
+    # Gossip payload bytes accepted per forwarding peer (a full 1 MiB message fits the burst).
+    rate_limit_bytes_per_second: int = 16 * 1024 * 1024
+    rate_limit_bytes_burst: int = 32 * 1024 * 1024
     max_inbound_rpc_bytes: int = wire.MAX_MESSAGE_BYTES + 64 * 1024
     # Inbound pubsub frames: streams per peer, bytes in flight, deadlines (its
     # max_frame_bytes is replaced by max_inbound_rpc_bytes).
@@ -134,6 +137,8 @@ class Libp2pTransport:
             penalise=self.penalise,
             rate_per_second=config.rate_limit_per_second,
             rate_burst=config.rate_limit_burst,
+            bytes_per_second=config.rate_limit_bytes_per_second,
+            bytes_burst=config.rate_limit_bytes_burst,
         )
         lag = LoopLag(config.liveness)
         limits = dataclasses.replace(config.frames, max_frame_bytes=config.max_inbound_rpc_bytes)

@@ -20,7 +20,6 @@ prevote and precommit it signs, a second one for another value.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.world import World
+from devnet.adversaries.equivocating import twin_vote
 from devnet.genesis import Devnet, DevnetPlan, plan_devnet
 from devnet.invariants import EpochRecord, NodeRecord, RunRecord, SignedRecord
 from devnet.manifest import Manifest, Perturbation
@@ -150,10 +150,10 @@ class _Tap:
             return
         kind = type(msg).__name__.lower()
         node.signed.append(SignedRecord(kind, msg.epoch, msg.round, wire.content_id(item.body).hex()))
-        if node.equivocates_from is not None and msg.epoch >= node.equivocates_from and kind != "proposal":
-            assert isinstance(msg, Prevote | Precommit)
-            other = None if msg.value_id is not None else hashlib.blake2b(item.body, digest_size=32).digest()
-            twin = wire.seal(type(msg)(msg.epoch, msg.round, other), node.key, node.sim.network_id)
+        twin = None
+        if node.equivocates_from is not None:
+            twin = twin_vote(item, node.key, node.sim.network_id, node.equivocates_from)
+        if twin is not None:
             node.signed.append(SignedRecord(kind, msg.epoch, msg.round, wire.content_id(twin.body).hex()))
             node.equivocations += 1
             await self._inner.publish(topic_name, wire.encode(twin))

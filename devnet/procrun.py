@@ -94,26 +94,36 @@ class CutWindow:
 
     action: str
     from_epoch: int
+    from_ms: int  # from the genesis
     links: set[netns.Link]
     start: dict[netns.Link, int]
     to_epoch: int | None = None
+    to_ms: int | None = None
     bytes_on_cut_links: int | None = None
     bytes_on_other_links: int | None = None
 
-    def close(self, epoch: int, now: dict[netns.Link, int]) -> None:
+    def close(self, epoch: int, at_ms: int, now: dict[netns.Link, int]) -> None:
         delta = {link: now.get(link, 0) - self.start.get(link, 0) for link in now}
-        self.to_epoch = epoch
+        self.to_epoch, self.to_ms = epoch, at_ms
         self.bytes_on_cut_links = sum(v for k, v in delta.items() if k in self.links)
         self.bytes_on_other_links = sum(v for k, v in delta.items() if k not in self.links)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, run: RunRecord) -> dict[str, Any]:
+        end = self.to_ms if self.to_ms is not None else run.end_ms
+        committed = {
+            str(n.node): [e.epoch for e in n.epochs if self.from_ms <= e.committed_at_ms < end]
+            for n in run.nodes
+        }
         return {
             "action": self.action,
             "from_epoch": self.from_epoch,
             "to_epoch": self.to_epoch,
+            "from_ms": self.from_ms,
+            "to_ms": self.to_ms,
             "links": [list(p) for p in netns.pairs(self.links)],
             "bytes_on_cut_links": self.bytes_on_cut_links,
             "bytes_on_other_links": self.bytes_on_other_links,
+            "committed_while_cut": committed,  # node -> epochs it committed meanwhile
         }
 
 
@@ -225,10 +235,10 @@ class ProcessRun:
             await self._wait_up(first)
             for epoch in range(1, epochs + 1):
                 await self.clock.sleep_until_ms(self.schedule.start_of(epoch))
+                for p in by_epoch.get(epoch, []):  # first: a poll of a slow node must not delay a cut
+                    await self._perturb(p, epoch)
                 await self._sample(epoch - 1)
                 self.progress(f"epoch {epoch}/{epochs}{self._summary()}")
-                for p in by_epoch.get(epoch, []):
-                    await self._perturb(p, epoch)
             deadline = self.schedule.end_of(epochs + SETTLE_EPOCHS)
             while self.clock.now_ms() < deadline:
                 await self._sample(None)
@@ -243,7 +253,7 @@ class ProcessRun:
                 counters = self.mesh.counters()
                 for window in self.cuts:
                     if window.to_epoch is None:
-                        window.close(epochs + 1, counters)
+                        window.close(epochs + 1, self.end_ms - self.genesis_time_ms, counters)
             nursery.cancel_scope.cancel()
 
     async def _watch_signals(self) -> None:
@@ -384,12 +394,14 @@ class ProcessRun:
             if n.state == "disconnected":
                 cut |= netns.links_of(n.index, count)
         before = mesh.counters()
+        at_ms = self.clock.now_ms() - self.genesis_time_ms
         for window in self.cuts:
             if window.to_epoch is None:
-                window.close(epoch, before)
+                window.close(epoch, at_ms, before)
         mesh.apply_cuts(cut)
         if cut:
-            self.cuts.append(CutWindow(action, epoch, cut, mesh.counters()))
+            at_ms = self.clock.now_ms() - self.genesis_time_ms
+            self.cuts.append(CutWindow(action, epoch, at_ms, cut, mesh.counters()))
         self.progress(f"epoch {epoch}: {action}, {len(cut)} of {len(mesh.links())} links down")
 
     async def _submit_tx(self, node: ProcNode, p: Perturbation) -> None:
@@ -472,12 +484,13 @@ class ProcessRun:
             proof_verdicts=tuple(self.proof_verdicts),
         )
 
-    def run_section(self) -> dict[str, Any]:
+    def run_section(self, run: RunRecord) -> dict[str, Any]:
         """What only `run` knows, for the report's ``run`` key: isolation, cuts, warnings."""
         return {
             "isolation": "netns" if self.isolate else "loopback",
             "addresses": {str(n.index): n.layout.host for n in self.nodes},
-            "cuts": [w.as_json() for w in self.cuts],
+            "namespaces": [self.mesh.namespace(n.index) for n in self.nodes] if self.mesh else [],
+            "cuts": [w.as_json(run) for w in self.cuts],
             "warnings": list(self.warnings),
             "crashed": {str(n.index): n.crashed for n in self.nodes if n.crashed is not None},
         }

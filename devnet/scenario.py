@@ -153,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"warning: {line}", highlight=False)
     verdicts = check_all(run)
     doc = build_report(manifest, seed, run, verdicts)
-    doc["run"] = runner.run_section() | {"unsupported": [NO_NETEM]}
+    doc["run"] = runner.run_section(run) | {"unsupported": [NO_NETEM]}
     return _finish(args, console, manifest=manifest, run=run, verdicts=verdicts, doc=doc)
 
 

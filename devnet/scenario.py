@@ -78,6 +78,11 @@ def add_parsers(sub: Any) -> None:
         help="write report.json and report.html here, and keep the node homes and logs in OUT/nodes",
     )
     run.add_argument("--json", action="store_true", help="print report.json to stdout")
+    run.add_argument(
+        "--loopback",
+        action="store_true",
+        help="run the nodes on 127.0.0.1 even as root (no namespaces; manifests that cut links are refused)",
+    )
     run.set_defaults(handler=cmd_run)
 
 
@@ -116,18 +121,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"depin-devnet: error: {args.manifest}: {reason}", file=sys.stderr)
         return EXIT_USER_ERROR
-    unavailable = netns.unavailable_reason()
+    unavailable = "--loopback" if args.loopback else netns.unavailable_reason()
     if unavailable is None and manifest.network.nodes > netns.MAX_MESH_NODES:
         unavailable = f"at most {netns.MAX_MESH_NODES} nodes get a namespace each"
     if unavailable is not None and manifest.needs_link_cuts():
+        fix = "drop --loopback" if args.loopback else f"{unavailable}: run as root"
         print(
             f"depin-devnet: error: {args.manifest} cuts links (disconnect/partition), which `run` does only "
-            f"in network namespaces, and {unavailable}; run as root or use `depin-devnet sim`",
+            f"with one network namespace per node; {fix}, or use `depin-devnet sim`",
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
     console = Console(stderr=True)
-    if unavailable is not None:
+    if unavailable is not None and not args.loopback:
         note = f"warning: {unavailable}: the nodes run on 127.0.0.1, without link isolation"
         console.print(note, highlight=False)
     console.print(f"warning: {NO_NETEM}", highlight=False)
@@ -143,8 +149,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # a node did not come up
         print(f"depin-devnet: error: {exc}", file=sys.stderr)
         return EXIT_INVARIANT_FAILED
-    except Interrupted as exc:
-        print(f"depin-devnet: {exc}: every node process and namespace removed", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        what = str(exc) or "interrupted"
+        print(f"depin-devnet: {what}: every node process and namespace removed", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if not keep:

@@ -58,6 +58,9 @@ REQUEST_TIMEOUT_S = 5.0  # from the accept to the last byte of the answer
 MAX_CONNECTIONS = 64
 MAX_BODY_BYTES = 8 * 1024  # a transaction envelope is a few hundred bytes
 
+# Opens a client connection to the API on this port (see request_json's ``connect``).
+Connect = Callable[[int], Awaitable[trio.abc.Stream]]
+
 StatusFn = Callable[[], dict[str, Any]]
 
 
@@ -284,9 +287,18 @@ def _jsonable(value: object) -> object:
 
 
 async def request_json(
-    port: int, method: str, path: str, body: bytes = b"", *, timeout: float = 5.0
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    timeout: float = 5.0,
+    connect: Connect | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Send one request to ``http://127.0.0.1:port/path``; return the status and the JSON object.
+
+    ``connect(port)`` opens the connection instead of ``trio.open_tcp_stream`` (a
+    caller reaching a node's 127.0.0.1 inside another network namespace passes one).
 
     Raises:
         OSError: nothing listens there (ConnectionError when the connection breaks).
@@ -295,11 +307,9 @@ async def request_json(
             ``TooSlowError`` is not one, so it never leaves this function).
     """
     try:
-        status, out = await _exchange(port, method, path, body, timeout)
+        status, out = await _exchange(port, method, path, body, timeout=timeout, connect=connect)
     except trio.TooSlowError:
-        raise TimeoutError(
-            f"{method} {path} on 127.0.0.1:{port}: no answer within {timeout:g} s"
-        ) from None
+        raise TimeoutError(f"{method} {path} on 127.0.0.1:{port}: no answer within {timeout:g} s") from None
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
         raise ConnectionError(f"{method} {path} on 127.0.0.1:{port} failed: {exc}") from None
     try:
@@ -311,9 +321,11 @@ async def request_json(
     return status, doc
 
 
-async def _exchange(port: int, method: str, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+async def _exchange(
+    port: int, method: str, path: str, body: bytes, *, timeout: float, connect: Connect | None
+) -> tuple[int, bytes]:
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(API_HOST, port)
+        stream = await (connect(port) if connect is not None else trio.open_tcp_stream(API_HOST, port))
         async with stream:
             conn = h11.Connection(h11.CLIENT)
             headers = [("host", API_HOST), ("connection", "close"), ("content-length", str(len(body)))]
@@ -337,13 +349,17 @@ async def _exchange(port: int, method: str, path: str, body: bytes, timeout: flo
     return status, out
 
 
-async def fetch_json(port: int, path: str = "/status", *, timeout: float = 5.0) -> dict[str, Any]:
+async def fetch_json(
+    port: int, path: str = "/status", *, timeout: float = 5.0, connect: Connect | None = None
+) -> dict[str, Any]:
     """GET ``http://127.0.0.1:port/path`` and parse JSON. Raises OSError, ValueError or TypeError.
+
+    ``connect``: as for :func:`request_json`.
 
     Cancellation: bounded by ``timeout``; raises TimeoutError (an OSError, never
     ``trio.TooSlowError``) when it expires.
     """
-    status, doc = await request_json(port, "GET", path, timeout=timeout)
+    status, doc = await request_json(port, "GET", path, timeout=timeout, connect=connect)
     if status != 200:
         raise ValueError(f"GET {path} answered {status}")
     return doc

@@ -134,6 +134,13 @@ class Node:
         check_port_free(self.config.listen.host, self.config.listen.port, what="network.listen")
         check_port_free("127.0.0.1", self.config.api_port, what="api.port")
 
+    def _transport(self, clock: Clock) -> Libp2pTransport:
+        """The node's libp2p transport (a devnet adversary subclasses Node to replace it)."""
+        listen = self.config.listen.text
+        return Libp2pTransport(
+            self.key, network_id=self.genesis.network_id, clock=clock, config=Libp2pConfig(listen_addr=listen)
+        )
+
     def _drivers(self, store: LedgerStore, clock: Clock) -> Devices:
         devices = tuple(store.read(lambda v: list(v.iter_devices())))
         seed = self.config.world_seed or self.genesis.network_id.encode()
@@ -178,9 +185,7 @@ class Node:
         net = self.genesis.network_id
         grace_ms = default_grace_ms(self.genesis.epoch_length_ms)
         with open_node_store(cfg, self.genesis) as store:
-            transport = Libp2pTransport(
-                self.key, network_id=net, clock=clock, config=Libp2pConfig(listen_addr=cfg.listen.text)
-            )
+            transport = self._transport(clock)
             services: NodeServices  # bound below, before the first commit reads it
             timer = CommitTimer(
                 self.metrics,

@@ -35,7 +35,7 @@ import random
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,8 @@ from devnet.genesis import Devnet, write_device_keys, write_genesis
 HOST = "127.0.0.1"
 RESERVATION_MS = 600_000  # a node binds its ports within seconds of start; ten minutes is ample
 PORT_SPAN = 12_288  # how many ports below the ephemeral range devnets use
+NETNS_P2P_PORT = 4001  # a node alone in its network namespace has every port to itself
+NETNS_API_PORT = 8080
 LEDGER_NAME = "depin-devnet-ports-{uid}.json"  # per user: no one else's file to be locked out of
 
 
@@ -131,10 +133,11 @@ class NodeLayout:
     api_port: int
     peer_id: str
     address: str
+    host: str = HOST  # where it listens for peers (its namespace's address under `depin-devnet run`)
 
     @property
     def multiaddr(self) -> str:
-        return f"/ip4/{HOST}/tcp/{self.p2p_port}/p2p/{self.peer_id}"
+        return f"/ip4/{self.host}/tcp/{self.p2p_port}/p2p/{self.peer_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +148,20 @@ class Layout:
 
 
 def node_toml(
-    *, p2p_port: int, api_port: int, bootstrap: list[str], device_keys: list[str], world_seed: str
+    *,
+    p2p_port: int,
+    api_port: int,
+    bootstrap: list[str],
+    device_keys: list[str],
+    world_seed: str,
+    host: str = HOST,
 ) -> str:
     keys = ", ".join(f'"{k}"' for k in device_keys)
     boot = ", ".join(f'"{b}"' for b in bootstrap)
     return f"""\
 # Written by depin-devnet. See `depin-p2p init` for the documented defaults.
 [network]
-listen = "/ip4/{HOST}/tcp/{p2p_port}"
+listen = "/ip4/{host}/tcp/{p2p_port}"
 bootstrap = [{boot}]
 
 [api]
@@ -170,8 +179,12 @@ world_seed = "{world_seed}"
 """
 
 
-def write_layout(devnet: Devnet, root: Path) -> Layout:
+def write_layout(devnet: Devnet, root: Path, *, hosts: Sequence[str] | None = None) -> Layout:
     """Write the genesis and every node home under ``root`` (which must be empty or absent).
+
+    ``hosts``: one listen address per node, each in a network namespace of its own
+    (so every node takes the same fixed ports, :data:`NETNS_P2P_PORT` and
+    :data:`NETNS_API_PORT`); None: every node on 127.0.0.1 at reserved ports.
 
     Raises:
         ConfigError: from ``init_home`` when a home cannot be created.
@@ -184,10 +197,12 @@ def write_layout(devnet: Devnet, root: Path) -> Layout:
     write_genesis(devnet, genesis_file)
     world_seed = devnet.plan.seed.hex()
     nodes: list[NodeLayout] = []
-    ports = reserve_ports(2 * len(devnet.node_keys))
+    count = len(devnet.node_keys)
+    ports = reserve_ports(2 * count) if hosts is None else [NETNS_P2P_PORT, NETNS_API_PORT] * count
     for i, key in enumerate(devnet.node_keys):
         home = root / f"node-{i}"
         p2p_port, api_port = ports[2 * i], ports[2 * i + 1]
+        host = HOST if hosts is None else hosts[i]
         device_paths = write_device_keys(devnet, i, home / "devices")
         # Every node dials every earlier one: a full mesh, so validators peer directly
         # and direct requests (compute challenges, sync) reach any node.
@@ -198,7 +213,8 @@ def write_layout(devnet: Devnet, root: Path) -> Layout:
             bootstrap=bootstrap,
             device_keys=[str(p.relative_to(home)) for p in device_paths],
             world_seed=world_seed,
+            host=host,
         )
         init_home(home, genesis_file=genesis_file, key=key, force=True, config_toml=config)
-        nodes.append(NodeLayout(i, home, p2p_port, api_port, key.peer_id, key.address))
+        nodes.append(NodeLayout(i, home, p2p_port, api_port, key.peer_id, key.address, host))
     return Layout(root, genesis_file, tuple(nodes))

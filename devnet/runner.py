@@ -44,8 +44,17 @@ LOG_TAIL_LINES = 20
 
 @dataclass
 class NodeProcess:
+    """One node's process.
+
+    ``prefix`` is put before the Python command (``ip netns exec NS`` runs it in a
+    network namespace); ``program`` is what Python runs before ``--home DIR``
+    (a devnet adversary's entry point instead of ``depin_p2p run``).
+    """
+
     layout: NodeLayout
     process: subprocess.Popen[bytes] | None = None
+    prefix: tuple[str, ...] = ()
+    program: tuple[str, ...] = ("-m", "depin_p2p", "run")
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -56,7 +65,7 @@ class NodeProcess:
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "depin_p2p", "run", "--home", str(self.layout.home)],
+                [*self.prefix, sys.executable, *self.program, "--home", str(self.layout.home)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -20,7 +20,6 @@ prevote and precommit it signs, a second one for another value.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.world import World
+from devnet.adversaries.equivocating import twin_vote
 from devnet.genesis import Devnet, DevnetPlan, plan_devnet
 from devnet.invariants import EpochRecord, NodeRecord, RunRecord, SignedRecord
 from devnet.manifest import Manifest, Perturbation
@@ -61,8 +61,11 @@ LIVENESS_EPOCHS = 3
 SETTLE_EPOCHS = 2  # after the planned last epoch, how long the run may go on for stragglers
 
 
-def devnet_for(manifest: Manifest, seed: int) -> Devnet:
-    """The manifest's network: keys, devices and genesis, all derived from (name, seed)."""
+def devnet_for(manifest: Manifest, seed: int, *, genesis_time_ms: int = GENESIS_TIME_MS) -> Devnet:
+    """The manifest's network: keys, devices and genesis, all derived from (name, seed).
+
+    ``genesis_time_ms``: the simulator's virtual genesis by default; `run` passes a wall time.
+    """
     net = manifest.network
     plan = DevnetPlan(
         nodes=net.nodes,
@@ -73,7 +76,7 @@ def devnet_for(manifest: Manifest, seed: int) -> Devnet:
         seed=f"{manifest.name}/{seed}".encode(),
         stake=net.stake_micro[0],
     )
-    devnet = plan_devnet(plan, genesis_time_ms=GENESIS_TIME_MS)
+    devnet = plan_devnet(plan, genesis_time_ms=genesis_time_ms)
     genesis = dict(devnet.genesis)
     validators = genesis["validators"]
     assert isinstance(validators, list)
@@ -100,6 +103,12 @@ def devnet_for(manifest: Manifest, seed: int) -> Devnet:
     )
 
 
+def holdings(ledger: MemoryLedger) -> int:
+    """Every balance and every bonded or unbonding stake: what the supply must equal."""
+    total = sum(a.balance for a in ledger.accounts.values())
+    return total + sum(v.stake + v.unbonding_total for v in ledger.validators.values())
+
+
 class RecordingLedger(MemoryLedger):
     """An in-memory ledger that notes what each commit did, audited against its own holdings."""
 
@@ -111,9 +120,7 @@ class RecordingLedger(MemoryLedger):
         ] = []  # epoch, t, before, after, burned, cert
 
     def holdings(self) -> int:
-        """Every balance and every bonded or unbonding stake: what the supply must equal."""
-        total = sum(a.balance for a in self.accounts.values())
-        return total + sum(v.stake + v.unbonding_total for v in self.validators.values())
+        return holdings(self)
 
     def commit(
         self, changes: StateChanges, certificate: bytes, certificate_hash: bytes | None = None
@@ -150,10 +157,10 @@ class _Tap:
             return
         kind = type(msg).__name__.lower()
         node.signed.append(SignedRecord(kind, msg.epoch, msg.round, wire.content_id(item.body).hex()))
-        if node.equivocates_from is not None and msg.epoch >= node.equivocates_from and kind != "proposal":
-            assert isinstance(msg, Prevote | Precommit)
-            other = None if msg.value_id is not None else hashlib.blake2b(item.body, digest_size=32).digest()
-            twin = wire.seal(type(msg)(msg.epoch, msg.round, other), node.key, node.sim.network_id)
+        twin = None
+        if node.equivocates_from is not None:
+            twin = twin_vote(item, node.key, node.sim.network_id, node.equivocates_from)
+        if twin is not None:
             node.signed.append(SignedRecord(kind, msg.epoch, msg.round, wire.content_id(twin.body).hex()))
             node.equivocations += 1
             await self._inner.publish(topic_name, wire.encode(twin))
@@ -235,11 +242,11 @@ class Simulation:
         """Nodes, devices and the world (inside trio: the clock reads trio's time)."""
         self.clock = Clock(wall_anchor_ms=GENESIS_TIME_MS - START_BEFORE_MS)
         manifest, seed = self.manifest, self.seed
-        world_devices = tuple(_with_genesis(RecordingLedger(self.clock), self.genesis_text).iter_devices())
+        world_devices = tuple(with_genesis(RecordingLedger(self.clock), self.genesis_text).iter_devices())
         self.world = World(f"world/{seed}".encode(), world_devices)
         adversaries = {a.node: a for a in manifest.adversaries}
         for i, key in enumerate(self.devnet.node_keys):
-            ledger = _with_genesis(RecordingLedger(self.clock), self.genesis_text)
+            ledger = with_genesis(RecordingLedger(self.clock), self.genesis_text)
             self.genesis_supply = ledger.get_meta().total_supply
             node = SimNode(
                 index=i,
@@ -459,25 +466,8 @@ class Simulation:
         for n in sorted(self.nodes, key=lambda n: -len(n.ledger.commits)):  # longest chains first
             epochs = []
             verdicts = checked.verdicts(tuple(c[5] for c in n.ledger.commits))
-            for (epoch, t, before, after, burned, raw), ok in zip(n.ledger.commits, verdicts, strict=True):
-                cert = wire.decode_as(raw, Certificate)
-                content = wire.decode_as(cert.candidate.value, EpochContent)
-                proofs = (*content.beacons, *content.reports, *content.attestations)
-                epochs.append(
-                    EpochRecord(
-                        epoch=epoch,
-                        cert_hash=certificate_hash(cert).hex(),
-                        round=cert.round,
-                        committed_at_ms=t - GENESIS_TIME_MS,
-                        supply_before=before,
-                        supply_after=after,
-                        emission=content.ledger.emission,
-                        slashed=burned,
-                        rewards=tuple((r.account.hex()[:16], r.amount) for r in content.ledger.rewards),
-                        rewarded_proofs=tuple(wire.content_id(wire.encode(e)).hex() for e in proofs),
-                        rechecked=ok,
-                    )
-                )
+            for (_, t, before, after, burned, raw), ok in zip(n.ledger.commits, verdicts, strict=True):
+                epochs.append(epoch_record(raw, t - GENESIS_TIME_MS, before, after, burned, rechecked=ok))
             validators = {v["address"] for v in self.devnet.genesis["validators"]}  # type: ignore[attr-defined]
             nodes.append(
                 NodeRecord(
@@ -506,6 +496,28 @@ class Simulation:
         )
 
 
+def epoch_record(
+    raw_certificate: bytes, committed_at_ms: int, before: int, after: int, burned: int, *, rechecked: bool
+) -> EpochRecord:
+    """What the invariants and the report need of one committed epoch (times from the genesis)."""
+    cert = wire.decode_as(raw_certificate, Certificate)
+    content = wire.decode_as(cert.candidate.value, EpochContent)
+    proofs = (*content.beacons, *content.reports, *content.attestations)
+    return EpochRecord(
+        epoch=cert.epoch,
+        cert_hash=certificate_hash(cert).hex(),
+        round=cert.round,
+        committed_at_ms=committed_at_ms,
+        supply_before=before,
+        supply_after=after,
+        emission=content.ledger.emission,
+        slashed=burned,
+        rewards=tuple((r.account.hex()[:16], r.amount) for r in content.ledger.rewards),
+        rewarded_proofs=tuple(wire.content_id(wire.encode(e)).hex() for e in proofs),
+        rechecked=rechecked,
+    )
+
+
 class _RecheckedChains:
     """Re-checks committed chains from the genesis on a fresh ledger; a chain that is a prefix
     of one already checked reuses its verdicts (with agreement, one pass serves every node)."""
@@ -526,7 +538,7 @@ class _RecheckedChains:
         return verdicts
 
     def _recheck(self, chain: tuple[bytes, ...]) -> list[bool]:
-        ledger = _with_genesis(MemoryLedger(), self._genesis_text)
+        ledger = with_genesis(MemoryLedger(), self._genesis_text)
         out: list[bool] = []
         for raw in chain:
             cert = wire.decode_as(raw, Certificate)
@@ -540,7 +552,8 @@ class _RecheckedChains:
         return out
 
 
-def _with_genesis(ledger: L, genesis_text: str) -> L:
+def with_genesis(ledger: L, genesis_text: str) -> L:
+    """``ledger`` with the genesis state committed."""
     ledger.commit(compute_genesis_changes(ledger, parse_genesis(genesis_text).initial_state()), b"")
     return ledger
 

@@ -232,6 +232,15 @@ class ConsensusService:
         except SignRefused as exc:
             log.info("consensus.sign.refused", code=exc.code)
             return d.SignDenied(exc.code)
+        msg = req.message
+        # What this validator signed, for its operator and for devnet's double-sign audit.
+        log.info(
+            "consensus.vote.signed",
+            kind=type(msg).__name__.lower(),
+            epoch=msg.epoch,
+            round=msg.round,
+            body=wire.content_id(env.body).hex(),
+        )
         return d.Signed(env)
 
     # ------------------------------------------------------------ catch-up

@@ -30,7 +30,7 @@ from depin_p2p.clock import Clock
 from depin_p2p.consensus import driver as d
 from depin_p2p.consensus import sync
 from depin_p2p.consensus.ledger_io import EpochLedger, NodeLedger
-from depin_p2p.consensus.signer import Signer, SignRefused
+from depin_p2p.consensus.signer import Signer, SignRefused, signed_fields
 from depin_p2p.consensus.state import Certificate, DuplicateVoteEvidence, Timeouts, value_id_of
 from depin_p2p.consensus.value import ValueParams
 from depin_p2p.errors import CodecError, Ignore, Reject
@@ -77,15 +77,8 @@ class ConsensusService:
         offload_io: bool = True,
     ) -> None:
         self._clock, self._transport, self._signer, self._offload = clock, transport, signer, offload_io
-        self.ledger = EpochLedger(
-            ledger,
-            pool,
-            value_params,
-            pending_txs=pending_txs,
-            on_tx_results=on_tx_results,
-            on_commit=on_commit,
-            offload=offload_io,
-        )
+        self.ledger = EpochLedger(ledger, pool, value_params, pending_txs=pending_txs,
+                                  on_tx_results=on_tx_results, on_commit=on_commit, offload=offload_io)
         self._topic = topic(network_id, CONSENSUS)
         self._sync_protocol = protocol(network_id, SYNC)
         self._send, self._inbox = trio.open_memory_channel[d.Input | trio.Event](INBOX_CAPACITY)
@@ -232,15 +225,7 @@ class ConsensusService:
         except SignRefused as exc:
             log.info("consensus.sign.refused", code=exc.code)
             return d.SignDenied(exc.code)
-        msg = req.message
-        # What this validator signed, for its operator and for devnet's double-sign audit.
-        log.info(
-            "consensus.vote.signed",
-            kind=type(msg).__name__.lower(),
-            epoch=msg.epoch,
-            round=msg.round,
-            body=wire.content_id(env.body).hex(),
-        )
+        log.info("consensus.vote.signed", **signed_fields(req.message, env))  # devnet's double-sign audit
         return d.Signed(env)
 
     # ------------------------------------------------------------ catch-up

@@ -226,6 +226,12 @@ class Signer:
         return env
 
 
+def signed_fields(msg: Proposal | Prevote | Precommit, env: wire.Envelope) -> dict[str, object]:
+    """What a validator signed, as its ``consensus.vote.signed`` log line says it."""
+    body = wire.content_id(env.body).hex()
+    return {"kind": type(msg).__name__.lower(), "epoch": msg.epoch, "round": msg.round, "body": body}
+
+
 def _position(env: wire.Envelope) -> tuple[int, int]:
     msg = wire.decode(env.body)
     assert isinstance(msg, Proposal | Prevote | Precommit)

@@ -119,6 +119,7 @@ class NodeServices:
     txs: TxService
     signer: Signer
     consensus: ConsensusService
+    signatures: wire.SignatureCache
 
     def graph(self) -> dict[str, str]:
         """Each service's name and type: what a test compares between processes and the simulator."""
@@ -149,7 +150,9 @@ def assemble(
     """Build every service of one node (nothing runs yet; see :meth:`NodeServices.run`)."""
     net, schedule = config.network_id, config.schedule
     registry = LedgerRegistry(ledger)
-    pool = ProofPool(registry, net)
+    # One memory of good signatures for every check on this node: each envelope verified once.
+    signatures = wire.SignatureCache()
+    pool = ProofPool(registry, net, verify=signatures.verify)
     def check_item(verified: wire.Verified, peer: PeerId) -> None:
         if config.observe_check is None:
             pool.check(verified, clock.now_ms())
@@ -162,6 +165,7 @@ def assemble(
         clock=clock,
         rules=proof_rules(schedule.epoch_length_ms),
         check_item=check_item,
+        verify=signatures.verify,
     )
 
     def context() -> LedgerContext:
@@ -196,7 +200,9 @@ def assemble(
         ledger=ledger,
         signer=signer,
         pool=pool,
-        value_params=ValueParams(network_id=net, emission_per_epoch=config.emission_per_epoch),
+        value_params=ValueParams(
+            network_id=net, emission_per_epoch=config.emission_per_epoch, verify=signatures.verify
+        ),
         timeouts=config.timeouts,
         grace_ms=grace,
         pending_txs=txpool.pending,
@@ -219,4 +225,4 @@ def assemble(
         committed=lambda: consensus.committed,  # wait for a commit, do not poll
     )
     txs = TxService(txpool, transport, net)
-    return NodeServices(transport, ledger, pool, gossip, witness, txpool, txs, signer, consensus)
+    return NodeServices(transport, ledger, pool, gossip, witness, txpool, txs, signer, consensus, signatures)

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from depin_p2p.gossip.libp2p import Libp2pTransport
     from depin_p2p.gossip.service import ProofGossip
     from depin_p2p.txpool import TxPool
+    from depin_p2p.wire import SignatureCache
     from depin_p2p.witness.pool import Collected, ProofPool
     from depin_p2p.witness.service import WitnessService
 
@@ -184,6 +185,52 @@ class LedgerFigures:
     validators: int
 
 
+def _transport_figures(f: Figures, transport: Libp2pTransport) -> None:
+    t = transport.counters
+    f.gauge("depin_peers", "connected peers", len(transport.peers()))
+    f.labelled(
+        "counter",
+        "depin_transport_messages",
+        "gossip messages by outcome at the transport",
+        "outcome",
+        {
+            "published": t.published,
+            "delivered": t.delivered,
+            "ignored": t.ignored,
+            "rejected": t.rejected,
+            "duplicate": t.duplicates,
+        },
+    )
+    f.labelled(
+        "counter",
+        "depin_transport_dropped",
+        "gossip messages dropped by a bound",
+        "reason",
+        {
+            "subscriber_full": t.dropped_subscriber_full,
+            "rate_limited": t.dropped_rate_limited,
+            "peer_events_full": t.dropped_peer_events_full,
+        },
+    )
+    f.labelled(
+        "counter", "depin_transport_rejected_by_code", "rejections by code", "code", t.reject_codes
+    )
+    f.counter("depin_transport_malformed_frames", "malformed frames received", t.malformed_frames)
+    f.labelled(
+        "counter",
+        "depin_transport_requests",
+        "request/response streams served here",
+        "outcome",
+        {"served": t.requests_served, "failed": t.requests_failed},
+    )
+    f.counter("depin_peers_banned", "peers banned for misbehaviour", t.peers_banned)
+    f.counter(
+        "depin_peers_dropped_unresponsive",
+        "peers dropped after missed pings",
+        t.peers_dropped_unresponsive,
+    )
+
+
 def node_figures(
     *,
     epoch_now: int,
@@ -195,10 +242,16 @@ def node_figures(
     pending: Collected | None,
     txpool: TxPool | None,
     witness: WitnessService | None,
+    signatures: SignatureCache | None = None,
 ) -> Figures:
     """The counters and gauges of one scrape, from the node's parts (None: not started yet)."""
     f = Figures()
     f.gauge("depin_epoch_current", "the epoch running by the wall clock", epoch_now)
+    if signatures is not None:
+        f.counter("depin_signatures_verified", "Ed25519 signature checks run", signatures.verified)
+        f.counter(
+            "depin_signatures_cached", "signature checks answered from the verified cache", signatures.cached
+        )
     if ledger is not None:
         f.gauge(
             "depin_epoch_last_committed", "the last epoch committed to this node's ledger", ledger.last_epoch
@@ -211,49 +264,7 @@ def node_figures(
         f.gauge("depin_account_balance_tokens", "this node's account balance, tokens", tokens(ledger.balance))
         f.gauge("depin_validators", "validators in the current set", ledger.validators)
     if transport is not None:
-        t = transport.counters
-        f.gauge("depin_peers", "connected peers", len(transport.peers()))
-        f.labelled(
-            "counter",
-            "depin_transport_messages",
-            "gossip messages by outcome at the transport",
-            "outcome",
-            {
-                "published": t.published,
-                "delivered": t.delivered,
-                "ignored": t.ignored,
-                "rejected": t.rejected,
-                "duplicate": t.duplicates,
-            },
-        )
-        f.labelled(
-            "counter",
-            "depin_transport_dropped",
-            "gossip messages dropped by a bound",
-            "reason",
-            {
-                "subscriber_full": t.dropped_subscriber_full,
-                "rate_limited": t.dropped_rate_limited,
-                "peer_events_full": t.dropped_peer_events_full,
-            },
-        )
-        f.labelled(
-            "counter", "depin_transport_rejected_by_code", "rejections by code", "code", t.reject_codes
-        )
-        f.counter("depin_transport_malformed_frames", "malformed frames received", t.malformed_frames)
-        f.labelled(
-            "counter",
-            "depin_transport_requests",
-            "request/response streams served here",
-            "outcome",
-            {"served": t.requests_served, "failed": t.requests_failed},
-        )
-        f.counter("depin_peers_banned", "peers banned for misbehaviour", t.peers_banned)
-        f.counter(
-            "depin_peers_dropped_unresponsive",
-            "peers dropped after missed pings",
-            t.peers_dropped_unresponsive,
-        )
+        _transport_figures(f, transport)
     if gossip is not None:
         g = gossip.counters
         f.counter("depin_gossip_proofs_submitted", "own proofs handed to gossip", g.submitted)

@@ -181,6 +181,7 @@ class NodeView:
             pending=s.pool.collect(epoch_now),
             txpool=s.txpool,
             witness=s.witness,
+            signatures=s.signatures,
         )
 
 

@@ -575,6 +575,68 @@ def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> None:
         raise Reject("bad_signature") from None
 
 
+Verifier = Callable[[bytes, bytes, bytes], None]
+"""``verify(public_key, signed_bytes, signature)``; raises ``Reject('bad_signature')``."""
+
+VERIFIED_CAPACITY = 65_536  # distinct signatures a node remembers as verified (~5 MB)
+
+
+class SignatureCache:
+    """One Ed25519 check per distinct signature on a node: a bounded memory of those that checked out.
+
+    A node has one, shared by everything that verifies (gossip, the proof
+    pool, the value check, consensus), so a proof relayed, pooled, proposed
+    and re-checked costs one verification. The key binds the public key,
+    the signature and the exact signed bytes: a good signature moved onto
+    other bytes is checked again, and fails. Failures are not remembered.
+    The oldest entry goes first when full.
+
+    Attributes:
+        check: the check run on a miss (:func:`verify_signature`, Ed25519).
+        verified: checks run (failed ones included).
+        cached: checks answered from memory.
+    """
+
+    __slots__ = ("_capacity", "_seen", "cached", "check", "verified")
+
+    def __init__(self, check: Verifier | None = None, capacity: int = VERIFIED_CAPACITY) -> None:
+        self.check: Verifier = check if check is not None else verify_signature
+        self._capacity = capacity
+        self._seen: dict[bytes, None] = {}
+        self.verified = 0
+        self.cached = 0
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    @staticmethod
+    def _key(public_key: bytes, data: bytes, signature: bytes) -> bytes:
+        h = hashlib.blake2b(public_key, digest_size=32)
+        h.update(signature)
+        h.update(data)
+        return h.digest()
+
+    def verify(self, public_key: bytes, data: bytes, signature: bytes) -> None:
+        """A :data:`Verifier`: returns if the signature is good, else raises ``Reject``."""
+        key = self._key(public_key, data, signature)
+        if key in self._seen:
+            self.cached += 1
+            return
+        self.verified += 1
+        self.check(public_key, data, signature)
+        self._remember(key)
+
+    def mark(self, public_key: bytes, data: bytes, signature: bytes) -> None:
+        """Remember a signature known good without checking it (one we made)."""
+        self._remember(self._key(public_key, data, signature))
+
+    def _remember(self, key: bytes) -> None:
+        seen = self._seen
+        seen[key] = None
+        if len(seen) > self._capacity:
+            del seen[next(iter(seen))]
+
+
 def open_envelope(
     env: Envelope,
     *,
@@ -582,6 +644,7 @@ def open_envelope(
     domain: Domain,
     signer: bytes | None = None,
     max_size: int = MAX_MESSAGE_BYTES,
+    verify: Verifier | None = None,
 ) -> Verified:
     """Check an envelope and return its message.
 
@@ -602,5 +665,7 @@ def open_envelope(
         raise Reject("wrong_domain", f"{info.cls.__name__} is not signed as {domain.value}")
     if signer is not None and env.signer != signer:
         raise Reject("wrong_signer", "signed by another key than the expected one")
-    verify_signature(env.signer, signing_bytes(network_id, domain, info.type_id, env.body), env.signature)
+    (verify or verify_signature)(
+        env.signer, signing_bytes(network_id, domain, info.type_id, env.body), env.signature
+    )
     return Verified(msg, env.signer, env)

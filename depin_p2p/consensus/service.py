@@ -89,7 +89,7 @@ class ConsensusService:
         self._nursery: trio.Nursery | None = None
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
-        config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts())
+        config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts(), verify=value_params.verify)
         self.driver = d.EpochDriver(config, self.ledger.head())
         self.counters = self.driver.counters
         self.conflicting_signers = self.driver.watch.conflicting_signers  # validly signed, same step

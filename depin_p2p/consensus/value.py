@@ -165,6 +165,8 @@ class ValueParams:
     max_content_bytes: int = MAX_CONTENT_BYTES
     max_reports_per_beacon: int = MAX_REPORTS_PER_BEACON
     judge_evidence: EvidenceJudge = field(default=judge_duplicate_votes, compare=False)
+    # The node's SignatureCache.verify: a proof the pool verified is not verified again here.
+    verify: wire.Verifier = field(default=wire.verify_signature, compare=False)
 
 
 def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[bytes, ComputeAssignment]:
@@ -225,7 +227,7 @@ class _Accepted:
 
 
 def _accept_beacon(acc: _Accepted, env: wire.Envelope, view: LedgerView, epoch: int, p: ValueParams) -> None:
-    checked = validate_beacon(env, registry=view, network_id=p.network_id, epoch=epoch)
+    checked = validate_beacon(env, registry=view, network_id=p.network_id, epoch=epoch, verify=p.verify)
     if checked.beacon_id in acc.beacons:
         raise Reject("duplicate_beacon")
     if checked.beacon.device in acc.beaconers:
@@ -244,7 +246,9 @@ def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: Valu
     seen = acc.witnesses[report.beacon_id]
     if len(seen) >= p.max_reports_per_beacon:
         raise Reject("too_many_reports", f"more than {p.max_reports_per_beacon} reports for one beacon")
-    checked = validate_witness_report(beacon, env, registry=view, network_id=p.network_id, seen=seen)
+    checked = validate_witness_report(
+        beacon, env, registry=view, network_id=p.network_id, seen=seen, verify=p.verify
+    )
     seen.append(checked.report.witness)
     acc.reports.append(env)
 
@@ -269,6 +273,7 @@ def _accept_attestation(
         epoch=epoch,
         assigned=frozenset(assignment.witnesses),
         expected_n=challenge_size(provider.capacity),
+        verify=p.verify,
     )
     if (att.witness, att.provider) in acc.attested:
         raise Reject("duplicate_attestation")

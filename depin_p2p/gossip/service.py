@@ -135,6 +135,7 @@ class ProofGossip:
         rules: message types carried, by type id (domain, time window).
         check_item: the subsystem's validator for each verified item.
         config: batching and bounds.
+        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
     """
 
     def __init__(
@@ -146,8 +147,10 @@ class ProofGossip:
         rules: Mapping[int, GossipRule],
         check_item: ItemCheck | None = None,
         config: BatchConfig | None = None,
+        verify: wire.Verifier = wire.verify_signature,
     ) -> None:
         self.config = config or BatchConfig()
+        self._verify = verify
         self.counters = ServiceCounters()
         self.topic = topic(network_id, PROOFS)
         self._transport = transport
@@ -252,7 +255,7 @@ class ProofGossip:
                 continue
             try:
                 verified = validate_gossip_envelope(
-                    item, network_id=self._network_id, rules=self._rules, now_ms=now_ms
+                    item, network_id=self._network_id, rules=self._rules, now_ms=now_ms, verify=self._verify
                 )
                 if self._check_item is not None:
                     self._check_item(verified, peer)

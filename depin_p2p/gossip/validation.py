@@ -60,6 +60,7 @@ def validate_gossip_envelope(
     rules: Mapping[int, GossipRule],
     now_ms: int,
     max_size: int = wire.MAX_MESSAGE_BYTES,
+    verify: wire.Verifier = wire.verify_signature,
 ) -> wire.Verified:
     """Check one signed envelope from gossip and return it verified.
 
@@ -69,6 +70,7 @@ def validate_gossip_envelope(
         rules: the message types allowed here, by type id.
         now_ms: local time, for time windows only.
         max_size: byte cap of ``data``.
+        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
 
     Raises:
         Reject: oversized, malformed, wrong_network, unexpected_type,
@@ -99,5 +101,5 @@ def validate_gossip_envelope(
     if rule.window is not None:
         validate_time_window(rule.window, msg, now_ms)
     signed = wire.signing_bytes(network_id, rule.domain, info.type_id, env.body)
-    wire.verify_signature(env.signer, signed, env.signature)
+    verify(env.signer, signed, env.signature)
     return wire.Verified(msg, env.signer, env)

@@ -393,7 +393,13 @@ def respond(challenge: Challenge, challenge_envelope: wire.Envelope) -> Response
 
 
 def validate_attestation(
-    envelope: wire.Envelope, *, network_id: str, epoch: int, assigned: frozenset[bytes], expected_n: int
+    envelope: wire.Envelope,
+    *,
+    network_id: str,
+    epoch: int,
+    assigned: frozenset[bytes],
+    expected_n: int,
+    verify: wire.Verifier = wire.verify_signature,
 ) -> Attestation:
     """Check an attestation for inclusion in an epoch value (consensus re-checks this).
 
@@ -410,7 +416,9 @@ def validate_attestation(
             than the provider's capacity sets: it proves other work than
             the one paid for).
     """
-    verified = wire.open_envelope(envelope, network_id=network_id, domain=wire.Domain.COMPUTE_ATTESTATION)
+    verified = wire.open_envelope(
+        envelope, network_id=network_id, domain=wire.Domain.COMPUTE_ATTESTATION, verify=verify
+    )
     att = verified.message
     if not isinstance(att, Attestation):
         raise Reject("malformed", "not an Attestation")

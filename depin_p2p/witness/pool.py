@@ -73,10 +73,18 @@ class ProofPool:
         registry: device lookups (the ledger view of the last committed epoch).
         network_id: our network.
         limits: the bounds.
+        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
     """
 
-    def __init__(self, registry: DeviceRegistry, network_id: str, limits: PoolLimits | None = None) -> None:
+    def __init__(
+        self,
+        registry: DeviceRegistry,
+        network_id: str,
+        limits: PoolLimits | None = None,
+        verify: wire.Verifier = wire.verify_signature,
+    ) -> None:
         self.registry = registry
+        self.verify = verify
         self.network_id = network_id
         self.limits = limits or PoolLimits()
         self._epochs: dict[int, _Epoch] = {}
@@ -129,7 +137,11 @@ class ProofPool:
             raise Ignore("wrong_epoch", f"epoch {epoch_of} while {self.current_epoch} runs")
         if isinstance(msg, Beacon):
             validate_beacon(
-                verified.envelope, registry=self.registry, network_id=self.network_id, now_ms=now_ms
+                verified.envelope,
+                registry=self.registry,
+                network_id=self.network_id,
+                now_ms=now_ms,
+                verify=self.verify,
             )
         elif isinstance(msg, WitnessReport):
             epoch = self._beacon_epoch.get(msg.beacon_id)
@@ -148,6 +160,7 @@ class ProofPool:
                 network_id=self.network_id,
                 seen=slot.reports[msg.beacon_id].keys(),
                 now_ms=now_ms,
+                verify=self.verify,
             )
         elif isinstance(msg, Attestation):
             if verified.signer != msg.witness:
@@ -190,7 +203,9 @@ class ProofPool:
             self.dropped += 1
             return
         try:
-            checked = validate_beacon(env, registry=self.registry, network_id=self.network_id)
+            checked = validate_beacon(
+                env, registry=self.registry, network_id=self.network_id, verify=self.verify
+            )
         except (Reject, Ignore):
             self.dropped += 1
             return

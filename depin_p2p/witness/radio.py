@@ -367,6 +367,7 @@ def validate_beacon(
     epoch: int | None = None,
     now_ms: int | None = None,
     params: RadioParams = DEFAULT_PARAMS,
+    verify: wire.Verifier = wire.verify_signature,
 ) -> CheckedBeacon:
     """Check a signed beacon once; reports are then checked against the result.
 
@@ -390,7 +391,7 @@ def validate_beacon(
             ``wrong_epoch``.
         Ignore: ``arrived_too_late`` / ``arrived_too_early`` (only with ``now_ms``).
     """
-    verified = wire.open_envelope(envelope, network_id=network_id, domain=wire.Domain.BEACON)
+    verified = wire.open_envelope(envelope, network_id=network_id, domain=wire.Domain.BEACON, verify=verify)
     beacon = verified.message
     if not isinstance(beacon, Beacon):
         raise Reject("malformed", f"expected a Beacon, got {type(beacon).__name__}")
@@ -431,6 +432,7 @@ def validate_witness_report(
     seen: Collection[bytes] = (),
     now_ms: int | None = None,
     params: RadioParams = DEFAULT_PARAMS,
+    verify: wire.Verifier = wire.verify_signature,
 ) -> CheckedReport:
     """Check one signed witness report against an already checked beacon.
 
@@ -486,7 +488,7 @@ def validate_witness_report(
     if report.witness in seen:
         raise Ignore("duplicate", "this witness already reported this beacon")
     signed = _report_signing_bytes(network_id, envelope.body)
-    wire.verify_signature(envelope.signer, signed, envelope.signature)
+    verify(envelope.signer, signed, envelope.signature)
     sent = beacon.beacon.sent_at_ms
     if not sent <= report.received_at_ms <= sent + params.window_ms:
         window = f"[{sent}, {sent + params.window_ms}]"

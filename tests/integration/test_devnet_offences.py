@@ -5,12 +5,14 @@
   node used to answer with ``Reject('unknown_provider')``, ban its three
   honest peers and stall.
 - Every node SIGSTOPped for 5 s at once, then resumed (CPU starvation at its
-  worst): nobody may penalise or ban anybody, and epochs commit again.
+  worst), then a CPU hog per core beside the devnet for 15 s: nobody may
+  penalise or ban anybody, and epochs commit again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -122,8 +124,12 @@ def test_registering_a_compute_device_on_a_running_devnet_costs_no_peer(tmp_path
     assert _offences(nodes) == []
 
 
+HOG = "while True: pass"
+
+
 def test_every_node_frozen_for_5_s_at_once_blames_no_one_and_epochs_resume(tmp_path: Path) -> None:
     nodes, _ = _start(tmp_path, b"freeze-all")
+    hogs: list[subprocess.Popen[bytes]] = []
     try:
         before = min(_wait_epochs(nodes, 2, 120))
         assert before >= 2
@@ -138,6 +144,19 @@ def test_every_node_frozen_for_5_s_at_once_blames_no_one_and_epochs_resume(tmp_p
         assert min(epochs) >= before + 3, epochs
         for n in nodes:
             assert len(_status(n).get("peers", [])) == 3, n.layout.index
+        # A busy machine: one process spinning per core beside the four nodes for 15 s.
+        hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(os.cpu_count() or 2)]
+        time.sleep(15)  # the starvation itself: there is nothing to wait for
+        for hog in hogs:
+            hog.kill()
+        hogged = min(_wait_epochs(nodes, 0, 0))  # where the chain stands once the hogs are gone
+        epochs = _wait_epochs(nodes, hogged + 2, 180)
+        assert min(epochs) >= hogged + 2, epochs
+        for n in nodes:
+            assert len(_status(n).get("peers", [])) == 3, n.layout.index
     finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)
         stop_all(nodes)
     assert _offences(nodes) == []

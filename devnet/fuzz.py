@@ -392,6 +392,7 @@ class LockSplit:
         self.first_round = self.rng.below(2)
         self.plan: LockSplitPlan | None = None
         self.decider: int | None = None
+        self.told_ms: int | None = None  # when all but the decider had left round r+1 (None: GST came first)
 
     def proposer(self, prev: bytes, round_: int) -> int:
         return self.index[proposer_for(self.validators, prev, self.epoch, round_)]
@@ -561,7 +562,7 @@ class Simulation:
             window = ls.window_ms(plan, self.max_delay) + 3 * MAX_DOWNTIME_MS
             self.gst = self.now + window + self.rng.between(0, 1000)
         elif self.attack_over(plan):
-            self.gst = self.now
+            self.gst = ls.told_ms = self.now
             return False
         return ls.withholds(plan, frm, to, item)
 

@@ -6,8 +6,10 @@ Each seed derives, by BLAKE2b(seed ‖ label ‖ counter), a network (per-messag
 delays that reorder, drops, a partition that heals), crashes and restarts of
 honest validators (they come back with their persisted sign-state and
 ledger, nothing else), and Byzantine behaviour (equivocating votes,
-conflicting proposals to two halves, withholding). Events run from one
-seeded priority queue in virtual milliseconds, so a seed replays exactly.
+conflicting proposals to two halves, withholding). ``--mode lock-split``
+instead hands the network to an adversary aimed at the lock rule (see
+:class:`LockSplit`). Events run from one seeded priority queue in virtual
+milliseconds, so a seed replays exactly.
 
 Network model: before GST (global stabilisation time, after the partition
 healed) honest links drop and delay; from GST on every message between live
@@ -195,6 +197,8 @@ class Scenario:
         persist_before_send: False is the mutant that broadcasts a vote before its
             sign-state is durable (a crash in between forgets it).
         byzantine_mode: force one behaviour for all Byzantine nodes; None picks per seed.
+            ``"lock-split"`` also gives the network to :class:`LockSplit` (with or
+            without Byzantine nodes).
         faults: drops, partitions and crashes before GST (False: a clean network, for latency).
         fixed_delay_ms: with ``faults=False``, every message takes this long (± ``jitter_ms``).
         jitter_ms: with ``faults=False``, delays are uniform in fixed ± jitter.

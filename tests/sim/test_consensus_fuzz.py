@@ -184,3 +184,11 @@ def test_jittered_links_commit_within_three_slowest_delays() -> None:
     assert isinstance(lat, dict)
     # Each of the three steps takes at most the slowest link delay (1.5 mean delays).
     assert 0 < lat["p50"] <= lat["max"] <= 4.5
+
+
+def test_cli_runs_the_lock_split_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--mode", "lock-split", "--seeds", "0-3", "--json"]
+    assert fuzz.main(args) == 0
+    assert fuzz.main([*args, "--mutation", "ignore-locks"]) == 1
+    totals = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "totals" in line]
+    assert [t["totals"]["forks"] for t in totals] == [0, 3]

@@ -142,9 +142,14 @@ def test_a_crash_between_send_and_persist_is_what_makes_the_mutant_equivocate() 
 
 
 def test_a_seed_replays_exactly() -> None:
-    scenario = Scenario(validators=7, byzantine=2)
-    for seed in (3, 17):
-        assert dataclasses.asdict(run_seed(scenario, seed)) == dataclasses.asdict(run_seed(scenario, seed))
+    for scenario in (
+        Scenario(validators=7, byzantine=2),
+        Scenario(validators=7, byzantine=2, byzantine_mode="lock-split"),
+    ):
+        for seed in (3, 17):
+            assert dataclasses.asdict(run_seed(scenario, seed)) == dataclasses.asdict(
+                run_seed(scenario, seed)
+            )
 
 
 def test_real_ed25519_signatures_give_the_same_outcomes_as_the_fast_stand_in() -> None:

@@ -382,7 +382,9 @@ class LockSplit:
     Byzantine prevote B, short of a quorum; a node that ignores its lock
     makes the polka for B, and B is decided beside A. The Byzantine nodes
     follow the rules except that they ignore their locks, and in a round
-    they propose they propose a fresh value and vote for it.
+    they propose they propose a fresh value and vote for it. While the
+    attack runs, only validators it has locked crash (``Simulation.may_crash``):
+    each restart must keep the lock.
     """
 
     def __init__(
@@ -421,7 +423,7 @@ class LockSplit:
         return self.plan
 
     def window_ms(self, plan: LockSplitPlan, max_delay_ms: int) -> int:
-        """An upper bound on the time from epoch E's start to the end of round r+1 (before GST)."""
+        """A bound on the time from epoch E's start to the end of round r+1 when nothing crashes."""
         t = HARNESS_TIMEOUTS
         return sum(
             t.duration(TimeoutKind.PROPOSE, k)

@@ -6,8 +6,10 @@ Each seed derives, by BLAKE2b(seed ‖ label ‖ counter), a network (per-messag
 delays that reorder, drops, a partition that heals), crashes and restarts of
 honest validators (they come back with their persisted sign-state and
 ledger, nothing else), and Byzantine behaviour (equivocating votes,
-conflicting proposals to two halves, withholding). Events run from one
-seeded priority queue in virtual milliseconds, so a seed replays exactly.
+conflicting proposals to two halves, withholding). ``--mode lock-split``
+instead hands the network to an adversary aimed at the lock rule (see
+:class:`LockSplit`). Events run from one seeded priority queue in virtual
+milliseconds, so a seed replays exactly.
 
 Network model: before GST (global stabilisation time, after the partition
 healed) honest links drop and delay; from GST on every message between live
@@ -83,6 +85,7 @@ from depin_p2p.consensus.state import (
     Proposal,
     Rules,
     SignatureVerifier,
+    TimeoutKind,
     Timeouts,
     ValidatorSet,
     certificate_hash,
@@ -101,6 +104,8 @@ LIVENESS_BUDGET_MS = 120_000
 FUTURE_BUFFER = 512
 HARNESS_TIMEOUTS = Timeouts(propose_ms=400, prevote_ms=200, precommit_ms=200, delta_ms=100, retransmit_ms=300)
 BYZANTINE_MODES = ("split", "equivocate", "withhold", "amnesia")
+# Adversaries that also own the network before GST; only ever forced (``--mode``), never drawn.
+SCHEDULED_MODES = ("lock-split",)
 
 
 # --------------------------------------------------------------------------
@@ -192,6 +197,8 @@ class Scenario:
         persist_before_send: False is the mutant that broadcasts a vote before its
             sign-state is durable (a crash in between forgets it).
         byzantine_mode: force one behaviour for all Byzantine nodes; None picks per seed.
+            ``"lock-split"`` also gives the network to :class:`LockSplit` (with or
+            without Byzantine nodes).
         faults: drops, partitions and crashes before GST (False: a clean network, for latency).
         fixed_delay_ms: with ``faults=False``, every message takes this long (± ``jitter_ms``).
         jitter_ms: with ``faults=False``, delays are uniform in fixed ± jitter.
@@ -332,6 +339,121 @@ def _decode_consensus(env: wire.Envelope) -> Proposal | Prevote | Precommit | No
     return msg if isinstance(msg, Proposal | Prevote | Precommit) else None
 
 
+# --------------------------------------------------------------------------
+# The lock-split adversary
+
+
+@dataclass(frozen=True, slots=True)
+class LockSplitPlan:
+    """Who is told what in the attacked epoch (see :class:`LockSplit`).
+
+    Attributes:
+        epoch: the attacked epoch.
+        round: r, the round whose polka only some validators see.
+        unlocked: the f honest validators kept from round r's proposal (round r+1's
+            proposer among them, when it is honest): they never see a polka, never lock.
+    """
+
+    epoch: int
+    round: int
+    unlocked: frozenset[int]
+
+
+class LockSplit:
+    """An adversary aimed at the lock rule (paper lines 23 and 29), for ``--mode lock-split``.
+
+    It owns the network before GST (it drops, never forges) and attacks one
+    epoch E, drawn per seed, from its round r on:
+
+    * rounds below r: no proposal is delivered, every validator prevotes nil;
+    * round r: the proposal for value A reaches everyone except ``unlocked``
+      (f honest validators, the next round's proposer among them), which
+      prevote nil; their nil prevotes are dropped, so the other 2f+1 (honest
+      and Byzantine) see a polka for A, lock on it and precommit A. The
+      decider (the first honest validator to precommit A: it is up and
+      locked) has its precommit, and its certificate, reach nobody: it
+      alone sees 2f+1 precommits and decides A, the others see 2f for A plus
+      f nil and time out into round r+1;
+    * round r+1: delivered untouched; its proposer has no valid value and
+      proposes a fresh value B (a Byzantine proposer proposes one anyway).
+
+    The 3f validators left in the epoch prevote B only if those locked on A
+    ignore their lock: with correct rules at most f unlocked honest plus f
+    Byzantine prevote B, short of a quorum; a node that ignores its lock
+    makes the polka for B, and B is decided beside A. The Byzantine nodes
+    follow the rules except that they ignore their locks, and in a round
+    they propose they propose a fresh value and vote for it. While the
+    attack runs, only validators it has locked crash (``Simulation.may_crash``):
+    each restart must keep the lock.
+    """
+
+    def __init__(
+        self, seed: int, validators: ValidatorSet, index: dict[bytes, int], honest: list[int], epochs: int
+    ) -> None:
+        self.rng = HashRng(seed, "lock-split")
+        self.validators = validators
+        self.index = index  # node index by address
+        self.honest = honest
+        self.epoch = self.rng.below(epochs)
+        self.first_round = self.rng.below(2)
+        self.plan: LockSplitPlan | None = None
+        self.decider: int | None = None
+        self.told_ms: int | None = None  # when all but the decider had left round r+1 (None: GST came first)
+
+    def proposer(self, prev: bytes, round_: int) -> int:
+        return self.index[proposer_for(self.validators, prev, self.epoch, round_)]
+
+    def make_plan(self, prev: bytes) -> LockSplitPlan:
+        """Fix the roles once epoch E's previous certificate is known (it fixes the proposers)."""
+        # The same proposer twice would carry its own round-r proposal into r+1.
+        r = next(
+            (
+                k
+                for k in range(self.first_round, self.first_round + 64)
+                if self.proposer(prev, k) != self.proposer(prev, k + 1)
+            ),
+            self.first_round,
+        )
+        f = (len(self.validators.members) - 1) // 3
+        this, nxt = self.proposer(prev, r), self.proposer(prev, r + 1)
+        # Round r's proposer has its own proposal, so it cannot be kept from it: it locks.
+        others = [i for i in self.honest if i not in (this, nxt)]
+        kept = ([nxt] if nxt in self.honest else []) + self.rng.shuffled(others)
+        self.plan = LockSplitPlan(self.epoch, r, frozenset(kept[:f]))
+        return self.plan
+
+    def window_ms(self, plan: LockSplitPlan, max_delay_ms: int) -> int:
+        """A bound on the time from epoch E's start to the end of round r+1 when nothing crashes."""
+        t = HARNESS_TIMEOUTS
+        return sum(
+            t.duration(TimeoutKind.PROPOSE, k)
+            + t.duration(TimeoutKind.PREVOTE, k)
+            + t.duration(TimeoutKind.PRECOMMIT, k)
+            + 4 * max_delay_ms
+            for k in range(plan.round + 2)
+        )
+
+    def withholds(self, plan: LockSplitPlan, frm: int, to: int, item: wire.Envelope | Certificate) -> bool:
+        """Whether the adversary drops ``item`` on the link ``frm`` → ``to`` (before GST)."""
+        if isinstance(item, Certificate):
+            return item.epoch == plan.epoch and frm == self.decider
+        msg = _decode_consensus(item)
+        if msg is None or msg.epoch != plan.epoch:
+            return False
+        if msg.round > plan.round:
+            return False
+        if isinstance(msg, Proposal):
+            return msg.round < plan.round or to in plan.unlocked
+        if msg.round < plan.round:
+            return False
+        signer = self.index.get(item.signer, -1)  # relayed votes are judged by their signer
+        if isinstance(msg, Prevote):
+            return signer in plan.unlocked
+        if self.decider is None and msg.value_id is not None and signer in self.honest:
+            self.decider = signer
+        return signer == self.decider
+
+
 class Simulation:
     """One seed of one scenario. ``run()`` returns its :class:`SeedResult`."""
 
@@ -375,6 +497,13 @@ class Simulation:
             self.gst = max(net.between(1000, 10_000), self.partition[1] if self.partition else 0)
         else:
             self.drop_permille, self.max_delay, self.partition, self.gst = 0, 0, None, 0
+        self.lock_split: LockSplit | None = None
+        if scenario.faults and scenario.byzantine_mode == "lock-split":
+            # Its schedule replaces the random drops and the partition; GST is set once it
+            # has picked its roles (at epoch E's first message), this is only a cap.
+            self.lock_split = LockSplit(seed, self.validators, self.by_address, self.honest, scenario.epochs)
+            self.drop_permille, self.partition = 0, None
+            self.gst = (self.lock_split.epoch + 1) * scenario.epoch_interval_ms + 20_000
         self.release: dict[tuple[int, int, int, int], int] = {}
         self.queue: list[tuple[int, int, Event]] = []
         self.seq = 0
@@ -400,6 +529,8 @@ class Simulation:
         sender_honest = self.nodes[frm].honest
         if self.sc.faults:
             before_gst = self.now < self.gst
+            if before_gst and self.lock_split is not None and self.lock_split_drops(frm, to, item):
+                return
             if before_gst and sender_honest:
                 if self.rng.permille(self.drop_permille):
                     return
@@ -420,6 +551,37 @@ class Simulation:
             jitter = self.sc.jitter_ms
             delay = self.sc.fixed_delay_ms + (self.rng.between(-jitter, jitter) if jitter else 0)
         self.push(self.now + delay, Deliver(to, frm, item))
+
+    def lock_split_drops(self, frm: int, to: int, item: wire.Envelope | Certificate) -> bool:
+        """Whether the lock-split adversary drops this send; it picks its roles at epoch E's first message."""
+        ls = self.lock_split
+        assert ls is not None
+        plan = ls.plan
+        if plan is None:
+            msg = item if isinstance(item, Certificate) else _decode_consensus(item)
+            if msg is None or msg.epoch != ls.epoch:
+                return False
+            ledger = self.nodes[frm].ledger  # the sender has committed E-1, or it could not speak in E
+            plan = ls.make_plan(certificate_hash(ledger[ls.epoch - 1]) if ls.epoch else GENESIS_PREV_HASH)
+            # GST: once the attack is over (see below), at the latest after its window plus
+            # time for crashed nodes to come back.
+            window = ls.window_ms(plan, self.max_delay) + 3 * MAX_DOWNTIME_MS
+            self.gst = self.now + window + self.rng.between(0, 1000)
+        elif self.attack_over(plan):
+            self.gst = ls.told_ms = self.now
+            return False
+        return ls.withholds(plan, frm, to, item)
+
+    def attack_over(self, plan: LockSplitPlan) -> bool:
+        """Every honest validator has decided epoch E or left its round r+1: the story is told."""
+        for i in self.honest:
+            node = self.nodes[i]
+            if node.epoch > plan.epoch:
+                continue
+            st = node.driver.state if node.up and node.driver is not None else None
+            if st is None or st.params.epoch != plan.epoch or st.round <= plan.round + 1:
+                return False
+        return True
 
     @staticmethod
     def held_back(item: wire.Envelope | Certificate) -> tuple[int, int] | None:
@@ -450,7 +612,7 @@ class Simulation:
             me=node.address,
             clock=EpochClock(0, self.sc.epoch_interval_ms),  # epoch e is due at e · interval
             timeouts=HARNESS_TIMEOUTS,
-            rules=self.sc.rules if node.honest else Rules(),
+            rules=self.sc.rules if node.honest else Rules(respect_locks=node.mode != "lock-split"),
             verify=self.verify,
             future_capacity=FUTURE_BUFFER,
         )
@@ -464,9 +626,20 @@ class Simulation:
             and node.honest
             and self.now < self.gst
             and node.crashes < 3
+            and self.may_crash(node)
             and self.rng.permille(self.sc.crash_permille)
         ):
             raise Crashed
+
+    def may_crash(self, node: Node) -> bool:
+        """During the lock-split attack only validators locked by it crash: the restart must keep the lock."""
+        ls = self.lock_split
+        if ls is None or ls.plan is None:
+            return True
+        if node.index == ls.decider:
+            return False
+        st = node.driver.state if node.driver is not None else None
+        return st is not None and st.params.epoch == ls.plan.epoch and st.locked_round >= ls.plan.round
 
     def crash(self, node: Node) -> None:
         node.up = False
@@ -630,6 +803,12 @@ class Simulation:
             for to in others:
                 lie = isinstance(msg, Proposal) or byz_round or (own_precommit and to != self.victim)
                 self.send(node.index, to, alt if lie else env)
+        elif node.mode == "lock-split" and prev is not None:
+            # Its driver ignores locks; as a proposer it never re-proposes: a fresh value it votes for.
+            byz_round = self.by_address[proposer_for(self.validators, prev, msg.epoch, msg.round)] in byz
+            item = self.alternative(node, msg, prev) if byz_round else env
+            for to in others:
+                self.send(node.index, to, item)
         elif node.mode == "equivocate" and prev is not None:
             alt = self.alternative(node, msg, prev)
             for to in others:
@@ -830,7 +1009,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--byzantine", type=int, default=0)
     ap.add_argument("--seeds", default="0-99", help="inclusive range A-B")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--mode", choices=BYZANTINE_MODES, default=None, help="force one Byzantine behaviour")
+    ap.add_argument(
+        "--mode",
+        choices=BYZANTINE_MODES + SCHEDULED_MODES,
+        default=None,
+        help="force one Byzantine behaviour; lock-split also schedules the network (see LockSplit)",
+    )
     ap.add_argument(
         "--mutation", choices=sorted(MUTATIONS), default=None, help="run a deliberately broken variant"
     )

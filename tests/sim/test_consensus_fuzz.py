@@ -72,8 +72,7 @@ MUTANT_RUNS = [
     # name, validators, byzantine, forced mode, seeds, what the harness must report
     ("quorum-2f", 4, 0, None, range(60), "agreement"),
     ("quorum-2f", 7, 2, None, range(100, 200), "agreement"),
-    ("ignore-locks", 4, 1, "amnesia", range(200), "agreement"),
-    ("ignore-locks", 7, 2, "amnesia", range(80), "agreement"),
+    # ignore-locks: caught by the lock-split mode below (amnesia caught it in 2 seeds of 200).
     ("send-before-persist", 4, 0, None, range(120), "honest_equivocation"),
     ("send-before-persist", 7, 2, None, range(60), "honest_equivocation"),
 ]

@@ -163,7 +163,7 @@ def assemble(
         transport,
         network_id=net,
         clock=clock,
-        rules=proof_rules(schedule.epoch_length_ms),
+        rules=proof_rules(schedule.epoch_length_ms, pool.precheck),
         check_item=check_item,
         verify=signatures.verify,
     )

@@ -9,10 +9,13 @@ Each rule is one line, tagged by what it raises (consensus-specs style):
 - IGNORE ``too_old`` / ``too_early``: the message's own time field is far
   outside our clock (a caller-provided rule says which field and how far);
   a peer relaying a proof that just aged out is not at fault, so no penalty.
+- the rule's ``precheck`` (the subsystem's checks that need no signature:
+  epoch, registered signer), which raises its own codes.
 - REJECT ``wrong_domain`` / ``bad_signature`` / ``bad_public_key``: the
   checks of :func:`depin_p2p.wire.open_envelope`, same codes, body decoded once.
 
-Cheap checks come first; the Ed25519 verification is last.
+Cheap checks come first; the Ed25519 verification is last, so an item that
+fails any other check never costs one.
 """
 
 from __future__ import annotations
@@ -36,12 +39,17 @@ class TimeWindow:
     max_future_ms: int
 
 
+Precheck = Callable[[object, bytes], None]
+"""``precheck(message, signer)``: checks before the signature; raises Ignore / Reject."""
+
+
 @dataclass(frozen=True, slots=True)
 class GossipRule:
-    """How one message type is checked on a topic: its signing domain and an optional time window."""
+    """How one message type is checked on a topic: domain, time window, checks before the signature."""
 
     domain: wire.Domain
     window: TimeWindow | None = None
+    precheck: Precheck | None = None
 
 
 def validate_time_window(window: TimeWindow, msg: object, now_ms: int) -> None:
@@ -100,6 +108,8 @@ def validate_gossip_envelope(
         raise Reject("wrong_domain", f"{info.cls.__name__} is not signed as {rule.domain.value}")
     if rule.window is not None:
         validate_time_window(rule.window, msg, now_ms)
+    if rule.precheck is not None:
+        rule.precheck(msg, env.signer)
     signed = wire.signing_bytes(network_id, rule.domain, info.type_id, env.body)
     verify(env.signer, signed, env.signature)
     return wire.Verified(msg, env.signer, env)

@@ -1,7 +1,8 @@
 """The composition root: builds every service of a node and runs them in one nursery.
 
-Start order: ledger store, transport (listening), proof gossip, witness
-service, transaction pool gossip, consensus service, local API; then bootstrap dials and catch-up.
+Start order: ledger store, transport (listening), peer manager (which dials
+the bootstrap list and keeps the degree), proof gossip, witness service,
+transaction pool gossip, consensus service, local API; then catch-up.
 Each service signals readiness with ``task_status.started()``. SIGINT and
 SIGTERM cancel the nursery: services stop, the ledger closes after any write
 in flight (LMDB writes are atomic either way), and the process exits 0.
@@ -40,6 +41,7 @@ from depin_p2p.consensus.service import ConsensusService
 from depin_p2p.consensus.state import Certificate
 from depin_p2p.crypto import KeyPair, load_key_file
 from depin_p2p.errors import ConfigError, StorageError, TransportError
+from depin_p2p.gossip.degree import DegreePolicy
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.transport import PeerId
 from depin_p2p.ledger.genesis import Genesis, load_genesis
@@ -203,6 +205,8 @@ class Node:
                     grace_ms=grace_ms,
                     observe_check=timed_check(self.metrics, clock),
                     on_commit=timer.on_commit,
+                    bootstrap=tuple(a.text for a in cfg.bootstrap),
+                    degree=DegreePolicy(target=cfg.target_peers),
                 ),
             )
             ledger = LedgerView(store, services.txpool)
@@ -230,7 +234,7 @@ class Node:
                 except OSError as exc:
                     raise ConfigError(f"api.port {cfg.api_port}: {exc.strerror}") from None
                 self._write_runtime_file(transport, api_port)
-                nursery.start_soon(self._bootstrap, transport, services.consensus, clock)
+                nursery.start_soon(self._catch_up, transport, services.consensus, clock)
                 log.info(
                     "node.started",
                     address=self.key.address,
@@ -253,14 +257,8 @@ class Node:
         tmp.write_text(json.dumps(doc) + "\n")
         os.replace(tmp, path)
 
-    async def _bootstrap(self, transport: Libp2pTransport, consensus: ConsensusService, clock: Clock) -> None:
-        """Dial the bootstrap peers (the transport re-dials them), then catch up if behind."""
-        for addr in self.config.bootstrap:
-            try:
-                with trio.move_on_after(10):
-                    await transport.connect(addr.text)
-            except TransportError as exc:
-                log.info("node.bootstrap.failed", addr=addr.text, error=str(exc))
+    async def _catch_up(self, transport: Libp2pTransport, consensus: ConsensusService, clock: Clock) -> None:
+        """Catch up if behind, from whichever peers we have (the peer manager dials the bootstrap list)."""
         while True:
             behind_to = self.schedule.epoch_at(clock.now_ms()) - 1
             if consensus.last_epoch() >= behind_to - 1:

@@ -172,7 +172,8 @@ class BookEntry:
     source: Source
     bootstrap: bool = False
     failures: int = 0
-    next_dial_ms: int = 0
+    next_dial_ms: int = 0  # back-off after failed dials
+    quiet_until_ms: int = 0  # after a disconnect: not re-dialled before, unless we must
     seen_ms: int = 0  # last time it was connected or announced itself
 
 
@@ -246,14 +247,14 @@ class AddressBook:
             if addr is not None and is_address_of(addr, peer):
                 self._insert(BookEntry(peer, (addr,), Source.SELF, seen_ms=now_ms))
             return
-        entry.failures, entry.next_dial_ms, entry.seen_ms = 0, 0, now_ms
+        entry.failures, entry.next_dial_ms, entry.quiet_until_ms, entry.seen_ms = 0, 0, 0, now_ms
         if addr is not None and entry.source is Source.HINT and is_address_of(addr, peer):
             entry.addrs, entry.source = (addr,), Source.SELF
 
     def on_disconnected(self, peer: str, now_ms: int) -> None:
         entry = self._entries.get(peer)
         if entry is not None:
-            entry.next_dial_ms = max(entry.next_dial_ms, now_ms + self.policy.disconnect_backoff_ms)
+            entry.quiet_until_ms = now_ms + self.policy.disconnect_backoff_ms
             entry.seen_ms = now_ms
 
     def on_dial_failed(self, peer: str, now_ms: int) -> None:
@@ -351,24 +352,28 @@ def compute_peer_plan(book: AddressBook, situation: PeerSituation, seed: bytes) 
     connected = s.connected
     now = s.now_ms
 
-    def dialable(e: BookEntry) -> bool:
+    alone = not connected
+
+    def dialable(e: BookEntry, urgent: bool) -> bool:
+        # A peer that just went away is left alone for a while (no churn with a peer that pruned
+        # us), unless we must reach it: a required peer, or anyone when we have nobody.
         return (
             e.peer not in connected
             and e.peer not in s.dialing
             and e.peer not in s.banned
             and e.next_dial_ms <= now
+            and (urgent or alone or e.quiet_until_ms <= now)
             and bool(e.addrs)
         )
 
     entries = book.entries()
-    dial: list[str] = [e.peer for e in entries if e.peer in s.required and dialable(e)]
+    dial: list[str] = [e.peer for e in entries if e.peer in s.required and dialable(e, True)]
     dial.sort(key=lambda p: _rank(seed, p))
     short = policy.target - len(connected) - len(s.dialing) - len(dial)
     if short > 0:
         # Bootstrap peers last once we know others, so the seeds are not everyone's neighbours;
         # first when we have nobody at all.
-        alone = not connected
-        candidates = [e for e in entries if e.peer not in s.required and dialable(e)]
+        candidates = [e for e in entries if e.peer not in s.required and dialable(e, False)]
         candidates.sort(key=lambda e: (e.bootstrap != alone, e.failures, _rank(seed, e.peer)))
         dial.extend(e.peer for e in candidates[: min(short, policy.dial_batch)])
     by_peer = {e.peer: e for e in entries}

@@ -150,7 +150,9 @@ class PeerManager:
             now = self._clock.now_ms()
             plan = compute_peer_plan(self.book, self._situation(now), self._seed())
             for peer, addrs in plan.dial:
-                nursery.start_soon(self._dial, PeerId(peer), addrs, True)
+                done = self._start_dial(PeerId(peer))
+                if done is not None:
+                    nursery.start_soon(self._dial, PeerId(peer), addrs, done, True)
             for peer in plan.prune:
                 nursery.start_soon(self._prune, PeerId(peer))
             for peer in plan.exchange:
@@ -183,9 +185,14 @@ class PeerManager:
 
     # -------------------------------------------------------------- actions
 
-    async def _dial(self, peer: PeerId, addrs: tuple[str, ...], exchange: bool) -> bool:
-        done = trio.Event()
-        self._dialing[peer] = done
+    def _start_dial(self, peer: PeerId) -> trio.Event | None:
+        """Claim the one dial of ``peer`` (None: one is in flight); the event is set when it ends."""
+        if peer in self._dialing:
+            return None
+        done = self._dialing[peer] = trio.Event()
+        return done
+
+    async def _dial(self, peer: PeerId, addrs: tuple[str, ...], done: trio.Event, exchange: bool) -> bool:
         self.counters.dials += 1
         try:
             for addr in addrs:
@@ -205,7 +212,8 @@ class PeerManager:
             self.book.on_dial_failed(peer, self._clock.now_ms())
             return False
         finally:
-            del self._dialing[peer]
+            if self._dialing.get(peer) is done:
+                del self._dialing[peer]
             done.set()
 
     async def _prune(self, peer: PeerId) -> None:
@@ -288,12 +296,14 @@ class PeerManager:
                     await self._exchange(other, (peer,))
                     if self.book.get(peer) is not None:
                         break
-            pending = self._dialing.get(peer)
             entry = self.book.get(peer)
+            pending = self._dialing.get(peer)
             if pending is not None:
-                await pending.wait()
+                await pending.wait()  # a dial in flight: its outcome is ours
             elif entry is not None:
-                await self._dial(peer, entry.addrs, False)
+                done = self._start_dial(peer)
+                assert done is not None  # no checkpoint since the check above
+                await self._dial(peer, entry.addrs, done, False)
         ok = peer in transport.peers()
         if ok:
             self.counters.reached += 1

@@ -11,12 +11,16 @@ import trio
 import trio.testing
 
 from depin_p2p import wire
+from depin_p2p.clock import Clock
 from depin_p2p.consensus.state import Certificate
 from depin_p2p.consensus.value import EpochContent
 from depin_p2p.gossip.degree import DegreePolicy
+from depin_p2p.gossip.memory import MemoryNetwork
+from depin_p2p.gossip.peers import PeerManager
 from depin_p2p.witness import compute
 from tests.sim import cluster
 from tests.sim.test_consensus_cluster import chain
+from tests.unit.gossip.cluster import wait_until
 
 NODES = 16
 TARGET = 6
@@ -84,3 +88,30 @@ async def test_sixteen_nodes_from_two_seeds_reach_the_target_degree_commit_and_a
         "pruned:",
         sum(n.peers.counters.pruned for n in c.nodes),
     )
+
+
+async def test_concurrent_reaches_and_planned_dials_of_one_peer_share_one_dial(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A node 5 crashed this way in a 16-process devnet: reach() and the plan dialled one peer at once.
+    net = MemoryNetwork(seed=3)
+    a, b = net.create_node("a"), net.create_node("b")
+    clock = Clock(wall_anchor_ms=0)
+    manager = PeerManager(a, network_id="t", clock=clock, bootstrap=[b.listen_addrs()[0]])
+    results: list[bool] = []
+
+    async def reach() -> None:
+        results.append(await manager.reach(b.peer_id))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            await nursery.start(PeerManager(b, network_id="t", clock=clock).run)
+            await nursery.start(manager.run)  # its first plan dials b...
+            for _ in range(5):
+                nursery.start_soon(reach)  # ... while these want b too
+            await wait_until(lambda: len(results) == 5)
+            nursery.cancel_scope.cancel()
+    assert results == [True] * 5
+    assert manager.counters.dials == 1 and manager.counters.dial_failures == 0

@@ -166,7 +166,21 @@ def test_dial_failures_back_off_and_persistent_hints_are_forgotten() -> None:
     a = book.get("a")
     assert a is not None and (a.failures, a.next_dial_ms) == (0, 0)
     book.on_disconnected("a", 60)
-    assert a.next_dial_ms == 60 + policy.disconnect_backoff_ms
+    assert a.quiet_until_ms == 60 + policy.disconnect_backoff_ms and a.next_dial_ms == 0
+
+
+def test_a_peer_that_went_away_is_left_alone_unless_required_or_we_are_alone() -> None:
+    policy = DegreePolicy(target=4, disconnect_backoff_ms=20_000)
+    book = book_of(peers(3), policy)
+    for p in peers(3):
+        book.on_connected(p, 0)
+        book.on_disconnected(p, 1_000)
+    assert {p for p, _ in compute_peer_plan(book, situation({}, now=2_000), SEED).dial} == set(peers(3))
+    book.on_announced("x", [addr("x")], 0)
+    plan = compute_peer_plan(book, situation({"x": 0}, now=2_000, required=frozenset({"p02"})), SEED)
+    assert {p for p, _ in plan.dial} == {"p02"}
+    later = compute_peer_plan(book, situation({"x": 0}, now=21_000), SEED)
+    assert {p for p, _ in later.dial} == set(peers(3))
 
 
 def test_handed_out_records_are_verified_wanted_first_connected_next_never_the_requester() -> None:

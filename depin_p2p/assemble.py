@@ -24,6 +24,8 @@ from depin_p2p.consensus.signer import Signer, SignStateStore
 from depin_p2p.consensus.state import Timeouts
 from depin_p2p.consensus.value import ValueParams
 from depin_p2p.crypto import KeyPair, peer_id_from_public_key
+from depin_p2p.gossip.degree import DegreePolicy
+from depin_p2p.gossip.peers import PeerManager
 from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.gossip.transport import PeerId, Transport
 from depin_p2p.ledger.state import validator_set
@@ -100,6 +102,8 @@ class AssemblyConfig:
     grace_ms: int | None = None  # default: a tenth of an epoch, at most 1 s
     offload_io: bool = True  # LMDB work in worker threads (False under trio's autojump clock)
     peer_of: Callable[[bytes], PeerId] = field(default=lambda owner: PeerId(peer_id_from_public_key(owner)))
+    bootstrap: tuple[str, ...] = ()  # addresses the peer manager dials first (each ends in the peer id)
+    degree: DegreePolicy = field(default_factory=DegreePolicy)
     # Observers for the process's metrics (the simulator sets none): each gossip check of a
     # proof, given the check to run, and each committed epoch.
     observe_check: Callable[[wire.Verified, Callable[[], None]], None] | None = None
@@ -112,6 +116,7 @@ class NodeServices:
 
     transport: Transport
     ledger: Ledger
+    peers: PeerManager
     pool: ProofPool
     gossip: ProofGossip
     witness: WitnessService
@@ -126,11 +131,12 @@ class NodeServices:
         return {name: type(getattr(self, name)).__name__ for name in self.__dataclass_fields__}
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start gossip, witnessing, the transaction pool and consensus (the transport runs already).
+        """Start the peer manager, gossip, witnessing, the transaction pool and consensus.
 
-        Cancellation: every service stops.
+        The transport runs already. Cancellation: every service stops.
         """
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.peers.run)
             await nursery.start(self.gossip.run)
             await nursery.start(self.witness.run)
             await nursery.start(self.txs.run)
@@ -150,6 +156,14 @@ def assemble(
     """Build every service of one node (nothing runs yet; see :meth:`NodeServices.run`)."""
     net, schedule = config.network_id, config.schedule
     registry = LedgerRegistry(ledger)
+    peers = PeerManager(
+        transport,
+        network_id=net,
+        clock=clock,
+        policy=config.degree,
+        bootstrap=config.bootstrap,
+        required=_validator_peers(ledger, config),
+    )
     # One memory of good signatures for every check on this node: each envelope verified once.
     signatures = wire.SignatureCache()
     pool = ProofPool(registry, net, verify=signatures.verify)
@@ -223,6 +237,26 @@ def assemble(
         device_keys=devices.keys,
         peer_of=config.peer_of,
         committed=lambda: consensus.committed,  # wait for a commit, do not poll
+        reach=peers.reach,
     )
     txs = TxService(txpool, transport, net)
-    return NodeServices(transport, ledger, pool, gossip, witness, txpool, txs, signer, consensus, signatures)
+    return NodeServices(
+        transport, ledger, peers, pool, gossip, witness, txpool, txs, signer, consensus, signatures
+    )
+
+
+def _validator_peers(ledger: Ledger, config: AssemblyConfig) -> Callable[[], frozenset[PeerId]]:
+    """The peers of the other current validators when we are one (else none), re-read per commit."""
+    me = config.key.public_key
+    cache: dict[int, frozenset[PeerId]] = {}
+
+    def required() -> frozenset[PeerId]:
+        epoch = ledger.last_epoch()
+        if epoch not in cache:
+            addresses = {v.address for v in ledger.read(validator_set)}
+            others = {config.peer_of(a) for a in addresses if a != me}
+            cache.clear()
+            cache[epoch] = frozenset(others) if me in addresses else frozenset()
+        return cache[epoch]
+
+    return required

@@ -32,6 +32,7 @@ data_dir = "data"              # LMDB ledger
 [network]
 listen = "/ip4/127.0.0.1/tcp/0"   # libp2p listen multiaddr; port 0 picks a free port
 bootstrap = []                     # multiaddrs of peers to join, each ending in /p2p/<peer id>
+target_peers = 8                   # connections to keep (plus the current validators, when validating)
 
 [api]
 port = 0                       # local status/metrics HTTP endpoint on 127.0.0.1; 0 picks a free port
@@ -53,7 +54,8 @@ world_seed = ""                # seed of the simulated world, hex; "" derives it
 keep_versions = 4              # past epochs whose Merkle tree is kept for proofs (0: only the latest)
 """
 
-MAX_KEEP_VERSIONS = 10_000  # a day of 10 s epochs; each version keeps its changed tree records
+MAX_KEEP_VERSIONS = 10_000
+MAX_TARGET_PEERS = 1_000  # a day of 10 s epochs; each version keeps its changed tree records
 LOG_FORMATS = ("auto", "human", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICE_DRIVERS = ("simulated", "local")
@@ -86,6 +88,7 @@ class NodeConfig:
     device_driver: str = "simulated"
     world_seed: bytes = b""
     keep_versions: int = 4
+    target_peers: int = 8
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -123,7 +126,7 @@ def parse_multiaddr(text: str, *, where: str, need_peer_id: bool = False) -> Mul
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "node": {"key_file": str, "genesis_file": str, "data_dir": str},
-    "network": {"listen": str, "bootstrap": list},
+    "network": {"listen": str, "bootstrap": list, "target_peers": int},
     "api": {"port": int},
     "log": {"format": str, "level": str, "file": str},
     "consensus": {"startup_wait_epochs": int},
@@ -192,6 +195,9 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
         if not isinstance(item, str):
             raise ConfigError(f"{path}: network.bootstrap[{i}] must be a string")
         bootstrap.append(parse_multiaddr(item, where=f"{path}: network.bootstrap[{i}]", need_peer_id=True))
+    target_peers = net["target_peers"]
+    if not 1 <= target_peers <= MAX_TARGET_PEERS:
+        raise ConfigError(f"{path}: network.target_peers must be between 1 and {MAX_TARGET_PEERS}")
     if not 0 <= api["port"] <= 65535:
         raise ConfigError(f"{path}: api.port {api['port']} is not a TCP port")
     if log["format"] not in LOG_FORMATS:
@@ -239,6 +245,7 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
         device_driver=devices["driver"],
         world_seed=world_seed,
         keep_versions=keep_versions,
+        target_peers=target_peers,
     )
 
 

@@ -1,7 +1,8 @@
 """The composition root: builds every service of a node and runs them in one nursery.
 
-Start order: ledger store, transport (listening), proof gossip, witness
-service, transaction pool gossip, consensus service, local API; then bootstrap dials and catch-up.
+Start order: ledger store, transport (listening), peer manager (which dials
+the bootstrap list and keeps the degree), proof gossip, witness service,
+transaction pool gossip, consensus service, local API; then catch-up.
 Each service signals readiness with ``task_status.started()``. SIGINT and
 SIGTERM cancel the nursery: services stop, the ledger closes after any write
 in flight (LMDB writes are atomic either way), and the process exits 0.
@@ -40,6 +41,7 @@ from depin_p2p.consensus.service import ConsensusService
 from depin_p2p.consensus.state import Certificate
 from depin_p2p.crypto import KeyPair, load_key_file
 from depin_p2p.errors import ConfigError, StorageError, TransportError
+from depin_p2p.gossip.degree import DegreePolicy
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.transport import PeerId
 from depin_p2p.ledger.genesis import Genesis, load_genesis
@@ -64,7 +66,6 @@ log = structlog.get_logger("depin_p2p.node")
 
 RUNTIME_FILE = "run.json"  # written at start: pid, API port, listen addresses (read by `status`)
 CATCH_UP_RETRY_S = 2.0
-BOOTSTRAP_WAIT_S = 10.0  # how long catch-up waits for the bootstrap peers before it starts
 
 
 class StoreSignState:
@@ -209,6 +210,8 @@ class Node:
                     grace_ms=grace_ms,
                     observe_check=timed_check(self.metrics, clock),
                     on_commit=timer.on_commit,
+                    bootstrap=tuple(a.text for a in cfg.bootstrap),
+                    degree=DegreePolicy(target=cfg.target_peers),
                 ),
             )
             ledger = LedgerView(store, services.txpool)
@@ -236,7 +239,7 @@ class Node:
                 except OSError as exc:
                     raise ConfigError(f"api.port {cfg.api_port}: {exc.strerror}") from None
                 self._write_runtime_file(transport, api_port)
-                nursery.start_soon(self._bootstrap, transport, services.consensus, clock)
+                nursery.start_soon(self._catch_up, transport, services.consensus, clock)
                 log.info(
                     "node.started",
                     address=self.key.address,
@@ -259,25 +262,8 @@ class Node:
         tmp.write_text(json.dumps(doc) + "\n")
         os.replace(tmp, path)
 
-    async def _bootstrap(self, transport: Libp2pTransport, consensus: ConsensusService, clock: Clock) -> None:
-        """Dial the bootstrap peers until they answer (the transport re-dials them), then catch up if behind.
-
-        A bootstrap peer that does not listen yet is dialled again with
-        back-off until it does; catch-up starts once every bootstrap peer is
-        connected or after ``BOOTSTRAP_WAIT_S``, and looks for peers again later.
-        """
-        wanted: set[PeerId] = set()
-        with transport.peer_events() as events:
-            for addr in self.config.bootstrap:
-                try:
-                    wanted.add(transport.keep_dialling(addr.text))
-                except TransportError as exc:
-                    log.info("node.bootstrap.failed", addr=addr.text, error=str(exc))
-            with trio.move_on_after(BOOTSTRAP_WAIT_S):
-                while wanted - transport.peers():
-                    await events.receive()  # a peer connected or went: look again
-            if wanted - transport.peers():
-                log.info("node.bootstrap.waiting", peers=sorted(wanted - transport.peers()))
+    async def _catch_up(self, transport: Libp2pTransport, consensus: ConsensusService, clock: Clock) -> None:
+        """Catch up if behind, from whichever peers we have (the peer manager dials the bootstrap list)."""
         while True:
             behind_to = self.schedule.epoch_at(clock.now_ms()) - 1
             if consensus.last_epoch() >= behind_to - 1:

@@ -145,6 +145,11 @@ class NodeView:
             "peers": sorted(self.transport.peers()),
             "listen": list(self.transport.listen_addrs()),
             "transport_counters": counters(self.transport.counters),
+            "peer_manager": {
+                "target": s.peers.policy.target,
+                "known": len(s.peers.book),
+                **counters(s.peers.counters),
+            },
             "consensus": {
                 "running_epoch": consensus.running_epoch,
                 "round": consensus.running_round,

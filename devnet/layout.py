@@ -6,8 +6,11 @@
     DIR/node-0/{node.toml, node.key, genesis.json, data/, devices/*.key, node.log}
     ...
 
-Each node listens on 127.0.0.1 at a free port chosen now and bootstraps to
-every earlier node (node 0 to nobody), so a devnet is a full mesh; every
+Each node listens on 127.0.0.1 at a free port chosen now. While the devnet
+is no larger than the nodes' target degree plus one, each node bootstraps to
+every earlier node (node 0 to nobody): a full mesh. Beyond that each node
+knows only the two seeds (nodes 0 and 1) and the node just before it
+(:func:`bootstrap_indices`), and finds the rest through peer exchange. Every
 node's API port is chosen now too, so the devnet tools know where to read
 each node's status.
 
@@ -48,6 +51,21 @@ PORT_SPAN = 12_288  # how many ports below the ephemeral range devnets use
 NETNS_P2P_PORT = 4001  # a node alone in its network namespace has every port to itself
 NETNS_API_PORT = 8080
 LEDGER_NAME = "depin-devnet-ports-{uid}.json"  # per user: no one else's file to be locked out of
+SEEDS = 2  # beyond the target degree, nodes 0 and 1 are everyone's bootstrap peers
+DEFAULT_TARGET_PEERS = 8  # node.toml network.target_peers
+
+
+def bootstrap_indices(index: int, nodes: int, target_peers: int = DEFAULT_TARGET_PEERS) -> list[int]:
+    """The earlier nodes node ``index`` bootstraps to.
+
+    Every earlier node while ``nodes <= target_peers + 1`` (a full mesh:
+    everyone is within everyone's degree); beyond it the seeds (0 and 1) and
+    the node just before, so no node knows more than three and the seeds'
+    load stays at one dial per node.
+    """
+    if nodes <= target_peers + 1:
+        return list(range(index))
+    return sorted({*range(min(index, SEEDS)), index - 1} - {-1})
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -204,9 +222,9 @@ def write_layout(devnet: Devnet, root: Path, *, hosts: Sequence[str] | None = No
         p2p_port, api_port = ports[2 * i], ports[2 * i + 1]
         host = HOST if hosts is None else hosts[i]
         device_paths = write_device_keys(devnet, i, home / "devices")
-        # Every node dials every earlier one: a full mesh, so validators peer directly
-        # and direct requests (compute challenges, sync) reach any node.
-        bootstrap = [n.multiaddr for n in nodes]
+        # A full mesh while small; then a few seeds, and peer exchange does the rest (the peer
+        # manager keeps direct connections to validators and dials providers for challenges).
+        bootstrap = [nodes[j].multiaddr for j in bootstrap_indices(i, len(devnet.node_keys))]
         config = node_toml(
             p2p_port=p2p_port,
             api_port=api_port,

@@ -430,14 +430,22 @@ class MemoryTransport:
 
     # ---------------------------------------------------------------- API
 
-    async def connect(self, addr: str) -> PeerId:
-        """Connect to the node at ``memory/<peer id>``. Raises TransportError if absent or banned."""
+    async def connect(self, addr: str, *, redial: bool = True) -> PeerId:
+        """Connect to the node at ``memory/<peer id>``. Raises TransportError if absent or banned.
+
+        The memory network keeps no re-dial book: ``redial`` changes nothing here.
+        """
         await trio.lowlevel.checkpoint()
         if not addr.startswith(ADDR_PREFIX):
             raise TransportError(f"not a memory address: {addr!r}")
         peer = PeerId(addr[len(ADDR_PREFIX) :])
         self._net._connect(self._peer_id, peer)
         return peer
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Close the link to ``peer`` (both ends see it go); no penalty."""
+        await trio.lowlevel.checkpoint()
+        self._net._disconnect(self._peer_id, peer)
 
     async def subscribe(
         self, topic: str, validator: Validator, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY

@@ -57,6 +57,7 @@ CONSENSUS = "consensus"
 SYNC = "sync"
 CHALLENGE = "challenge"
 STATUS = "status"
+PX = "px"  # peer exchange (gossip/peers.py)
 
 
 def message_id(topics: Iterable[str], data: bytes) -> bytes:
@@ -147,10 +148,19 @@ class Transport(Protocol):
         """Addresses other nodes can pass to :meth:`connect`."""
         ...
 
-    async def connect(self, addr: str) -> PeerId:
-        """Dial ``addr`` and keep it in the address book (re-dialled when lost).
+    async def connect(self, addr: str, *, redial: bool = True) -> PeerId:
+        """Dial ``addr``; with ``redial`` keep it in the re-dial book (re-dialled when lost).
 
+        ``redial=False`` is for a caller that decides itself whom to re-dial
+        (the peer manager, :mod:`depin_p2p.gossip.peers`).
         Raises TransportError if the dial fails or the peer is banned.
+        """
+        ...
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Close our connections to ``peer`` and drop it from the re-dial book; no penalty, no ban.
+
+        Returns once the connection is gone or the attempt timed out; never raises.
         """
         ...
 

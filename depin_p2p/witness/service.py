@@ -27,7 +27,7 @@ another size than its registered capacity sets.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -109,6 +109,8 @@ class WitnessService:
         device_keys: keys of this node's devices (radio devices sign challenges
             and attestations when they are compute witnesses).
         peer_of: the peer that serves a device owner's challenges.
+        committed: the event the next commit sets (None: poll).
+        reach: connects us to a peer before a challenge (the peer manager's ``reach``).
     """
 
     def __init__(
@@ -126,7 +128,9 @@ class WitnessService:
         device_keys: Mapping[bytes, KeyPair],
         peer_of: Callable[[bytes], PeerId],
         committed: Callable[[], trio.Event] | None = None,
+        reach: Callable[[PeerId], Awaitable[bool]] | None = None,
     ) -> None:
+        self._reach = reach  # dial the provider's node first when not connected (a partial mesh)
         self._committed = committed  # the event the next commit sets (None: poll every 50 ms)
         self._net = network_id
         self._clock = clock
@@ -266,6 +270,9 @@ class WitnessService:
         provider = ctx.registry.get_device(assignment.provider)
         if provider is None:
             return
+        target = self._peer_of(provider.owner)
+        if self._reach is not None:
+            await self._reach(target)  # before the challenge is issued: the dial is not the provider's time
         now = self._clock.now_ms()
         seed = hashlib.blake2b(
             key.seed + epoch.to_bytes(8, "big") + assignment.provider, digest_size=32
@@ -286,7 +293,7 @@ class WitnessService:
         answer: wire.Envelope | None = None
         try:
             data = await self._transport.request(
-                self._peer_of(provider.owner),
+                target,
                 self._challenge_protocol,
                 wire.encode(ch_env),
                 timeout=CHALLENGE_TIMEOUT_S,

@@ -223,3 +223,21 @@ async def test_the_same_bytes_on_two_topics_are_two_messages(kind: str, vclock: 
         with trio.fail_after(10):
             assert (await sub_other.receive()).data == b"next"
         assert b.counters.delivered == 3
+
+async def test_disconnect_costs_nothing_and_unbooked_dials_are_not_redialled(
+    kind: str, vclock: object
+) -> None:
+    async with cluster(kind, 3) as (a, b, c):
+        await a.connect(b.listen_addrs()[0])  # in a's re-dial book
+        await c.connect(b.listen_addrs()[0], redial=False)  # in nobody's
+        await wait_until(lambda: b.peers() == {a.peer_id, c.peer_id})
+        await a.disconnect(b.peer_id)  # drops b from a's book too
+        await b.disconnect(c.peer_id)
+        await wait_until(lambda: b.peers() == frozenset() and not a.peers() and not c.peers())
+        await trio.sleep(3)  # several re-dial periods (libp2p: every 0.25 s, back-off from 0.5 s)
+        assert b.peers() == frozenset() and not a.peers() and not c.peers()
+        assert not any(x.is_banned(y.peer_id) for x in (a, b, c) for y in (a, b, c))
+        assert all(x.counters.peers_banned == 0 for x in (a, b, c))
+        # Nobody was blamed: both may connect again at once.
+        assert await c.connect(b.listen_addrs()[0], redial=False) == b.peer_id
+        await wait_until(lambda: b.peers() == {c.peer_id})

@@ -9,6 +9,7 @@ on one shared world) differ.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -17,6 +18,7 @@ from depin_p2p.assemble import AssemblyConfig, Devices, NodeServices, assemble
 from depin_p2p.clock import Clock
 from depin_p2p.consensus.service import ConsensusService
 from depin_p2p.consensus.signer import MemorySignStateStore
+from depin_p2p.gossip.degree import DegreePolicy
 from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport
 from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.ledger.genesis import parse_genesis
@@ -46,6 +48,7 @@ class Cluster:
     nodes: list[NodeServices] = field(default_factory=list)
     sign_stores: list[MemorySignStateStore] = field(default_factory=list)
     with_consensus: bool = False
+    mesh: bool = True  # dial a full mesh at start; False: the peer managers dial their bootstrap lists
 
     @property
     def pools(self) -> list[ProofPool]:
@@ -71,8 +74,8 @@ class Cluster:
         chosen = range(len(self.transports)) if nodes is None else nodes
         for i in chosen:
             await nursery.start(self.transports[i].run)
-        # A full mesh, as in a devnet: direct requests (challenges, sync) need a connection.
-        for i in chosen:
+        # A full mesh, as in a small devnet, unless the peer managers are to find each other.
+        for i in chosen if self.mesh else ():
             for j in chosen:
                 if j < i:
                     await self.transports[i].connect(self.transports[j].listen_addrs()[0])
@@ -100,10 +103,21 @@ def make_cluster(
     with_consensus: bool = False,
     link: LinkProfile | None = None,
     start_ms: int = T0 - 1_000,
+    validators: int | None = None,
+    radios_per_node: int = 3,
+    bootstrap: Callable[[int], Sequence[int]] | None = None,
+    degree: DegreePolicy | None = None,
 ) -> Cluster:
-    devnet = plan_devnet(
-        DevnetPlan(nodes=nodes, seed=seed, epoch_seconds=EPOCH_MS / 1000), genesis_time_ms=T0
+    """``nodes`` nodes on one memory network; with ``bootstrap``, node i knows only the nodes
+    ``bootstrap(i)`` and its peer manager finds the rest (no full mesh is dialled)."""
+    plan = DevnetPlan(
+        nodes=nodes,
+        validators=validators,
+        radios_per_node=radios_per_node,
+        seed=seed,
+        epoch_seconds=EPOCH_MS / 1000,
     )
+    devnet = plan_devnet(plan, genesis_time_ms=T0)
     text = json.dumps(devnet.genesis)
     net_id = devnet.network_id
     schedule = EpochSchedule(T0, EPOCH_MS)
@@ -114,6 +128,7 @@ def make_cluster(
     world = World(b"world", tuple(ledgers[0].iter_devices()))
     clock = Clock(wall_anchor_ms=start_ms)
     c = Cluster(devnet, clock, schedule, network, transports, ledgers, with_consensus=with_consensus)
+    c.mesh = bootstrap is None
     for i, (transport, view) in enumerate(zip(transports, ledgers, strict=True)):
         mine = devnet.devices_of(i)
         radios: list[RadioDriver] = []
@@ -138,6 +153,8 @@ def make_cluster(
             grace_ms=500,
             offload_io=False,  # a worker thread would let the autojump clock skip ahead
             peer_of=lambda owner: peer_of_owner[owner],
+            bootstrap=tuple(transports[j].listen_addrs()[0] for j in (bootstrap(i) if bootstrap else ())),
+            degree=degree or DegreePolicy(),
         )
         devices = Devices(radios, computes, {d.key.public_key: d.key for d in mine})
         c.nodes.append(assemble(transport, view, store, clock, devices=devices, config=config))

@@ -60,6 +60,7 @@ keep_versions = 0
 """
     cfg = load_config(make_home(tmp_path, toml))
     assert cfg.keep_versions == 0
+    assert cfg.target_peers == 8  # the documented default
     assert cfg.listen.port == 4101
     assert cfg.bootstrap[0].peer_id == PEER
     assert cfg.log_file == tmp_path / "home" / "node.log"
@@ -88,6 +89,10 @@ keep_versions = 0
         ("[ledger]\nkeep_versions = -1\n", "ledger.keep_versions must be between 0 and"),
         ("[ledger]\nkeep_versions = 10001\n", "ledger.keep_versions must be between 0 and"),
         ("[ledger]\nkeep = 3\n", "did you mean 'ledger.keep_versions'"),
+        ("[network]\ntarget_peers = 0\n", "network.target_peers must be between 1 and 1000"),
+        ("[network]\ntarget_peers = 1001\n", "network.target_peers must be between 1 and 1000"),
+        ("[network]\ntarget_peers = '8'\n", "network.target_peers must be a int"),
+        ("[network]\ntarget_peer = 8\n", "did you mean 'network.target_peers'"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, toml: str, needle: str) -> None:

@@ -188,10 +188,11 @@ class Peers:
         self.on_connection_change(info.peer_id)
         return peer
 
-    async def connect(self, addr: str) -> PeerId:
-        """Dial a ``/ip4/.../tcp/.../p2p/<id>`` address and keep it in the address book."""
+    async def connect(self, addr: str, *, redial: bool = True) -> PeerId:
+        """Dial a ``/ip4/.../tcp/.../p2p/<id>`` address; with ``redial`` keep it in the address book."""
         peer = await self._dial(addr)
-        self._book[peer] = _BookEntry(addr)
+        if redial:
+            self._book[peer] = _BookEntry(addr)
         return peer
 
     def keep_dialling(self, addr: str) -> PeerId:
@@ -207,6 +208,15 @@ class Peers:
         if entry is None or entry.addr != addr:
             self._book[peer] = _BookEntry(addr)
         return peer
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Forget ``peer`` for re-dials and close its connections (bounded by the dial timeout)."""
+        self._book.pop(peer, None)
+        with trio.move_on_after(self._config.dial_timeout):
+            await self._disconnect(peer)
+
+    def peers(self) -> frozenset[PeerId]:
+        return frozenset(self.connected)
 
     def events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
         send, receive = trio.open_memory_channel[PeerEvent](capacity)

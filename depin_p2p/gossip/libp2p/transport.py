@@ -88,6 +88,10 @@ def libp2p_key_pair(key: KeyPair) -> Any:
     return _ed25519.create_new_key_pair(key.seed)
 
 
+async def _no_auto_connect() -> None:
+    await trio.lowlevel.checkpoint()
+
+
 class Libp2pTransport:
     """A node's libp2p network. Implements :class:`~depin_p2p.gossip.transport.Transport`.
 
@@ -118,6 +122,11 @@ class Libp2pTransport:
         noise = NoiseTransport(kp, noise_privkey=_x25519.create_new_key_pair().private_key)
         muxers: Any = {YAMUX_PROTOCOL_ID: Yamux}
         self._host: Any = new_host(key_pair=kp, sec_opt={NOISE_PROTOCOL_ID: noise}, muxer_opt=muxers)
+        # The swarm's auto-connector dials every peer in the peerstore while we hold fewer than
+        # its low watermark (100), 60 s after a disconnect: a pruned peer would come back.
+        # Whom to dial is ours to decide (our re-dial book, the peer manager).
+        swarm: Any = self._host.get_network()
+        swarm.auto_connector.maybe_connect = _no_auto_connect
         self._router: Any = _GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
             degree=config.degree,
@@ -270,9 +279,13 @@ class Libp2pTransport:
 
     # ---------------------------------------------------------------- peers
 
-    async def connect(self, addr: str) -> PeerId:
-        """Dial a ``/ip4/.../tcp/.../p2p/<id>`` address and keep it in the address book."""
-        return await self._peers.connect(addr)
+    async def connect(self, addr: str, *, redial: bool = True) -> PeerId:
+        """Dial a ``/ip4/.../tcp/.../p2p/<id>`` address; with ``redial`` keep it in the re-dial book."""
+        return await self._peers.connect(addr, redial=redial)
+
+    async def disconnect(self, peer: PeerId) -> None:
+        """Close our connections to ``peer`` and forget it for re-dials; no penalty."""
+        await self._peers.disconnect(peer)
 
     def keep_dialling(self, addr: str) -> PeerId:
         """Keep dialling ``addr`` (with back-off) until connected, and re-dial it when lost.

@@ -17,7 +17,7 @@ from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import DeviceKind
 from depin_p2p.witness import radio
 from devnet.genesis import DevnetPlan, plan_devnet, write_device_keys, write_genesis
-from devnet.layout import write_layout
+from devnet.layout import bootstrap_indices, write_layout
 
 T0 = 1_767_225_600_000
 
@@ -96,3 +96,23 @@ def test_layout_homes_load_as_valid_configs(tmp_path: Path) -> None:
     assert configs[1].world_seed == b"layout"
     with pytest.raises(FileExistsError):
         write_layout(net, tmp_path / "devnet")
+
+
+def test_beyond_the_target_degree_each_node_knows_only_the_seeds_and_its_predecessor() -> None:
+    # A full mesh while everyone fits in everyone's degree (target 8: up to 9 nodes).
+    assert [bootstrap_indices(i, 9) for i in range(4)] == [[], [0], [0, 1], [0, 1, 2]]
+    assert bootstrap_indices(8, 9) == list(range(8))
+    big = [bootstrap_indices(i, 32) for i in range(32)]
+    assert big[:4] == [[], [0], [0, 1], [0, 1, 2]]
+    assert big[10] == [0, 1, 9] and big[31] == [0, 1, 30]
+    assert all(len(b) <= 3 and all(j < i for j in b) for i, b in enumerate(big))
+    assert bootstrap_indices(5, 6, target_peers=2) == [0, 1, 4]
+
+
+def test_a_large_layout_writes_the_few_bootstrap_peers(tmp_path: Path) -> None:
+    net = plan_devnet(DevnetPlan(nodes=12, seed=b"layout-big", radios_per_node=0), genesis_time_ms=T0)
+    layout = write_layout(net, tmp_path / "devnet")
+    configs = [load_config(n.home) for n in layout.nodes]
+    ids = [n.peer_id for n in layout.nodes]
+    assert [b.peer_id for b in configs[7].bootstrap] == [ids[0], ids[1], ids[6]]
+    assert all(c.target_peers == 8 for c in configs)

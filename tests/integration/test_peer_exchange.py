@@ -62,7 +62,9 @@ async def test_three_nodes_knowing_one_seed_discover_each_other_and_reach_on_dem
 
                 # A lets B go (no penalty, B off A's re-dial book); reach brings it back on demand.
                 await a.disconnect(b.peer_id)
-                await wait_until(lambda: b.peer_id not in a.peers() and a.peer_id not in b.peers())
+                # A's side only: B may hold its end a while longer (py-libp2p sometimes misses the
+                # close; B's pings then find it dead, 3 s + lag each, three misses in a row).
+                await wait_until(lambda: b.peer_id not in a.peers())
                 assert await managers[1].reach(b.peer_id, timeout=10)
                 assert b.peer_id in a.peers() and not b.is_banned(a.peer_id)
 

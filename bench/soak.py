@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import signal
@@ -43,7 +44,7 @@ from typing import Any
 
 import trio
 
-from depin_p2p import wire
+from depin_p2p import heapdump, wire
 from depin_p2p.api import request_json
 from depin_p2p.ledger.state import Transfer
 from devnet.genesis import DevnetPlan, plan_devnet
@@ -233,9 +234,18 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=60.0)
     parser.add_argument("--seed", default="soak")
     parser.add_argument("--dir", type=Path, default=None, help="keep the devnet here (default: a temp dir)")
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        default=None,
+        help="debug: every node dumps a tracemalloc snapshot here each --sample-seconds (slows the nodes)",
+    )
     args = parser.parse_args()
     if args.nodes < 2:
         parser.error("--nodes must be at least 2")
+    if args.tracemalloc is not None:  # inherited by every node process (depin_p2p/heapdump.py)
+        os.environ[heapdump.ENV_DIR] = str(args.tracemalloc.resolve())
+        os.environ[heapdump.ENV_EVERY_S] = str(args.sample_seconds)
     with tempfile.TemporaryDirectory(prefix="depin-soak-") as tmp:
         root = args.dir or Path(tmp)
         soak = Soak(args, root)

@@ -16,10 +16,16 @@ Keys:
 
 * ``rss_mb``: per node, one sample per minute (MB = 10^6 bytes);
   ``rss_anon_mb``: the anonymous part (Python heap, not LMDB's file pages);
+* ``data_file_mb``: per node, the size of its LMDB data file (``data.mdb``)
+  at each sample: LMDB maps it, so the pages a node reads count in its RSS
+  as file-backed pages (``rss_mb`` minus ``rss_anon_mb``), growing with the
+  ledger; the kernel can drop them at any time, unlike the anonymous part;
 * ``slope_mb_per_min_last_half``: per node, the least-squares slope of its
   samples in the last half of the run (null for the churning node, whose
   process restarts, and for a node that crashed); ``slope_mb_per_min_last_half_max``:
-  the largest over the steady nodes;
+  the largest over the steady nodes; ``slope_anon_mb_per_min_last_half`` and
+  ``slope_anon_mb_per_min_last_half_max``: the same for ``rss_anon_mb``, the
+  memory the node itself allocates (what a leak grows);
 * ``crashed``: steady nodes that exited during the run (minute, status, last
   log lines); the soak goes on measuring the others;
 * ``epochs_committed`` (per node, from ``/status`` at the end) and
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import signal
@@ -43,7 +50,7 @@ from typing import Any
 
 import trio
 
-from depin_p2p import wire
+from depin_p2p import heapdump, wire
 from depin_p2p.api import request_json
 from depin_p2p.ledger.state import Transfer
 from devnet.genesis import DevnetPlan, plan_devnet
@@ -67,6 +74,14 @@ def rss_bytes(pid: int) -> tuple[int, int]:
     except OSError:
         return 0, 0
     return rss, anon
+
+
+def data_file_bytes(home: Path) -> int:
+    """The size of a node's LMDB data file (0 before it exists)."""
+    try:
+        return (home / "data" / "data.mdb").stat().st_size
+    except OSError:
+        return 0
 
 
 def slope(samples: list[float], minutes: list[float]) -> float | None:
@@ -98,6 +113,7 @@ class Soak:
         self.crashed: dict[int, dict[str, Any]] = {}
         self.rss: list[list[float]] = [[] for _ in self.nodes]
         self.anon: list[list[float]] = [[] for _ in self.nodes]
+        self.data_file: list[list[float]] = [[] for _ in self.nodes]
         self.sample_minutes: list[float] = []
         self.epochs: list[list[int | None]] = [[] for _ in self.nodes]
 
@@ -128,6 +144,7 @@ class Soak:
                 rss, anon = rss_bytes(pid) if pid is not None else (0, 0)
                 self.rss[i].append(round(rss / MB, 2))
                 self.anon[i].append(round(anon / MB, 2))
+                self.data_file[i].append(round(data_file_bytes(n.layout.home) / MB, 2))
                 status = await fetch_status(n.layout) if pid is not None else None
                 self.epochs[i].append(None if status is None else status.get("last_epoch"))
             self.sample_minutes.append(round((trio.current_time() - start) / 60, 3))
@@ -194,12 +211,18 @@ class Soak:
         half = self.sample_minutes[-1] / 2
         last = [k for k, m in enumerate(self.sample_minutes) if m >= half]
         minutes = [self.sample_minutes[k] for k in last]
-        slopes: list[float | None] = []
-        for i, series in enumerate(self.rss):
-            measured = i != self.churn and i not in self.crashed
-            s = slope([series[k] for k in last], minutes) if measured else None
-            slopes.append(None if s is None else round(s, 4))
+
+        def slopes_of(samples: list[list[float]]) -> list[float | None]:
+            out: list[float | None] = []
+            for i, series in enumerate(samples):
+                measured = i != self.churn and i not in self.crashed
+                s = slope([series[k] for k in last], minutes) if measured else None
+                out.append(None if s is None else round(s, 4))
+            return out
+
+        slopes, anon_slopes = slopes_of(self.rss), slopes_of(self.anon)
         steady = [s for s in slopes if s is not None]
+        steady_anon = [s for s in anon_slopes if s is not None]
         return {
             "nodes": self.args.nodes,
             "minutes": self.args.minutes,
@@ -212,6 +235,9 @@ class Soak:
             "rss_anon_mb": self.anon,
             "slope_mb_per_min_last_half": slopes,
             "slope_mb_per_min_last_half_max": max(steady) if steady else None,
+            "slope_anon_mb_per_min_last_half": anon_slopes,
+            "slope_anon_mb_per_min_last_half_max": max(steady_anon) if steady_anon else None,
+            "data_file_mb": self.data_file,
             "epochs_committed": [None if s is None else s.get("last_epoch") for s in statuses],
             "last_epoch_per_sample": self.epochs,
             "txs_submitted": self.txs_submitted,
@@ -233,9 +259,18 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=60.0)
     parser.add_argument("--seed", default="soak")
     parser.add_argument("--dir", type=Path, default=None, help="keep the devnet here (default: a temp dir)")
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        default=None,
+        help="debug: every node dumps a tracemalloc snapshot here each --sample-seconds (slows the nodes)",
+    )
     args = parser.parse_args()
     if args.nodes < 2:
         parser.error("--nodes must be at least 2")
+    if args.tracemalloc is not None:  # inherited by every node process (depin_p2p/heapdump.py)
+        os.environ[heapdump.ENV_DIR] = str(args.tracemalloc.resolve())
+        os.environ[heapdump.ENV_EVERY_S] = str(args.sample_seconds)
     with tempfile.TemporaryDirectory(prefix="depin-soak-") as tmp:
         root = args.dir or Path(tmp)
         soak = Soak(args, root)

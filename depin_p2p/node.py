@@ -44,6 +44,7 @@ from depin_p2p.errors import ConfigError, StorageError, TransportError
 from depin_p2p.gossip.degree import DegreePolicy
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.transport import PeerId
+from depin_p2p.heapdump import dump_heap_snapshots, settings_from_env
 from depin_p2p.ledger.genesis import Genesis, load_genesis
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.metrics import NodeMetrics
@@ -185,6 +186,7 @@ class Node:
         cfg = self.config
         net = self.genesis.network_id
         grace_ms = default_grace_ms(self.genesis.epoch_length_ms)
+        heap_dumps = settings_from_env(os.environ)  # debug only, off by default (depin_p2p/heapdump.py)
         with open_node_store(cfg, self.genesis) as store:
             transport = self._transport(clock)
             services: NodeServices  # bound below, before the first commit reads it
@@ -229,6 +231,8 @@ class Node:
                 ),
             )
             async with trio.open_nursery() as nursery:
+                if heap_dumps is not None:
+                    await nursery.start(dump_heap_snapshots, heap_dumps, cfg.home.name)
                 try:
                     await nursery.start(transport.run)
                 except TransportError as exc:

@@ -48,6 +48,7 @@ MAX_TX_BYTES = 4096  # a RegisterDevice, the largest transaction, is about 250 b
 MAX_PENDING = 4096
 MAX_PER_PROPOSAL = 1000
 MAX_OUTCOMES = 16_384
+OUTCOME_EPOCHS = 30  # a committed tx's outcome is answered (GET /tx/<id>) this many epochs
 TX_RULES = {
     wire.info_of(cls).type_id: GossipRule(wire.Domain.TX)
     for cls in (Transfer, RegisterDevice, Stake, Unstake)
@@ -167,7 +168,7 @@ class TxPool:
         return tx_id in self._pending
 
     def outcome(self, tx_id: bytes) -> TxOutcome | None:
-        """What a committed epoch did with ``tx_id``, if it was included recently."""
+        """What a committed epoch did with ``tx_id``, if one of the last ``OUTCOME_EPOCHS`` included it."""
         return self._outcomes.get(tx_id)
 
     def on_committed(self, epoch: int, results: Sequence[TxResult]) -> None:
@@ -177,7 +178,10 @@ class TxPool:
             self._outcomes.move_to_end(r.tx_id)
             if self._pending.pop(r.tx_id, None) is not None:
                 self.counters.committed += 1
-        while len(self._outcomes) > MAX_OUTCOMES:
+        horizon = epoch - OUTCOME_EPOCHS  # oldest epoch first: outcomes are added as epochs commit
+        while self._outcomes and (
+            len(self._outcomes) > MAX_OUTCOMES or next(iter(self._outcomes.values())).epoch <= horizon
+        ):
             self._outcomes.popitem(last=False)
         if not self._pending:
             return

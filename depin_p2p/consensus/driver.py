@@ -62,8 +62,10 @@ FUTURE_BUFFER = 2_048  # messages for epochs not started yet
 FUTURE_EPOCHS = 2  # how far past the ledger's head the buffer looks
 EVIDENCE_CAPACITY = 64
 SEEN_POSITIONS = 8_192  # (signer, type, epoch, round) -> body id, for the conflict watch
+WATCH_EPOCHS = 8  # the conflict watch forgets positions this many epochs behind the head
 MAX_OFFENDERS = 256
 VERIFIED_CAPACITY = 16_384
+VERIFIED_COMMITS = 8  # a verified signature is remembered this many commits (re-broadcasts, certificates)
 VERDICTS_CAPACITY = 64
 PARKED_CAPACITY = 256  # inputs waiting for a value check
 CONSENSUS_MESSAGE_CAP = wire.MAX_MESSAGE_BYTES
@@ -305,12 +307,22 @@ class ConsensusCounters:
 
 
 class VerifiedCache:
-    """Signature checks, each run once: a bounded set of (key, bytes, signature) already verified."""
+    """Signature checks, each run once: a bounded set of (key, bytes, signature) already verified.
+
+    Bounded twice: at most ``VERIFIED_CAPACITY`` entries, and an entry is
+    forgotten ``VERIFIED_COMMITS`` commits after it was marked (a signature of
+    an old epoch is rarely seen again), so the set levels off within minutes
+    at a size set by the validators' traffic per epoch, not by the uptime.
+    """
 
     def __init__(self, verify: SignatureVerifier, counters: ConsensusCounters) -> None:
         self._verify = verify
         self._counters = counters
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._seen: OrderedDict[bytes, int] = OrderedDict()  # key -> commits counted when marked
+        self._commits = 0
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     @staticmethod
     def _key(public_key: bytes, data: bytes, signature: bytes) -> bytes:
@@ -331,8 +343,16 @@ class VerifiedCache:
         self.mark_key(self._key(public_key, data, signature))
 
     def mark_key(self, key: bytes) -> None:
-        self._seen[key] = None
+        self._seen[key] = self._commits
+        self._seen.move_to_end(key)  # oldest mark first: what on_commit drops is at the front
         while len(self._seen) > VERIFIED_CAPACITY:
+            self._seen.popitem(last=False)
+
+    def on_commit(self) -> None:
+        """An epoch committed: forget what was marked ``VERIFIED_COMMITS`` commits ago or earlier."""
+        self._commits += 1
+        horizon = self._commits - VERIFIED_COMMITS
+        while self._seen and next(iter(self._seen.values())) < horizon:
             self._seen.popitem(last=False)
 
 
@@ -346,6 +366,13 @@ class ConflictWatch:
     def __init__(self) -> None:
         self._positions: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
         self.conflicting_signers: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def forget_before(self, epoch: int) -> None:
+        """Drop the positions of epochs before ``epoch`` (``SEEN_POSITIONS`` bounds the rest)."""
+        self._positions = OrderedDict((k, v) for k, v in self._positions.items() if k[2] >= epoch)
 
     def see(self, env: wire.Envelope, msg: ConsensusMessage) -> bool:
         """Record ``env``; True if it conflicts with one seen before."""
@@ -757,6 +784,8 @@ class EpochDriver:
             self.counters.synced += 1
         self.state = None
         self.verdicts.clear()
+        self.cache.on_commit()
+        self.watch.forget_before(item.epoch - WATCH_EPOCHS)
         self.counters.committed += 1
         self.counters.rounds_used += cert.round + 1
         self._out.extend((Publish(cert), _TryOpen()))

@@ -25,7 +25,7 @@ from libp2p.tools.anyio_service.exceptions import LifecycleError
 
 from depin_p2p import wire
 from depin_p2p.gossip.libp2p._frames import FrameReader, FrameRefused, FrameStalled
-from depin_p2p.gossip.transport import PeerId, TransportCounters
+from depin_p2p.gossip.transport import PeerId, TransportCounters, message_id
 
 log = structlog.get_logger(__package__)  # one logger for the whole transport, as before the split
 
@@ -307,3 +307,25 @@ class _GossipSub(GossipSub):
     async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
         if getattr(self, "_idontwant_enabled", True):
             await super()._emit_idontwant_for_message(msg_id, topic_ids)
+
+    def _check_equivocation(self, msg: Any) -> bool:
+        """py-libp2p's equivocation check, remembering a 32-byte digest instead of the message.
+
+        py-libp2p keeps the first message of every (from, seqno) it forwards
+        (up to 1,000, trimmed to 500 each heartbeat). With protobuf's upb
+        backend a kept sub-message holds on to the arena of the whole RPC
+        frame it was parsed from, memory tracemalloc does not see: 2,000 kept
+        messages out of 20 KB frames held 58 MB of RSS and 0.2 MB traced.
+        """
+        key = msg.from_id + msg.seqno
+        digest = message_id(tuple(msg.topicIDs), msg.data)
+        seen = self.equivocation_detection.get(key)
+        if seen is None:
+            # The heartbeat still trims this dict by count; only its values change type.
+            self.equivocation_detection[key] = digest  # type: ignore[assignment]
+            return True
+        if seen == digest:
+            return True
+        if self.scorer is not None:
+            self.scorer.penalize_equivocation(ID(msg.from_id), 100.0)
+        return False

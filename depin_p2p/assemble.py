@@ -177,7 +177,7 @@ def assemble(
         transport,
         network_id=net,
         clock=clock,
-        rules=proof_rules(schedule.epoch_length_ms, pool.precheck),
+        rules=proof_rules(schedule.epoch_length_ms),
         check_item=check_item,
         verify=signatures.verify,
     )

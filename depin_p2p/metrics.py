@@ -281,12 +281,7 @@ def node_figures(
             "depin_gossip_proofs_received",
             "proofs received in bundles, by outcome",
             "outcome",
-            {
-                "accepted": g.items_accepted,
-                "ignored": g.items_ignored,
-                "duplicate": g.items_duplicate,
-                "rate_limited": g.items_rate_limited,
-            },
+            {"accepted": g.items_accepted, "ignored": g.items_ignored, "duplicate": g.items_duplicate},
         )
         f.labelled(
             "counter", "depin_gossip_rejected_by_code", "bundles rejected, by code", "code", g.reject_codes

@@ -80,10 +80,6 @@ class BatchConfig:
     # check anyway), never less than this.
     min_seen_ttl_ms: int = 120_000
     pending_bundles: int = 4_096
-    # Items (not bundles) each forwarding peer may make us check, per second, with a burst;
-    # beyond it its bundles are ignored (a fast honest relay is not an attacker: no penalty).
-    peer_items_per_s: int = 4_000
-    peer_items_burst: int = 8_000
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_items <= MAX_BUNDLE_ITEMS:
@@ -103,27 +99,9 @@ class ServiceCounters:
     items_duplicate: int = 0
     items_accepted: int = 0
     items_ignored: int = 0
-    items_rate_limited: int = 0
     dropped_output_full: int = 0
     reject_codes: dict[str, int] = field(default_factory=dict)
     ignore_codes: dict[str, int] = field(default_factory=dict)
-
-
-class _ItemBudget:
-    """A token bucket of items per forwarding peer (bounded: the stalest peers go first)."""
-
-    def __init__(self, per_s: int, burst: int, max_peers: int = 4_096) -> None:
-        self._per_s, self._burst, self._max = per_s, burst, max_peers
-        self._peers: OrderedDict[PeerId, tuple[float, int]] = OrderedDict()  # tokens, at_ms
-
-    def take(self, peer: PeerId, items: int, now_ms: int) -> bool:
-        tokens, at = self._peers.pop(peer, (float(self._burst), now_ms))
-        tokens = min(float(self._burst), tokens + max(0, now_ms - at) * self._per_s / 1000)
-        ok = tokens >= items
-        self._peers[peer] = (tokens - items if ok else tokens, now_ms)
-        while len(self._peers) > self._max:
-            self._peers.popitem(last=False)
-        return ok
 
 
 class _Lru:
@@ -185,7 +163,6 @@ class ProofGossip:
             default=0,
         )
         self._seen = _Lru(self.config.seen_capacity, max(self.config.min_seen_ttl_ms, widest))
-        self._budget = _ItemBudget(self.config.peer_items_per_s, self.config.peer_items_burst)
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._wake = trio.Event()
@@ -271,9 +248,6 @@ class ProofGossip:
         fresh: list[ReceivedProof] = []
         fresh_ids: set[bytes] = set()
         now_ms = self._clock.now_ms()
-        if not self._budget.take(peer, len(bundle.items), now_ms):
-            self.counters.items_rate_limited += len(bundle.items)
-            raise Ignore("item_rate_limited", f"{peer} forwards more than {self.config.peer_items_per_s}/s")
         for item in bundle.items:
             cid = wire.content_id(item)
             if cid in self._seen or cid in fresh_ids:

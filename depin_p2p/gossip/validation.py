@@ -9,13 +9,10 @@ Each rule is one line, tagged by what it raises (consensus-specs style):
 - IGNORE ``too_old`` / ``too_early``: the message's own time field is far
   outside our clock (a caller-provided rule says which field and how far);
   a peer relaying a proof that just aged out is not at fault, so no penalty.
-- the rule's ``precheck`` (the subsystem's checks that need no signature:
-  epoch, registered signer), which raises its own codes.
 - REJECT ``wrong_domain`` / ``bad_signature`` / ``bad_public_key``: the
   checks of :func:`depin_p2p.wire.open_envelope`, same codes, body decoded once.
 
-Cheap checks come first; the Ed25519 verification is last, so an item that
-fails any other check never costs one.
+Cheap checks come first; the Ed25519 verification is last.
 """
 
 from __future__ import annotations
@@ -39,17 +36,12 @@ class TimeWindow:
     max_future_ms: int
 
 
-Precheck = Callable[[object, bytes], None]
-"""``precheck(message, signer)``: checks before the signature; raises Ignore / Reject."""
-
-
 @dataclass(frozen=True, slots=True)
 class GossipRule:
-    """How one message type is checked on a topic: domain, time window, checks before the signature."""
+    """How one message type is checked on a topic: its signing domain and an optional time window."""
 
     domain: wire.Domain
     window: TimeWindow | None = None
-    precheck: Precheck | None = None
 
 
 def validate_time_window(window: TimeWindow, msg: object, now_ms: int) -> None:
@@ -108,8 +100,6 @@ def validate_gossip_envelope(
         raise Reject("wrong_domain", f"{info.cls.__name__} is not signed as {rule.domain.value}")
     if rule.window is not None:
         validate_time_window(rule.window, msg, now_ms)
-    if rule.precheck is not None:
-        rule.precheck(msg, env.signer)
     signed = wire.signing_bytes(network_id, rule.domain, info.type_id, env.body)
     verify(env.signer, signed, env.signature)
     return wire.Verified(msg, env.signer, env)

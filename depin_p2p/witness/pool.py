@@ -41,9 +41,6 @@ from depin_p2p.witness.radio import (
     validate_witness_report,
 )
 
-# Epochs away from ours beyond which a signed proof is an offence, not a clock difference.
-FAR_EPOCHS = 3
-
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
@@ -105,28 +102,6 @@ class ProofPool:
         return self._epochs.setdefault(epoch, _Epoch())
 
     # ------------------------------------------------------------ checks
-
-    def precheck(self, msg: object, signer: bytes) -> None:
-        """The checks of :meth:`check` that need no signature, run before it is verified.
-
-        An epoch within one of ours is for the pool to judge (Ignore
-        ``wrong_epoch`` otherwise); one more than ``FAR_EPOCHS`` away no
-        honest node signs or relays (we never forward it either), so it costs
-        the sender: Reject ``far_epoch``. A signer that is no registered
-        device is Reject ``unknown_device`` once our ledger could know it.
-        """
-        epoch_of = getattr(msg, "epoch", None)
-        if isinstance(msg, WitnessReport):
-            epoch_of = self._beacon_epoch.get(msg.beacon_id)
-        if epoch_of is not None:
-            if abs(int(epoch_of) - self.current_epoch) > FAR_EPOCHS:
-                raise Reject("far_epoch", f"epoch {epoch_of} while {self.current_epoch} runs")
-            if not self.current_epoch - 1 <= epoch_of <= self.current_epoch + 1:
-                raise Ignore("wrong_epoch", f"epoch {epoch_of} while {self.current_epoch} runs")
-        if self.registry.get_device(signer) is None:
-            if self._knows_devices_of(msg):
-                raise Reject("unknown_device", "signed by no registered device")
-            raise Ignore("unknown_device", "not registered in our ledger yet")
 
     def check(self, verified: wire.Verified, now_ms: int | None = None) -> None:
         """Gossip-time check of one verified proof; raises Reject / Ignore, returns to accept.

@@ -40,7 +40,7 @@ from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import CodecError, DepinError, Ignore, Reject, TransportError, ValidationError
 from depin_p2p.gossip.service import ProofGossip
 from depin_p2p.gossip.transport import CHALLENGE, PeerId, Transport, protocol
-from depin_p2p.gossip.validation import GossipRule, Precheck, TimeWindow
+from depin_p2p.gossip.validation import GossipRule, TimeWindow
 from depin_p2p.model import Device, DeviceRegistry, Validator
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness import compute, radio
@@ -60,20 +60,15 @@ MAX_CHALLENGE_BYTES = 4 * 1024
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a u32 product at the largest n, plus framing
 
 
-def proof_rules(epoch_length_ms: int, precheck: Precheck | None = None) -> dict[int, GossipRule]:
-    """What the proofs topic carries, by wire type id, with local-clock arrival windows.
-
-    ``precheck``: the pool's checks before the signature (:meth:`ProofPool.precheck`).
-    """
+def proof_rules(epoch_length_ms: int) -> dict[int, GossipRule]:
+    """What the proofs topic carries, by wire type id, with local-clock arrival windows."""
     window = epoch_length_ms * 2
     beacon_window = TimeWindow(lambda m: m.sent_at_ms, window, 30_000)  # type: ignore[attr-defined]
     report_window = TimeWindow(lambda m: m.received_at_ms, window, 30_000)  # type: ignore[attr-defined]
     return {
-        wire.info_of(radio.Beacon).type_id: GossipRule(wire.Domain.BEACON, beacon_window, precheck),
-        wire.info_of(radio.WitnessReport).type_id: GossipRule(wire.Domain.WITNESS, report_window, precheck),
-        wire.info_of(compute.Attestation).type_id: GossipRule(
-            wire.Domain.COMPUTE_ATTESTATION, None, precheck
-        ),
+        wire.info_of(radio.Beacon).type_id: GossipRule(wire.Domain.BEACON, beacon_window),
+        wire.info_of(radio.WitnessReport).type_id: GossipRule(wire.Domain.WITNESS, report_window),
+        wire.info_of(compute.Attestation).type_id: GossipRule(wire.Domain.COMPUTE_ATTESTATION),
     }
 
 

@@ -114,23 +114,3 @@ def test_attestations_and_prune() -> None:
         p.check(verified(wire.seal(forged, KEYS[1], s.NETWORK)))
     p.prune(3)
     assert p.collect(3).attestations == ()
-
-
-def test_precheck_judges_epoch_and_signer_before_any_signature() -> None:
-    p = pool()
-    b = s.make_beacon(KEYS[0], DEVICES[0])
-    beacon = wire.decode(b.body)
-    p.precheck(beacon, b.signer)  # epoch 3 while 3 runs, a registered radio
-    p.current_epoch = 5  # two epochs off: a clock difference, for the pool to ignore
-    with pytest.raises(Ignore, match="wrong_epoch"):
-        p.precheck(beacon, b.signer)
-    p.current_epoch = 3 + 4  # more than FAR_EPOCHS off: nobody honest signs or relays that
-    with pytest.raises(Reject, match="far_epoch"):
-        p.precheck(beacon, b.signer)
-    p.current_epoch = 3
-    stranger = s.key("pool-stranger").public_key
-    with pytest.raises(Ignore, match="unknown_device"):  # our ledger may be behind
-        p.precheck(beacon, stranger)
-    p.committed_epoch = 3
-    with pytest.raises(Reject, match="unknown_device"):
-        p.precheck(beacon, stranger)

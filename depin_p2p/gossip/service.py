@@ -100,6 +100,7 @@ class ServiceCounters:
     items_accepted: int = 0
     items_ignored: int = 0
     dropped_output_full: int = 0
+    signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)  # Ed25519 checks here
     reject_codes: dict[str, int] = field(default_factory=dict)
     ignore_codes: dict[str, int] = field(default_factory=dict)
 
@@ -135,7 +136,8 @@ class ProofGossip:
         rules: message types carried, by type id (domain, time window).
         check_item: the subsystem's validator for each verified item.
         config: batching and bounds.
-        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
+        signatures: the node's verified-signature cache (a private one if None); this
+            service's share of its checks is counted in ``counters.signatures``.
     """
 
     def __init__(
@@ -147,11 +149,12 @@ class ProofGossip:
         rules: Mapping[int, GossipRule],
         check_item: ItemCheck | None = None,
         config: BatchConfig | None = None,
-        verify: wire.Verifier = wire.verify_signature,
+        signatures: wire.SignatureCache | None = None,
     ) -> None:
         self.config = config or BatchConfig()
-        self._verify = verify
         self.counters = ServiceCounters()
+        cache = wire.SignatureCache() if signatures is None else signatures  # (an empty one is falsy)
+        self._verify = cache.verifier(self.counters.signatures)
         self.topic = topic(network_id, PROOFS)
         self._transport = transport
         self._network_id = network_id

@@ -73,7 +73,8 @@ class ProofPool:
         registry: device lookups (the ledger view of the last committed epoch).
         network_id: our network.
         limits: the bounds.
-        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
+        signatures: the node's verified-signature cache (a private one if None); the pool's
+            share of its checks is counted in :attr:`signature_checks`.
     """
 
     def __init__(
@@ -81,10 +82,12 @@ class ProofPool:
         registry: DeviceRegistry,
         network_id: str,
         limits: PoolLimits | None = None,
-        verify: wire.Verifier = wire.verify_signature,
+        signatures: wire.SignatureCache | None = None,
     ) -> None:
         self.registry = registry
-        self.verify = verify
+        self.signature_checks = wire.SignatureTally()
+        cache = wire.SignatureCache() if signatures is None else signatures  # (an empty one is falsy)
+        self.verify = cache.verifier(self.signature_checks)
         self.network_id = network_id
         self.limits = limits or PoolLimits()
         self._epochs: dict[int, _Epoch] = {}

@@ -104,6 +104,9 @@ class WitnessService:
         device_keys: keys of this node's devices (radio devices sign challenges
             and attestations when they are compute witnesses).
         peer_of: the peer that serves a device owner's challenges.
+        committed: the event the next commit sets (None: poll).
+        signed: told of each proof this node's devices sign, before it is pooled or sent
+            (the assembly enters it in the node's signature cache: never verified here).
     """
 
     def __init__(
@@ -121,7 +124,9 @@ class WitnessService:
         device_keys: Mapping[bytes, KeyPair],
         peer_of: Callable[[bytes], PeerId],
         committed: Callable[[], trio.Event] | None = None,
+        signed: Callable[[wire.Envelope], None] = lambda env: None,
     ) -> None:
+        self._signed = signed
         self._committed = committed  # the event the next commit sets (None: poll every 50 ms)
         self._net = network_id
         self._clock = clock
@@ -189,6 +194,7 @@ class WitnessService:
                 nursery.start_soon(self._witness, driver, verified.envelope)
 
     def _publish(self, env: wire.Envelope, nursery: trio.Nursery) -> None:
+        self._signed(env)
         self._gossip.submit(wire.encode(env))
         self._accept(wire.Verified(wire.decode(env.body), env.signer, env), nursery)
 
@@ -196,6 +202,7 @@ class WitnessService:
         async with self._limiter:
             report = await driver.witness(beacon_env)
         if report is not None:
+            self._signed(report)
             self._gossip.submit(wire.encode(report))
             self._pool.add(wire.Verified(wire.decode(report.body), report.signer, report))
             self.reports_sent += 1
@@ -299,6 +306,7 @@ class WitnessService:
             log.info("witness.challenge.bad_response", code=exc.code)
             return
         env = wire.seal(att, key, self._net)
+        self._signed(env)
         self._gossip.submit(wire.encode(env))
         self._pool.add(wire.Verified(att, env.signer, env))
         self.attestations_sent += 1

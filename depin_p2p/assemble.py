@@ -166,6 +166,7 @@ def assemble(
         rules=proof_rules(schedule.epoch_length_ms),
         check_item=check_item,
         signatures=signatures,
+        screen_item=pool.screen,  # epoch and registry before the signature
     )
 
     def context() -> LedgerContext:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from depin_p2p import wire
 from depin_p2p.errors import Ignore, Reject
+from depin_p2p.gossip.validation import FAR_OUT_OF_WINDOW
 from depin_p2p.model import DeviceKind, DeviceRegistry
 from depin_p2p.witness.compute import Attestation
 from depin_p2p.witness.radio import (
@@ -40,6 +41,10 @@ from depin_p2p.witness.radio import (
     validate_beacon,
     validate_witness_report,
 )
+
+# An epoch further than this from the running one is beyond any clock skew or relay delay: no
+# honest node signs or forwards a proof of it (``far_out_of_window``, charged by gossip per item).
+FAR_EPOCHS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,45 @@ class ProofPool:
                 raise Ignore("unknown_device", "not registered in our ledger yet") from None
             raise
 
+    def screen(self, msg: object, signer: bytes) -> None:
+        """The cheap checks gossip runs before the signature: epoch, claimed signer, registry.
+
+        Raises:
+            Ignore: ``far_out_of_window`` (an epoch more than :data:`FAR_EPOCHS` from the
+                running one), ``wrong_epoch``, ``unknown_device`` (not provable yet).
+            Reject: ``wrong_signer``, ``unknown_device``, ``unexpected_type``.
+        """
+        try:
+            self._screen(msg, signer)
+        except Reject as exc:
+            if exc.code == "unknown_device" and not self._knows_devices_of(msg):
+                raise Ignore("unknown_device", "not registered in our ledger yet") from None
+            raise
+
+    def _screen(self, msg: object, signer: bytes) -> None:
+        epoch: int | None
+        if isinstance(msg, Beacon):
+            epoch, device = msg.epoch, msg.device
+        elif isinstance(msg, WitnessReport):
+            epoch, device = self._beacon_epoch.get(msg.beacon_id), msg.witness
+        elif isinstance(msg, Attestation):
+            epoch, device = msg.epoch, msg.witness
+        else:
+            raise Reject("unexpected_type", type(msg).__name__)
+        if epoch is not None:
+            self._check_epoch(epoch)
+        if signer != device:
+            raise Reject("wrong_signer", "not signed by the device it is about")
+        if self.registry.get_device(device) is None:
+            raise Reject("unknown_device")
+
+    def _check_epoch(self, epoch: int) -> None:
+        now = self.current_epoch
+        if abs(epoch - now) > FAR_EPOCHS:
+            raise Ignore(FAR_OUT_OF_WINDOW, f"epoch {epoch} while {now} runs")
+        if not now - 1 <= epoch <= now + 1:
+            raise Ignore("wrong_epoch", f"epoch {epoch} while {now} runs")
+
     def _knows_devices_of(self, msg: object) -> bool:
         """Has our ledger committed every registration a proof like ``msg`` may rely on?"""
         if self.committed_epoch is None:
@@ -136,8 +180,8 @@ class ProofPool:
     def _check(self, verified: wire.Verified, now_ms: int | None) -> None:
         msg = verified.message
         epoch_of = getattr(msg, "epoch", None)
-        if epoch_of is not None and not self.current_epoch - 1 <= epoch_of <= self.current_epoch + 1:
-            raise Ignore("wrong_epoch", f"epoch {epoch_of} while {self.current_epoch} runs")
+        if epoch_of is not None:
+            self._check_epoch(int(epoch_of))
         if isinstance(msg, Beacon):
             validate_beacon(
                 verified.envelope,

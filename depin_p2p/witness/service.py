@@ -46,7 +46,7 @@ from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
 from depin_p2p.witness.devices import ComputeDriver, RadioDriver
-from depin_p2p.witness.pool import ProofPool
+from depin_p2p.witness.pool import FAR_EPOCHS, ProofPool
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -61,10 +61,14 @@ MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a u32 product at the largest n, plus fra
 
 
 def proof_rules(epoch_length_ms: int) -> dict[int, GossipRule]:
-    """What the proofs topic carries, by wire type id, with local-clock arrival windows."""
-    window = epoch_length_ms * 2
-    beacon_window = TimeWindow(lambda m: m.sent_at_ms, window, 30_000)  # type: ignore[attr-defined]
-    report_window = TimeWindow(lambda m: m.received_at_ms, window, 30_000)  # type: ignore[attr-defined]
+    """What the proofs topic carries, by wire type id, with local-clock arrival windows.
+
+    A proof outside its window by more than :data:`~depin_p2p.witness.pool.FAR_EPOCHS`
+    epochs as well is ``far_out_of_window`` (gossip charges its forwarder).
+    """
+    window, far = epoch_length_ms * 2, epoch_length_ms * FAR_EPOCHS
+    beacon_window = TimeWindow(lambda m: m.sent_at_ms, window, 30_000, far)  # type: ignore[attr-defined]
+    report_window = TimeWindow(lambda m: m.received_at_ms, window, 30_000, far)  # type: ignore[attr-defined]
     return {
         wire.info_of(radio.Beacon).type_id: GossipRule(wire.Domain.BEACON, beacon_window),
         wire.info_of(radio.WitnessReport).type_id: GossipRule(wire.Domain.WITNESS, report_window),

@@ -114,3 +114,33 @@ def test_attestations_and_prune() -> None:
         p.check(verified(wire.seal(forged, KEYS[1], s.NETWORK)))
     p.prune(3)
     assert p.collect(3).attestations == ()
+
+
+def test_screen_runs_the_cheap_checks_on_what_the_signature_has_not_vouched_for_yet() -> None:
+    p = pool()
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    beacon = wire.decode(b.body)
+    p.screen(beacon, KEYS[0].public_key)
+    with pytest.raises(Reject, match="wrong_signer"):
+        p.screen(beacon, KEYS[1].public_key)  # a beacon claimed by a key that is not its device's
+    att = compute.Attestation(
+        KEYS[1].public_key, KEYS[2].public_key, 3, b"\x01" * 32, compute.Outcome.PASSED, 5, 32, b"\x02" * 32
+    )
+    far = "far_out_of_window"
+    for epoch, code in ((5, "wrong_epoch"), (7, "wrong_epoch"), (8, far), (10**12, far), (0, "wrong_epoch")):
+        with pytest.raises(Ignore, match=code):
+            p.screen(dataclasses.replace(att, epoch=epoch), KEYS[1].public_key)
+    stranger = s.key("pool-stranger")
+    stranger_att = dataclasses.replace(att, witness=stranger.public_key)
+    with pytest.raises(Ignore, match="unknown_device"):  # our ledger may be behind
+        p.screen(stranger_att, stranger.public_key)
+    p.committed_epoch = p.current_epoch
+    with pytest.raises(Reject, match="unknown_device"):
+        p.screen(stranger_att, stranger.public_key)
+    # A report's epoch is its beacon's, once the beacon is here.
+    p.add(verified(b))
+    report = wire.decode(s.make_report(KEYS[1], b).body)
+    p.screen(report, KEYS[1].public_key)
+    p.current_epoch = 3 + 5
+    with pytest.raises(Ignore, match="far_out_of_window"):
+        p.screen(report, KEYS[1].public_key)

@@ -12,6 +12,16 @@ every validator re-checks it again.
 Everything is bounded: per-epoch caps on beacons and attestations, a cap on
 reports per beacon and on pending reports, and pruning of old epochs.
 
+Reports per beacon are candidates of the rewards lottery: the pool keeps at
+most ``reports_per_beacon`` (32, what a value may include; 14 are rewarded)
+with the lowest :func:`~depin_p2p.witness.rewards.lottery_ticket`, evicting
+a worse one for a better, once it knows the previous certificate's hash
+(:attr:`ProofPool.chain_head`; before that, first come). A report that
+cannot make the cut is ignored before its signature check and not
+forwarded (``not_a_candidate``), and the node's own devices do not sign one
+(:meth:`ProofPool.wants_report`): the work per beacon stays near the cut,
+whatever the crowd of witnesses, and no crowd can push out a better ticket.
+
 Only a proven offence costs the forwarding peer. A proof of epoch ``m``
 needs the ledger through epoch ``m - 1`` (an honest node signs one only for
 a device it saw registered by then); a peer that committed a registration
@@ -41,6 +51,7 @@ from depin_p2p.witness.radio import (
     validate_beacon,
     validate_witness_report,
 )
+from depin_p2p.witness.rewards import lottery_ticket
 
 # An epoch further than this from the running one is beyond any clock skew or relay delay: no
 # honest node signs or forwards a proof of it (``far_out_of_window``, charged by gossip per item).
@@ -50,7 +61,7 @@ FAR_EPOCHS = 4
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
     beacons_per_epoch: int = 2_048
-    reports_per_beacon: int = 64
+    reports_per_beacon: int = 32  # consensus.value.MAX_REPORTS_PER_BEACON
     pending_reports: int = 16_384
     attestations_per_epoch: int = 2_048
 
@@ -68,6 +79,7 @@ class Collected:
 class _Epoch:
     beacons: dict[bytes, CheckedBeacon] = field(default_factory=dict)
     reports: dict[bytes, dict[bytes, wire.Envelope]] = field(default_factory=dict)
+    tickets: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)  # beacon -> witness -> ticket
     attestations: dict[tuple[bytes, bytes], wire.Envelope] = field(default_factory=dict)
 
 
@@ -105,6 +117,8 @@ class ProofPool:
         # The last epoch our ledger committed, as far as we know (the witness service keeps it
         # current; it may lag, never lead). None: unknown, so an unknown device is never proven.
         self.committed_epoch: int | None = None
+        # (epoch, certificate hash) of the last commit we know: the lottery of epoch + 1 draws on it.
+        self.chain_head: tuple[int, bytes] | None = None
 
     def _epoch(self, epoch: int) -> _Epoch:
         return self._epochs.setdefault(epoch, _Epoch())
@@ -154,8 +168,34 @@ class ProofPool:
             self._check_epoch(epoch)
         if signer != device:
             raise Reject("wrong_signer", "not signed by the device it is about")
+        if isinstance(msg, WitnessReport) and epoch is not None:
+            self._check_candidate(epoch, msg)
         if self.registry.get_device(device) is None:
             raise Reject("unknown_device")
+
+    def _ticket(self, epoch: int, beacon: Beacon, witness: bytes) -> bytes | None:
+        """The lottery ticket of ``witness`` for ``beacon``, if we know the epoch's draw yet."""
+        head = self.chain_head
+        if head is None or head[0] != epoch - 1:
+            return None
+        return lottery_ticket(head[1], epoch, beacon.device, witness)
+
+    def _worse_than_the_cut(self, epoch: int, beacon_id: bytes, witness: bytes) -> bool:
+        slot = self._epochs[epoch]
+        tickets = slot.tickets[beacon_id]
+        if witness in tickets or len(tickets) < self.limits.reports_per_beacon:
+            return False
+        mine = self._ticket(epoch, slot.beacons[beacon_id].beacon, witness)
+        return mine is None or mine >= max(tickets.values())
+
+    def _check_candidate(self, epoch: int, report: WitnessReport) -> None:
+        if self._worse_than_the_cut(epoch, report.beacon_id, report.witness):
+            raise Ignore("not_a_candidate", "the beacon has enough reports with better lottery tickets")
+
+    def wants_report(self, beacon_id: bytes, witness: bytes) -> bool:
+        """Could a report of ``witness`` on this beacon still make the cut here? (Own devices ask.)"""
+        epoch = self._beacon_epoch.get(beacon_id)
+        return epoch is None or not self._worse_than_the_cut(epoch, beacon_id, witness)
 
     def _check_epoch(self, epoch: int) -> None:
         now = self.current_epoch
@@ -258,6 +298,7 @@ class ProofPool:
             return
         slot.beacons[bid] = checked
         slot.reports[bid] = {}
+        slot.tickets[bid] = {}
         self._beacon_epoch[bid] = msg.epoch
         # Reports that arrived before their beacon.
         for key in [k for k in self._pending if k[0] == bid]:
@@ -265,13 +306,21 @@ class ProofPool:
             self._add_report(msg.epoch, wire.decode_as(report_env.body, WitnessReport), report_env)
 
     def _add_report(self, epoch: int, msg: WitnessReport, env: wire.Envelope) -> None:
-        reports = self._epochs[epoch].reports[msg.beacon_id]
+        slot = self._epochs[epoch]
+        reports, tickets = slot.reports[msg.beacon_id], slot.tickets[msg.beacon_id]
         if msg.witness in reports:
             return
+        ticket = self._ticket(epoch, slot.beacons[msg.beacon_id].beacon, msg.witness)
         if len(reports) >= self.limits.reports_per_beacon:
+            worst = max(tickets, key=tickets.__getitem__) if tickets else None
+            if ticket is None or worst is None or ticket >= tickets[worst]:
+                self.dropped += 1
+                return
+            del reports[worst], tickets[worst]  # a better ticket takes a worse one's place
             self.dropped += 1
-            return
         reports[msg.witness] = env
+        # Unranked (the draw was unknown when it came): last, so any ranked report can replace it.
+        tickets[msg.witness] = ticket if ticket is not None else b"\xff" * 33
 
     # ------------------------------------------------------------ output
 

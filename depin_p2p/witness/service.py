@@ -147,6 +147,7 @@ class WitnessService:
         self._challenge_protocol = protocol(network_id, CHALLENGE)
         self.beacons_sent = 0
         self.reports_sent = 0
+        self.reports_skipped = 0
         self.attestations_sent = 0
         self.challenges_answered = 0
         self.challenges_failed = 0
@@ -163,7 +164,7 @@ class WitnessService:
         self._transport.set_handler(
             self._challenge_protocol, self._on_challenge, max_request_bytes=MAX_CHALLENGE_BYTES
         )
-        self._pool.committed_epoch = self._context().epoch
+        self._note_commit()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._consume, nursery)
             nursery.start_soon(self._epochs, nursery)
@@ -177,7 +178,13 @@ class WitnessService:
                 await self._clock.sleep_until_ms(self._clock.now_ms() + COMMIT_POLL_MS)
             else:
                 await self._committed().wait()
-            self._pool.committed_epoch = self._context().epoch
+            self._note_commit()
+
+    def _note_commit(self) -> None:
+        """Tell the pool what we committed: it judges unknown devices and ranks reports by it."""
+        ctx = self._context()
+        self._pool.committed_epoch = ctx.epoch
+        self._pool.chain_head = (ctx.epoch, ctx.prev_cert_hash)
 
     async def _consume(self, nursery: trio.Nursery) -> None:
         async for proof in self._gossip.received:
@@ -203,8 +210,15 @@ class WitnessService:
         self._accept(wire.Verified(wire.decode(env.body), env.signer, env), nursery)
 
     async def _witness(self, driver: RadioDriver, beacon_env: wire.Envelope) -> None:
+        bid = radio.beacon_id(beacon_env)
         async with self._limiter:
+            if not self._pool.wants_report(bid, driver.device_id):
+                self.reports_skipped += 1  # enough better lottery tickets already: no one keeps ours
+                return
             report = await driver.witness(beacon_env)
+        if report is not None and not self._pool.wants_report(bid, driver.device_id):
+            self.reports_skipped += 1  # better ones came while we listened
+            return
         if report is not None:
             self._signed(report)
             self._gossip.submit(wire.encode(report))

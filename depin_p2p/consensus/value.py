@@ -253,7 +253,7 @@ def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: Valu
     if len(seen) >= p.max_reports_per_beacon:
         raise Reject("too_many_reports", f"more than {p.max_reports_per_beacon} reports for one beacon")
     checked = validate_witness_report(
-        beacon, env, registry=view, network_id=p.network_id, seen=seen, verify=p.verify
+        beacon, env, registry=view, network_id=p.network_id, seen=seen, verify=p.verify, decoded=report
     )
     seen.append(checked.report.witness)
     acc.reports.append(env)

@@ -80,6 +80,7 @@ class _Epoch:
     beacons: dict[bytes, CheckedBeacon] = field(default_factory=dict)
     reports: dict[bytes, dict[bytes, wire.Envelope]] = field(default_factory=dict)
     tickets: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)  # beacon -> witness -> ticket
+    worst: dict[bytes, bytes] = field(default_factory=dict)  # beacon -> its worst ticket kept, when full
     attestations: dict[tuple[bytes, bytes], wire.Envelope] = field(default_factory=dict)
 
 
@@ -182,11 +183,11 @@ class ProofPool:
 
     def _worse_than_the_cut(self, epoch: int, beacon_id: bytes, witness: bytes) -> bool:
         slot = self._epochs[epoch]
-        tickets = slot.tickets[beacon_id]
-        if witness in tickets or len(tickets) < self.limits.reports_per_beacon:
+        worst = slot.worst.get(beacon_id)  # set only while the beacon's slot is full
+        if worst is None or witness in slot.tickets[beacon_id]:
             return False
         mine = self._ticket(epoch, slot.beacons[beacon_id].beacon, witness)
-        return mine is None or mine >= max(tickets.values())
+        return mine is None or mine >= worst
 
     def _check_candidate(self, epoch: int, report: WitnessReport) -> None:
         if self._worse_than_the_cut(epoch, report.beacon_id, report.witness):
@@ -248,6 +249,7 @@ class ProofPool:
                 seen=slot.reports[msg.beacon_id].keys(),
                 now_ms=now_ms,
                 verify=self.verify,
+                decoded=msg,  # gossip decoded these bytes already
             )
         elif isinstance(msg, Attestation):
             if verified.signer != msg.witness:
@@ -321,6 +323,8 @@ class ProofPool:
         reports[msg.witness] = env
         # Unranked (the draw was unknown when it came): last, so any ranked report can replace it.
         tickets[msg.witness] = ticket if ticket is not None else b"\xff" * 33
+        if len(tickets) >= self.limits.reports_per_beacon:
+            slot.worst[msg.beacon_id] = max(tickets.values())  # only on a change of a full slot
 
     # ------------------------------------------------------------ output
 

@@ -166,7 +166,7 @@ def assemble(
     )
     # One memory of good signatures for every check on this node: each envelope verified once.
     signatures = wire.SignatureCache()
-    pool = ProofPool(registry, net, verify=signatures.verify)
+    pool = ProofPool(registry, net, signatures=signatures)
     def check_item(verified: wire.Verified, peer: PeerId) -> None:
         if config.observe_check is None:
             pool.check(verified, clock.now_ms())
@@ -179,7 +179,8 @@ def assemble(
         clock=clock,
         rules=proof_rules(schedule.epoch_length_ms),
         check_item=check_item,
-        verify=signatures.verify,
+        signatures=signatures,
+        screen_item=pool.screen,  # epoch and registry before the signature
     )
 
     def context() -> LedgerContext:
@@ -214,15 +215,14 @@ def assemble(
         ledger=ledger,
         signer=signer,
         pool=pool,
-        value_params=ValueParams(
-            network_id=net, emission_per_epoch=config.emission_per_epoch, verify=signatures.verify
-        ),
+        value_params=ValueParams(network_id=net, emission_per_epoch=config.emission_per_epoch),
         timeouts=config.timeouts,
         grace_ms=grace,
         pending_txs=txpool.pending,
         on_tx_results=txpool.on_committed,
         on_commit=config.on_commit,
         offload_io=config.offload_io,
+        signatures=signatures,
     )
     witness = WitnessService(
         network_id=net,
@@ -238,6 +238,7 @@ def assemble(
         peer_of=config.peer_of,
         committed=lambda: consensus.committed,  # wait for a commit, do not poll
         reach=peers.reach,
+        signed=signatures.mark_envelope,  # our own proofs are never verified here
     )
     txs = TxService(txpool, transport, net)
     return NodeServices(

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from depin_p2p.gossip.libp2p import Libp2pTransport
     from depin_p2p.gossip.service import ProofGossip
     from depin_p2p.txpool import TxPool
-    from depin_p2p.wire import SignatureCache
+    from depin_p2p.wire import SignatureCache, SignatureTally
     from depin_p2p.witness.pool import Collected, ProofPool
     from depin_p2p.witness.service import WitnessService
 
@@ -231,6 +231,36 @@ def _transport_figures(f: Figures, transport: Libp2pTransport) -> None:
     )
 
 
+def _signature_figures(
+    f: Figures, gossip: ProofGossip | None, pool: ProofPool | None, consensus: ConsensusService | None
+) -> None:
+    """Each checker's share of the node's signature checks: run (Ed25519) and from memory."""
+    tallies: dict[str, SignatureTally] = {}
+    if gossip is not None:
+        tallies["gossip"] = gossip.counters.signatures
+    if pool is not None:
+        tallies["pool"] = pool.signature_checks
+    if consensus is not None:
+        tallies["consensus"] = consensus.counters.signatures
+        tallies["value_check"] = consensus.value_signatures
+    if not tallies:
+        return
+    f.labelled(
+        "counter",
+        "depin_signatures_verified_by",
+        "Ed25519 signature checks run, by the checker that asked",
+        "checker",
+        {name: t.verified for name, t in tallies.items()},
+    )
+    f.labelled(
+        "counter",
+        "depin_signatures_cached_by",
+        "signature checks answered from the verified cache, by the checker that asked",
+        "checker",
+        {name: t.cached for name, t in tallies.items()},
+    )
+
+
 def node_figures(
     *,
     epoch_now: int,
@@ -252,6 +282,10 @@ def node_figures(
         f.counter(
             "depin_signatures_cached", "signature checks answered from the verified cache", signatures.cached
         )
+        f.counter(
+            "depin_signatures_marked", "own signatures entered as verified, never checked", signatures.marked
+        )
+    _signature_figures(f, gossip, pool, consensus)
     if ledger is not None:
         f.gauge(
             "depin_epoch_last_committed", "the last epoch committed to this node's ledger", ledger.last_epoch

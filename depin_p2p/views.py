@@ -26,8 +26,12 @@ from depin_p2p.txpool import TxPool
 
 
 def counters(obj: object) -> dict[str, Any]:
-    """A counters dataclass as a plain dict."""
-    return {k: getattr(obj, k) for k in getattr(obj, "__dataclass_fields__", {})}
+    """A counters dataclass as a plain dict (nested ones, such as a signature tally, as dicts too)."""
+    out: dict[str, Any] = {}
+    for k in getattr(obj, "__dataclass_fields__", {}):
+        value = getattr(obj, k)
+        out[k] = counters(value) if hasattr(value, "__dataclass_fields__") else value
+    return out
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,13 @@ class NodeView:
                 "reports": len(got.reports),
                 "attestations": len(got.attestations),
                 "dropped": pool.dropped,
+                "signatures": counters(pool.signature_checks),
+            },
+            "signatures": {
+                "verified": s.signatures.verified,
+                "cached": s.signatures.cached,
+                "marked": s.signatures.marked,
+                "value_check": counters(consensus.value_signatures),
             },
             "gossip_counters": counters(s.gossip.counters),
             "witness": {

@@ -581,36 +581,69 @@ Verifier = Callable[[bytes, bytes, bytes], None]
 VERIFIED_CAPACITY = 65_536  # distinct signatures a node remembers as verified (~5 MB)
 
 
+@dataclass(slots=True)
+class SignatureTally:
+    """One checker's share of a :class:`SignatureCache`'s work (exported as metrics).
+
+    Attributes:
+        verified: Ed25519 checks this checker caused (failed ones included).
+        cached: its checks answered from memory.
+    """
+
+    verified: int = 0
+    cached: int = 0
+
+
 class SignatureCache:
     """One Ed25519 check per distinct signature on a node: a bounded memory of those that checked out.
 
     A node has one, shared by everything that verifies (gossip, the proof
     pool, the value check, consensus), so a proof relayed, pooled, proposed
-    and re-checked costs one verification. The key binds the public key,
-    the signature and the exact signed bytes: a good signature moved onto
-    other bytes is checked again, and fails. Failures are not remembered.
-    The oldest entry goes first when full.
+    and re-checked costs one verification; what the node signs itself is
+    entered with :meth:`mark` and never verified. The key (the envelope's
+    id here) is a hash of the public key, the signature and the exact
+    signed bytes: a good signature moved onto other bytes is checked again,
+    and fails. Failures are not remembered. The oldest entry goes first
+    when full (insertion order: a hit does not make an entry younger, so a
+    flood of new signatures evicts in a fixed order, at one check each).
 
     Attributes:
         check: the check run on a miss (:func:`verify_signature`, Ed25519).
-        verified: checks run (failed ones included).
-        cached: checks answered from memory.
+        verified: checks run (failed ones included), all checkers together.
+        cached: checks answered from memory, all checkers together.
+        marked: signatures entered as good without a check (our own).
+
+    Bounded twice: ``capacity`` entries, and an entry is forgotten
+    ``keep_commits`` commits after it was entered (:meth:`on_commit`; a
+    signature of an old epoch is rarely seen again), so the memory levels off
+    at the traffic of a few epochs, not at the cap after hours.
     """
 
-    __slots__ = ("_capacity", "_seen", "cached", "check", "verified")
+    __slots__ = ("_capacity", "_commits", "_keep", "_seen", "cached", "check", "marked", "verified")
 
-    def __init__(self, check: Verifier | None = None, capacity: int = VERIFIED_CAPACITY) -> None:
+    def __init__(
+        self, check: Verifier | None = None, capacity: int = VERIFIED_CAPACITY, keep_commits: int = 8
+    ) -> None:
+        if capacity < 1:
+            raise InternalError("a signature cache holds at least one entry")
         self.check: Verifier = check if check is not None else verify_signature
         self._capacity = capacity
-        self._seen: dict[bytes, None] = {}
+        self._keep = keep_commits
+        self._commits = 0
+        self._seen: dict[bytes, int] = {}  # key -> commits counted when it was entered
         self.verified = 0
         self.cached = 0
+        self.marked = 0
 
     def __len__(self) -> int:
         return len(self._seen)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._seen
+
     @staticmethod
-    def _key(public_key: bytes, data: bytes, signature: bytes) -> bytes:
+    def key(public_key: bytes, data: bytes, signature: bytes) -> bytes:
+        """The id an entry is kept under: BLAKE2b-256 of public key, signature and signed bytes."""
         h = hashlib.blake2b(public_key, digest_size=32)
         h.update(signature)
         h.update(data)
@@ -618,23 +651,57 @@ class SignatureCache:
 
     def verify(self, public_key: bytes, data: bytes, signature: bytes) -> None:
         """A :data:`Verifier`: returns if the signature is good, else raises ``Reject``."""
-        key = self._key(public_key, data, signature)
+        self._verify(public_key, data, signature, None)
+
+    def verifier(self, tally: SignatureTally) -> Verifier:
+        """A :data:`Verifier` through this cache that also counts into ``tally`` (one checker's share)."""
+
+        def verify(public_key: bytes, data: bytes, signature: bytes) -> None:
+            self._verify(public_key, data, signature, tally)
+
+        return verify
+
+    def _verify(self, public_key: bytes, data: bytes, signature: bytes, tally: SignatureTally | None) -> None:
+        key = self.key(public_key, data, signature)
         if key in self._seen:
             self.cached += 1
+            if tally is not None:
+                tally.cached += 1
             return
         self.verified += 1
+        if tally is not None:
+            tally.verified += 1
         self.check(public_key, data, signature)
         self._remember(key)
 
     def mark(self, public_key: bytes, data: bytes, signature: bytes) -> None:
         """Remember a signature known good without checking it (one we made)."""
-        self._remember(self._key(public_key, data, signature))
+        self.marked += 1
+        self._remember(self.key(public_key, data, signature))
+
+    def mark_envelope(self, env: Envelope) -> None:
+        """:meth:`mark` for an envelope we sealed (its signed bytes rebuilt from its body)."""
+        info = info_of(type(decode(env.body)))
+        if info.domain is None:
+            raise InternalError(f"{info.cls.__name__} has no signing domain")
+        signed = signing_bytes(env.network_id, info.domain, info.type_id, env.body)
+        self.mark(env.signer, signed, env.signature)
 
     def _remember(self, key: bytes) -> None:
         seen = self._seen
-        seen[key] = None
+        seen[key] = self._commits
         if len(seen) > self._capacity:
             del seen[next(iter(seen))]
+
+    def on_commit(self) -> None:
+        """An epoch committed: forget what was entered ``keep_commits`` commits ago or earlier."""
+        self._commits += 1
+        horizon, seen = self._commits - self._keep, self._seen
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] >= horizon:
+                break
+            del seen[oldest]
 
 
 def open_envelope(

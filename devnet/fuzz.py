@@ -613,7 +613,7 @@ class Simulation:
             clock=EpochClock(0, self.sc.epoch_interval_ms),  # epoch e is due at e · interval
             timeouts=HARNESS_TIMEOUTS,
             rules=self.sc.rules if node.honest else Rules(respect_locks=node.mode != "lock-split"),
-            verify=self.verify,
+            signatures=wire.SignatureCache(self.verify),  # a fresh memory per boot, as a process
             future_capacity=FUTURE_BUFFER,
         )
         node.driver = EpochDriver(config, self.head(node))

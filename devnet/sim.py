@@ -59,6 +59,7 @@ GENESIS_TIME_MS = 1_767_225_600_000  # virtual: the simulated network's genesis
 START_BEFORE_MS = 1_000  # nodes come up this long before the genesis
 LIVENESS_EPOCHS = 3
 SETTLE_EPOCHS = 2  # after the planned last epoch, how long the run may go on for stragglers
+MESH_DEGREE = 6  # gossip mesh degree, as GossipSub D in gossip/libp2p (connections stay a full graph)
 
 
 def devnet_for(manifest: Manifest, seed: int, *, genesis_time_ms: int = GENESIS_TIME_MS) -> Devnet:
@@ -224,7 +225,8 @@ class Simulation:
             jitter_ms=links.jitter_ms,
             loss_ppm=int(links.loss * 1_000_000),
         )
-        self.network = MemoryNetwork(seed=seed, default_link=profile)
+        # Forward along a GossipSub-like mesh of degree 6 (our libp2p default), not to every peer.
+        self.network = MemoryNetwork(seed=seed, default_link=profile, mesh_degree=MESH_DEGREE)
         self.genesis_text = json.dumps(self.devnet.genesis)
         genesis = parse_genesis(self.genesis_text)
         self.emission = genesis.emission_per_epoch
@@ -529,12 +531,17 @@ class _RecheckedChains:
         self._checked: list[tuple[tuple[bytes, ...], list[bool]]] = []
 
     def verdicts(self, chain: tuple[bytes, ...]) -> list[bool]:
-        """Per position of ``chain``: does everything up to it re-check?"""
+        """Per position of ``chain``: does everything up to it re-check?
+
+        Chains are compared by certificate hash, which names what was decided, not by
+        certificate bytes: two nodes keep different 2f+1 precommits of one decision.
+        """
+        ids = tuple(certificate_hash(wire.decode_as(raw, Certificate)) for raw in chain)
         for known, verdicts in self._checked:
-            if known[: len(chain)] == chain:
-                return verdicts[: len(chain)]
+            if known[: len(ids)] == ids:
+                return verdicts[: len(ids)]
         verdicts = self._recheck(chain)
-        self._checked.append((chain, verdicts))
+        self._checked.append((ids, verdicts))
         return verdicts
 
     def _recheck(self, chain: tuple[bytes, ...]) -> list[bool]:

@@ -23,7 +23,6 @@ built itself is known valid (``build_content`` only keeps what checks).
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,8 +63,6 @@ EVIDENCE_CAPACITY = 64
 SEEN_POSITIONS = 8_192  # (signer, type, epoch, round) -> body id, for the conflict watch
 WATCH_EPOCHS = 8  # the conflict watch forgets positions this many epochs behind the head
 MAX_OFFENDERS = 256
-VERIFIED_CAPACITY = 16_384
-VERIFIED_COMMITS = 8  # a verified signature is remembered this many commits (re-broadcasts, certificates)
 VERDICTS_CAPACITY = 64
 PARKED_CAPACITY = 256  # inputs waiting for a value check
 CONSENSUS_MESSAGE_CAP = wire.MAX_MESSAGE_BYTES
@@ -110,7 +107,8 @@ class DriverConfig:
     clock: EpochClock
     timeouts: Timeouts = field(default_factory=Timeouts)
     rules: Rules = field(default_factory=Rules)
-    verify: SignatureVerifier = wire.verify_signature
+    # The node's verified-signature cache, shared with its proof checks (its own when alone).
+    signatures: wire.SignatureCache = field(default_factory=wire.SignatureCache, compare=False)
     future_capacity: int = FUTURE_BUFFER
 
 
@@ -298,62 +296,12 @@ class ConsensusCounters:
     messages_rejected: int = 0
     synced: int = 0
     evidence_seen: int = 0
-    signatures_verified: int = 0  # Ed25519 checks actually run
-    signatures_cached: int = 0  # checks answered from the cache
+    # Ed25519 checks of proposals, votes and certificates, run or answered from the node's cache.
+    signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)
 
 
 # --------------------------------------------------------------------------
 # Parts the driver owns
-
-
-class VerifiedCache:
-    """Signature checks, each run once: a bounded set of (key, bytes, signature) already verified.
-
-    Bounded twice: at most ``VERIFIED_CAPACITY`` entries, and an entry is
-    forgotten ``VERIFIED_COMMITS`` commits after it was marked (a signature of
-    an old epoch is rarely seen again), so the set levels off within minutes
-    at a size set by the validators' traffic per epoch, not by the uptime.
-    """
-
-    def __init__(self, verify: SignatureVerifier, counters: ConsensusCounters) -> None:
-        self._verify = verify
-        self._counters = counters
-        self._seen: OrderedDict[bytes, int] = OrderedDict()  # key -> commits counted when marked
-        self._commits = 0
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    @staticmethod
-    def _key(public_key: bytes, data: bytes, signature: bytes) -> bytes:
-        return hashlib.blake2b(public_key + signature + data, digest_size=32).digest()
-
-    def verify(self, public_key: bytes, data: bytes, signature: bytes) -> None:
-        """A :data:`SignatureVerifier`; raises Reject('bad_signature')."""
-        key = self._key(public_key, data, signature)
-        if key in self._seen:
-            self._counters.signatures_cached += 1
-            return
-        self._counters.signatures_verified += 1
-        self._verify(public_key, data, signature)
-        self.mark_key(key)
-
-    def mark(self, public_key: bytes, data: bytes, signature: bytes) -> None:
-        """Remember a signature known good (our own)."""
-        self.mark_key(self._key(public_key, data, signature))
-
-    def mark_key(self, key: bytes) -> None:
-        self._seen[key] = self._commits
-        self._seen.move_to_end(key)  # oldest mark first: what on_commit drops is at the front
-        while len(self._seen) > VERIFIED_CAPACITY:
-            self._seen.popitem(last=False)
-
-    def on_commit(self) -> None:
-        """An epoch committed: forget what was marked ``VERIFIED_COMMITS`` commits ago or earlier."""
-        self._commits += 1
-        horizon = self._commits - VERIFIED_COMMITS
-        while self._seen and next(iter(self._seen.values())) < horizon:
-            self._seen.popitem(last=False)
 
 
 class ConflictWatch:
@@ -528,22 +476,21 @@ def screen_certificate(driver: EpochDriver, cert: Certificate, now_ms: int) -> i
         raise Ignore("certificate_from_the_future", f"epoch {cert.epoch} while {running_epoch} runs")
     if cert.epoch > head.next_epoch:
         return cert.epoch
-    verify = driver.cache.verify
     verify_certificate(
         cert,
         head.validators,
         config.network_id,
         head.prev_cert_hash,
-        verify=verify,
+        verify=driver.verify,
         quorum=config.rules.quorum,
     )
     return None
 
 
 def screen_envelope(
-    env: wire.Envelope, network_id: str, head: Head, cache: VerifiedCache
+    env: wire.Envelope, network_id: str, head: Head, verify: SignatureVerifier
 ) -> ConsensusMessage:
-    """Decode a gossiped proposal or vote and verify it (once, through ``cache``).
+    """Decode a gossiped proposal or vote and verify it (once per node, through the node's cache).
 
     Raises:
         Reject: ``wrong_network``, ``malformed``, ``unexpected_type``,
@@ -559,7 +506,7 @@ def screen_envelope(
         if msg.epoch == head.next_epoch:
             raise Reject("unknown_validator")
         raise Ignore("unknown_validator", f"epoch {msg.epoch}")
-    cache.verify(env.signer, signed_bytes(network_id, env, msg), env.signature)
+    verify(env.signer, signed_bytes(network_id, env, msg), env.signature)
     return msg
 
 
@@ -606,7 +553,8 @@ class EpochDriver:
         self.head = head
         self.state: EpochState | None = None
         self.counters = ConsensusCounters()
-        self.cache = VerifiedCache(config.verify, self.counters)
+        self.signatures = config.signatures
+        self.verify = config.signatures.verifier(self.counters.signatures)
         self.watch = ConflictWatch()
         self.evidence = EvidenceStore(self.counters)
         self._due = -(2**62)
@@ -647,7 +595,7 @@ class EpochDriver:
 
     def screen(self, env: wire.Envelope) -> ConsensusMessage:
         """Gossip intake: see :func:`screen_envelope` (against the head's validator set)."""
-        return screen_envelope(env, self.config.network_id, self.head, self.cache)
+        return screen_envelope(env, self.config.network_id, self.head, self.verify)
 
     @property
     def running_epoch(self) -> int | None:
@@ -760,7 +708,7 @@ class EpochDriver:
             validators=head.validators,
             me=me,
             validate_value=self.verdicts.lookup,
-            verify=self.cache.verify,
+            verify=self.verify,
             timeouts=cfg.timeouts,
             rules=cfg.rules,
         )
@@ -769,7 +717,7 @@ class EpochDriver:
         # After a restart, what this key already signed goes out again, byte for byte, and counts.
         for env in item.resend:
             data = signed_bytes(cfg.network_id, env, decode_consensus(env))
-            self.cache.mark(env.signer, data, env.signature)
+            self.signatures.mark(env.signer, data, env.signature)
             self._out.extend((Publish(env), _Own(env)))
         self._apply((state, effects))
         self._out.extend(_Feed(held) for held in self._future.take(item.epoch))
@@ -784,7 +732,7 @@ class EpochDriver:
             self.counters.synced += 1
         self.state = None
         self.verdicts.clear()
-        self.cache.on_commit()
+        self.signatures.on_commit()
         self.watch.forget_before(item.epoch - WATCH_EPOCHS)
         self.counters.committed += 1
         self.counters.rounds_used += cert.round + 1
@@ -818,7 +766,7 @@ class EpochDriver:
     def _on_signed(self, env: wire.Envelope) -> None:
         self.counters.signed += 1
         msg = decode_consensus(env)
-        self.cache.mark(env.signer, signed_bytes(self.config.network_id, env, msg), env.signature)
+        self.signatures.mark(env.signer, signed_bytes(self.config.network_id, env, msg), env.signature)
         self.watch.see(env, msg)
         self._out.extend((Publish(env), _Own(env)))
 
@@ -853,7 +801,7 @@ class EpochDriver:
                 head.validators,
                 self.config.network_id,
                 head.prev_cert_hash,
-                verify=self.cache.verify,
+                verify=self.verify,
                 quorum=self.config.rules.quorum,
             )
         except Reject as exc:

@@ -20,6 +20,7 @@ import functools
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -54,8 +55,9 @@ class ConsensusService:
     Args: the node's ``network_id``, ``clock``, epoch ``schedule``, ``transport``, ``ledger``,
     ``signer`` (None for an observer), proof ``pool``, ``value_params``, round ``timeouts``,
     ``grace_ms`` after an epoch's end before its instance starts, ``pending_txs`` to propose,
-    ``on_commit``/``on_tx_results`` after each commit, and ``offload_io`` (LMDB work in worker
-    threads; False in simulations, where a thread would let trio's autojump clock skip ahead).
+    ``on_commit``/``on_tx_results`` after each commit, ``offload_io`` (LMDB work in worker
+    threads; False in simulations, where a thread would let trio's autojump clock skip ahead),
+    and the node's ``signatures`` cache (value checks count theirs in ``value_signatures``).
     """
 
     def __init__(
@@ -75,8 +77,12 @@ class ConsensusService:
         on_commit: Callable[[int], None] = lambda epoch: None,
         on_tx_results: Callable[[int, Sequence[TxResult]], None] = lambda epoch, results: None,
         offload_io: bool = True,
+        signatures: wire.SignatureCache | None = None,
     ) -> None:
         self._clock, self._transport, self._signer, self._offload = clock, transport, signer, offload_io
+        signatures = wire.SignatureCache() if signatures is None else signatures  # (empty is falsy)
+        self.value_signatures = wire.SignatureTally()
+        value_params = replace(value_params, verify=signatures.verifier(self.value_signatures))
         self.ledger = EpochLedger(ledger, pool, value_params, pending_txs=pending_txs,
                                   on_tx_results=on_tx_results, on_commit=on_commit, offload=offload_io)
         self._topic = topic(network_id, CONSENSUS)
@@ -89,7 +95,7 @@ class ConsensusService:
         self._nursery: trio.Nursery | None = None
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
-        config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts(), verify=value_params.verify)
+        config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts(), signatures=signatures)
         self.driver = d.EpochDriver(config, self.ledger.head())
         self.counters = self.driver.counters
         self.conflicting_signers = self.driver.watch.conflicting_signers  # validly signed, same step

@@ -375,6 +375,12 @@ class EpochState:
     proposals: Mapping[int, tuple[Proposal, wire.Envelope]] = field(default_factory=dict)
     prevotes: Votes = field(default_factory=dict)
     precommits: Votes = field(default_factory=dict)
+    # Running sums of voting power, kept with the votes so no rule re-sums them:
+    # (is_prevote, round, value id | None | ... for any value) -> power of the validators with
+    # such a vote, each counted once; and round -> power of the validators heard from in it
+    # (a proposal, prevote or precommit), for the round skip.
+    tallies: Mapping[tuple[bool, int, object], int] = field(default_factory=dict)
+    round_power: Mapping[int, int] = field(default_factory=dict)
     # "for the first time" guards of the upon-rules, as (rule, round).
     fired: frozenset[tuple[str, int]] = frozenset()
     # Earlier rounds some validator was seen still sending in since the last retransmission:

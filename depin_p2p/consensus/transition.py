@@ -27,7 +27,7 @@ persists its sign-state, signs, broadcasts and feeds the envelope back with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 
 from depin_p2p import wire
@@ -53,7 +53,6 @@ from depin_p2p.consensus.state import (
     Step,
     TimeoutKind,
     VoteEntry,
-    Votes,
     commit_sig_of,
     is_one_third_plus,
     make_evidence,
@@ -64,6 +63,7 @@ from depin_p2p.consensus.state import (
 from depin_p2p.errors import CodecError, Ignore, Reject
 
 Result = tuple[EpochState, list[Effect]]
+PREVOTES, PRECOMMITS = True, False  # the first part of a tally's key
 
 
 # --------------------------------------------------------------------------
@@ -254,8 +254,26 @@ def _on_proposal(state: EpochState, msg: Proposal, env: wire.Envelope, now_ms: i
         _verify(state, msg, env)
         raise Reject("conflicting_proposal", f"round {msg.round}")
     _verify(state, msg, env)
+    heard = _heard_in(state, msg.round, env.signer)
     state = replace(state, proposals={**state.proposals, msg.round: (msg, env)})
+    if not heard:
+        state = _add_round_power(state, msg.round, env.signer)
     return _settle(state, [], now_ms)
+
+
+def _heard_in(state: EpochState, round_: int, signer: bytes) -> bool:
+    """Has ``signer`` a proposal, prevote or precommit of ``round_`` counted here already?"""
+    prop = state.proposals.get(round_)
+    return (
+        signer in state.prevotes.get(round_, {})
+        or signer in state.precommits.get(round_, {})
+        or (prop is not None and prop[1].signer == signer)
+    )
+
+
+def _add_round_power(state: EpochState, round_: int, signer: bytes) -> EpochState:
+    power = state.params.validators.power_of(signer)
+    return replace(state, round_power={**state.round_power, round_: state.round_power.get(round_, 0) + power})
 
 
 def _on_vote(state: EpochState, msg: Prevote | Precommit, env: wire.Envelope, now_ms: int) -> Result:
@@ -276,9 +294,22 @@ def _record_vote(
     effects: list[Effect] = []
     if known:
         effects.append(ReportEvidence(make_evidence(known[0].envelope, env)))
+    heard = _heard_in(state, msg.round, env.signer)
+    power = state.params.validators.power_of(env.signer)
+    tallies = dict(state.tallies)
+    keys: list[tuple[bool, int, object]] = []
+    if not known:  # its first vote of this kind and round: counts for "any value"
+        keys.append((is_prevote, msg.round, ...))
+    if all(k.value_id != msg.value_id for k in known):  # counts once per value it voted for
+        keys.append((is_prevote, msg.round, msg.value_id))
+    for key in keys:
+        tallies[key] = tallies.get(key, 0) + power
     entries = (*known, VoteEntry(msg.value_id, env))
     votes = {**votes, msg.round: {**votes.get(msg.round, {}), env.signer: entries}}
     state = replace(state, prevotes=votes) if is_prevote else replace(state, precommits=votes)
+    state = replace(state, tallies=tallies)
+    if not heard:
+        state = _add_round_power(state, msg.round, env.signer)
     return state, effects
 
 
@@ -319,21 +350,17 @@ def _check_value(state: EpochState, cand: Candidate) -> tuple[EpochState, bool]:
     return replace(state, validity={**state.validity, vid: ok}), ok
 
 
-def _power(
-    state: EpochState, round_votes: Mapping[bytes, tuple[VoteEntry, ...]], value_id: object = ...
-) -> int:
-    """Power of the validators with a vote in ``round_votes``; for one ``value_id`` if given (None = nil)."""
-    vals = state.params.validators
-    return sum(
-        vals.power_of(addr)
-        for addr, entries in round_votes.items()
-        if value_id is ... or any(e.value_id == value_id for e in entries)
-    )
+def _power(state: EpochState, is_prevote: bool, round_: int, value_id: object = ...) -> int:
+    """Power of the validators with a vote of ``round_``; for one ``value_id`` if given (None = nil).
+
+    A lookup in the running sums :func:`_record_vote` keeps, not a sum over the votes.
+    """
+    return state.tallies.get((is_prevote, round_, value_id), 0)
 
 
-def _has_quorum(state: EpochState, votes: Votes, round_: int, value_id: object = ...) -> bool:
+def _has_quorum(state: EpochState, is_prevote: bool, round_: int, value_id: object = ...) -> bool:
     p = state.params
-    return p.rules.quorum(_power(state, votes.get(round_, {}), value_id), p.validators.total)
+    return p.rules.quorum(_power(state, is_prevote, round_, value_id), p.validators.total)
 
 
 def _start_round(state: EpochState, round_: int, now_ms: int) -> Result:
@@ -365,7 +392,7 @@ def _rule_decide(state: EpochState, now_ms: int) -> Result | None:
         return None
     for round_, (prop, _env) in sorted(state.proposals.items()):
         vid = value_id_of(prop.candidate)
-        if not _has_quorum(state, state.precommits, round_, vid):
+        if not _has_quorum(state, PRECOMMITS, round_, vid):
             continue
         state, ok = _check_value(state, prop.candidate)
         if not ok:
@@ -386,13 +413,9 @@ def _rule_decide(state: EpochState, now_ms: int) -> Result | None:
 
 def _rule_round_skip(state: EpochState, now_ms: int) -> Result | None:
     """Line 55: f+1 power of messages of a higher round: StartRound(that round)."""
-    vals = state.params.validators
-    rounds = {r for r in (*state.proposals, *state.prevotes, *state.precommits) if r > state.round}
-    for round_ in sorted(rounds, reverse=True):
-        senders = set(state.prevotes.get(round_, {})) | set(state.precommits.get(round_, {}))
-        if round_ in state.proposals:
-            senders.add(state.proposals[round_][1].signer)
-        if is_one_third_plus(sum(vals.power_of(a) for a in senders), vals.total):
+    total = state.params.validators.total
+    for round_ in sorted((r for r in state.round_power if r > state.round), reverse=True):
+        if is_one_third_plus(state.round_power[round_], total):
             return _start_round(state, round_, now_ms)
     return None
 
@@ -416,7 +439,7 @@ def _rule_proposal(state: EpochState, now_ms: int) -> Result | None:
     vr = prop.valid_round
     if vr is None:  # line 22
         return _prevote_for(state, prop, state.locked_round == -1 or state.locked_id == vid)
-    if vr < state.round and _has_quorum(state, state.prevotes, vr, vid):  # line 28
+    if vr < state.round and _has_quorum(state, PREVOTES, vr, vid):  # line 28
         return _prevote_for(state, prop, state.locked_round <= vr or state.locked_id == vid)
     return None
 
@@ -426,7 +449,7 @@ def _rule_prevote_any(state: EpochState, now_ms: int) -> Result | None:
     key = ("timeout_prevote", state.round)
     if state.step is not Step.PREVOTE or key in state.fired:
         return None
-    if not _has_quorum(state, state.prevotes, state.round):
+    if not _has_quorum(state, PREVOTES, state.round):
         return None
     state = replace(state, fired=state.fired | {key})
     return state, [_schedule(state, TimeoutKind.PREVOTE, state.round, now_ms)]
@@ -439,7 +462,7 @@ def _rule_polka(state: EpochState, now_ms: int) -> Result | None:
         return None
     prop = state.proposals[state.round][0]
     vid = value_id_of(prop.candidate)
-    if not _has_quorum(state, state.prevotes, state.round, vid):
+    if not _has_quorum(state, PREVOTES, state.round, vid):
         return None
     state, ok = _check_value(state, prop.candidate)
     if not ok:
@@ -458,7 +481,7 @@ def _rule_polka(state: EpochState, now_ms: int) -> Result | None:
 
 def _rule_nil_polka(state: EpochState, now_ms: int) -> Result | None:
     """Line 44: 2f+1 nil prevotes while in prevote: precommit nil."""
-    if state.step is not Step.PREVOTE or not _has_quorum(state, state.prevotes, state.round, None):
+    if state.step is not Step.PREVOTE or not _has_quorum(state, PREVOTES, state.round, None):
         return None
     state = replace(state, step=Step.PRECOMMIT)
     return state, _vote(state, Precommit(state.params.epoch, state.round, None))
@@ -467,7 +490,7 @@ def _rule_nil_polka(state: EpochState, now_ms: int) -> Result | None:
 def _rule_precommit_any(state: EpochState, now_ms: int) -> Result | None:
     """Line 47: 2f+1 precommits of any kind: start timeoutPrecommit."""
     key = ("timeout_precommit", state.round)
-    if key in state.fired or not _has_quorum(state, state.precommits, state.round):
+    if key in state.fired or not _has_quorum(state, PRECOMMITS, state.round):
         return None
     state = replace(state, fired=state.fired | {key})
     return state, [_schedule(state, TimeoutKind.PRECOMMIT, state.round, now_ms)]

@@ -34,7 +34,9 @@ Rules beyond the individual proof checks:
 * at most ``MAX_REPORTS_PER_BEACON`` reports per beacon [too_many_reports]
   and at most ``MAX_CONTENT_BYTES`` encoded [too_large], so an honest
   proposal always fits one message (the builder keeps the reports with the
-  lowest ``report_ticket`` and drops what does not fit, in canonical order);
+  lowest :func:`report_ticket`, the rewards lottery's own ticket, so the
+  candidates it keeps are those the lottery would reward first, and drops
+  what does not fit, in canonical order);
 * the rewards equal :func:`~depin_p2p.witness.rewards.compute_epoch_rewards`
   over the included proofs [wrong_rewards]; slashes equal those of the
   included evidence [wrong_slashes]; the root equals the recomputed one
@@ -43,7 +45,6 @@ Rules beyond the individual proof checks:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ from depin_p2p.ledger.state import (
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
 from depin_p2p.witness.compute import Attestation, challenge_size, validate_attestation
 from depin_p2p.witness.radio import (
+    Beacon,
     CheckedBeacon,
     WitnessReport,
     validate_beacon,
@@ -86,6 +88,7 @@ from depin_p2p.witness.rewards import (
     RewardParams,
     collect_compute_proofs,
     compute_epoch_rewards,
+    lottery_ticket,
 )
 
 MAX_BEACONS = 2_048
@@ -184,11 +187,14 @@ def envelope_id(env: wire.Envelope) -> bytes:
     return wire.content_id(wire.encode(env))
 
 
-def report_ticket(prev_cert_hash: bytes, report: WitnessReport) -> bytes:
-    """Which reports of a crowded beacon are kept (lowest first); fixed by the witness device."""
-    return hashlib.blake2b(
-        b"depin/report-inclusion" + prev_cert_hash + report.beacon_id + report.witness, digest_size=32
-    ).digest()
+def report_ticket(prev_cert_hash: bytes, beacon: Beacon, witness: bytes) -> bytes:
+    """Which reports of a crowded beacon are kept (lowest first): the rewards lottery's ticket.
+
+    The same draw decides inclusion and reward, over inputs fixed before the
+    beacon is signed (never the beacon id, which its beaconer could grind to
+    steer which witnesses make the cut).
+    """
+    return lottery_ticket(prev_cert_hash, beacon.epoch, beacon.device, witness)
 
 
 def _check_order(name: str, keys: Sequence[bytes]) -> None:
@@ -247,7 +253,7 @@ def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: Valu
     if len(seen) >= p.max_reports_per_beacon:
         raise Reject("too_many_reports", f"more than {p.max_reports_per_beacon} reports for one beacon")
     checked = validate_witness_report(
-        beacon, env, registry=view, network_id=p.network_id, seen=seen, verify=p.verify
+        beacon, env, registry=view, network_id=p.network_id, seen=seen, verify=p.verify, decoded=report
     )
     seen.append(checked.report.witness)
     acc.reports.append(env)
@@ -449,9 +455,13 @@ def build_content(
 
     def report_rank(env: wire.Envelope) -> bytes:
         try:
-            return report_ticket(prev, _decode_report(env))
+            report = _decode_report(env)
         except Reject:
             return b"\xff" * 32  # undecodable: judged (and dropped) last
+        beacon = acc.beacons.get(report.beacon_id)
+        if beacon is None:
+            return b"\xff" * 32  # no accepted beacon: judged (and dropped) last
+        return report_ticket(prev, beacon.beacon, report.witness)
 
     for ev in sorted(set(evidence)):
         accept = partial(_accept_evidence, acc, ev, view, epoch, params)

@@ -8,7 +8,13 @@ virtual time with no real sleeps.
 
 Gossip is flooding over the connected graph among subscribers of a topic,
 with content-id de-duplication, the same validator and penalty semantics as
-the libp2p transport, and the same bounded queues and counters.
+the libp2p transport, and the same bounded queues and counters. With a
+``mesh_degree`` (the simulator's choice), a node forwards only along its
+topic mesh, as GossipSub does: each node prefers the ``mesh_degree``
+reachable subscribed neighbours with the lowest seeded pair rank, and a link
+is in the mesh when either end prefers the other (so every node has at least
+that many mesh links, and the mesh re-forms around cuts, pauses and
+departures). Connections, and so direct requests, stay a full graph.
 """
 
 from __future__ import annotations
@@ -117,8 +123,10 @@ class MemoryNetwork:
         seed: int,
         default_link: LinkProfile | None = None,
         penalty_policy: PenaltyPolicy | None = None,
+        mesh_degree: int | None = None,
     ) -> None:
         self.seed = seed
+        self.mesh_degree = mesh_degree  # None: flood every subscribed neighbour
         self.default_link = default_link or LinkProfile()
         self.penalty_policy = penalty_policy or PenaltyPolicy()
         self.counters = NetworkCounters()
@@ -127,6 +135,16 @@ class MemoryNetwork:
         self._rngs: dict[tuple[PeerId, PeerId], random.Random] = {}
         self._groups: dict[PeerId, int] | None = None
         self._paused: set[PeerId] = set()
+        # Mesh caches, valid while the topology version (connections, cuts, pauses,
+        # subscriptions) is unchanged.
+        self._version = 0
+        self._ranks: dict[tuple[PeerId, PeerId], bytes] = {}
+        self._preferred: dict[tuple[PeerId, str], tuple[int, frozenset[PeerId]]] = {}
+        self._targets: dict[tuple[PeerId, str], tuple[int, tuple[PeerId, ...]]] = {}
+
+    def changed(self) -> None:
+        """The topology changed: meshes are recomputed on the next message."""
+        self._version += 1
 
     def create_node(self, name: str, *, inbox_capacity: int = 100_000) -> MemoryTransport:
         """A new node whose peer id is derived from ``name``, e.g. ``create_node("n0")``."""
@@ -146,6 +164,7 @@ class MemoryNetwork:
     def partition(self, *groups: Iterable[PeerId]) -> None:
         """Cut traffic between groups; peers in no group form one more group. Connections stay up."""
         self._groups = {}
+        self.changed()
         for i, members in enumerate(groups):
             for peer in members:
                 self._groups[peer] = i
@@ -153,13 +172,16 @@ class MemoryNetwork:
     def heal(self) -> None:
         """Remove every partition."""
         self._groups = None
+        self.changed()
 
     def pause(self, peer: PeerId) -> None:
         """Freeze a node (like SIGSTOP): it neither receives nor answers until resumed."""
         self._paused.add(peer)
+        self.changed()
 
     def resume(self, peer: PeerId) -> None:
         self._paused.discard(peer)
+        self.changed()
 
     def _rng(self, a: PeerId, b: PeerId) -> random.Random:
         # One generator per directed link, seeded from (seed, a, b): traffic on
@@ -216,6 +238,7 @@ class MemoryNetwork:
             return
         node_a._neighbours.add(b)
         node_b._neighbours.add(a)
+        self.changed()
         node_a._emit(PeerEvent(b, True))
         node_b._emit(PeerEvent(a, True))
 
@@ -225,11 +248,44 @@ class MemoryNetwork:
             return
         node_a._neighbours.discard(b)
         node_b._neighbours.discard(a)
+        self.changed()
         node_a._emit(PeerEvent(b, False))
         node_b._emit(PeerEvent(a, False))
 
     def _subscribers(self, peers: Iterable[PeerId], topic: str) -> list[PeerId]:
         return [p for p in peers if topic in self._nodes[p]._subs]
+
+    def _rank(self, a: PeerId, b: PeerId) -> bytes:
+        pair = (a, b) if a < b else (b, a)
+        rank = self._ranks.get(pair)
+        if rank is None:
+            rank = hashlib.blake2b(f"mesh|{self.seed}|{pair[0]}|{pair[1]}".encode(), digest_size=8).digest()
+            self._ranks[pair] = rank
+        return rank
+
+    def _prefers(self, a: PeerId, topic: str) -> frozenset[PeerId]:
+        got = self._preferred.get((a, topic))
+        if got is not None and got[0] == self._version:
+            return got[1]
+        reachable = [p for p in self._subscribers(self._nodes[a]._neighbours, topic) if not self._cut(a, p)]
+        reachable.sort(key=lambda p: self._rank(a, p))
+        chosen = frozenset(reachable[: self.mesh_degree])
+        self._preferred[(a, topic)] = (self._version, chosen)
+        return chosen
+
+    def gossip_targets(self, a: PeerId, topic: str) -> tuple[PeerId, ...]:
+        """The neighbours ``a`` forwards ``topic`` to: all subscribed ones, or its mesh."""
+        got = self._targets.get((a, topic))
+        if got is not None and got[0] == self._version:
+            return got[1]
+        peers = self._subscribers(self._nodes[a]._neighbours, topic)
+        if self.mesh_degree is None or len(peers) <= self.mesh_degree:
+            targets = tuple(peers)
+        else:
+            mine = self._prefers(a, topic)
+            targets = tuple(sorted(p for p in peers if p in mine or a in self._prefers(p, topic)))
+        self._targets[(a, topic)] = (self._version, targets)
+        return targets
 
 
 class MemoryTransport:
@@ -374,12 +430,13 @@ class MemoryTransport:
             self._counters.dropped_subscriber_full += 1
         except trio.BrokenResourceError:
             self._subs.pop(msg.topic, None)
+            self._net.changed()
             return
         self._forward(msg.topic, msg.data, exclude=msg.sender)
 
     def _forward(self, topic: str, data: bytes, exclude: PeerId | None) -> None:
         item = _Gossip(topic, data, self._peer_id)
-        for peer in self._net._subscribers(self._neighbours, topic):
+        for peer in self._net.gossip_targets(self._peer_id, topic):
             if peer != exclude:
                 self._net._send(self._peer_id, peer, item, lossy=True)
 
@@ -454,6 +511,7 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
         send, receive = trio.open_memory_channel[GossipMessage](capacity)
         self._subs[topic] = (validator, send)
+        self._net.changed()
         return receive
 
     async def publish(self, topic: str, data: bytes) -> None:

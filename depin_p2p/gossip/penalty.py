@@ -17,6 +17,9 @@ from dataclasses import dataclass
 SEVERE_CODES = frozenset(
     {"malformed_rpc", "malformed_message", "bad_pubsub_signature", "absurd_frame_length"}
 )
+# Charged per item, not per message: a proof far outside any plausible time window, forwarded
+# beyond the peer's tolerance (see :class:`ToleranceTable`). Many such items add up to a ban.
+LIGHT_CODES = frozenset({"far_out_of_window"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class PenaltyPolicy:
 
     reject_points: int = 10
     severe_points: int = 100
+    light_points: int = 1
     threshold: int = 100
     leak_per_second: int = 1
     ban_ms: int = 600_000
@@ -60,7 +64,12 @@ class PenaltyTable:
 
     def penalise(self, peer: str, code: str, now_ms: int) -> PenaltyOutcome:
         """Charge ``peer`` for ``code``: is this its first penalty, is it now banned."""
-        points = self.policy.severe_points if code in SEVERE_CODES else self.policy.reject_points
+        if code in SEVERE_CODES:
+            points = self.policy.severe_points
+        elif code in LIGHT_CODES:
+            points = self.policy.light_points
+        else:
+            points = self.policy.reject_points
         entry = self._entries.get(peer)
         # "First" again once a peer's record is clean: a reformed peer gets one more log line.
         first = entry is None or (self._leaked(entry, now_ms) == 0 and entry.banned_until_ms <= now_ms)
@@ -93,3 +102,52 @@ class PenaltyTable:
     def score(self, peer: str, now_ms: int) -> int:
         entry = self._entries.get(peer)
         return 0 if entry is None else self._leaked(entry, now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class TolerancePolicy:
+    """How many out-of-window items a peer may forward before each further one costs it."""
+
+    items: int = 16
+    refill_per_second: int = 1
+    max_peers: int = 10_000
+
+
+@dataclass(slots=True)
+class _Allowance:
+    used: int
+    at_ms: int
+
+
+class ToleranceTable:
+    """Per-peer allowance of items that look like an offence one at a time but not as a habit.
+
+    A leaky bucket per peer: each item uses one unit of ``items``, units come
+    back at ``refill_per_second``; :meth:`excess` says how many of the items
+    just seen were beyond the allowance (the caller charges those). Bounded:
+    the stalest peers go first.
+    """
+
+    def __init__(self, policy: TolerancePolicy | None = None) -> None:
+        self.policy = policy or TolerancePolicy()
+        self._peers: OrderedDict[str, _Allowance] = OrderedDict()
+
+    def excess(self, peer: str, count: int, now_ms: int) -> int:
+        """Record ``count`` items from ``peer``; return how many are beyond its allowance."""
+        p = self.policy
+        entry = self._peers.get(peer)
+        if entry is None:
+            entry = _Allowance(0, now_ms)
+            self._peers[peer] = entry
+            while len(self._peers) > p.max_peers:
+                self._peers.popitem(last=False)
+        else:
+            self._peers.move_to_end(peer)
+        back = max(0, now_ms - entry.at_ms) * p.refill_per_second // 1000
+        if back:  # the clock moves on by whole units only, so slow refills are not lost to rounding
+            entry.used = max(0, entry.used - back)
+            entry.at_ms += back * 1000 // p.refill_per_second
+        entry.used += count
+        over = max(0, entry.used - p.items)
+        entry.used -= over
+        return over

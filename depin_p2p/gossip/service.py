@@ -7,13 +7,25 @@ first one arrives (or as soon as a bundle is full), and publishes partial
 bundles at most every ``min_interval_ms``: the gossip message rate stays in
 the tens per second whatever the proof rate.
 
-On receipt every item of a bundle is de-duplicated by content id *before*
-its signature is checked, then validated (:mod:`depin_p2p.gossip.validation`
-plus the subsystem's own check, plugged in as ``check_item``). A bundle with
-any rejected item is rejected as a whole: an honest node only ever bundles
-and forwards items it validated, so the forwarding peer is at fault. A bundle
-with nothing new is ignored (not forwarded). Accepted items come out of
-:attr:`ProofGossip.received`, with the peer that forwarded them.
+On receipt every item of a bundle is de-duplicated by content id (ignored
+ones included) *before* its signature is checked, then validated cheapest
+first (:mod:`depin_p2p.gossip.validation`: time window, then the
+subsystem's ``screen_item``, epoch and registry, then the signature, then
+its full ``check_item``). A bundle with any rejected item is rejected as a
+whole: an honest node only ever bundles and forwards items it validated, so
+the forwarding peer is at fault. A bundle with nothing new is ignored (not
+forwarded). Accepted items come out of :attr:`ProofGossip.received`, with
+the peer that forwarded them.
+
+An item far outside any plausible window (``far_out_of_window``: no honest
+node signs one, and none forwards one, see below) costs no signature check
+and, beyond a small per-peer tolerance, one light penalty per item, replays
+included: a pre-signed pool of throw-away proofs reshuffled into new bundles
+ends in a ban. A bundle carrying such an item is not relayed as it is (its
+forwarder would pay downstream): its fresh items are delivered here and go
+out again in our own bundles. Our own outbox never sends an item that waited
+longer than ``max_outbox_age_ms`` (a node resumed after a pause does not
+flush stale proofs).
 """
 
 from __future__ import annotations
@@ -29,8 +41,9 @@ import trio
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.errors import CodecError, Ignore, InternalError, Reject
+from depin_p2p.gossip.penalty import TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.transport import PROOFS, GossipMessage, PeerId, Transport, topic
-from depin_p2p.gossip.validation import GossipRule, validate_gossip_envelope
+from depin_p2p.gossip.validation import FAR_OUT_OF_WINDOW, GossipRule, Screen, validate_gossip_envelope
 
 if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose stale trio-stubs shadow trio's own
@@ -80,6 +93,8 @@ class BatchConfig:
     # check anyway), never less than this.
     min_seen_ttl_ms: int = 120_000
     pending_bundles: int = 4_096
+    max_outbox_age_ms: int = 30_000  # an own item not sent by then is dropped, never sent stale
+    far_tolerance: TolerancePolicy = field(default_factory=TolerancePolicy)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_items <= MAX_BUNDLE_ITEMS:
@@ -100,6 +115,11 @@ class ServiceCounters:
     items_accepted: int = 0
     items_ignored: int = 0
     dropped_output_full: int = 0
+    dropped_stale: int = 0  # own items that waited in the outbox past max_outbox_age_ms
+    items_far: int = 0  # far_out_of_window items received (replays included)
+    items_far_charged: int = 0  # ...of which beyond the forwarding peer's tolerance
+    bundles_rebundled: int = 0  # not relayed as they came (a far item inside); fresh items resent
+    signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)  # Ed25519 checks here
     reject_codes: dict[str, int] = field(default_factory=dict)
     ignore_codes: dict[str, int] = field(default_factory=dict)
 
@@ -134,8 +154,11 @@ class ProofGossip:
         clock: time for the gossip time window.
         rules: message types carried, by type id (domain, time window).
         check_item: the subsystem's validator for each verified item.
+        screen_item: the subsystem's cheap checks of a decoded item and its claimed
+            signer (epoch, registry), run before the signature check.
         config: batching and bounds.
-        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
+        signatures: the node's verified-signature cache (a private one if None); this
+            service's share of its checks is counted in ``counters.signatures``.
     """
 
     def __init__(
@@ -147,23 +170,28 @@ class ProofGossip:
         rules: Mapping[int, GossipRule],
         check_item: ItemCheck | None = None,
         config: BatchConfig | None = None,
-        verify: wire.Verifier = wire.verify_signature,
+        signatures: wire.SignatureCache | None = None,
+        screen_item: Screen | None = None,
     ) -> None:
         self.config = config or BatchConfig()
-        self._verify = verify
         self.counters = ServiceCounters()
+        cache = wire.SignatureCache() if signatures is None else signatures  # (an empty one is falsy)
+        self._verify = cache.verifier(self.counters.signatures)
         self.topic = topic(network_id, PROOFS)
         self._transport = transport
         self._network_id = network_id
         self._clock = clock
         self._rules = dict(rules)
         self._check_item = check_item
+        self._screen = screen_item
+        self._tolerance = ToleranceTable(self.config.far_tolerance)
         widest = max(
             (r.window.max_age_ms + r.window.max_future_ms for r in self._rules.values() if r.window),
             default=0,
         )
         self._seen = _Lru(self.config.seen_capacity, max(self.config.min_seen_ttl_ms, widest))
-        self._outbox: deque[bytes] = deque()
+        self._far = _Lru(self.config.seen_capacity // 8, max(self.config.min_seen_ttl_ms, widest))
+        self._outbox: deque[tuple[int, bytes]] = deque()  # (submitted at, item)
         self._outbox_bytes = 0
         self._wake = trio.Event()
         self._last_partial = float("-inf")
@@ -182,8 +210,9 @@ class ProofGossip:
         if len(self._outbox) >= self.config.submit_capacity or len(envelope) > self.config.max_bytes - 64:
             self.counters.dropped_submit_full += 1
             return False
-        self._seen.add(wire.content_id(envelope), self._clock.now_ms())
-        self._outbox.append(envelope)
+        now_ms = self._clock.now_ms()
+        self._seen.add(wire.content_id(envelope), now_ms)
+        self._outbox.append((now_ms, envelope))
         self._outbox_bytes += len(envelope)
         self.counters.submitted += 1
         self._wake.set()
@@ -192,12 +221,17 @@ class ProofGossip:
     def _take_bundle(self) -> ProofBundle:
         items: list[bytes] = []
         size = 16  # msgpack array headers
+        oldest = self._clock.now_ms() - self.config.max_outbox_age_ms
         while self._outbox and len(items) < self.config.max_items:
-            item_size = len(self._outbox[0]) + 5
+            at, item = self._outbox[0]
+            item_size = len(item) + 5
             if items and size + item_size > self.config.max_bytes:
                 break
-            item = self._outbox.popleft()
+            self._outbox.popleft()
             self._outbox_bytes -= len(item)
+            if at < oldest:
+                self.counters.dropped_stale += 1
+                continue
             items.append(item)
             size += item_size
         return ProofBundle(tuple(items))
@@ -227,6 +261,8 @@ class ProofGossip:
             while self._outbox:
                 full = self._bundle_full()
                 bundle = self._take_bundle()
+                if not bundle.items:
+                    continue
                 if not full:
                     self._last_partial = trio.current_time()
                 await self._transport.publish(self.topic, wire.encode(bundle))
@@ -248,14 +284,23 @@ class ProofGossip:
         fresh: list[ReceivedProof] = []
         fresh_ids: set[bytes] = set()
         now_ms = self._clock.now_ms()
+        far = 0
         for item in bundle.items:
             cid = wire.content_id(item)
+            if cid in self._far:
+                far += 1  # a replay of a far item: no check, and it counts again
+                continue
             if cid in self._seen or cid in fresh_ids:
                 self.counters.items_duplicate += 1
                 continue
             try:
                 verified = validate_gossip_envelope(
-                    item, network_id=self._network_id, rules=self._rules, now_ms=now_ms, verify=self._verify
+                    item,
+                    network_id=self._network_id,
+                    rules=self._rules,
+                    now_ms=now_ms,
+                    verify=self._verify,
+                    screen=self._screen,
                 )
                 if self._check_item is not None:
                     self._check_item(verified, peer)
@@ -265,20 +310,52 @@ class ProofGossip:
                 # Seen too: an ignored item costs no penalty, so a replay of it (reshuffled into
                 # new bundles) must not cost a signature check again either.
                 self._seen.add(cid, now_ms)
+                if exc.code == FAR_OUT_OF_WINDOW:
+                    self._far.add(cid, now_ms)
+                    far += 1
                 continue
             except Reject as exc:
                 self._count_reject(exc.code)
                 raise
             fresh.append(ReceivedProof(verified, item, peer))
             fresh_ids.add(cid)
+        for cid in fresh_ids:
+            self._seen.add(cid, now_ms)
+        if far:
+            self._charge_far(peer, far, now_ms)
+            self._rebundle(fresh)
+            raise Ignore(FAR_OUT_OF_WINDOW, f"{far} items far outside any window")
         if not fresh:
             self.counters.bundles_ignored += 1
             raise Ignore("nothing_new")
-        for cid in fresh_ids:
-            self._seen.add(cid, now_ms)
         self._pending[wire.content_id(data)] = fresh
         while len(self._pending) > self.config.pending_bundles:
             self._pending.popitem(last=False)
+
+    def _charge_far(self, peer: PeerId, count: int, now_ms: int) -> None:
+        """Charge ``peer`` one light penalty per far item beyond its tolerance."""
+        self.counters.items_far += count
+        over = self._tolerance.excess(peer, count, now_ms)
+        self.counters.items_far_charged += over
+        for _ in range(over):
+            self._transport.penalise(peer, FAR_OUT_OF_WINDOW)
+
+    def _rebundle(self, fresh: list[ReceivedProof]) -> None:
+        """Deliver a bundle's fresh items here and send them on in our own bundles, not in it."""
+        self.counters.bundles_ignored += 1
+        if not fresh:
+            return
+        self.counters.bundles_rebundled += 1
+        for proof in fresh:
+            self._deliver(proof)
+            self.submit(proof.data)
+
+    def _deliver(self, proof: ReceivedProof) -> None:
+        try:
+            self._out_send.send_nowait(proof)
+            self.counters.items_accepted += 1
+        except trio.WouldBlock:
+            self.counters.dropped_output_full += 1
 
     def _count_reject(self, code: str) -> None:
         self.counters.bundles_rejected += 1
@@ -292,11 +369,7 @@ class ProofGossip:
                     continue
                 self.counters.bundles_accepted += 1
                 for proof in fresh:
-                    try:
-                        self._out_send.send_nowait(proof)
-                        self.counters.items_accepted += 1
-                    except trio.WouldBlock:
-                        self.counters.dropped_output_full += 1
+                    self._deliver(proof)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Subscribe to the proofs topic and run the flush timer until cancelled.

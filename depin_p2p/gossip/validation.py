@@ -9,6 +9,11 @@ Each rule is one line, tagged by what it raises (consensus-specs style):
 - IGNORE ``too_old`` / ``too_early``: the message's own time field is far
   outside our clock (a caller-provided rule says which field and how far);
   a peer relaying a proof that just aged out is not at fault, so no penalty.
+- IGNORE ``far_out_of_window``: the time field is outside the window by more
+  than the rule's ``far_ms`` as well (no honest node signs or forwards such a
+  proof; the caller may charge the peer per item beyond a tolerance).
+- the caller's ``screen`` (e.g. the proof pool's epoch and registry checks):
+  whatever it raises, still before the signature.
 - REJECT ``wrong_domain`` / ``bad_signature`` / ``bad_public_key``: the
   checks of :func:`depin_p2p.wire.open_envelope`, same codes, body decoded once.
 
@@ -23,17 +28,25 @@ from dataclasses import dataclass
 from depin_p2p import wire
 from depin_p2p.errors import CodecError, Ignore, Reject
 
+FAR_OUT_OF_WINDOW = "far_out_of_window"  # an Ignore code the gossip service charges per item
+
+# The caller's cheap check of a decoded message and its claimed signer, before the signature.
+Screen = Callable[[object, bytes], None]
+
 
 @dataclass(frozen=True, slots=True)
 class TimeWindow:
     """Accept a message whose time lies in ``[now - max_age_ms, now + max_future_ms]``.
 
-    ``time_of`` extracts the message's own time in Unix milliseconds.
+    ``time_of`` extracts the message's own time in Unix milliseconds. A time
+    outside the window by more than ``far_ms`` as well (0: never) is
+    ``far_out_of_window``: beyond any clock skew or relay delay.
     """
 
     time_of: Callable[[object], int]
     max_age_ms: int
     max_future_ms: int
+    far_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +58,15 @@ class GossipRule:
 
 
 def validate_time_window(window: TimeWindow, msg: object, now_ms: int) -> None:
-    """Raise Ignore ``too_old`` / ``too_early`` when ``msg`` is outside ``window`` at ``now_ms``."""
+    """Raise Ignore ``too_old`` / ``too_early`` (``far_out_of_window``) when ``msg`` is outside ``window``."""
     at = window.time_of(msg)
     if at < now_ms - window.max_age_ms:
+        if window.far_ms and at < now_ms - window.max_age_ms - window.far_ms:
+            raise Ignore(FAR_OUT_OF_WINDOW, f"{now_ms - at} ms old")
         raise Ignore("too_old", f"{now_ms - at} ms old, limit {window.max_age_ms}")
     if at > now_ms + window.max_future_ms:
+        if window.far_ms and at > now_ms + window.max_future_ms + window.far_ms:
+            raise Ignore(FAR_OUT_OF_WINDOW, f"{at - now_ms} ms ahead")
         raise Ignore("too_early", f"{at - now_ms} ms ahead, limit {window.max_future_ms}")
 
 
@@ -61,6 +78,7 @@ def validate_gossip_envelope(
     now_ms: int,
     max_size: int = wire.MAX_MESSAGE_BYTES,
     verify: wire.Verifier = wire.verify_signature,
+    screen: Screen | None = None,
 ) -> wire.Verified:
     """Check one signed envelope from gossip and return it verified.
 
@@ -71,11 +89,13 @@ def validate_gossip_envelope(
         now_ms: local time, for time windows only.
         max_size: byte cap of ``data``.
         verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
+        screen: the caller's cheap checks of the message and its signer, run
+            before the signature (what it raises passes through).
 
     Raises:
         Reject: oversized, malformed, wrong_network, unexpected_type,
             wrong_domain, bad_signature, bad_public_key.
-        Ignore: too_old, too_early.
+        Ignore: too_old, too_early, far_out_of_window.
     """
     if len(data) > max_size:
         raise Reject("oversized", f"{len(data)} bytes > {max_size}")
@@ -100,6 +120,8 @@ def validate_gossip_envelope(
         raise Reject("wrong_domain", f"{info.cls.__name__} is not signed as {rule.domain.value}")
     if rule.window is not None:
         validate_time_window(rule.window, msg, now_ms)
+    if screen is not None:
+        screen(msg, env.signer)
     signed = wire.signing_bytes(network_id, rule.domain, info.type_id, env.body)
     verify(env.signer, signed, env.signature)
     return wire.Verified(msg, env.signer, env)

@@ -12,6 +12,16 @@ every validator re-checks it again.
 Everything is bounded: per-epoch caps on beacons and attestations, a cap on
 reports per beacon and on pending reports, and pruning of old epochs.
 
+Reports per beacon are candidates of the rewards lottery: the pool keeps at
+most ``reports_per_beacon`` (32, what a value may include; 14 are rewarded)
+with the lowest :func:`~depin_p2p.witness.rewards.lottery_ticket`, evicting
+a worse one for a better, once it knows the previous certificate's hash
+(:attr:`ProofPool.chain_head`; before that, first come). A report that
+cannot make the cut is ignored before its signature check and not
+forwarded (``not_a_candidate``), and the node's own devices do not sign one
+(:meth:`ProofPool.wants_report`): the work per beacon stays near the cut,
+whatever the crowd of witnesses, and no crowd can push out a better ticket.
+
 Only a proven offence costs the forwarding peer. A proof of epoch ``m``
 needs the ledger through epoch ``m - 1`` (an honest node signs one only for
 a device it saw registered by then); a peer that committed a registration
@@ -30,6 +40,7 @@ from dataclasses import dataclass, field
 
 from depin_p2p import wire
 from depin_p2p.errors import Ignore, Reject
+from depin_p2p.gossip.validation import FAR_OUT_OF_WINDOW
 from depin_p2p.model import DeviceKind, DeviceRegistry
 from depin_p2p.witness.compute import Attestation
 from depin_p2p.witness.radio import (
@@ -40,12 +51,17 @@ from depin_p2p.witness.radio import (
     validate_beacon,
     validate_witness_report,
 )
+from depin_p2p.witness.rewards import lottery_ticket
+
+# An epoch further than this from the running one is beyond any clock skew or relay delay: no
+# honest node signs or forwards a proof of it (``far_out_of_window``, charged by gossip per item).
+FAR_EPOCHS = 4
 
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
     beacons_per_epoch: int = 2_048
-    reports_per_beacon: int = 64
+    reports_per_beacon: int = 32  # consensus.value.MAX_REPORTS_PER_BEACON
     pending_reports: int = 16_384
     attestations_per_epoch: int = 2_048
 
@@ -63,6 +79,8 @@ class Collected:
 class _Epoch:
     beacons: dict[bytes, CheckedBeacon] = field(default_factory=dict)
     reports: dict[bytes, dict[bytes, wire.Envelope]] = field(default_factory=dict)
+    tickets: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)  # beacon -> witness -> ticket
+    worst: dict[bytes, bytes] = field(default_factory=dict)  # beacon -> its worst ticket kept, when full
     attestations: dict[tuple[bytes, bytes], wire.Envelope] = field(default_factory=dict)
 
 
@@ -73,7 +91,8 @@ class ProofPool:
         registry: device lookups (the ledger view of the last committed epoch).
         network_id: our network.
         limits: the bounds.
-        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
+        signatures: the node's verified-signature cache (a private one if None); the pool's
+            share of its checks is counted in :attr:`signature_checks`.
     """
 
     def __init__(
@@ -81,10 +100,12 @@ class ProofPool:
         registry: DeviceRegistry,
         network_id: str,
         limits: PoolLimits | None = None,
-        verify: wire.Verifier = wire.verify_signature,
+        signatures: wire.SignatureCache | None = None,
     ) -> None:
         self.registry = registry
-        self.verify = verify
+        self.signature_checks = wire.SignatureTally()
+        cache = wire.SignatureCache() if signatures is None else signatures  # (an empty one is falsy)
+        self.verify = cache.verifier(self.signature_checks)
         self.network_id = network_id
         self.limits = limits or PoolLimits()
         self._epochs: dict[int, _Epoch] = {}
@@ -97,6 +118,8 @@ class ProofPool:
         # The last epoch our ledger committed, as far as we know (the witness service keeps it
         # current; it may lag, never lead). None: unknown, so an unknown device is never proven.
         self.committed_epoch: int | None = None
+        # (epoch, certificate hash) of the last commit we know: the lottery of epoch + 1 draws on it.
+        self.chain_head: tuple[int, bytes] | None = None
 
     def _epoch(self, epoch: int) -> _Epoch:
         return self._epochs.setdefault(epoch, _Epoch())
@@ -117,6 +140,71 @@ class ProofPool:
                 raise Ignore("unknown_device", "not registered in our ledger yet") from None
             raise
 
+    def screen(self, msg: object, signer: bytes) -> None:
+        """The cheap checks gossip runs before the signature: epoch, claimed signer, registry.
+
+        Raises:
+            Ignore: ``far_out_of_window`` (an epoch more than :data:`FAR_EPOCHS` from the
+                running one), ``wrong_epoch``, ``unknown_device`` (not provable yet).
+            Reject: ``wrong_signer``, ``unknown_device``, ``unexpected_type``.
+        """
+        try:
+            self._screen(msg, signer)
+        except Reject as exc:
+            if exc.code == "unknown_device" and not self._knows_devices_of(msg):
+                raise Ignore("unknown_device", "not registered in our ledger yet") from None
+            raise
+
+    def _screen(self, msg: object, signer: bytes) -> None:
+        epoch: int | None
+        if isinstance(msg, Beacon):
+            epoch, device = msg.epoch, msg.device
+        elif isinstance(msg, WitnessReport):
+            epoch, device = self._beacon_epoch.get(msg.beacon_id), msg.witness
+        elif isinstance(msg, Attestation):
+            epoch, device = msg.epoch, msg.witness
+        else:
+            raise Reject("unexpected_type", type(msg).__name__)
+        if epoch is not None:
+            self._check_epoch(epoch)
+        if signer != device:
+            raise Reject("wrong_signer", "not signed by the device it is about")
+        if isinstance(msg, WitnessReport) and epoch is not None:
+            self._check_candidate(epoch, msg)
+        if self.registry.get_device(device) is None:
+            raise Reject("unknown_device")
+
+    def _ticket(self, epoch: int, beacon: Beacon, witness: bytes) -> bytes | None:
+        """The lottery ticket of ``witness`` for ``beacon``, if we know the epoch's draw yet."""
+        head = self.chain_head
+        if head is None or head[0] != epoch - 1:
+            return None
+        return lottery_ticket(head[1], epoch, beacon.device, witness)
+
+    def _worse_than_the_cut(self, epoch: int, beacon_id: bytes, witness: bytes) -> bool:
+        slot = self._epochs[epoch]
+        worst = slot.worst.get(beacon_id)  # set only while the beacon's slot is full
+        if worst is None or witness in slot.tickets[beacon_id]:
+            return False
+        mine = self._ticket(epoch, slot.beacons[beacon_id].beacon, witness)
+        return mine is None or mine >= worst
+
+    def _check_candidate(self, epoch: int, report: WitnessReport) -> None:
+        if self._worse_than_the_cut(epoch, report.beacon_id, report.witness):
+            raise Ignore("not_a_candidate", "the beacon has enough reports with better lottery tickets")
+
+    def wants_report(self, beacon_id: bytes, witness: bytes) -> bool:
+        """Could a report of ``witness`` on this beacon still make the cut here? (Own devices ask.)"""
+        epoch = self._beacon_epoch.get(beacon_id)
+        return epoch is None or not self._worse_than_the_cut(epoch, beacon_id, witness)
+
+    def _check_epoch(self, epoch: int) -> None:
+        now = self.current_epoch
+        if abs(epoch - now) > FAR_EPOCHS:
+            raise Ignore(FAR_OUT_OF_WINDOW, f"epoch {epoch} while {now} runs")
+        if not now - 1 <= epoch <= now + 1:
+            raise Ignore("wrong_epoch", f"epoch {epoch} while {now} runs")
+
     def _knows_devices_of(self, msg: object) -> bool:
         """Has our ledger committed every registration a proof like ``msg`` may rely on?"""
         if self.committed_epoch is None:
@@ -133,8 +221,8 @@ class ProofPool:
     def _check(self, verified: wire.Verified, now_ms: int | None) -> None:
         msg = verified.message
         epoch_of = getattr(msg, "epoch", None)
-        if epoch_of is not None and not self.current_epoch - 1 <= epoch_of <= self.current_epoch + 1:
-            raise Ignore("wrong_epoch", f"epoch {epoch_of} while {self.current_epoch} runs")
+        if epoch_of is not None:
+            self._check_epoch(int(epoch_of))
         if isinstance(msg, Beacon):
             validate_beacon(
                 verified.envelope,
@@ -161,6 +249,7 @@ class ProofPool:
                 seen=slot.reports[msg.beacon_id].keys(),
                 now_ms=now_ms,
                 verify=self.verify,
+                decoded=msg,  # gossip decoded these bytes already
             )
         elif isinstance(msg, Attestation):
             if verified.signer != msg.witness:
@@ -211,6 +300,7 @@ class ProofPool:
             return
         slot.beacons[bid] = checked
         slot.reports[bid] = {}
+        slot.tickets[bid] = {}
         self._beacon_epoch[bid] = msg.epoch
         # Reports that arrived before their beacon.
         for key in [k for k in self._pending if k[0] == bid]:
@@ -218,13 +308,23 @@ class ProofPool:
             self._add_report(msg.epoch, wire.decode_as(report_env.body, WitnessReport), report_env)
 
     def _add_report(self, epoch: int, msg: WitnessReport, env: wire.Envelope) -> None:
-        reports = self._epochs[epoch].reports[msg.beacon_id]
+        slot = self._epochs[epoch]
+        reports, tickets = slot.reports[msg.beacon_id], slot.tickets[msg.beacon_id]
         if msg.witness in reports:
             return
+        ticket = self._ticket(epoch, slot.beacons[msg.beacon_id].beacon, msg.witness)
         if len(reports) >= self.limits.reports_per_beacon:
+            worst = max(tickets, key=tickets.__getitem__) if tickets else None
+            if ticket is None or worst is None or ticket >= tickets[worst]:
+                self.dropped += 1
+                return
+            del reports[worst], tickets[worst]  # a better ticket takes a worse one's place
             self.dropped += 1
-            return
         reports[msg.witness] = env
+        # Unranked (the draw was unknown when it came): last, so any ranked report can replace it.
+        tickets[msg.witness] = ticket if ticket is not None else b"\xff" * 33
+        if len(tickets) >= self.limits.reports_per_beacon:
+            slot.worst[msg.beacon_id] = max(tickets.values())  # only on a change of a full slot
 
     # ------------------------------------------------------------ output
 

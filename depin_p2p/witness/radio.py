@@ -433,6 +433,7 @@ def validate_witness_report(
     now_ms: int | None = None,
     params: RadioParams = DEFAULT_PARAMS,
     verify: wire.Verifier = wire.verify_signature,
+    decoded: WitnessReport | None = None,
 ) -> CheckedReport:
     """Check one signed witness report against an already checked beacon.
 
@@ -448,6 +449,9 @@ def validate_witness_report(
         seen: witness device ids already accepted for this beacon.
         now_ms: the node's clock, or None to skip the local-clock check.
         params: validation constants.
+        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
+        decoded: ``envelope.body`` already decoded by the caller (from these very bytes),
+            so it is not decoded twice.
 
     Returns:
         The checked report with its distance and rssi bound.
@@ -463,10 +467,12 @@ def validate_witness_report(
     """
     if envelope.network_id != network_id:
         raise Reject("wrong_network", f"envelope for {envelope.network_id!r}")
-    try:
-        report = wire.decode_as(envelope.body, WitnessReport)
-    except CodecError as exc:
-        raise Reject("malformed", str(exc)) from None
+    report = decoded
+    if report is None:
+        try:
+            report = wire.decode_as(envelope.body, WitnessReport)
+        except CodecError as exc:
+            raise Reject("malformed", str(exc)) from None
     if report.witness != envelope.signer:
         raise Reject("wrong_signer", "report signed by another key than its witness")
     if report.beacon_id != beacon.beacon_id:

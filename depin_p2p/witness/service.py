@@ -46,7 +46,7 @@ from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
 from depin_p2p.witness.devices import ComputeDriver, RadioDriver
-from depin_p2p.witness.pool import ProofPool
+from depin_p2p.witness.pool import FAR_EPOCHS, ProofPool
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -61,10 +61,14 @@ MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a u32 product at the largest n, plus fra
 
 
 def proof_rules(epoch_length_ms: int) -> dict[int, GossipRule]:
-    """What the proofs topic carries, by wire type id, with local-clock arrival windows."""
-    window = epoch_length_ms * 2
-    beacon_window = TimeWindow(lambda m: m.sent_at_ms, window, 30_000)  # type: ignore[attr-defined]
-    report_window = TimeWindow(lambda m: m.received_at_ms, window, 30_000)  # type: ignore[attr-defined]
+    """What the proofs topic carries, by wire type id, with local-clock arrival windows.
+
+    A proof outside its window by more than :data:`~depin_p2p.witness.pool.FAR_EPOCHS`
+    epochs as well is ``far_out_of_window`` (gossip charges its forwarder).
+    """
+    window, far = epoch_length_ms * 2, epoch_length_ms * FAR_EPOCHS
+    beacon_window = TimeWindow(lambda m: m.sent_at_ms, window, 30_000, far)  # type: ignore[attr-defined]
+    report_window = TimeWindow(lambda m: m.received_at_ms, window, 30_000, far)  # type: ignore[attr-defined]
     return {
         wire.info_of(radio.Beacon).type_id: GossipRule(wire.Domain.BEACON, beacon_window),
         wire.info_of(radio.WitnessReport).type_id: GossipRule(wire.Domain.WITNESS, report_window),
@@ -106,6 +110,8 @@ class WitnessService:
         peer_of: the peer that serves a device owner's challenges.
         committed: the event the next commit sets (None: poll).
         reach: connects us to a peer before a challenge (the peer manager's ``reach``).
+        signed: told of each proof this node's devices sign, before it is pooled or sent
+            (the assembly enters it in the node's signature cache: never verified here).
     """
 
     def __init__(
@@ -124,7 +130,9 @@ class WitnessService:
         peer_of: Callable[[bytes], PeerId],
         committed: Callable[[], trio.Event] | None = None,
         reach: Callable[[PeerId], Awaitable[bool]] | None = None,
+        signed: Callable[[wire.Envelope], None] = lambda env: None,
     ) -> None:
+        self._signed = signed
         self._reach = reach  # dial the provider's node first when not connected (a partial mesh)
         self._committed = committed  # the event the next commit sets (None: poll every 50 ms)
         self._net = network_id
@@ -142,6 +150,7 @@ class WitnessService:
         self._challenge_protocol = protocol(network_id, CHALLENGE)
         self.beacons_sent = 0
         self.reports_sent = 0
+        self.reports_skipped = 0
         self.attestations_sent = 0
         self.challenges_answered = 0
         self.challenges_failed = 0
@@ -158,7 +167,7 @@ class WitnessService:
         self._transport.set_handler(
             self._challenge_protocol, self._on_challenge, max_request_bytes=MAX_CHALLENGE_BYTES
         )
-        self._pool.committed_epoch = self._context().epoch
+        self._note_commit()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._consume, nursery)
             nursery.start_soon(self._epochs, nursery)
@@ -172,7 +181,13 @@ class WitnessService:
                 await self._clock.sleep_until_ms(self._clock.now_ms() + COMMIT_POLL_MS)
             else:
                 await self._committed().wait()
-            self._pool.committed_epoch = self._context().epoch
+            self._note_commit()
+
+    def _note_commit(self) -> None:
+        """Tell the pool what we committed: it judges unknown devices and ranks reports by it."""
+        ctx = self._context()
+        self._pool.committed_epoch = ctx.epoch
+        self._pool.chain_head = (ctx.epoch, ctx.prev_cert_hash)
 
     async def _consume(self, nursery: trio.Nursery) -> None:
         async for proof in self._gossip.received:
@@ -193,13 +208,22 @@ class WitnessService:
                 nursery.start_soon(self._witness, driver, verified.envelope)
 
     def _publish(self, env: wire.Envelope, nursery: trio.Nursery) -> None:
+        self._signed(env)
         self._gossip.submit(wire.encode(env))
         self._accept(wire.Verified(wire.decode(env.body), env.signer, env), nursery)
 
     async def _witness(self, driver: RadioDriver, beacon_env: wire.Envelope) -> None:
+        bid = radio.beacon_id(beacon_env)
         async with self._limiter:
+            if not self._pool.wants_report(bid, driver.device_id):
+                self.reports_skipped += 1  # enough better lottery tickets already: no one keeps ours
+                return
             report = await driver.witness(beacon_env)
+        if report is not None and not self._pool.wants_report(bid, driver.device_id):
+            self.reports_skipped += 1  # better ones came while we listened
+            return
         if report is not None:
+            self._signed(report)
             self._gossip.submit(wire.encode(report))
             self._pool.add(wire.Verified(wire.decode(report.body), report.signer, report))
             self.reports_sent += 1
@@ -306,6 +330,7 @@ class WitnessService:
             log.info("witness.challenge.bad_response", code=exc.code)
             return
         env = wire.seal(att, key, self._net)
+        self._signed(env)
         self._gossip.submit(wire.encode(env))
         self._pool.add(wire.Verified(att, env.signer, env))
         self.attestations_sent += 1

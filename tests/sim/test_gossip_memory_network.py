@@ -92,3 +92,49 @@ async def test_partition_and_heal(autojump_clock: trio.testing.MockClock) -> Non
         assert [s.receive_nowait().data for s in subs[1:]] == [b"after"] * 3
         assert net.counters.partitioned == 1
         nursery.cancel_scope.cancel()
+
+
+def _drain(sub: trio.MemoryReceiveChannel[GossipMessage]) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(sub.receive_nowait().data)
+        except trio.WouldBlock:
+            return got
+
+
+async def test_a_mesh_reaches_everyone_with_bounded_fan_out_and_reforms_around_a_cut(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sent_by_degree: dict[int | None, int] = {}
+    for degree in (None, 3):
+        net = MemoryNetwork(seed=3, default_link=LinkProfile(latency_ms=5), mesh_degree=degree)
+        nodes = [net.create_node(f"m{i}") for i in range(16)]
+        subs: list[trio.MemoryReceiveChannel[GossipMessage]] = []
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                await nursery.start(node.run)
+                subs.append(await node.subscribe(T, accept))
+            for i, a in enumerate(nodes):  # a full graph of connections, as the simulator makes
+                for b in nodes[:i]:
+                    await a.connect(b.listen_addrs()[0])
+            for k in range(4):
+                await nodes[k].publish(T, b"msg%d" % k)
+            await trio.sleep(2)
+            for i, sub in enumerate(subs):  # everyone got every message but its own, once
+                assert sorted(_drain(sub)) == sorted(b"msg%d" % k for k in range(4) if k != i)
+            sent_by_degree[degree] = net.counters.sent
+            if degree is not None:
+                mesh = {a.peer_id: net.gossip_targets(a.peer_id, T) for a in nodes}
+                assert all(degree <= len(t) < 15 for t in mesh.values())  # at least D, not everyone
+                assert all(a in mesh[b] for a, ts in mesh.items() for b in ts)  # links go both ways
+                # Cut every node's preferred peers off from node 0: its mesh re-forms on the rest.
+                cut = set(mesh[nodes[0].peer_id])
+                net.partition([p.peer_id for p in nodes if p.peer_id not in cut])
+                assert not set(net.gossip_targets(nodes[0].peer_id, T)) & cut
+                await nodes[0].publish(T, b"after the cut")
+                await trio.sleep(2)
+                for i, sub in enumerate(subs[1:], start=1):
+                    assert (b"after the cut" in _drain(sub)) == (nodes[i].peer_id not in cut)
+            nursery.cancel_scope.cancel()
+    assert sent_by_degree[3] < sent_by_degree[None] / 2  # the point: far fewer copies on the wire

@@ -194,3 +194,23 @@ async def test_an_ignored_item_replayed_in_new_bundles_is_checked_once(
             await trio.sleep(0.5)
         assert len(checked) == 8  # each distinct item once, not once per bundle
         assert svcs[1].counters.items_duplicate == 4 * 8
+
+
+async def test_an_own_item_that_waited_too_long_is_dropped_not_sent_stale(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A node resumed after a pause must not flush proofs that are now far outside every window:
+    # its peers would charge it for them.
+    config = BatchConfig(flush_ms=5_000, min_interval_ms=0, max_outbox_age_ms=1_000)
+    async with services(2, config=config) as (_, svcs, clock):
+        svcs[0].submit(signed_proof(KEYS[0], clock.now_ms(), b"stale"))
+        await trio.sleep(6)
+        assert drain(svcs[1]) == []
+        assert svcs[0].counters.dropped_stale == 1 and svcs[0].counters.bundles_published == 0
+    config = BatchConfig(flush_ms=500, min_interval_ms=0, max_outbox_age_ms=1_000)
+    async with services(2, config=config) as (_, svcs, clock):
+        fresh = signed_proof(KEYS[0], clock.now_ms(), b"fresh")
+        svcs[0].submit(fresh)
+        await trio.sleep(2)  # sent after 0.5 s, within its 1 s
+        assert [p.data for p in drain(svcs[1])] == [fresh]
+        assert svcs[0].counters.dropped_stale == 0

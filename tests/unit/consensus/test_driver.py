@@ -114,7 +114,8 @@ def test_a_signature_is_verified_once_and_our_own_never() -> None:
             drv.feed(d.PeerMessage(env, "peer"), 2_600)
             ex.drain(2_600)
     assert [c.epoch for c in ex.committed] == [1]
-    assert drv.counters.signatures_verified == 4  # one proposal, three precommits
+    assert drv.counters.signatures.verified == 4  # one proposal, three precommits
+    assert drv.signatures.verified == 4 and drv.signatures.marked >= 1  # ours entered, not checked
     assert drv.counters.signed >= 1  # we signed (a prevote at least) and never verified it
 
 

@@ -85,6 +85,21 @@ def _prevote_power(state: EpochState, round_: int, vid: bytes | None) -> int:
     )
 
 
+def _recounted(state: EpochState) -> tuple[dict[tuple[bool, int, object], int], dict[int, int]]:
+    """The running power sums, re-summed from the votes the state holds (what the core no longer does)."""
+    tallies: dict[tuple[bool, int, object], int] = {}
+    heard: dict[int, set[bytes]] = {}
+    for is_prevote, votes in ((True, state.prevotes), (False, state.precommits)):
+        for round_, by_signer in votes.items():
+            for addr, entries in by_signer.items():
+                heard.setdefault(round_, set()).add(addr)
+                for key in {(is_prevote, round_, ...), *((is_prevote, round_, e.value_id) for e in entries)}:
+                    tallies[key] = tallies.get(key, 0) + VALS.power_of(addr)
+    for round_, (_, env) in state.proposals.items():
+        heard.setdefault(round_, set()).add(env.signer)
+    return tallies, {r: sum(VALS.power_of(a) for a in signers) for r, signers in heard.items()}
+
+
 EARLY = [i for i, env in enumerate(POOL) if wire.decode(env.body).round == 0]  # type: ignore[attr-defined]
 Schedule = tuple[list[int], list[Step]]
 
@@ -141,6 +156,7 @@ def run_schedule(schedule: Schedule, rules: Rules) -> str:
             tkind, r = TIMEOUTS[index % len(TIMEOUTS)]
             state, effects = transition.on_timeout(state, tkind, r, now)
         handle(list(effects))
+        assert (dict(state.tallies), dict(state.round_power)) == _recounted(state)
         assert state.locked_round >= locked_before
         assert decisions <= 1
     if state.decision is not None:

@@ -33,6 +33,7 @@ from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.model import MICRO, Device
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import assign_compute_witnesses
+from depin_p2p.witness.rewards import lottery_ticket
 from tests.unit.witness import support as s
 
 NET = s.NETWORK
@@ -280,10 +281,14 @@ def test_crowded_beacon_keeps_the_best_tickets_and_content_fits() -> None:
     kept = {(_beacon_of(r), r.signer) for r in built.content.reports}
     prev = view.last_certificate_hash()
     for b in built.content.beacons:
-        bid = radio.beacon_id(b)
+        bid, beacon = radio.beacon_id(b), wire.decode_as(b.body, radio.Beacon)
         ranked = sorted(
             (wire.decode_as(r.body, radio.WitnessReport) for r in uncapped.reports if _beacon_of(r) == bid),
-            key=lambda rep: report_ticket(prev, rep),
+            key=lambda rep: report_ticket(prev, beacon, rep.witness),
+        )
+        # The inclusion ticket is the rewards lottery's: what is kept is what the lottery rewards first.
+        assert report_ticket(prev, beacon, ranked[0].witness) == lottery_ticket(
+            prev, beacon.epoch, beacon.device, ranked[0].witness
         )
         assert {(bid, rep.witness) for rep in ranked[:4]} == {k for k in kept if k[0] == bid}
     check_content(ledger(), built.content, params)

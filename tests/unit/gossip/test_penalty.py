@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
+from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable, TolerancePolicy, ToleranceTable
 
 POLICY = PenaltyPolicy(reject_points=10, severe_points=100, threshold=50, leak_per_second=5, ban_ms=60_000)
 
@@ -37,3 +37,28 @@ def test_explicit_ban_and_bounded_size() -> None:
     for i in range(10):
         table.penalise(f"p{i}", "stale", 0)
     assert len(table._entries) == 3
+
+
+def test_light_codes_cost_one_point_each() -> None:
+    table = PenaltyTable(PenaltyPolicy(threshold=100))
+    outcomes = [table.penalise("p", "far_out_of_window", 0) for _ in range(100)]
+    assert [o.banned for o in outcomes].index(True) == 99  # the hundredth item bans
+    assert table.penalise("q", "bad_signature", 0).score == 10
+
+
+def test_tolerance_charges_only_what_is_beyond_the_allowance_and_refills() -> None:
+    table = ToleranceTable(TolerancePolicy(items=16, refill_per_second=1))
+    assert table.excess("p", 10, 0) == 0
+    assert table.excess("p", 10, 0) == 4  # 20 items, 16 free
+    assert table.excess("p", 1, 0) == 1  # the allowance is used up
+    assert table.excess("other", 16, 0) == 0  # per peer
+    assert table.excess("p", 3, 2_500) == 1  # 2 units back after 2.5 s, not 2.5
+    assert table.excess("p", 1, 3_000) == 0  # the half unit was kept: 1 more back at 3 s
+    assert table.excess("p", 16, 1_000_000) == 0  # a long quiet time refills it all, no more
+
+
+def test_tolerance_is_bounded() -> None:
+    table = ToleranceTable(TolerancePolicy(max_peers=3))
+    for i in range(10):
+        table.excess(f"p{i}", 1, 0)
+    assert len(table._peers) == 3

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from depin_p2p import wire
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import Ignore, Reject
 from depin_p2p.gossip.validation import GossipRule, validate_gossip_envelope
-from tests.unit.gossip.messages import NETWORK, RULES, FakeProof, forged_proof, signed_proof
+from tests.unit.gossip.messages import NETWORK, RULES, WINDOW, FakeProof, forged_proof, signed_proof
 
 KEY = KeyPair.from_seed(b"k" * 32)
 NOW = 1_700_000_000_000
@@ -57,3 +59,23 @@ def test_unexpected_type_and_wrong_domain() -> None:
             wire.encode(env), network_id=NETWORK, rules={240: GossipRule(wire.Domain.TX)}, now_ms=NOW
         )
     assert info.value.code == "wrong_domain"
+
+
+def test_far_outside_the_window_and_the_callers_screen_come_before_the_signature() -> None:
+    far = {240: GossipRule(wire.Domain.BEACON, dataclasses.replace(WINDOW, far_ms=60_000))}
+    for at, code in ((NOW - 600_001, "too_old"), (NOW - 660_001, "far_out_of_window"),
+                     (NOW + 90_001, "far_out_of_window"), (NOW + 90_000, "too_early")):
+        with pytest.raises(Ignore) as info:
+            validate_gossip_envelope(forged_proof(KEY, at, b"x"), network_id=NETWORK, rules=far, now_ms=NOW)
+        assert info.value.code == code  # a forged signature: never reached
+
+    screened: list[tuple[object, bytes]] = []
+
+    def screen(msg: object, signer: bytes) -> None:
+        screened.append((msg, signer))
+        raise Reject("unknown_device")
+
+    with pytest.raises(Reject) as info:
+        check(forged_proof(KEY, NOW, b"x"), screen=screen)
+    assert info.value.code == "unknown_device"  # not bad_signature: the screen ran first
+    assert screened == [(FakeProof(KEY.public_key, NOW, b"x!"), KEY.public_key)]

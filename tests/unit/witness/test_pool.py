@@ -10,6 +10,8 @@ from depin_p2p import wire
 from depin_p2p.errors import Ignore, Reject
 from depin_p2p.witness import compute
 from depin_p2p.witness.pool import PoolLimits, ProofPool
+from depin_p2p.witness.radio import Beacon, WitnessReport, beacon_id
+from depin_p2p.witness.rewards import lottery_ticket
 from tests.unit.witness import support as s
 
 KEYS = [s.key(f"pool-radio-{i}") for i in range(6)]
@@ -114,3 +116,68 @@ def test_attestations_and_prune() -> None:
         p.check(verified(wire.seal(forged, KEYS[1], s.NETWORK)))
     p.prune(3)
     assert p.collect(3).attestations == ()
+
+
+def test_screen_runs_the_cheap_checks_on_what_the_signature_has_not_vouched_for_yet() -> None:
+    p = pool()
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    beacon = wire.decode(b.body)
+    p.screen(beacon, KEYS[0].public_key)
+    with pytest.raises(Reject, match="wrong_signer"):
+        p.screen(beacon, KEYS[1].public_key)  # a beacon claimed by a key that is not its device's
+    att = compute.Attestation(
+        KEYS[1].public_key, KEYS[2].public_key, 3, b"\x01" * 32, compute.Outcome.PASSED, 5, 32, b"\x02" * 32
+    )
+    far = "far_out_of_window"
+    for epoch, code in ((5, "wrong_epoch"), (7, "wrong_epoch"), (8, far), (10**12, far), (0, "wrong_epoch")):
+        with pytest.raises(Ignore, match=code):
+            p.screen(dataclasses.replace(att, epoch=epoch), KEYS[1].public_key)
+    stranger = s.key("pool-stranger")
+    stranger_att = dataclasses.replace(att, witness=stranger.public_key)
+    with pytest.raises(Ignore, match="unknown_device"):  # our ledger may be behind
+        p.screen(stranger_att, stranger.public_key)
+    p.committed_epoch = p.current_epoch
+    with pytest.raises(Reject, match="unknown_device"):
+        p.screen(stranger_att, stranger.public_key)
+    # A report's epoch is its beacon's, once the beacon is here.
+    p.add(verified(b))
+    report = wire.decode(s.make_report(KEYS[1], b).body)
+    p.screen(report, KEYS[1].public_key)
+    p.current_epoch = 3 + 5
+    with pytest.raises(Ignore, match="far_out_of_window"):
+        p.screen(report, KEYS[1].public_key)
+
+
+def test_a_crowded_beacon_keeps_the_best_lottery_tickets_and_screens_out_the_rest() -> None:
+    p = pool(reports_per_beacon=2)
+    prev = b"\x05" * 32
+    p.chain_head = (2, prev)  # epoch 2 committed: the draw of epoch 3 is known
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    beacon = wire.decode_as(b.body, Beacon)
+    p.add(verified(b))
+    bid = beacon_id(b)
+    witnesses = KEYS[1:6]
+    ranked = sorted(witnesses, key=lambda k: lottery_ticket(prev, 3, beacon.device, k.public_key))
+    worst_first = list(reversed(ranked))
+    for k in worst_first[:2]:  # the two worst tickets arrive first and fill the slot
+        p.check(verified(s.make_report(k, b, rssi=-11_000)))
+        p.add(verified(s.make_report(k, b, rssi=-11_000)))
+    late = worst_first[2]  # better than both: still a candidate, and takes the worst one's place
+    assert p.wants_report(bid, late.public_key)
+    p.screen(wire.decode(s.make_report(late, b).body), late.public_key)
+    p.add(verified(s.make_report(late, b, rssi=-11_000)))
+    for k in ranked[:2]:
+        p.add(verified(s.make_report(k, b, rssi=-11_000)))
+    kept = {wire.decode_as(r.body, WitnessReport).witness for r in p.collect(3).reports}
+    assert kept == {k.public_key for k in ranked[:2]}  # the lottery's two best, whatever came first
+    for k in ranked[2:]:  # the rest cannot make the cut: not checked further, not signed
+        assert not p.wants_report(bid, k.public_key)
+        with pytest.raises(Ignore, match="not_a_candidate"):
+            p.screen(wire.decode(s.make_report(k, b).body), k.public_key)
+    # Before the draw is known (our ledger lags), a full slot is first come, first kept.
+    q = pool(reports_per_beacon=2)
+    q.add(verified(b))
+    for k in worst_first[:3]:
+        q.add(verified(s.make_report(k, b, rssi=-11_000)))
+    first = {wire.decode_as(r.body, WitnessReport).witness for r in q.collect(3).reports}
+    assert first == {k.public_key for k in worst_first[:2]}

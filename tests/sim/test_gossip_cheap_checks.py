@@ -1,0 +1,136 @@
+"""Cheap checks before the signature on the proofs topic, through the node's own assembly (issue 12, item 1).
+
+The attack found on a devnet: validly signed throw-away attestations for an
+absurd epoch, from a pre-signed pool reshuffled into new bundles. Each one
+cost the target an Ed25519 check before it was dropped as ``wrong_epoch``,
+for free, forever. Now the epoch, the time window, the claimed signer and
+the registry are checked before the signature, replays are seen, and items
+far outside any window cost their sender, item by item, until it is banned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import trio
+import trio.testing
+
+from depin_p2p import wire
+from depin_p2p.crypto import KeyPair
+from depin_p2p.gossip.memory import MemoryTransport
+from depin_p2p.gossip.service import ProofBundle
+from depin_p2p.gossip.transport import PROOFS, topic
+from depin_p2p.witness.compute import Attestation, Outcome
+from tests.sim import cluster
+from tests.sim.test_verify_once import _recording
+
+FAR = 10**12
+
+
+def _attestation(key: KeyPair, provider: bytes, epoch: int, i: int, network_id: str) -> bytes:
+    tag = hashlib.blake2b(b"throw-away %d" % i, digest_size=32).digest()
+    att = Attestation(key.public_key, provider, epoch, tag, Outcome.PASSED, 100 + i, 64, tag)
+    return wire.encode(wire.seal(att, key, network_id))
+
+
+async def _attacker(c: cluster.Cluster, nursery: trio.Nursery) -> MemoryTransport:
+    attacker = c.network.create_node("attacker")
+    await nursery.start(attacker.run)
+    await attacker.subscribe(topic(c.devnet.network_id, PROOFS), lambda peer, data: None)
+    await attacker.connect(c.transports[0].listen_addrs()[0])
+    return attacker
+
+
+def _witness_key(c: cluster.Cluster) -> tuple[KeyPair, bytes]:
+    """A registered radio's key (the attacker owns a device, as a sybil would) and a provider id."""
+    radio = next(d for d in c.devnet.devices_of(1) if d.kind == "radio")
+    provider = next(d for d in c.devnet.devices if d.kind == "compute")
+    return radio.key, provider.key.public_key
+
+
+async def test_far_epoch_attestations_reshuffled_cost_no_signature_check_and_the_sender_is_banned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    c = cluster.make_cluster(nodes=2)
+    checks = [Counter[bytes]() for _ in c.nodes]
+    for node, counted in zip(c.nodes, checks, strict=True):
+        node.signatures.check = _recording(counted)
+    key, provider = _witness_key(c)
+    pool = [_attestation(key, provider, FAR, i, c.devnet.network_id) for i in range(48)]
+    sigs = {wire.decode_as(item, wire.Envelope).signature for item in pool}
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await c.start(nursery)
+            attacker = await _attacker(c, nursery)
+            await trio.sleep(2)
+            for shift in range(0, 48 * 5, 7):
+                if c.transports[0].is_banned(attacker.peer_id):
+                    break
+                k = shift % 48
+                bundle = ProofBundle(tuple((pool[k:] + pool[:k])[:32]))
+                await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
+                await trio.sleep(0.2)
+            await trio.sleep(2)
+            nursery.cancel_scope.cancel()
+
+    target, other = c.nodes[0].gossip.counters, c.nodes[1].gossip.counters
+    assert sum(checks[0][s] for s in sigs) == 0  # not one Ed25519 check for the whole pool
+    assert target.ignore_codes.get("far_out_of_window") == 48  # each distinct item judged once
+    assert target.items_far > 48  # replays counted against the sender too, unchecked
+    assert target.items_far_charged == target.items_far - 16  # all but the tolerance, one point each
+    assert c.transports[0].is_banned(attacker.peer_id)
+    # Nothing of it went further: the target never relays a bundle that would cost it downstream.
+    assert other.items_far == 0 and sum(checks[1][s] for s in sigs) == 0
+    assert c.nodes[1].gossip.counters.reject_codes == {}
+
+
+async def test_a_bundle_with_far_items_is_not_relayed_but_its_fresh_items_are(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    c = cluster.make_cluster(nodes=2)
+    key, provider = _witness_key(c)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await c.start(nursery)
+            attacker = await _attacker(c, nursery)
+            await trio.sleep(2)
+            epoch = c.nodes[0].pool.current_epoch
+            fresh = _attestation(key, provider, epoch, 1, c.devnet.network_id)
+            near = _attestation(key, provider, epoch + 2, 2, c.devnet.network_id)  # off, not far
+            far = [_attestation(key, provider, epoch + 5, i, c.devnet.network_id) for i in range(3, 6)]
+            bundle = ProofBundle((far[0], near, fresh, *far[1:]))
+            await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
+            await trio.sleep(2)
+            nursery.cancel_scope.cancel()
+
+    target, other = c.nodes[0].gossip.counters, c.nodes[1].gossip.counters
+    assert target.bundles_rebundled == 1 and target.items_far == 3
+    assert target.items_far_charged == 0  # within the tolerance: one bad bundle is no ban
+    assert target.ignore_codes.get("wrong_epoch") == 1  # one epoch off is no offence at all
+    held = c.nodes[0].pool.collect(epoch).attestations + c.nodes[1].pool.collect(epoch).attestations
+    assert sum(1 for env in held if wire.encode(env) == fresh) == 2  # delivered here and sent on
+    assert other.items_far == 0 and other.reject_codes == {}
+
+
+async def test_an_unregistered_signer_is_rejected_before_its_signature_is_checked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    c = cluster.make_cluster(nodes=2)
+    checks = Counter[bytes]()
+    c.nodes[0].signatures.check = _recording(checks)
+    stranger = KeyPair.from_seed(b"\x99" * 32)
+    _, provider = _witness_key(c)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await c.start(nursery)
+            attacker = await _attacker(c, nursery)
+            await trio.sleep(2)
+            epoch = c.nodes[0].pool.current_epoch
+            item = _attestation(stranger, provider, epoch, 1, c.devnet.network_id)
+            await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(ProofBundle((item,))))
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+
+    assert c.nodes[0].gossip.counters.reject_codes == {"unknown_device": 1}
+    assert checks[wire.decode_as(item, wire.Envelope).signature] == 0

@@ -36,12 +36,14 @@ never change once registered, so it holds whatever epoch the sender is at.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from depin_p2p import wire
 from depin_p2p.errors import Ignore, Reject
 from depin_p2p.gossip.validation import FAR_OUT_OF_WINDOW
 from depin_p2p.model import DeviceKind, DeviceRegistry
+from depin_p2p.witness.candidates import is_candidate
 from depin_p2p.witness.compute import Attestation
 from depin_p2p.witness.radio import (
     Beacon,
@@ -120,6 +122,8 @@ class ProofPool:
         self.committed_epoch: int | None = None
         # (epoch, certificate hash) of the last commit we know: the lottery of epoch + 1 draws on it.
         self.chain_head: tuple[int, bytes] | None = None
+        # Potential witnesses per beaconer (witness.candidates), from our registry; empty: no cut.
+        self.potential: Mapping[bytes, int] = {}
 
     def _epoch(self, epoch: int) -> _Epoch:
         return self._epochs.setdefault(epoch, _Epoch())
@@ -183,15 +187,26 @@ class ProofPool:
 
     def _worse_than_the_cut(self, epoch: int, beacon_id: bytes, witness: bytes) -> bool:
         slot = self._epochs[epoch]
-        worst = slot.worst.get(beacon_id)  # set only while the beacon's slot is full
-        if worst is None or witness in slot.tickets[beacon_id]:
+        if witness in slot.tickets[beacon_id]:
             return False
-        mine = self._ticket(epoch, slot.beacons[beacon_id].beacon, witness)
+        beacon = slot.beacons[beacon_id].beacon
+        head, potential = self.chain_head, self.potential.get(beacon.device)
+        if (
+            head is not None
+            and potential is not None
+            and head[0] == epoch - 1
+            and not is_candidate(head[1], epoch, beacon.device, witness, potential=potential)
+        ):
+            return True  # not among the lottery's candidates for this beacon
+        worst = slot.worst.get(beacon_id)  # set only while the beacon's slot is full
+        if worst is None:
+            return False
+        mine = self._ticket(epoch, beacon, witness)
         return mine is None or mine >= worst
 
     def _check_candidate(self, epoch: int, report: WitnessReport) -> None:
         if self._worse_than_the_cut(epoch, report.beacon_id, report.witness):
-            raise Ignore("not_a_candidate", "the beacon has enough reports with better lottery tickets")
+            raise Ignore("not_a_candidate", "not a lottery candidate, or beaten by 32 better tickets here")
 
     def wants_report(self, beacon_id: bytes, witness: bytes) -> bool:
         """Could a report of ``witness`` on this beacon still make the cut here? (Own devices ask.)"""

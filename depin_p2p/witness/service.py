@@ -45,6 +45,7 @@ from depin_p2p.model import Device, DeviceRegistry, Validator
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
+from depin_p2p.witness.candidates import potential_witnesses
 from depin_p2p.witness.devices import ComputeDriver, RadioDriver
 from depin_p2p.witness.pool import FAR_EPOCHS, ProofPool
 
@@ -151,6 +152,7 @@ class WitnessService:
         self.beacons_sent = 0
         self.reports_sent = 0
         self.reports_skipped = 0
+        self._potential_of = -1  # registry size the pool's potential-witness counts are from
         self.attestations_sent = 0
         self.challenges_answered = 0
         self.challenges_failed = 0
@@ -188,6 +190,9 @@ class WitnessService:
         ctx = self._context()
         self._pool.committed_epoch = ctx.epoch
         self._pool.chain_head = (ctx.epoch, ctx.prev_cert_hash)
+        if len(ctx.devices) != self._potential_of:  # the registry grew: count again (O(radios²))
+            self._pool.potential = potential_witnesses(ctx.devices)
+            self._potential_of = len(ctx.devices)
 
     async def _consume(self, nursery: trio.Nursery) -> None:
         async for proof in self._gossip.received:

@@ -21,6 +21,7 @@ PURE = {
     "depin_p2p.witness.compute",
     "depin_p2p.witness.assign",
     "depin_p2p.witness.rewards",
+    "depin_p2p.witness.candidates",
     "depin_p2p.witness.world",
     "depin_p2p.consensus.state",
     "depin_p2p.consensus.transition",

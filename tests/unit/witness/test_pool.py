@@ -9,6 +9,7 @@ import pytest
 from depin_p2p import wire
 from depin_p2p.errors import Ignore, Reject
 from depin_p2p.witness import compute
+from depin_p2p.witness.candidates import is_candidate, potential_witnesses
 from depin_p2p.witness.pool import PoolLimits, ProofPool
 from depin_p2p.witness.radio import Beacon, WitnessReport, beacon_id
 from depin_p2p.witness.rewards import lottery_ticket
@@ -181,3 +182,43 @@ def test_a_crowded_beacon_keeps_the_best_lottery_tickets_and_screens_out_the_res
         q.add(verified(s.make_report(k, b, rssi=-11_000)))
     first = {wire.decode_as(r.body, WitnessReport).witness for r in q.collect(3).reports}
     assert first == {k.public_key for k in worst_first[:2]}
+
+
+def test_only_the_lotterys_candidates_are_kept_when_the_crowd_is_large() -> None:
+    p = pool()
+    prev = b"\x06" * 32
+    p.chain_head = (2, prev)
+    b = s.make_beacon(KEYS[0], DEVICES[0])
+    beacon = wire.decode_as(b.body, Beacon)
+    p.add(verified(b))
+    # Pretend 100 potential witnesses: about TARGET_CANDIDATES of them may report, by their ticket.
+    p.potential = {beacon.device: 100}
+    verdicts = {
+        k.public_key: is_candidate(prev, 3, beacon.device, k.public_key, potential=100) for k in KEYS[1:]
+    }
+    for k in KEYS[1:]:
+        assert p.wants_report(beacon_id(b), k.public_key) == verdicts[k.public_key]
+        report = wire.decode(s.make_report(k, b).body)
+        if verdicts[k.public_key]:
+            p.screen(report, k.public_key)
+        else:
+            with pytest.raises(Ignore, match="not_a_candidate"):
+                p.screen(report, k.public_key)
+    p.potential = {beacon.device: 24}  # no more than the target: everyone is a candidate
+    assert all(p.wants_report(beacon_id(b), k.public_key) for k in KEYS[1:])
+
+
+def test_candidates_are_the_lowest_tickets_about_the_target_many_and_counted_by_distance() -> None:
+    prev = b"\x07" * 32
+    beaconer = b"\x01" * 32
+    crowd = [bytes([i % 256, i // 256]) * 16 for i in range(1, 2_001)]
+    chosen = [w for w in crowd if is_candidate(prev, 9, beaconer, w, potential=len(crowd))]
+    assert 10 <= len(chosen) <= 45  # about 24 of 2,000 (Poisson: far inside these bounds)
+    ranked = sorted(crowd, key=lambda w: lottery_ticket(prev, 9, beaconer, w))
+    assert set(chosen) == set(ranked[: len(chosen)])  # a prefix of the lottery's order
+    # Potential witnesses: radios of other owners within 100 km, each pair counted for both.
+    near = potential_witnesses(DEVICES)
+    assert set(near) == {d.device_id for d in DEVICES}
+    assert all(n == len(DEVICES) - 1 for n in near.values())  # all within 100 km, each its own owner
+    far = s.radio_device(s.key("pool-far"), s.cell(s.SF_LAT + 2.0, s.SF_LNG))  # ~220 km north
+    assert potential_witnesses([*DEVICES, far])[far.device_id] == 0

@@ -111,8 +111,7 @@ class WitnessService:
         peer_of: the peer that serves a device owner's challenges.
         committed: the event the next commit sets (None: poll).
         reach: connects us to a peer before a challenge (the peer manager's ``reach``).
-        signed: told of each proof this node's devices sign, before it is pooled or sent
-            (the assembly enters it in the node's signature cache: never verified here).
+        signed: told of each proof our devices sign (into the signature cache: never verified).
     """
 
     def __init__(
@@ -136,9 +135,7 @@ class WitnessService:
         self._signed = signed
         self._reach = reach  # dial the provider's node first when not connected (a partial mesh)
         self._committed = committed  # the event the next commit sets (None: poll every 50 ms)
-        self._net = network_id
-        self._clock = clock
-        self._schedule = schedule
+        self._net, self._clock, self._schedule = network_id, clock, schedule
         self._transport = transport
         self._gossip = gossip
         self._pool = pool

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.errors import Ignore, Reject, TransportError
-from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
+from depin_p2p.gossip.penalty import PenaltyPolicy
 from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -48,6 +48,7 @@ from depin_p2p.gossip.transport import (
     Handler,
     PeerEvent,
     PeerId,
+    PeerStanding,
     TransportCounters,
     Validator,
     message_id,
@@ -304,12 +305,17 @@ class MemoryTransport:
         self._handlers: dict[str, tuple[Handler, int]] = {}
         self._pending: dict[int, _Pending] = {}
         self._rids = itertools.count(1)
-        self._event_channels: list[trio.MemorySendChannel[PeerEvent]] = []
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._seen_cap = 65_536
-        self._penalties = PenaltyTable(network.penalty_policy)
         self._clock = Clock(wall_anchor_ms=0)
         self._counters = TransportCounters()
+        self._standing = PeerStanding(
+            network.penalty_policy,
+            self._clock,
+            self._counters,
+            lambda peer, _code: network._disconnect(peer_id, peer),
+            node=peer_id,
+        )
         self._request_send: trio.MemorySendChannel[_Request] | None = None
 
     @property
@@ -477,13 +483,7 @@ class MemoryTransport:
         self._net._send(self._peer_id, req.sender, _Response(req.rid, data, error), lossy=False)
 
     def _emit(self, event: PeerEvent) -> None:
-        for channel in list(self._event_channels):
-            try:
-                channel.send_nowait(event)
-            except trio.WouldBlock:
-                self._counters.dropped_peer_events_full += 1
-            except trio.BrokenResourceError:
-                self._event_channels.remove(channel)
+        self._standing.emit(event)
 
     # ---------------------------------------------------------------- API
 
@@ -559,25 +559,14 @@ class MemoryTransport:
         return pending.response
 
     def peer_events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
-        send, receive = trio.open_memory_channel[PeerEvent](capacity)
-        self._event_channels.append(send)
-        return receive
+        return self._standing.events(capacity)
 
     def penalise(self, peer: PeerId, code: str) -> None:
         """Charge ``peer``; logs the first reason per peer; bans and disconnects past the threshold."""
-        outcome = self._penalties.penalise(peer, code, self._clock.now_ms())
-        if outcome.first:
-            log.warning("gossip.peer.penalised", peer=peer, code=code, node=self._peer_id)
-        if outcome.banned:
-            self._counters.peers_banned += 1
-            log.warning("gossip.peer.banned", peer=peer, code=code, node=self._peer_id)
-            self._net._disconnect(self._peer_id, peer)
+        self._standing.penalise(peer, code)
 
     def ban(self, peer: PeerId, seconds: float) -> None:
-        self._penalties.ban(peer, self._clock.now_ms() + int(seconds * 1000))
-        self._counters.peers_banned += 1
-        log.warning("gossip.peer.banned", peer=peer, code="explicit", node=self._peer_id)
-        self._net._disconnect(self._peer_id, peer)
+        self._standing.ban(peer, seconds)
 
     def is_banned(self, peer: PeerId) -> bool:
-        return self._penalties.is_banned(peer, self._clock.now_ms())
+        return self._standing.is_banned(peer)

@@ -31,7 +31,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NewType, Protocol
 
+import structlog
 import trio
+
+from depin_p2p.clock import Clock
+from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
 
 if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose stale trio-stubs shadow trio's own
@@ -58,6 +62,9 @@ SYNC = "sync"
 CHALLENGE = "challenge"
 STATUS = "status"
 PX = "px"  # peer exchange (gossip/peers.py)
+
+
+_log = structlog.get_logger("depin_p2p.gossip")
 
 
 def message_id(topics: Iterable[str], data: bytes) -> bytes:
@@ -127,6 +134,63 @@ class TransportCounters:
     def count_reject(self, code: str) -> None:
         self.rejected += 1
         self.reject_codes[code] = self.reject_codes.get(code, 0) + 1
+
+
+class PeerStanding:
+    """Penalties, bans and the peer-event fan-out: the part of a transport both implementations share.
+
+    ``on_ban(peer, code)`` is the transport's own way to cut a banned peer off
+    (the memory network drops the link; libp2p also blacklists it in pubsub).
+    """
+
+    def __init__(
+        self,
+        policy: PenaltyPolicy | None,
+        clock: Clock,
+        counters: TransportCounters,
+        on_ban: Callable[[PeerId, str], None],
+        **log_fields: str,
+    ) -> None:
+        self.table = PenaltyTable(policy)
+        self._clock = clock
+        self._counters = counters
+        self._on_ban = on_ban
+        self._log_fields = log_fields
+        self._channels: list[trio.MemorySendChannel[PeerEvent]] = []
+
+    def events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
+        send, receive = trio.open_memory_channel[PeerEvent](capacity)
+        self._channels.append(send)
+        return receive
+
+    def emit(self, event: PeerEvent) -> None:
+        for channel in list(self._channels):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                self._counters.dropped_peer_events_full += 1
+            except trio.BrokenResourceError:
+                self._channels.remove(channel)
+
+    def penalise(self, peer: PeerId, code: str) -> None:
+        """Charge ``peer``; logs the first reason per peer; bans and cuts it off past the threshold."""
+        outcome = self.table.penalise(peer, code, self._clock.now_ms())
+        if outcome.first:
+            _log.warning("gossip.peer.penalised", peer=peer, code=code, **self._log_fields)
+        if outcome.banned:
+            self._banned(peer, code)
+
+    def ban(self, peer: PeerId, seconds: float) -> None:
+        self.table.ban(peer, self._clock.now_ms() + int(seconds * 1000))
+        self._banned(peer, "explicit")
+
+    def is_banned(self, peer: PeerId) -> bool:
+        return self.table.is_banned(peer, self._clock.now_ms())
+
+    def _banned(self, peer: PeerId, code: str) -> None:
+        self._counters.peers_banned += 1
+        _log.warning("gossip.peer.banned", peer=peer, code=code, **self._log_fields)
+        self._on_ban(peer, code)
 
 
 class Transport(Protocol):

@@ -10,8 +10,10 @@ far outside any window cost their sender, item by item, until it is banned.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import trio
 import trio.testing
@@ -34,12 +36,19 @@ def _attestation(key: KeyPair, provider: bytes, epoch: int, i: int, network_id: 
     return wire.encode(wire.seal(att, key, network_id))
 
 
-async def _attacker(c: cluster.Cluster, nursery: trio.Nursery) -> MemoryTransport:
-    attacker = c.network.create_node("attacker")
-    await nursery.start(attacker.run)
-    await attacker.subscribe(topic(c.devnet.network_id, PROOFS), lambda peer, data: None)
-    await attacker.connect(c.transports[0].listen_addrs()[0])
-    return attacker
+@contextlib.asynccontextmanager
+async def _attacked(c: cluster.Cluster) -> AsyncIterator[MemoryTransport]:
+    """The cluster running with an attacker connected to node 0; everything stops when the block ends."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            await c.start(nursery)
+            attacker = c.network.create_node("attacker")
+            await nursery.start(attacker.run)
+            await attacker.subscribe(topic(c.devnet.network_id, PROOFS), lambda peer, data: None)
+            await attacker.connect(c.transports[0].listen_addrs()[0])
+            await trio.sleep(2)
+            yield attacker
+            nursery.cancel_scope.cancel()
 
 
 def _witness_key(c: cluster.Cluster) -> tuple[KeyPair, bytes]:
@@ -59,20 +68,15 @@ async def test_far_epoch_attestations_reshuffled_cost_no_signature_check_and_the
     key, provider = _witness_key(c)
     pool = [_attestation(key, provider, FAR, i, c.devnet.network_id) for i in range(48)]
     sigs = {wire.decode_as(item, wire.Envelope).signature for item in pool}
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            await c.start(nursery)
-            attacker = await _attacker(c, nursery)
-            await trio.sleep(2)
-            for shift in range(0, 48 * 5, 7):
-                if c.transports[0].is_banned(attacker.peer_id):
-                    break
-                k = shift % 48
-                bundle = ProofBundle(tuple((pool[k:] + pool[:k])[:32]))
-                await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
-                await trio.sleep(0.2)
-            await trio.sleep(2)
-            nursery.cancel_scope.cancel()
+    async with _attacked(c) as attacker:
+        for shift in range(0, 48 * 5, 7):
+            if c.transports[0].is_banned(attacker.peer_id):
+                break
+            k = shift % 48
+            bundle = ProofBundle(tuple((pool[k:] + pool[:k])[:32]))
+            await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
+            await trio.sleep(0.2)
+        await trio.sleep(2)
 
     target, other = c.nodes[0].gossip.counters, c.nodes[1].gossip.counters
     assert sum(checks[0][s] for s in sigs) == 0  # not one Ed25519 check for the whole pool
@@ -90,19 +94,14 @@ async def test_a_bundle_with_far_items_is_not_relayed_but_its_fresh_items_are(
 ) -> None:
     c = cluster.make_cluster(nodes=2)
     key, provider = _witness_key(c)
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            await c.start(nursery)
-            attacker = await _attacker(c, nursery)
-            await trio.sleep(2)
-            epoch = c.nodes[0].pool.current_epoch
-            fresh = _attestation(key, provider, epoch, 1, c.devnet.network_id)
-            near = _attestation(key, provider, epoch + 2, 2, c.devnet.network_id)  # off, not far
-            far = [_attestation(key, provider, epoch + 5, i, c.devnet.network_id) for i in range(3, 6)]
-            bundle = ProofBundle((far[0], near, fresh, *far[1:]))
-            await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
-            await trio.sleep(2)
-            nursery.cancel_scope.cancel()
+    async with _attacked(c) as attacker:
+        epoch = c.nodes[0].pool.current_epoch
+        fresh = _attestation(key, provider, epoch, 1, c.devnet.network_id)
+        near = _attestation(key, provider, epoch + 2, 2, c.devnet.network_id)  # off, not far
+        far = [_attestation(key, provider, epoch + 5, i, c.devnet.network_id) for i in range(3, 6)]
+        bundle = ProofBundle((far[0], near, fresh, *far[1:]))
+        await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
+        await trio.sleep(2)
 
     target, other = c.nodes[0].gossip.counters, c.nodes[1].gossip.counters
     assert target.bundles_rebundled == 1 and target.items_far == 3
@@ -121,16 +120,11 @@ async def test_an_unregistered_signer_is_rejected_before_its_signature_is_checke
     c.nodes[0].signatures.check = _recording(checks)
     stranger = KeyPair.from_seed(b"\x99" * 32)
     _, provider = _witness_key(c)
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            await c.start(nursery)
-            attacker = await _attacker(c, nursery)
-            await trio.sleep(2)
-            epoch = c.nodes[0].pool.current_epoch
-            item = _attestation(stranger, provider, epoch, 1, c.devnet.network_id)
-            await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(ProofBundle((item,))))
-            await trio.sleep(1)
-            nursery.cancel_scope.cancel()
+    async with _attacked(c) as attacker:
+        epoch = c.nodes[0].pool.current_epoch
+        item = _attestation(stranger, provider, epoch, 1, c.devnet.network_id)
+        await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(ProofBundle((item,))))
+        await trio.sleep(1)
 
     assert c.nodes[0].gossip.counters.reject_codes == {"unknown_device": 1}
     assert checks[wire.decode_as(item, wire.Envelope).signature] == 0

@@ -16,8 +16,8 @@ from multiaddr import Multiaddr
 from depin_p2p.clock import Clock
 from depin_p2p.errors import TransportError
 from depin_p2p.gossip.libp2p._pubsub import peer_of
-from depin_p2p.gossip.penalty import PenaltyPolicy, PenaltyTable
-from depin_p2p.gossip.transport import PeerEvent, PeerId, TransportCounters
+from depin_p2p.gossip.penalty import PenaltyPolicy
+from depin_p2p.gossip.transport import PeerEvent, PeerId, PeerStanding, TransportCounters
 
 if TYPE_CHECKING:
     from depin_p2p.gossip.libp2p.transport import Libp2pConfig
@@ -89,9 +89,8 @@ class Peers:
         self._clock = clock
         self._config = config
         self._counters = counters
-        self._penalties = PenaltyTable(penalty_policy)
+        self._standing = PeerStanding(penalty_policy, clock, counters, self._cut_off)
         self._blacklisted: set[PeerId] = set()
-        self._event_channels: list[trio.MemorySendChannel[PeerEvent]] = []
         self.connected: set[PeerId] = set()
         self._book: dict[PeerId, _BookEntry] = {}
         self._kick_send, self._kick_receive = trio.open_memory_channel[PeerId](1024)
@@ -100,7 +99,7 @@ class Peers:
     def expire_bans(self) -> None:
         """Lift the pubsub blacklisting of peers whose ban has run out."""
         now_ms = self._clock.now_ms()
-        for peer in [p for p in self._blacklisted if not self._penalties.is_banned(p, now_ms)]:
+        for peer in [p for p in self._blacklisted if not self._standing.table.is_banned(p, now_ms)]:
             self._blacklisted.discard(peer)
             self._pubsub.remove_from_blacklist(ID.from_base58(peer))
 
@@ -119,13 +118,7 @@ class Peers:
         self._emit(PeerEvent(peer, connected))
 
     def _emit(self, event: PeerEvent) -> None:
-        for channel in list(self._event_channels):
-            try:
-                channel.send_nowait(event)
-            except trio.WouldBlock:
-                self._counters.dropped_peer_events_full += 1
-            except trio.BrokenResourceError:
-                self._event_channels.remove(channel)
+        self._standing.emit(event)
 
     def kick(self, peer: PeerId) -> None:
         with contextlib.suppress(trio.WouldBlock):
@@ -219,28 +212,19 @@ class Peers:
         return frozenset(self.connected)
 
     def events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
-        send, receive = trio.open_memory_channel[PeerEvent](capacity)
-        self._event_channels.append(send)
-        return receive
+        return self._standing.events(capacity)
 
     def penalise(self, peer: PeerId, code: str) -> None:
         """Charge ``peer``; logs the first reason per peer; bans and disconnects past the threshold."""
-        outcome = self._penalties.penalise(peer, code, self._clock.now_ms())
-        if outcome.first:
-            log.warning("gossip.peer.penalised", peer=peer, code=code)
-        if outcome.banned:
-            self._apply_ban(peer, code)
+        self._standing.penalise(peer, code)
 
     def ban(self, peer: PeerId, seconds: float) -> None:
-        self._penalties.ban(peer, self._clock.now_ms() + int(seconds * 1000))
-        self._apply_ban(peer, "explicit")
+        self._standing.ban(peer, seconds)
 
-    def _apply_ban(self, peer: PeerId, code: str) -> None:
-        self._counters.peers_banned += 1
-        log.warning("gossip.peer.banned", peer=peer, code=code)
+    def _cut_off(self, peer: PeerId, _code: str) -> None:
         self._blacklisted.add(peer)
         self._pubsub.add_to_blacklist(ID.from_base58(peer))
         self.kick(peer)
 
     def is_banned(self, peer: PeerId) -> bool:
-        return self._penalties.is_banned(peer, self._clock.now_ms())
+        return self._standing.is_banned(peer)

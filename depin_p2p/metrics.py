@@ -315,7 +315,12 @@ def node_figures(
             "depin_gossip_proofs_received",
             "proofs received in bundles, by outcome",
             "outcome",
-            {"accepted": g.items_accepted, "ignored": g.items_ignored, "duplicate": g.items_duplicate},
+            {
+                "accepted": g.items_accepted,
+                "ignored": g.items_ignored,
+                "duplicate": g.items_duplicate,
+                "over_check_budget": g.items_over_budget,
+            },
         )
         f.labelled(
             "counter", "depin_gossip_rejected_by_code", "bundles rejected, by code", "code", g.reject_codes

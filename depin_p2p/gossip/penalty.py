@@ -116,7 +116,7 @@ class TolerancePolicy:
 @dataclass(slots=True)
 class _Allowance:
     used: int
-    at_ms: int
+    at: int  # when the last unit came back, in ms x refill_per_second (exact at any rate)
 
 
 class ToleranceTable:
@@ -134,20 +134,28 @@ class ToleranceTable:
 
     def excess(self, peer: str, count: int, now_ms: int) -> int:
         """Record ``count`` items from ``peer``; return how many are beyond its allowance."""
+        entry = self._refilled(peer, now_ms)
+        entry.used += count
+        over = max(0, entry.used - self.policy.items)
+        entry.used -= over
+        return over
+
+    def remaining(self, peer: str, now_ms: int) -> int:
+        """How many items ``peer`` may still send before the next one is beyond its allowance."""
+        return self.policy.items - self._refilled(peer, now_ms).used
+
+    def _refilled(self, peer: str, now_ms: int) -> _Allowance:
         p = self.policy
         entry = self._peers.get(peer)
         if entry is None:
-            entry = _Allowance(0, now_ms)
+            entry = _Allowance(0, now_ms * p.refill_per_second)
             self._peers[peer] = entry
             while len(self._peers) > p.max_peers:
                 self._peers.popitem(last=False)
         else:
             self._peers.move_to_end(peer)
-        back = max(0, now_ms - entry.at_ms) * p.refill_per_second // 1000
-        if back:  # the clock moves on by whole units only, so slow refills are not lost to rounding
+        back = max(0, now_ms * p.refill_per_second - entry.at) // 1000
+        if back:  # the clock moves on by whole units only, so no refill is lost or counted twice
             entry.used = max(0, entry.used - back)
-            entry.at_ms += back * 1000 // p.refill_per_second
-        entry.used += count
-        over = max(0, entry.used - p.items)
-        entry.used -= over
-        return over
+            entry.at += back * 1000
+        return entry

@@ -95,6 +95,12 @@ class BatchConfig:
     pending_bundles: int = 4_096
     max_outbox_age_ms: int = 30_000  # an own item not sent by then is dropped, never sent stale
     far_tolerance: TolerancePolicy = field(default_factory=TolerancePolicy)
+    # Ed25519 checks a peer's bundles may cost this node: a burst, then a steady rate. Items
+    # beyond it are neither checked nor relayed nor remembered (another peer's copy still
+    # counts); never a penalty: a busy honest relay is not an attacker.
+    check_budget: TolerancePolicy = field(
+        default_factory=lambda: TolerancePolicy(items=16_384, refill_per_second=4_096)
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_items <= MAX_BUNDLE_ITEMS:
@@ -118,6 +124,7 @@ class ServiceCounters:
     dropped_stale: int = 0  # own items that waited in the outbox past max_outbox_age_ms
     items_far: int = 0  # far_out_of_window items received (replays included)
     items_far_charged: int = 0  # ...of which beyond the forwarding peer's tolerance
+    items_over_budget: int = 0  # not checked: the forwarding peer had used its check budget
     bundles_rebundled: int = 0  # not relayed as they came (a far item inside); fresh items resent
     signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)  # Ed25519 checks here
     reject_codes: dict[str, int] = field(default_factory=dict)
@@ -176,6 +183,7 @@ class ProofGossip:
         self.config = config or BatchConfig()
         self.counters = ServiceCounters()
         cache = wire.SignatureCache() if signatures is None else signatures  # (an empty one is falsy)
+        self._cache = cache
         self._verify = cache.verifier(self.counters.signatures)
         self.topic = topic(network_id, PROOFS)
         self._transport = transport
@@ -185,6 +193,7 @@ class ProofGossip:
         self._check_item = check_item
         self._screen = screen_item
         self._tolerance = ToleranceTable(self.config.far_tolerance)
+        self._check_budget = ToleranceTable(self.config.check_budget)
         widest = max(
             (r.window.max_age_ms + r.window.max_future_ms for r in self._rules.values() if r.window),
             default=0,
@@ -284,53 +293,70 @@ class ProofGossip:
         fresh: list[ReceivedProof] = []
         fresh_ids: set[bytes] = set()
         now_ms = self._clock.now_ms()
-        far = 0
-        for item in bundle.items:
-            cid = wire.content_id(item)
-            if cid in self._far:
-                far += 1  # a replay of a far item: no check, and it counts again
-                continue
-            if cid in self._seen or cid in fresh_ids:
-                self.counters.items_duplicate += 1
-                continue
-            try:
-                verified = validate_gossip_envelope(
-                    item,
-                    network_id=self._network_id,
-                    rules=self._rules,
-                    now_ms=now_ms,
-                    verify=self._verify,
-                    screen=self._screen,
-                )
-                if self._check_item is not None:
-                    self._check_item(verified, peer)
-            except Ignore as exc:
-                self.counters.items_ignored += 1
-                self.counters.ignore_codes[exc.code] = self.counters.ignore_codes.get(exc.code, 0) + 1
-                # Seen too: an ignored item costs no penalty, so a replay of it (reshuffled into
-                # new bundles) must not cost a signature check again either.
-                self._seen.add(cid, now_ms)
-                if exc.code == FAR_OUT_OF_WINDOW:
-                    self._far.add(cid, now_ms)
-                    far += 1
-                continue
-            except Reject as exc:
-                self._count_reject(exc.code)
-                raise
-            fresh.append(ReceivedProof(verified, item, peer))
-            fresh_ids.add(cid)
+        far = over_budget = 0
+        allowance = self._check_budget.remaining(peer, now_ms)
+        checks_before = self._cache.verified
+        try:
+            for item in bundle.items:
+                cid = wire.content_id(item)
+                if cid in self._far:
+                    far += 1  # a replay of a far item: no check, and it counts again
+                elif cid in self._seen or cid in fresh_ids:
+                    self.counters.items_duplicate += 1
+                elif self._cache.verified - checks_before >= allowance:
+                    over_budget += 1  # not checked, not remembered: another peer's copy still counts
+                else:
+                    judged = self._judge(item, cid, peer, now_ms)
+                    if isinstance(judged, ReceivedProof):
+                        fresh.append(judged)
+                        fresh_ids.add(cid)
+                    elif judged == FAR_OUT_OF_WINDOW:
+                        far += 1
+        finally:
+            self._check_budget.excess(peer, self._cache.verified - checks_before, now_ms)
         for cid in fresh_ids:
             self._seen.add(cid, now_ms)
         if far:
             self._charge_far(peer, far, now_ms)
             self._rebundle(fresh)
             raise Ignore(FAR_OUT_OF_WINDOW, f"{far} items far outside any window")
+        if over_budget:
+            self.counters.items_over_budget += over_budget
+            self._rebundle(fresh)
+            raise Ignore("over_check_budget", f"{over_budget} items beyond the peer's check budget")
         if not fresh:
             self.counters.bundles_ignored += 1
             raise Ignore("nothing_new")
         self._pending[wire.content_id(data)] = fresh
         while len(self._pending) > self.config.pending_bundles:
             self._pending.popitem(last=False)
+
+    def _judge(self, item: bytes, cid: bytes, peer: PeerId, now_ms: int) -> ReceivedProof | str:
+        """One new item: the proof if it is good, else the code it was ignored for; raises Reject."""
+        try:
+            verified = validate_gossip_envelope(
+                item,
+                network_id=self._network_id,
+                rules=self._rules,
+                now_ms=now_ms,
+                verify=self._verify,
+                screen=self._screen,
+            )
+            if self._check_item is not None:
+                self._check_item(verified, peer)
+        except Ignore as exc:
+            self.counters.items_ignored += 1
+            self.counters.ignore_codes[exc.code] = self.counters.ignore_codes.get(exc.code, 0) + 1
+            # Seen too: an ignored item costs no penalty, so a replay of it (reshuffled into
+            # new bundles) must not cost a signature check again either.
+            self._seen.add(cid, now_ms)
+            if exc.code == FAR_OUT_OF_WINDOW:
+                self._far.add(cid, now_ms)
+            return exc.code
+        except Reject as exc:
+            self._count_reject(exc.code)
+            raise
+        return ReceivedProof(verified, item, peer)
 
     def _charge_far(self, peer: PeerId, count: int, now_ms: int) -> None:
         """Charge ``peer`` one light penalty per far item beyond its tolerance."""

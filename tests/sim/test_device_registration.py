@@ -94,7 +94,7 @@ async def test_registering_a_compute_device_mid_run_penalises_no_peer(
     assert offences == [], offences[:5]
     for t, peers in zip(c.transports, connected, strict=True):
         assert peers == everyone - {t.peer_id}, t.peer_id
-        assert all(t._penalties.score(p, c.clock.now_ms()) == 0 for p in everyone)  # type: ignore[attr-defined]
+        assert all(t._standing.table.score(p, c.clock.now_ms()) == 0 for p in everyone)  # type: ignore[attr-defined]
     # One chain, still committing: every node reached the target with the same certificates.
     chains = [chain(led, target) for led in c.ledgers]
     assert all(ch == chains[0] for ch in chains)

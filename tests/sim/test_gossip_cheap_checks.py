@@ -128,3 +128,44 @@ async def test_an_unregistered_signer_is_rejected_before_its_signature_is_checke
 
     assert c.nodes[0].gossip.counters.reject_codes == {"unknown_device": 1}
     assert checks[wire.decode_as(item, wire.Envelope).signature] == 0
+
+
+async def test_a_flood_of_valid_items_costs_at_most_the_peers_check_budget_and_no_penalty(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Rate limits count items, not messages: distinct, validly signed, in-window items cost one
+    Ed25519 check each, so a peer's bundles may cost a burst and then a steady rate of checks.
+    Beyond it items are left unchecked (another peer's copy still counts); the peer is no
+    attacker by that alone: it is not charged."""
+    c = cluster.make_cluster(nodes=2)
+    checks = Counter[bytes]()
+    c.nodes[0].signatures.check = _recording(checks)
+    key, provider = _witness_key(c)
+    budget = c.nodes[0].gossip.config.check_budget
+    seconds = 0.5
+    async with _attacked(c) as attacker:
+        epoch = c.nodes[0].pool.current_epoch
+        flood = [_attestation(key, provider, epoch, i, c.devnet.network_id) for i in range(24_000)]
+        sigs = {wire.decode_as(item, wire.Envelope).signature for item in flood}
+        started = trio.current_time()
+        for i in range(0, len(flood), 64):
+            await attacker.publish(
+                topic(c.devnet.network_id, PROOFS), wire.encode(ProofBundle(tuple(flood[i : i + 64])))
+            )
+            await trio.sleep(seconds * 64 / len(flood))
+        elapsed = trio.current_time() - started
+        await trio.sleep(5)  # the budget comes back: a rate, not a ban
+        flooded = c.nodes[0].gossip.counters.items_accepted
+        now_epoch = c.nodes[0].pool.current_epoch
+        later = _attestation(key, provider, now_epoch, len(flood), c.devnet.network_id)
+        await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(ProofBundle((later,))))
+        await trio.sleep(1)
+
+    target = c.nodes[0].gossip.counters
+    checked = sum(checks[s] for s in sigs)
+    assert checked <= budget.items + int(elapsed * budget.refill_per_second) + 64
+    assert flooded >= checked  # each check was for an item then delivered (honest ones beside)
+    assert target.items_over_budget == len(flood) - checked > 0
+    assert checks[wire.decode_as(later, wire.Envelope).signature] == 1  # judged again, not skipped
+    assert not c.transports[0].is_banned(attacker.peer_id)
+    assert target.reject_codes == {} and c.transports[0].counters.peers_banned == 0

@@ -62,3 +62,14 @@ def test_tolerance_is_bounded() -> None:
     for i in range(10):
         table.excess(f"p{i}", 1, 0)
     assert len(table._peers) == 3
+
+
+def test_a_fast_refill_gives_back_exactly_its_rate_whatever_the_step() -> None:
+    """At thousands of units a second, steps of a millisecond or so must not refill twice."""
+    table = ToleranceTable(TolerancePolicy(items=100, refill_per_second=4_096))
+    assert table.excess("p", 100, 0) == 0
+    granted = 0
+    for now_ms in range(1, 1_001):  # one second in 1 ms steps, taking all that came back
+        granted += table.remaining("p", now_ms)
+        table.excess("p", table.remaining("p", now_ms), now_ms)
+    assert granted == 4_096

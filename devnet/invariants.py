@@ -61,7 +61,7 @@ class NodeRecord:
     node: int
     honest: bool
     validator_address: str | None  # None: not a validator
-    running_at_end: bool
+    running_at_end: bool  # up and reachable at the end (not killed, paused or disconnected)
     epochs: tuple[EpochRecord, ...] = ()
     signed: tuple[SignedRecord, ...] = ()
     evidence_offenders: tuple[str, ...] = ()  # validator addresses its evidence convicted

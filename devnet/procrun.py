@@ -465,7 +465,7 @@ class ProcessRun:
                     node=n.index,
                     honest=n.honest,
                     validator_address=key.public_key.hex() if key.address in validators else None,
-                    running_at_end=n.state in ("up", "paused", "disconnected"),
+                    running_at_end=n.state == "up",  # paused or cut off at the end: no commit is owed
                     epochs=tuple(epochs),
                     signed=tuple(signed),
                     evidence_offenders=tuple(sorted(n.offenders)),

@@ -476,7 +476,7 @@ class Simulation:
                     node=n.index,
                     honest=n.honest,
                     validator_address=n.key.public_key.hex() if n.key.address in validators else None,
-                    running_at_end=n.state in ("up", "paused", "disconnected"),
+                    running_at_end=n.state == "up",  # paused or cut off at the end: no commit is owed
                     epochs=tuple(epochs),
                     signed=tuple(n.signed),
                     evidence_offenders=tuple(sorted(n.offenders)),

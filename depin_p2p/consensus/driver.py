@@ -453,6 +453,21 @@ def signed_bytes(network_id: str, env: wire.Envelope, msg: ConsensusMessage) -> 
     return wire.signing_bytes(network_id, info.domain, info.type_id, env.body)
 
 
+def shows_us_behind(driver: EpochDriver, msg: ConsensusMessage, now_ms: int) -> int | None:
+    """The epoch to catch up to when a screened message shows its signer's chain ahead of ours.
+
+    A validator signs for epoch E only after committing E - 1, so a vote or proposal for an
+    epoch past our next one (and not past the one the clock runs) shows that E - 1 is
+    committed somewhere: the caller catches up to it. Without this a node that restarted
+    after the network's last commit would wait for good: gossip sends each certificate once,
+    and the next one may wait for this node's own vote.
+    """
+    running_epoch = driver.config.clock.latest_due(now_ms) + 1
+    if driver.head.next_epoch < msg.epoch <= running_epoch:
+        return msg.epoch - 1
+    return None
+
+
 def screen_certificate(driver: EpochDriver, cert: Certificate, now_ms: int) -> int | None:
     """Gossip intake of a certificate; returns its epoch when it is past our next one, else None.
 

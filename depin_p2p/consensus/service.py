@@ -9,9 +9,9 @@ LMDB write transaction), penalise a peer. LMDB work runs in worker threads
 when ``offload_io`` is set. Catch-up (:mod:`~depin_p2p.consensus.sync`) only
 fetches: certificates go through the same inbox, so this loop is the one writer.
 
-The topic validator decodes each message once and verifies each signature
-once (the driver's cache); a bad signature, or a non-validator's message for
-the epoch being decided, is rejected there: not forwarded, and the peer pays.
+The topic validator decodes and verifies each message once (the driver's
+cache); a bad signature or a non-validator's vote is rejected there, and
+the peer pays; a certificate or vote showing our chain behind starts catch-up.
 """
 
 from __future__ import annotations
@@ -90,8 +90,7 @@ class ConsensusService:
         self._send, self._inbox = trio.open_memory_channel[d.Input | trio.Event](INBOX_CAPACITY)
         self._stash: OrderedDict[bytes, object] = OrderedDict()
         self._timers: list[tuple[int, int, d.TimeoutFired | d.EpochDue]] = []
-        self._timer_seq = 0
-        self._wake = trio.Event()
+        self._timer_seq, self._wake = 0, trio.Event()
         self._nursery: trio.Nursery | None = None
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
@@ -115,11 +114,8 @@ class ConsensusService:
         return self.ledger.last_epoch()
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Subscribe, serve sync, and run epochs until cancelled.
-
-        Cancellation: the running instance is dropped; what was signed is in
-        the sign-state, so a restart re-sends identical messages or nothing.
-        """
+        """Subscribe, serve sync, and run epochs until cancelled (then the running instance is
+        dropped: what was signed is in the sign-state, so a restart re-sends it or nothing)."""
         self._transport.set_handler(
             self._sync_protocol, sync.make_server(self.ledger.ledger), max_request_bytes=sync.MAX_SYNC_REQUEST
         )
@@ -146,15 +142,18 @@ class ConsensusService:
             item = wire.decode(data, d.CONSENSUS_MESSAGE_CAP)
         except CodecError as exc:
             raise Reject("malformed", str(exc)) from None
-        if isinstance(item, wire.Envelope):
-            self.driver.screen(item)
+        now_ms, ahead = self._clock.now_ms(), None
+        if isinstance(item, wire.Envelope):  # held in the future buffer while we catch up
+            ahead = d.shows_us_behind(self.driver, self.driver.screen(item), now_ms)
         elif isinstance(item, Certificate):
-            if (ahead := d.screen_certificate(self.driver, item, self._clock.now_ms())) is not None:
-                if self._nursery is not None:  # a peer is ahead: catch up (one chase at a time)
-                    self._nursery.start_soon(self.sync.chase, peer, ahead)
-                raise Ignore("certificate_ahead", f"epoch {item.epoch}: catching up")
+            ahead = d.screen_certificate(self.driver, item, now_ms)
         elif not isinstance(item, DuplicateVoteEvidence):
             raise Reject("unexpected_type", type(item).__name__)
+        if ahead is not None:  # a peer is ahead: catch up (one chase at a time)
+            if self._nursery is not None:
+                self._nursery.start_soon(self.sync.chase, peer, ahead)
+            if isinstance(item, Certificate):
+                raise Ignore("certificate_ahead", f"epoch {item.epoch}: catching up")
         self._stash[wire.content_id(data)] = item
         while len(self._stash) > STASH_CAPACITY:
             self._stash.popitem(last=False)

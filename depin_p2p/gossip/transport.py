@@ -8,8 +8,10 @@ Semantics both implementations share:
 
 - ``publish`` sends to every subscribed peer of the topic (not to ourselves);
   a message is identified by :func:`message_id` of its topic and bytes, so
-  the same bytes published twice on a topic, or by two nodes, arrive at most
-  once there, and the same bytes on another topic are another message.
+  the same bytes published twice on a topic, or by two nodes, are delivered
+  at most once to each peer, and the same bytes on another topic are another
+  message. A publish always goes out, even of bytes published before: a
+  peer that missed them the first time (it was down) gets them then.
 - A topic validator runs on every message from a peer before it is delivered
   or forwarded. It returns to accept, raises ``Ignore`` to drop quietly, or
   ``Reject`` to drop and penalise the peer that forwarded it. Any other

@@ -241,3 +241,32 @@ async def test_disconnect_costs_nothing_and_unbooked_dials_are_not_redialled(
         # Nobody was blamed: both may connect again at once.
         assert await c.connect(b.listen_addrs()[0], redial=False) == b.peer_id
         await wait_until(lambda: b.peers() == {c.peer_id})
+
+
+async def test_a_republish_reaches_a_peer_that_joined_after_the_first(kind: str, vclock: object) -> None:
+    """Consensus re-sends its votes by publishing the same bytes again, for peers that missed
+    them (a validator restarted while the network waits for it). Our own publish always goes
+    out; a receiver that saw the bytes drops them as a duplicate, one that did not delivers
+    them. On libp2p the second publish used to stop at our own seen-cache, while the memory
+    network sent it: the simulator recovered from a quorum loss that real processes never did."""
+    async with cluster(kind, 3) as (a, b, late):
+        sub_b = await b.subscribe(T, accept)
+        await a.subscribe(T, accept)
+        await connect_line([a, b])
+        await wait_until(lambda: a.topic_peers(T) == {b.peer_id})
+        await a.publish(T, b"vote")
+        with trio.fail_after(10):
+            assert (await sub_b.receive()).data == b"vote"
+        await trio.sleep(8)  # past GossipSub's message cache: no IHAVE/IWANT would bring it now
+        sub_late = await late.subscribe(T, accept)
+        with trio.fail_after(10):
+            await late.connect(a.listen_addrs()[0])
+        await wait_until(lambda: a.topic_peers(T) >= {b.peer_id, late.peer_id})
+        await a.publish(T, b"vote")
+        with trio.fail_after(10):
+            got = await sub_late.receive()
+        assert (got.data, got.peer) == (b"vote", a.peer_id)
+        await a.publish(T, b"next")
+        with trio.fail_after(10):
+            assert (await sub_b.receive()).data == b"next"  # the repeat was a duplicate at b
+        assert b.counters.delivered == 2

@@ -37,7 +37,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTH, HEIGHT = 1400, 2400
 PLOT = (640, 360)  # what devnet/report.py draws: 6.4 x 3.6 in at 100 dpi
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
 
 PROBE = """<script>
 window.addEventListener("load", () => {

@@ -266,24 +266,25 @@ class _GuardedPubsub(Pubsub):
     def _admit(self, forwarder: Any, msg: Any, *, local: bool) -> bool:
         """Our checks of one pubsub message: True to forward it. Raises on a message that cannot be parsed."""
         owner = self._owner
-        if not local and (self.is_peer_blacklisted(forwarder) or not owner.rate_ok(forwarder, len(msg.data))):
-            return False
         mid = self._msg_id_constructor(msg)
-        if self.seen_messages.has(mid):
-            if not local:
-                owner.counters.duplicates += 1
-            return False
-        if not local:
-            if not signature_validator(msg):
-                owner.penalise(peer_of(forwarder), "bad_pubsub_signature")
-                return False
-            if ID(msg.from_id) == self.my_id:
-                return False  # claims to be ours but we never published it
-            accepted = owner.validate(forwarder, msg)
+        if local:
+            # Our own publish always goes out, seen or not: consensus re-sends its votes as the
+            # same bytes for peers that missed them (a receiver that saw them drops a duplicate).
             self.seen_messages.add(mid)
-            return accepted
+            return True
+        if self.is_peer_blacklisted(forwarder) or not owner.rate_ok(forwarder, len(msg.data)):
+            return False
+        if self.seen_messages.has(mid):
+            owner.counters.duplicates += 1
+            return False
+        if not signature_validator(msg):
+            owner.penalise(peer_of(forwarder), "bad_pubsub_signature")
+            return False
+        if ID(msg.from_id) == self.my_id:
+            return False  # claims to be ours but we never published it
+        accepted = owner.validate(forwarder, msg)
         self.seen_messages.add(mid)
-        return True
+        return accepted
 
 
 class _GossipSub(GossipSub):

@@ -177,8 +177,9 @@ def test_a_missing_file_is_a_manifest_error(tmp_path: Path) -> None:
 SHIPPED = sorted((Path(__file__).resolve().parents[3] / "devnet" / "manifests").glob("*.toml"))
 
 
-def test_the_shipped_manifests_are_the_documented_six() -> None:
-    assert {p.stem for p in SHIPPED} == {"smoke", "churn", "partition", "late-join", "byzantine", "load"}
+def test_the_shipped_manifests_are_the_documented_seven() -> None:
+    documented = {"smoke", "churn", "partition", "late-join", "byzantine", "load", "quorum-loss"}
+    assert {p.stem for p in SHIPPED} == documented
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

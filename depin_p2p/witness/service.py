@@ -136,10 +136,7 @@ class WitnessService:
         self._reach = reach  # dial the provider's node first when not connected (a partial mesh)
         self._committed = committed  # the event the next commit sets (None: poll every 50 ms)
         self._net, self._clock, self._schedule = network_id, clock, schedule
-        self._transport = transport
-        self._gossip = gossip
-        self._pool = pool
-        self._context = context
+        self._transport, self._gossip, self._pool, self._context = transport, gossip, pool, context
         self._radios = list(radios)
         self._computes = dict(computes)
         self._keys = dict(device_keys)
@@ -232,17 +229,20 @@ class WitnessService:
 
     async def _epochs(self, nursery: trio.Nursery) -> None:
         epoch = max(1, self._schedule.epoch_at(self._clock.now_ms()))
-        while True:
-            self._pool.current_epoch = epoch
-            start = self._schedule.start_of(epoch)
-            length = self._schedule.epoch_length_ms
-            async with trio.open_nursery() as epoch_tasks:
+        while True:  # an epoch's work runs beside the next one's: a challenge waiting out its
+            self._pool.current_epoch = epoch  # timeout must not hold the pool's epoch back
+            nursery.start_soon(self._epoch_work, epoch, nursery)
+            await self._clock.sleep_until_ms(self._schedule.start_of(epoch + 1))
+            epoch = max(epoch + 1, self._schedule.epoch_at(self._clock.now_ms()))
+
+    async def _epoch_work(self, epoch: int, nursery: trio.Nursery) -> None:
+        start, length = self._schedule.start_of(epoch), self._schedule.epoch_length_ms
+        with trio.move_on_at(self._clock.deadline_for(self._schedule.start_of(epoch + 2))):
+            async with trio.open_nursery() as tasks:
                 for driver in self._radios:
                     at = start + _offset_ms(driver.device_id, epoch, length // 2)
-                    epoch_tasks.start_soon(self._beacon_at, driver, epoch, at, nursery)
-                epoch_tasks.start_soon(self._challenge_all, epoch, start + length // 4)
-            await self._clock.sleep_until_ms(self._schedule.start_of(epoch + 1))
-            epoch += 1
+                    tasks.start_soon(self._beacon_at, driver, epoch, at, nursery)
+                tasks.start_soon(self._challenge_all, epoch, start + length // 4)
 
     async def _beacon_at(self, driver: RadioDriver, epoch: int, at_ms: int, nursery: trio.Nursery) -> None:
         if self._clock.now_ms() > at_ms + self._schedule.epoch_length_ms // 2:

@@ -107,6 +107,7 @@ def make_cluster(
     radios_per_node: int = 3,
     bootstrap: Callable[[int], Sequence[int]] | None = None,
     degree: DegreePolicy | None = None,
+    epoch_ms: int = EPOCH_MS,
 ) -> Cluster:
     """``nodes`` nodes on one memory network; with ``bootstrap``, node i knows only the nodes
     ``bootstrap(i)`` and its peer manager finds the rest (no full mesh is dialled)."""
@@ -115,12 +116,12 @@ def make_cluster(
         validators=validators,
         radios_per_node=radios_per_node,
         seed=seed,
-        epoch_seconds=EPOCH_MS / 1000,
+        epoch_seconds=epoch_ms / 1000,
     )
     devnet = plan_devnet(plan, genesis_time_ms=T0)
     text = json.dumps(devnet.genesis)
     net_id = devnet.network_id
-    schedule = EpochSchedule(T0, EPOCH_MS)
+    schedule = EpochSchedule(T0, epoch_ms)
     network = MemoryNetwork(seed=7, default_link=link)
     transports = [network.create_node(k.peer_id) for k in devnet.node_keys]
     peer_of_owner = {k.public_key: t.peer_id for k, t in zip(devnet.node_keys, transports, strict=True)}

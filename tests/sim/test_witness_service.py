@@ -107,3 +107,25 @@ async def test_a_provider_answers_each_witness_once_per_epoch(autojump_clock: tr
         nursery.cancel_scope.cancel()
     answered = sum(s.challenges_answered for s in c.services)
     assert answered == len(table) * 3  # the two extra challenges were not computed
+
+
+async def test_a_challenge_left_unanswered_does_not_hold_the_pools_epoch_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With epochs shorter than the challenge timeout (10 s), a provider that never answers
+    (its node frozen) used to hold each challenger's epoch loop for the whole timeout: the
+    pool's running epoch fell behind the clock by more each epoch, until honest proofs of
+    the running epoch looked far out of window and cost the peers that forwarded them."""
+    c = cluster.make_cluster(nodes=4, epoch_ms=4_000, with_consensus=True)
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            await c.start(nursery)
+            await c.clock.sleep_until_ms(c.schedule.start_of(1) + 1_000)
+            c.network.pause(c.transports[3].peer_id)  # its provider answers no challenge from now on
+            await c.clock.sleep_until_ms(c.schedule.start_of(12) + 1_000)
+            running = c.schedule.epoch_at(c.clock.now_ms())
+            epochs = [n.pool.current_epoch for n in c.nodes[:3]]
+            far = [n.gossip.counters.items_far for n in c.nodes[:3]]
+            nursery.cancel_scope.cancel()
+    assert epochs == [running] * 3
+    assert far == [0, 0, 0]

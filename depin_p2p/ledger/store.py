@@ -40,6 +40,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -367,16 +368,19 @@ def _open_env(
 
 def _put_tree(txn: lmdb.Transaction[bytes], db: dict[str, Any], changes: StateChanges, keep: int) -> None:
     # The epoch's new Merkle records; its dropped ones deleted now or kept and pruned later.
+    # In key order: consecutive writes then land on the B-tree pages the previous ones
+    # touched (random hashes in tree order: about a third more commit time at 10k changes).
     nodes = db["merkle_nodes"]
     update = changes.merkle
-    txn.cursor(db=nodes).putmulti(update.nodes)
+    txn.cursor(db=nodes).putmulti(sorted(update.nodes, key=itemgetter(0)))
+    dropped = sorted(update.stale)
     if keep <= 0:
-        for node in update.stale:
+        for node in dropped:
             txn.delete(node, db=nodes)
         return
     version = _u64(changes.epoch)
     stale = db["merkle_stale"]
-    txn.cursor(db=stale).putmulti([(version + node, b"") for node in update.stale])
+    txn.cursor(db=stale).putmulti([(version + node, b"") for node in dropped])
     txn.put(version, changes.root, db=db["merkle_roots"])
     _prune(txn, db, changes.epoch - keep)
 

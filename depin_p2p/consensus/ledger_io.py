@@ -37,7 +37,7 @@ class NodeLedger(Protocol):
         self,
         changes: StateChanges,
         certificate: bytes,
-        epoch_value: bytes,
+        *,
         certificate_hash: bytes | None = None,
     ) -> None: ...
 
@@ -126,7 +126,9 @@ class EpochLedger:
             changes = (await self.check(value, cert.value_id)).payload
             if not isinstance(changes, StateChanges):
                 raise Reject("invalid_value", f"certificate of epoch {cert.epoch}")
-        await self.ledger.commit_epoch_async(changes, wire.encode(cert), value, certificate_hash(cert))
+        # The encoded certificate carries the value: the ledger stores it once, there.
+        link = certificate_hash(cert)
+        await self.ledger.commit_epoch_async(changes, wire.encode(cert), certificate_hash=link)
         epoch = cert.epoch
         log.info("consensus.epoch.committed", epoch=epoch, round=cert.round, root=changes.root.hex()[:16])
         self.pool.prune(epoch)

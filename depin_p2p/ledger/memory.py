@@ -171,7 +171,7 @@ class MemoryLedger:
         self,
         changes: StateChanges,
         certificate: bytes,
-        epoch_value: bytes,
+        *,
         certificate_hash: bytes | None = None,
     ) -> None:
         """As ``LedgerStore.commit_epoch_async``, in memory (no thread, so virtual time holds)."""

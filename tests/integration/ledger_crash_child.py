@@ -43,8 +43,9 @@ def initial_state() -> InitialState:
     )
 
 
-def certificate(epoch: int) -> bytes:
-    return b"crash-certificate-%d" % epoch
+def certificate(epoch: int, value: bytes) -> bytes:
+    """A stand-in certificate that, like consensus's, carries the encoded epoch value."""
+    return b"crash-certificate-%d:" % epoch + value
 
 
 def _pool_account(epoch: int, j: int) -> bytes:
@@ -78,7 +79,7 @@ def main() -> None:
             value = make_value(view, epoch)
         changes = store.apply(value, NETWORK)
         print("commit", epoch, flush=True)
-        store.commit_epoch(changes, certificate(epoch), wire.encode(value))
+        store.commit_epoch(changes, certificate(epoch, wire.encode(value)))
         print("done", epoch, flush=True)
     store.close()
 

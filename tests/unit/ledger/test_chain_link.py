@@ -18,11 +18,11 @@ def test_explicit_certificate_hash_becomes_the_link(tmp_path: Path) -> None:
     store = open_store(tmp_path / "db")
     try:
         changes = store.apply(value, NETWORK)
-        store.commit_epoch(changes, b"certificate-bytes", wire.encode(value), link)
+        store.commit_epoch(changes, b"certificate-bytes", certificate_hash=link)
         assert store.read(lambda v: v.last_certificate_hash()) == link
         # Without one, the link is the certificate's content id.
         changes = store.apply(EpochValue(2, link, (), (), (), 0), NETWORK)
-        store.commit_epoch(changes, b"other", b"")
+        store.commit_epoch(changes, b"other")
         assert store.read(lambda v: v.last_certificate_hash()) == wire.content_id(b"other")
     finally:
         store.close()

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def commit_next(store: LedgerStore, *txs: wire.Envelope, rewards: tuple[Reward, ...] = ()) -> None:
     value = epoch_value(store.last_epoch() + 1, store.read(lambda v: v.last_certificate_hash()), txs, rewards)
-    store.commit_epoch(store.apply(value, NETWORK), certificate(value.epoch), wire.encode(value))
+    store.commit_epoch(store.apply(value, NETWORK), certificate(value.epoch))
 
 
 def test_state_survives_reopen_and_matches_memory(tmp_path: Path) -> None:
@@ -64,10 +64,23 @@ def test_state_survives_reopen_and_matches_memory(tmp_path: Path) -> None:
         assert view.state_root() == root == merkle.compute_root(view.entries())
         assert view.get_account(IDS[0]) == Account(START_BALANCE - 10, 1)
         assert view.get_certificate(1) == certificate(1)
-        assert wire.decode(view.get_epoch_value(2) or b"").epoch == 2  # type: ignore[attr-defined]
+        assert view.get_certificate(2) == certificate(2)
         assert view.get_certificate(3) is None
         assert view.last_certificate_hash() == wire.content_id(certificate(2))
         assert view.get_meta().epoch == 2
+
+
+def test_an_epoch_value_is_stored_once(tmp_path: Path) -> None:
+    # Issue 12 item 7: every epoch's value was written twice, in its certificate (which
+    # carries it) and in an ``epoch_values`` database, so the data file, mapped and
+    # counted in RSS, grew twice as fast as needed. A value bigger than a page lives in
+    # overflow pages of its own, so its copies in the file can be counted.
+    value = epoch_value(1, GENESIS_HASH, rewards=(Reward(IDS[0], 5),))
+    blob = wire.encode(value) + bytes(range(256)) * 64
+    with open_store(tmp_path) as store:
+        store.commit_epoch(store.apply(value, NETWORK), b"certificate-1:" + blob)
+        assert store.read(lambda v: v.get_certificate(1)) == b"certificate-1:" + blob
+    assert (tmp_path / "data.mdb").read_bytes().count(blob) == 1
 
 
 def test_a_failed_commit_leaves_no_trace(tmp_path: Path) -> None:
@@ -79,12 +92,12 @@ def test_a_failed_commit_leaves_no_trace(tmp_path: Path) -> None:
         bad_stale = (*changes.merkle.stale, 12345)
         broken = dataclasses.replace(changes, merkle=dataclasses.replace(changes.merkle, stale=bad_stale))
         with pytest.raises(TypeError):
-            store.commit_epoch(broken, certificate(1), b"value")
+            store.commit_epoch(broken, certificate(1))
         assert store.last_epoch() == 0
         assert store.state_root() == before
         assert store.read(lambda v: v.get_account(IDS[0])) == Account(START_BALANCE, 0)
         assert store.read(lambda v: v.get_certificate(1)) is None
-        store.commit_epoch(changes, certificate(1), b"value")  # the good one still applies
+        store.commit_epoch(changes, certificate(1))  # the good one still applies
         assert store.last_epoch() == 1
 
 
@@ -92,12 +105,12 @@ def test_out_of_order_or_stale_changes_are_refused(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         value = epoch_value(1, GENESIS_HASH)
         changes = store.apply(value, NETWORK)
-        store.commit_epoch(changes, certificate(1), b"")
+        store.commit_epoch(changes, certificate(1))
         with pytest.raises(InternalError, match="commit of epoch 1 onto epoch 1"):
-            store.commit_epoch(changes, certificate(1), b"")
+            store.commit_epoch(changes, certificate(1))
         stale = dataclasses.replace(changes, epoch=2)
         with pytest.raises(InternalError, match="another state"):
-            store.commit_epoch(stale, certificate(2), b"")
+            store.commit_epoch(stale, certificate(2))
         assert store.last_epoch() == 1
 
 
@@ -146,7 +159,7 @@ async def test_async_wrappers(tmp_path: Path) -> None:
         value = epoch_value(1, GENESIS_HASH, rewards=(Reward(IDS[1], 9),))
         with trio.fail_after(30):
             changes = await store.apply_async(value, NETWORK)
-            await store.commit_epoch_async(changes, certificate(1), wire.encode(value))
+            await store.commit_epoch_async(changes, certificate(1))
             await store.save_sign_state_async(b"s")
             assert await store.load_sign_state_async() == b"s"
             account = await store.read_async(lambda v: v.get_account(IDS[1]))
@@ -206,8 +219,11 @@ def test_a_missing_tree_node_is_a_storage_error(tmp_path: Path) -> None:
 
 
 # Format 3 has the pre-F01 Merkle leaves (not bound to the key through the value's hash),
-# format 4 the bucketed tree whose proofs a key grinder can inflate (F11).
-@pytest.mark.parametrize("old", [b"depin-p2p/ledger/1", b"depin-p2p/ledger/3", b"depin-p2p/ledger/4"])
+# format 4 the bucketed tree whose proofs a key grinder can inflate (F11), format 5 a second
+# copy of every epoch value beside its certificate.
+@pytest.mark.parametrize(
+    "old", [b"depin-p2p/ledger/1", b"depin-p2p/ledger/3", b"depin-p2p/ledger/4", b"depin-p2p/ledger/5"]
+)
 def test_a_store_of_another_format_is_refused(tmp_path: Path, old: bytes) -> None:
     assert old != FORMAT
     with open_store(tmp_path) as store, store._env.begin(write=True) as txn:

@@ -232,6 +232,10 @@ class SimNode:
     async def publish_raw(self, topic_name: str, data: bytes) -> None:
         await self.transport.publish(topic_name, data)
 
+    def submit_proof(self, envelope: bytes) -> None:
+        if self.services is not None:
+            self.services.gossip.submit(envelope)
+
     def collect_offenders(self) -> None:
         if self.services is not None:
             c = self.services.consensus

@@ -60,6 +60,10 @@ class Host(Protocol):
         """Publish ``data`` on ``topic_name`` through the node's own transport (no hook)."""
         ...
 
+    def submit_proof(self, envelope: bytes) -> None:
+        """Queue an encoded proof envelope in the node's own gossip outbox, as its witness service does."""
+        ...
+
     def current_epoch(self) -> int: ...
 
 

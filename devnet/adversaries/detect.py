@@ -1,7 +1,9 @@
 """What caught an adversary, counted on the honest nodes only.
 
 Every 100 ms of (virtual) time the :class:`Detector` reads, on each honest
-node that runs: its gossip service's and its transport's reject codes, its
+node that runs: its gossip service's and its transport's reject codes, the
+gossip service's ignore codes (``ignored_<code>``) and duplicates, the codes
+of what its value builder left out of its own proposals, its
 consensus service's conflicting signers and duplicate-vote evidence
 (``conflicting_votes``, ``duplicate_vote_evidence`` when they name the
 adversary's key), whether its transport has banned the adversary's peer
@@ -74,6 +76,11 @@ class Detector:
                 add(code, k)
             for code, k in n.transport.counters.reject_codes.items():
                 add(code, k)
+            for code, k in n.services.gossip.counters.ignore_codes.items():
+                add(f"ignored_{code}", k)
+            add("duplicate_items", n.services.gossip.counters.items_duplicate)
+            for code, k in n.services.consensus.ledger.dropped_codes.items():
+                add(code, k)  # left out of an honest proposal by the value builder's checks
             c = n.services.consensus
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))

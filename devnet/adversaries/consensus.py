@@ -5,16 +5,23 @@
   Caught as conflicting votes and duplicate-vote evidence; slashed.
 - ``stale-replay``: replays each of its votes under another network's id,
   and its votes of two epochs back. Caught as ``wrong_network`` rejects.
+- ``split-proposer``: beside each proposal it signs, a second one for the
+  same epoch and round with another value (its own content less one
+  report), so peers that hear one first prevote for a different value.
+  Caught as conflicting proposals (``conflicting_votes``, which covers
+  proposals, and ``conflicting_proposal``) or ``invalid_value``.
 - ``non-validator-voter``: a node with no stake signs a prevote for the
   running epoch every 500 ms. Caught as ``unknown_validator`` rejects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from depin_p2p import wire
-from depin_p2p.consensus.state import Precommit, Prevote
+from depin_p2p.consensus.state import Precommit, Prevote, Proposal
+from depin_p2p.consensus.value import EpochContent
 from devnet.adversaries.base import Host, Role
 from devnet.adversaries.equivocating import twin_vote
 
@@ -76,6 +83,32 @@ class StaleReplay(Role):
         return out
 
 
+class SplitProposer(Role):
+    name = "split-proposer"
+    family = "consensus"
+    summary = "two different proposals per round"
+    codes = frozenset({"conflicting_votes", "conflicting_proposal", "invalid_value"})
+    validator_only = True
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        if topic_name != host.consensus_topic or not self.active(host):
+            return ()
+        item = wire.decode(data)
+        if not isinstance(item, wire.Envelope) or item.signer != host.key.public_key:
+            return ()
+        msg = wire.decode(item.body)
+        if not isinstance(msg, Proposal):
+            return ()
+        content = wire.decode_as(msg.candidate.value, EpochContent)
+        other = dataclasses.replace(content, reports=content.reports[:-1])
+        if other == content:
+            other = dataclasses.replace(content, reports=(), beacons=())
+        candidate = dataclasses.replace(msg.candidate, value=wire.encode(other))
+        twin = wire.seal(dataclasses.replace(msg, candidate=candidate), host.key, host.network_id)
+        host.attack.note("second_proposals", host.clock.now_ms())
+        return (wire.encode(twin),)
+
+
 class NonValidatorVoter(Role):
     name = "non-validator-voter"
     family = "consensus"
@@ -92,4 +125,4 @@ class NonValidatorVoter(Role):
             await host.publish_raw(host.consensus_topic, wire.encode(vote))
 
 
-ROLES: tuple[type[Role], ...] = (EquivocatingValidator, StaleReplay, NonValidatorVoter)
+ROLES: tuple[type[Role], ...] = (EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter)

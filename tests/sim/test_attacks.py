@@ -82,3 +82,14 @@ def test_attacks_refuses_an_unknown_role_in_one_line() -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["depin-devnet: error: unknown role no-such-role"]
+
+
+def test_run_refuses_a_role_that_runs_only_in_the_simulator_in_one_line() -> None:
+    path = ATTACKS_DIR / "rssi-liar.toml"
+    argv = [sys.executable, "-m", "devnet", "run", str(path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"depin-devnet: error: {path}: adversary: role rssi-liar runs only in `depin-devnet sim` "
+        "(on processes: equivocating-validator)"
+    ]

@@ -36,7 +36,7 @@ from depin_p2p.assemble import (
     first_signing_epoch,  # noqa: F401 -- re-exported for callers of node
 )
 from depin_p2p.clock import Clock
-from depin_p2p.config import NodeConfig, check_port_free
+from depin_p2p.config import NodeConfig, check_port_free, load_node_key, read_api_token
 from depin_p2p.consensus.service import ConsensusService
 from depin_p2p.consensus.state import Certificate
 from depin_p2p.crypto import KeyPair, load_key_file
@@ -126,7 +126,7 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.key: KeyPair = load_key_file(config.key_file)
+        self.key: KeyPair = load_node_key(config)
         self.genesis = load_genesis(config.genesis_file)
         self.schedule = EpochSchedule(self.genesis.genesis_time_ms, self.genesis.epoch_length_ms)
         self.metrics = NodeMetrics(self.genesis.network_id)
@@ -134,7 +134,7 @@ class Node:
     def check_ports(self) -> None:
         """ConfigError when a configured port is taken (port 0 is always fine)."""
         check_port_free(self.config.listen.host, self.config.listen.port, what="network.listen")
-        check_port_free("127.0.0.1", self.config.api_port, what="api.port")
+        check_port_free(self.config.api_host, self.config.api_port, what="api.port")
 
     def _transport(self, clock: Clock) -> Libp2pTransport:
         """The node's libp2p transport (a devnet adversary subclasses Node to replace it)."""
@@ -213,16 +213,22 @@ class Node:
                     observe_check=timed_check(self.metrics, clock),
                     on_commit=timer.on_commit,
                     bootstrap=tuple(a.text for a in cfg.bootstrap),
+                    announce=cfg.announce_addrs(self.key.peer_id),
                     degree=DegreePolicy(target=cfg.target_peers),
                 ),
             )
             ledger = LedgerView(store, services.txpool)
             view = NodeView(self.key, net, self.schedule, clock, self.metrics, ledger, transport, services)
             self.metrics.serve_figures(view.metric_figures)
+            token = None
+            if cfg.api_token_file is not None:
+                token = read_api_token(cfg.api_token_file, where="api.token_file")
             api = ApiServer(
                 status=view.status_doc,
                 registry=self.metrics.registry,
                 port=cfg.api_port,
+                host=cfg.api_host,
+                token=token,
                 tx=TxApi(
                     submit=services.txs.submit,
                     account=ledger.account_doc,
@@ -258,6 +264,8 @@ class Node:
         doc = {
             "pid": os.getpid(),
             "api_port": api_port,
+            "api_host": self.config.api_host,
+            "api_token_file": None if self.config.api_token_file is None else str(self.config.api_token_file),
             "listen": list(transport.listen_addrs()),
             "peer_id": self.key.peer_id,
         }

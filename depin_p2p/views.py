@@ -148,6 +148,7 @@ class NodeView:
             **self.ledger.ledger_status(self.key.public_key),
             "peers": sorted(self.transport.peers()),
             "listen": list(self.transport.listen_addrs()),
+            "announce": list(s.peers.announced()),
             "transport_counters": counters(self.transport.counters),
             "peer_manager": {
                 "target": s.peers.policy.target,

@@ -1,0 +1,146 @@
+"""Joining a network from `init --bootstrap`, on real processes at 127.0.0.1 (issue 17).
+
+A seed listens on every interface and announces 127.0.0.2 (also this
+machine's loopback, but an address it does not listen on by name); a second
+node bootstraps to the seed, a third only to the second. The third reaches
+the seed through what the second learnt by peer exchange. The seed's API is
+opened beyond loopback, so it needs the bearer token of its home.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from depin_p2p.crypto import write_key_file
+from devnet.genesis import DevnetPlan, plan_devnet, write_genesis
+from devnet.layout import NodeLayout, reserve_ports
+from devnet.runner import NodeProcess, stop_all
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "depin_p2p", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def ok_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    doc = json.loads(proc.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def one_line_exit_2(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+def wait_for(check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
+
+
+def status_of(home: Path) -> dict[str, Any] | None:
+    proc = cli("status", "--home", str(home), "--json")
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def test_init_refuses_bad_join_options_in_one_line(tmp_path: Path) -> None:
+    devnet = plan_devnet(DevnetPlan(nodes=1), genesis_time_ms=int(time.time() * 1000))
+    genesis = tmp_path / "genesis.json"
+    write_genesis(devnet, genesis)
+    base = ("init", "--home", str(tmp_path / "h"), "--genesis", str(genesis))
+    one_line_exit_2(cli(*base, "--bootstrap", "/ip4/10.0.0.1/tcp/4001"), "/p2p/<peer id>")
+    one_line_exit_2(cli(*base, "--bootstrap", "/dns/example/tcp/1"), "not a multiaddr")
+    one_line_exit_2(cli(*base, "--listen", "/ip4/0.0.0.0/tcp/4001"), "--announce")
+    one_line_exit_2(cli(*base, "--api-host", "somewhere"), "not an IP address")
+    assert not (tmp_path / "h").exists()
+
+
+def test_a_node_joins_from_one_bootstrap_address_and_the_open_api_needs_its_token(tmp_path: Path) -> None:
+    devnet = plan_devnet(
+        DevnetPlan(nodes=3, validators=1, epoch_seconds=2.0),
+        genesis_time_ms=int(time.time() * 1000) + 2_000,
+    )
+    genesis = tmp_path / "genesis.json"
+    write_genesis(devnet, genesis)
+    ports = reserve_ports(6)
+    homes = [tmp_path / f"n{i}" for i in range(3)]
+    layouts = []
+    for i, key in enumerate(devnet.node_keys):
+        write_key_file(tmp_path / f"k{i}", key)
+        layouts.append(NodeLayout(i, homes[i], ports[2 * i], ports[2 * i + 1], key.peer_id, key.address))
+    seed_p2p = ports[0]
+    ok_json(
+        cli(
+            "init", "--home", str(homes[0]), "--genesis", str(genesis), "--key", str(tmp_path / "k0"),
+            "--listen", f"/ip4/0.0.0.0/tcp/{seed_p2p}", "--announce", f"/ip4/127.0.0.2/tcp/{seed_p2p}",
+            "--api-host", "0.0.0.0", "--api-port", str(ports[1]), "--json",
+        )
+    )  # fmt: skip
+    token_file = homes[0] / "api.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    seed_addr = f"/ip4/127.0.0.2/tcp/{seed_p2p}/p2p/{layouts[0].peer_id}"
+    for i in (1, 2):
+        boot = seed_addr if i == 1 else f"/ip4/127.0.0.1/tcp/{ports[2]}/p2p/{layouts[1].peer_id}"
+        ok_json(
+            cli(
+                "init", "--home", str(homes[i]), "--genesis", str(genesis), "--key", str(tmp_path / f"k{i}"),
+                "--listen", f"/ip4/127.0.0.1/tcp/{ports[2 * i]}", "--bootstrap", boot,
+                "--api-port", str(ports[2 * i + 1]), "--json",
+            )
+        )  # fmt: skip
+        assert f'bootstrap = ["{boot}"]' in (homes[i] / "node.toml").read_text()
+    nodes = [NodeProcess(layout) for layout in layouts]
+    try:
+        for n in nodes:
+            n.start()
+        seed = wait_for(lambda: status_of(homes[0]), 30)
+        assert seed is not None, nodes[0].tail()
+        assert seed["announce"] == [seed_addr]
+        # The third node knew only the second; it reaches the seed at the seed's announced address.
+        joined = wait_for(
+            lambda: (s := status_of(homes[2])) is not None and layouts[0].peer_id in s["peers"], 40
+        )
+        assert joined, (nodes[2].tail(), status_of(homes[2]))
+        # Everyone follows the one validator's certificates.
+        assert wait_for(lambda: all((s := status_of(h)) and s["last_epoch"] >= 2 for h in homes), 30), [
+            n.tail() for n in nodes
+        ]
+        url = f"http://127.0.0.1:{ports[1]}/status"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        token = token_file.read_text().strip()
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert json.loads(answer.read())["peer_id"] == layouts[0].peer_id
+        # The loopback API of the others asks for no token.
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[3]}/status", timeout=5) as answer:
+            assert answer.status == 200
+    finally:
+        stop_all(nodes)
+    assert all(n.exited == 0 for n in nodes), [n.tail() for n in nodes]

@@ -66,6 +66,7 @@ USER_ERRORS: tuple[type[DepinError], ...] = (
 Handler = Callable[[argparse.Namespace], int]
 
 if TYPE_CHECKING:
+    from depin_p2p.home import InitResult
     from depin_p2p.node import Node
 
 
@@ -157,17 +158,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
 
     source = passphrase_option(args)
-    key = load_key_file(args.key, source) if args.key is not None else KeyPair.generate()
-    passphrase = None if source is None else source()
-    config_toml = init_config_toml(args)
-    made = init_home(
-        args.home,
-        genesis_file=args.genesis,
-        key=key,
-        force=args.force,
-        config_toml=config_toml,
-        passphrase=passphrase,
-    )
+    if args.bundle is not None:
+        made, key = _init_from_bundle(args, None if source is None else source())
+    elif args.genesis is None:
+        raise ConfigError("init needs --genesis FILE (or --bundle FILE)")
+    else:
+        key = load_key_file(args.key, source) if args.key is not None else KeyPair.generate()
+        made = init_home(
+            args.home,
+            genesis_file=args.genesis,
+            key=key,
+            force=args.force,
+            config_toml=init_config_toml(args),
+            passphrase=None if source is None else source(),
+        )
     home, root = made.home, made.state_root
     if args.api_host is not None and not ipaddress.ip_address(args.api_host).is_loopback:
         _write_api_token(home)
@@ -198,6 +202,49 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_from_bundle(args: argparse.Namespace, passphrase: bytes | None) -> tuple[InitResult, KeyPair]:
+    """``init --bundle``: the home of an exported node (its key, devices, genesis and node.toml)."""
+    import tempfile  # noqa: PLC0415
+
+    from depin_p2p.bundle import genesis_file_of, read_bundle  # noqa: PLC0415
+    from depin_p2p.config import render_config  # noqa: PLC0415
+    from depin_p2p.home import init_home  # noqa: PLC0415
+
+    extra = [
+        f"--{name.replace('_', '-')}"
+        for name in ("genesis", "key", "listen", "api_host", "api_port")
+        if getattr(args, name) is not None
+    ] + [f"--{name}" for name in ("bootstrap", "announce") if getattr(args, name)]
+    if extra:
+        raise ConfigError(f"--bundle brings its own genesis, key and node.toml: drop {', '.join(extra)}")
+    bundle = read_bundle(args.bundle)
+    toml = bundle.node_toml
+    if _key_settings(args):  # the one setting a runner adds: where the passphrase is
+        toml = render_config({"key": _key_settings(args)}, template=toml)
+    with tempfile.TemporaryDirectory(prefix="depin-bundle-") as tmp:
+        genesis = genesis_file_of(bundle, Path(tmp))
+        made = init_home(
+            args.home,
+            genesis_file=genesis,
+            key=bundle.key,
+            force=args.force,
+            config_toml=toml,
+            passphrase=passphrase,
+        )
+    for rel, device_key in bundle.device_keys.items():
+        (args.home / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_key_file(args.home / rel, device_key, force=True)
+    return made, bundle.key
+
+
+def _key_settings(args: argparse.Namespace) -> dict[str, object]:
+    if args.passphrase_file is not None:
+        return {"passphrase_file": str(args.passphrase_file.resolve())}
+    if args.passphrase_env is not None:
+        return {"passphrase_env": args.passphrase_env}
+    return {}
+
+
 def init_config_toml(args: argparse.Namespace) -> str | None:
     """node.toml for ``init``'s options (None: the documented defaults); ConfigError on a bad one."""
     import ipaddress  # noqa: PLC0415
@@ -205,10 +252,8 @@ def init_config_toml(args: argparse.Namespace) -> str | None:
     from depin_p2p.config import parse_multiaddr, render_config  # noqa: PLC0415
 
     settings: dict[str, dict[str, object]] = {}
-    if args.passphrase_file is not None:
-        settings["key"] = {"passphrase_file": str(args.passphrase_file.resolve())}
-    elif args.passphrase_env is not None:
-        settings["key"] = {"passphrase_env": args.passphrase_env}
+    if _key_settings(args):
+        settings["key"] = _key_settings(args)
     net: dict[str, object] = {}
     for i, addr in enumerate(args.bootstrap):
         parse_multiaddr(addr, where=f"--bootstrap #{i + 1}", need_peer_id=True)
@@ -777,11 +822,18 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser(
         "init",
         help="create a node home from a genesis file",
-        description="Create DIR with the node key, a copy of the genesis file and an LMDB ledger "
-        "holding the genesis state.",
+        description="Create DIR with the node key, a copy of the genesis file, node.toml and an LMDB "
+        "ledger holding the genesis state; from --genesis and the options below, or from a --bundle.",
     )
     init.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home to create")
-    init.add_argument("--genesis", type=Path, required=True, metavar="FILE", help="genesis JSON file")
+    init.add_argument("--genesis", type=Path, metavar="FILE", help="genesis JSON file")
+    init.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="FILE",
+        help="a node bundle from `depin-devnet export` (key, devices, genesis, node.toml) instead of "
+        "--genesis and the network options",
+    )
     init.add_argument("--key", type=Path, metavar="FILE", help="node key file to copy (default: generate)")
     _add_passphrase_options(
         init,

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from depin_p2p.config import load_config, load_node_key
 from depin_p2p.crypto import write_key_file
 from devnet.genesis import DevnetPlan, plan_devnet, write_genesis
-from devnet.layout import NodeLayout, reserve_ports
-from devnet.runner import NodeProcess, stop_all
+from devnet.layout import Layout, NodeLayout, reserve_ports
+from devnet.runner import NodeProcess, stop_all, summarize
 
 pytestmark = pytest.mark.slow
 
@@ -144,3 +145,85 @@ def test_a_node_joins_from_one_bootstrap_address_and_the_open_api_needs_its_toke
     finally:
         stop_all(nodes)
     assert all(n.exited == 0 for n in nodes), [n.tail() for n in nodes]
+
+
+def _bundle_layouts(root: Path, homes: list[Path]) -> list[NodeLayout]:
+    out = []
+    for i, home in enumerate(homes):
+        cfg = load_config(home)
+        key = load_node_key(cfg)
+        out.append(NodeLayout(i, home, cfg.listen.port, cfg.api_port, key.peer_id, key.address))
+    return out
+
+
+def test_exported_bundles_make_a_devnet_that_commits_the_same_certificates(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    made = subprocess.run(
+        [
+            sys.executable, "-m", "devnet", "export", "--dir", str(out), "--nodes", "3", "--seeds", "1",
+            "--epoch-seconds", "2", "--start-in", "4", "--json",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    exported = ok_json(made)
+    assert len(exported["seeds"]) == 1
+    homes = [tmp_path / f"home-{i}" for i in range(3)]
+    for i, home in enumerate(homes):
+        bundle = out / f"node-{i}.bundle"
+        assert bundle.stat().st_mode & 0o777 == 0o600
+        joined = ok_json(cli("init", "--bundle", str(bundle), "--home", str(home), "--json"))
+        assert joined["address"] == exported["nodes"][i]["address"]
+        assert joined["genesis_hash"] == exported["genesis_hash"]
+        toml = (home / "node.toml").read_text()
+        assert (exported["seeds"][0] in toml) == (i != 0)
+    layouts = _bundle_layouts(out, homes)
+    nodes = [NodeProcess(layout) for layout in layouts]
+    try:
+        for n in nodes:
+            n.start()
+        done = wait_for(lambda: all((s := status_of(h)) and s["last_epoch"] >= 3 for h in homes), 50)
+        assert done, [n.tail() for n in nodes]
+    finally:
+        stop_all(nodes)
+    summary = summarize(Layout(out, out / "genesis.json", tuple(layouts)), 3, [None] * 3)
+    assert summary["agreement"], summary
+    assert all(len(n["certificates"]) >= 3 for n in summary["nodes"])
+
+
+def test_init_bundle_refuses_a_bad_or_mixed_invocation_in_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    export = [sys.executable, "-m", "devnet", "export", "--dir", str(out)]
+    bad = subprocess.run(
+        [*export, "--nodes", "2", "--ip", "10.0.0.1"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and "once per node" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    ok = subprocess.run([*export, "--nodes", "2"], capture_output=True, text=True, check=False, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    bundle = out / "node-1.bundle"
+    home = str(tmp_path / "h")
+    one_line_exit_2(
+        cli("init", "--bundle", str(bundle), "--home", home, "--genesis", str(out / "genesis.json")),
+        "--genesis",
+    )
+    one_line_exit_2(
+        cli("init", "--bundle", str(out / "genesis.json"), "--home", home), "not a depin-p2p node bundle"
+    )
+    doc = json.loads(bundle.read_text())
+    doc["address"] = json.loads((out / "node-0.bundle").read_text())["address"]
+    forged = tmp_path / "forged.bundle"
+    forged.write_text(json.dumps(doc))
+    one_line_exit_2(cli("init", "--bundle", str(forged), "--home", home), "corrupt")
+    doc = json.loads(bundle.read_text())
+    doc["device_seeds"] = {"../../etc/x.key": "00" * 32}
+    forged.write_text(json.dumps(doc))
+    one_line_exit_2(cli("init", "--bundle", str(forged), "--home", home), "not under devices/")
+    one_line_exit_2(cli("init", "--home", home), "--genesis FILE (or --bundle FILE)")
+    assert not Path(home).exists()
+    # An encrypted home from a bundle: node.toml names the passphrase file.
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("s3cret\n")
+    ok_json(
+        cli("init", "--bundle", str(bundle), "--home", home, "--passphrase-file", str(pass_file), "--json")
+    )
+    assert "encryption" in json.loads((Path(home) / "node.key").read_text())
+    assert load_node_key(load_config(Path(home))).address == doc["address"]

@@ -969,6 +969,10 @@ def _add_tx_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     peers.add_argument("--json", action="store_true", help="print the result as JSON")
     peers.set_defaults(handler=cmd_peers)
 
+    from depin_p2p.cli_genesis import add_genesis_parser  # noqa: PLC0415
+
+    add_genesis_parser(sub)
+
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit status."""

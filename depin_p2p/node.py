@@ -42,6 +42,7 @@ from depin_p2p.consensus.state import Certificate
 from depin_p2p.crypto import KeyPair, load_key_file
 from depin_p2p.errors import ConfigError, StorageError, TransportError
 from depin_p2p.gossip.degree import DegreePolicy
+from depin_p2p.gossip.genesis_fetch import serve_genesis
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.transport import PeerId
 from depin_p2p.heapdump import dump_heap_snapshots, settings_from_env
@@ -243,6 +244,7 @@ class Node:
                     await nursery.start(transport.run)
                 except TransportError as exc:
                     raise ConfigError(f"network.listen {cfg.listen.text}: {exc}") from None
+                serve_genesis(transport, self.config.genesis_file.read_bytes())
                 await nursery.start(services.run)
                 try:
                     api_port = await nursery.start(api.run)

@@ -227,3 +227,61 @@ def test_init_bundle_refuses_a_bad_or_mixed_invocation_in_one_line(tmp_path: Pat
     )
     assert "encryption" in json.loads((Path(home) / "node.key").read_text())
     assert load_node_key(load_config(Path(home))).address == doc["address"]
+
+
+def test_genesis_fetch_checks_the_hash_against_a_real_node(tmp_path: Path) -> None:
+    devnet = plan_devnet(
+        DevnetPlan(nodes=1, epoch_seconds=2.0), genesis_time_ms=int(time.time() * 1000) + 2_000
+    )
+    genesis = tmp_path / "genesis.json"
+    write_genesis(devnet, genesis)
+    p2p, api = reserve_ports(2)
+    home = tmp_path / "seed"
+    write_key_file(tmp_path / "k", devnet.node_keys[0])
+    made = ok_json(
+        cli(
+            "init", "--home", str(home), "--genesis", str(genesis), "--key", str(tmp_path / "k"),
+            "--listen", f"/ip4/127.0.0.1/tcp/{p2p}", "--api-port", str(api), "--json",
+        )
+    )  # fmt: skip
+    key = devnet.node_keys[0]
+    node = NodeProcess(NodeLayout(0, home, p2p, api, key.peer_id, key.address))
+    seed = f"/ip4/127.0.0.1/tcp/{p2p}/p2p/{key.peer_id}"
+    out = tmp_path / "fetched.json"
+    try:
+        node.start()
+        assert wait_for(lambda: status_of(home), 30), node.tail()
+        wrong = "00" * 32
+        one_line_exit_2(
+            cli("genesis", "fetch", "--from", seed, "--expect-hash", wrong, "--out", str(out)), "refused"
+        )
+        assert not out.exists()
+        fetched = ok_json(
+            cli(
+                "genesis",
+                "fetch",
+                "--from",
+                seed,
+                "--expect-hash",
+                made["genesis_hash"],
+                "--out",
+                str(out),
+                "--json",
+            )
+        )
+        assert fetched["genesis_hash"] == made["genesis_hash"]
+        assert out.read_bytes() == genesis.read_bytes()
+        one_line_exit_2(
+            cli("genesis", "fetch", "--from", seed, "--expect-hash", made["genesis_hash"], "--out", str(out)),
+            "already exists",
+        )
+        one_line_exit_2(
+            cli("genesis", "fetch", "--from", seed, "--expect-hash", "abc", "--out", str(out)), "64 hex"
+        )
+    finally:
+        stop_all([node])
+    # Nobody listens there any more: one line, exit 2, within the timeout.
+    gone = cli(
+        "genesis", "fetch", "--from", seed, "--expect-hash", made["genesis_hash"], "--out", str(out) + "2"
+    )
+    one_line_exit_2(gone, "cannot fetch the genesis")

@@ -514,6 +514,9 @@ def format_status(doc: dict[str, Any]) -> list[str]:
         f"validators  {plural(len(validators), 'validator')}",
     ]
     lines += [f"  {_shown(v.get('address'))}  {_tokens_of(v.get('power_micro'))}" for v in validators]
+    sync = doc.get("sync")
+    if isinstance(sync, dict):
+        lines.append(f"sync        {format_sync(sync)}")
     lines.append(
         f"proofs      pending {plural(int(pending.get('beacons') or 0), 'beacon')}, "
         f"{plural(int(pending.get('reports') or 0), 'report')}, "
@@ -521,6 +524,29 @@ def format_status(doc: dict[str, Any]) -> list[str]:
         f"{int(pending.get('dropped') or 0)} dropped"
     )
     return lines
+
+
+def format_sync(sync: dict[str, Any]) -> str:
+    """``12 epochs behind, catching up at 2.5 epochs/s, ETA 6 s``, or ``up to date``."""
+    behind = int(sync.get("behind") or 0)
+    if not sync.get("syncing"):
+        return "up to date" if behind == 0 else f"following ({plural(behind, 'epoch')} to decide)"
+    rate, eta = sync.get("rate_epochs_per_s"), sync.get("eta_s")
+    text = f"{plural(behind, 'epoch')} behind"
+    text += ", rate unknown yet" if rate is None else f", catching up at {rate:g} epochs/s"
+    if rate is not None:
+        text += ", ETA unknown (not gaining)" if eta is None else f", ETA {duration_s(float(eta))}"
+    return text
+
+
+def duration_s(seconds: float) -> str:
+    """``45 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _shown(value: object) -> str:

@@ -51,6 +51,7 @@ from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.metrics import NodeMetrics
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
+from depin_p2p.syncprogress import SyncProgress
 from depin_p2p.views import CommitTimer, LedgerView, NodeView, timed_check
 from depin_p2p.witness.devices import (
     ComputeDriver,
@@ -190,6 +191,7 @@ class Node:
         heap_dumps = settings_from_env(os.environ)  # debug only, off by default (depin_p2p/heapdump.py)
         with open_node_store(cfg, self.genesis) as store:
             transport = self._transport(clock)
+            sync = SyncProgress(self.schedule)
             services: NodeServices  # bound below, before the first commit reads it
             timer = CommitTimer(
                 self.metrics,
@@ -198,6 +200,11 @@ class Node:
                 grace_ms,
                 rounds_used=lambda: services.consensus.counters.rounds_used,
             )
+
+            def on_commit(epoch: int) -> None:
+                timer.on_commit(epoch)
+                sync.on_commit(clock.now_ms(), epoch)
+
             services = assemble(
                 transport,
                 store,
@@ -212,14 +219,16 @@ class Node:
                     startup_wait_epochs=cfg.startup_wait_epochs,
                     grace_ms=grace_ms,
                     observe_check=timed_check(self.metrics, clock),
-                    on_commit=timer.on_commit,
+                    on_commit=on_commit,
                     bootstrap=tuple(a.text for a in cfg.bootstrap),
                     announce=cfg.announce_addrs(self.key.peer_id),
                     degree=DegreePolicy(target=cfg.target_peers),
                 ),
             )
             ledger = LedgerView(store, services.txpool)
-            view = NodeView(self.key, net, self.schedule, clock, self.metrics, ledger, transport, services)
+            view = NodeView(
+                self.key, net, self.schedule, clock, self.metrics, ledger, transport, services, sync
+            )
             self.metrics.serve_figures(view.metric_figures)
             token = None
             if cfg.api_token_file is not None:

@@ -183,6 +183,8 @@ def test_exported_bundles_make_a_devnet_that_commits_the_same_certificates(tmp_p
             n.start()
         done = wait_for(lambda: all((s := status_of(h)) and s["last_epoch"] >= 3 for h in homes), 50)
         assert done, [n.tail() for n in nodes]
+        live = status_of(homes[1])
+        assert live is not None and live["sync"]["behind"] <= 1 and not live["sync"]["syncing"], live["sync"]
     finally:
         stop_all(nodes)
     summary = summarize(Layout(out, out / "genesis.json", tuple(layouts)), 3, [None] * 3)

@@ -59,6 +59,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="how many seed nodes others bootstrap to")
     p.add_argument("--epoch-seconds", type=float, default=10.0, help="epoch length (default 10)")
     p.add_argument(
+        "--radios-per-node",
+        type=int,
+        default=DevnetPlan.radios_per_node,
+        help=f"simulated radios per node (default {DevnetPlan.radios_per_node}; fewer: fewer proofs)",
+    )
+    p.add_argument(
         "--start-in", type=float, default=DEFAULT_START_S, help="seconds from now to the genesis time (60)"
     )
     p.add_argument("--seed", default=None, help="derive keys and placement from this seed (reproducible)")
@@ -73,6 +79,8 @@ def _check(args: argparse.Namespace) -> list[str] | None:
         raise ConfigError(f"--validators must be between 1 and --nodes ({args.nodes})")
     if not 1 <= args.seeds <= args.nodes:
         raise ConfigError(f"--seeds must be between 1 and --nodes ({args.nodes})")
+    if args.radios_per_node < 0:
+        raise ConfigError("--radios-per-node must not be negative")
     if args.epoch_seconds <= 0 or args.start_in < 0:
         raise ConfigError("--epoch-seconds must be positive and --start-in not negative")
     for port in (args.port, args.api_port):
@@ -102,6 +110,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         validators=args.validators,
         epoch_seconds=args.epoch_seconds,
+        radios_per_node=args.radios_per_node,
         seed=args.seed.encode() if args.seed else os.urandom(16),
     )
     devnet = plan_devnet(plan, genesis_time_ms=int((time.time() + args.start_in) * 1000))

@@ -31,6 +31,7 @@ from devnet.layout import reserve_ports
 DEFAULT_P2P_PORT = 4001
 DEFAULT_API_PORT = 8080
 DEFAULT_SEEDS = 2
+DEFAULT_RADIOS = DevnetPlan().radios_per_node
 DEFAULT_START_S = 60.0  # time to copy the bundles and start the nodes before epoch 1
 
 
@@ -61,8 +62,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--radios-per-node",
         type=int,
-        default=DevnetPlan.radios_per_node,
-        help=f"simulated radios per node (default {DevnetPlan.radios_per_node}; fewer: fewer proofs)",
+        default=DEFAULT_RADIOS,
+        help=f"simulated radios per node (default {DEFAULT_RADIOS}; fewer: fewer proofs)",
     )
     p.add_argument(
         "--start-in", type=float, default=DEFAULT_START_S, help="seconds from now to the genesis time (60)"

@@ -38,7 +38,7 @@ from rich.live import Live
 
 from depin_p2p import __version__
 from depin_p2p.errors import ConfigError, DepinError
-from devnet import attacks, scenario
+from devnet import attacks, export, scenario
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import Layout, write_layout
 from devnet.runner import (
@@ -527,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.set_defaults(handler=cmd_down)
     scenario.add_parsers(sub)
     attacks.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

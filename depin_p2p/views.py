@@ -133,13 +133,12 @@ class NodeView:
     ledger: LedgerView
     transport: Libp2pTransport
     services: NodeServices
-    sync: SyncProgress | None = None  # fed by the node's commits (None: no sync figures)
+    sync: SyncProgress  # fed by the node's commits
 
     def status_doc(self) -> dict[str, Any]:
         """``GET /status``."""
         doc = self._status_doc()
-        if self.sync is not None:
-            doc["sync"] = self.sync.doc(self.clock.now_ms(), int(doc.get("last_epoch") or 0))
+        doc["sync"] = self.sync.doc(self.clock.now_ms(), int(doc.get("last_epoch") or 0))
         return doc
 
     def _status_doc(self) -> dict[str, Any]:

@@ -530,6 +530,8 @@ def format_sync(sync: dict[str, Any]) -> str:
     """``12 epochs behind, catching up at 2.5 epochs/s, ETA 6 s``, or ``up to date``."""
     behind = int(sync.get("behind") or 0)
     if not sync.get("syncing"):
+        if behind > 1:  # deciding epochs live, but slower than the clock: the whole network lags
+            return f"at the network's head, deciding live; {plural(behind, 'epoch')} behind the clock"
         return "up to date" if behind == 0 else f"following ({plural(behind, 'epoch')} to decide)"
     rate, eta = sync.get("rate_epochs_per_s"), sync.get("eta_s")
     text = f"{plural(behind, 'epoch')} behind"

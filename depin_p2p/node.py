@@ -203,7 +203,7 @@ class Node:
 
             def on_commit(epoch: int) -> None:
                 timer.on_commit(epoch)
-                sync.on_commit(clock.now_ms(), epoch)
+                sync.on_commit(clock.now_ms(), epoch, services.consensus.counters.synced)
 
             services = assemble(
                 transport,

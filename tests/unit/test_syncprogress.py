@@ -14,7 +14,7 @@ def test_a_node_behind_reports_its_gap_rate_and_eta() -> None:
     now = 200_000  # epoch 101 running: the network has decided up to 100 (or 99)
     assert sync.doc(now, 0) == {"behind": 100, "syncing": True, "rate_epochs_per_s": None, "eta_s": None}
     for i in range(11):  # 40 epochs in 10 s, one sample per second
-        sync.on_commit(now - 10_000 + i * 1_000, 4 * i)
+        sync.on_commit(now - 10_000 + i * 1_000, 4 * i, synced_total=4 * i)
     doc = sync.doc(now, 40)
     assert doc["behind"] == 60 and doc["syncing"]
     assert doc["rate_epochs_per_s"] == 4.0
@@ -24,8 +24,8 @@ def test_a_node_behind_reports_its_gap_rate_and_eta() -> None:
 
 def test_a_stalled_node_has_no_eta_and_a_live_one_is_up_to_date() -> None:
     sync = SyncProgress(SCHEDULE)
-    sync.on_commit(0, 1)
-    sync.on_commit(1_000, 2)
+    sync.on_commit(0, 1, synced_total=1)  # two epochs from peers' certificates, then nothing
+    sync.on_commit(1_000, 2, synced_total=2)
     doc = sync.doc(100_000, 2)  # nothing since: the rate falls with time, below the network's pace
     assert doc["syncing"] and doc["eta_s"] is None and doc["rate_epochs_per_s"] < 0.5
     assert "ETA unknown" in format_sync(doc)
@@ -43,3 +43,18 @@ def test_status_prints_the_sync_line() -> None:
     doc = {"sync": {"behind": 7, "syncing": True, "rate_epochs_per_s": 1.5, "eta_s": 7.0}}
     assert "sync        7 epochs behind, catching up at 1.5 epochs/s, ETA 7 s" in format_status(doc)
     assert not any(line.startswith("sync") for line in format_status({}))
+
+
+def test_a_network_slower_than_its_clock_is_not_syncing_at_its_head() -> None:
+    # Every epoch decided live (the synced count stays 0), one per 10 s on a 2 s clock.
+    sync = SyncProgress(SCHEDULE)
+    for e in range(1, 8):
+        sync.on_commit(e * 10_000, e, synced_total=0)
+    doc = sync.doc(70_500, 7)  # epoch 36 running
+    assert doc["behind"] == 28 and not doc["syncing"] and doc["eta_s"] is None
+    assert format_sync(doc) == "at the network's head, deciding live; 28 epochs behind the clock"
+    # The same gap closed by certificates from peers is syncing.
+    chasing = SyncProgress(SCHEDULE)
+    for e in range(1, 8):
+        chasing.on_commit(60_000 + e * 100, e, synced_total=e)
+    assert chasing.doc(70_500, 7)["syncing"]

@@ -108,6 +108,9 @@ class AssemblyConfig:
     # proof, given the check to run, and each committed epoch.
     observe_check: Callable[[wire.Verified, Callable[[], None]], None] | None = None
     on_commit: Callable[[int], None] = field(default=lambda epoch: None)
+    # The Ed25519 check the node's signature cache runs on a miss (None: wire.verify_signature).
+    # The simulator passes one memo shared by its nodes; each node still counts the check as its own.
+    signature_check: wire.Verifier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,7 @@ def assemble(
         required=_validator_peers(ledger, config),
     )
     # One memory of good signatures for every check on this node: each envelope verified once.
-    signatures = wire.SignatureCache()
+    signatures = wire.SignatureCache(check=config.signature_check)
     pool = ProofPool(registry, net, signatures=signatures)
     def check_item(verified: wire.Verified, peer: PeerId) -> None:
         if config.observe_check is None:

@@ -1,4 +1,9 @@
-"""Local status, metrics and transaction endpoint, bound to 127.0.0.1 only.
+"""Status, metrics and transaction endpoint, bound to 127.0.0.1 unless the runner opts in.
+
+A node runner may bind it to another address (``[api] host``); then every
+request must carry ``Authorization: Bearer <token>`` with the token of the
+home's ``api.token`` (401 ``unauthorized`` otherwise, compared in constant
+time). On 127.0.0.1 no token is asked for.
 
 ``GET /status`` returns the node's status as JSON (from a callable the node
 provides); ``GET /metrics`` returns the Prometheus text format of a
@@ -30,6 +35,7 @@ normal request behind them.
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 from collections import OrderedDict
@@ -90,11 +96,22 @@ class ApiServer:
         registry: the prometheus-client registry to expose.
         port: TCP port; 0 picks a free one (read ``port`` after start).
         tx: the transaction endpoints; None serves only status and metrics.
+        host: the address to bind (127.0.0.1 unless the runner opened it).
+        token: the bearer token every request needs (None: none asked).
     """
 
     def __init__(
-        self, *, status: StatusFn, registry: CollectorRegistry, port: int = 0, tx: TxApi | None = None
+        self,
+        *,
+        status: StatusFn,
+        registry: CollectorRegistry,
+        port: int = 0,
+        tx: TxApi | None = None,
+        host: str = API_HOST,
+        token: str | None = None,
     ) -> None:
+        self._host = host
+        self._token = None if token is None else f"Bearer {token}".encode()
         self._status = status
         self._tx = tx
         self._registry = registry
@@ -114,7 +131,7 @@ class ApiServer:
         Cancellation closes the listener and every open connection.
         Raises OSError if the port cannot be bound (the node turns it into a ConfigError).
         """
-        listeners = await trio.open_tcp_listeners(self._requested_port, host=API_HOST)
+        listeners = await trio.open_tcp_listeners(self._requested_port, host=self._host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info("api.listening", port=self.port)
         async with trio.open_nursery() as nursery:
@@ -181,6 +198,10 @@ class ApiServer:
         await stream.send_all(http.send(h11.EndOfMessage()) or b"")
 
     async def _respond(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
+        if self._token is not None:
+            given = next((v for k, v in request.headers if k == b"authorization"), b"")
+            if not hmac.compare_digest(bytes(given), self._token):
+                return _json(401, {"error": "unauthorized", "detail": "a bearer token is required"})
         path, _, query = request.target.decode("ascii", "replace").partition("?")
         if request.method == b"POST" and path == "/tx" and self._tx is not None:
             try:
@@ -294,11 +315,13 @@ async def request_json(
     *,
     timeout: float = 5.0,
     connect: Connect | None = None,
+    token: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Send one request to ``http://127.0.0.1:port/path``; return the status and the JSON object.
 
     ``connect(port)`` opens the connection instead of ``trio.open_tcp_stream`` (a
-    caller reaching a node's 127.0.0.1 inside another network namespace passes one).
+    caller reaching a node's 127.0.0.1 inside another network namespace passes one);
+    ``token`` is sent as the bearer token.
 
     Raises:
         OSError: nothing listens there (ConnectionError when the connection breaks).
@@ -307,7 +330,7 @@ async def request_json(
             ``TooSlowError`` is not one, so it never leaves this function).
     """
     try:
-        status, out = await _exchange(port, method, path, body, timeout=timeout, connect=connect)
+        status, out = await _exchange(port, method, path, body, timeout=timeout, connect=connect, token=token)
     except trio.TooSlowError:
         raise TimeoutError(f"{method} {path} on 127.0.0.1:{port}: no answer within {timeout:g} s") from None
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError) as exc:
@@ -322,13 +345,22 @@ async def request_json(
 
 
 async def _exchange(
-    port: int, method: str, path: str, body: bytes, *, timeout: float, connect: Connect | None
+    port: int,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    timeout: float,
+    connect: Connect | None,
+    token: str | None = None,
 ) -> tuple[int, bytes]:
     with trio.fail_after(timeout):
         stream = await (connect(port) if connect is not None else trio.open_tcp_stream(API_HOST, port))
         async with stream:
             conn = h11.Connection(h11.CLIENT)
             headers = [("host", API_HOST), ("connection", "close"), ("content-length", str(len(body)))]
+            if token is not None:
+                headers.append(("authorization", f"Bearer {token}"))
             req = h11.Request(method=method, target=path, headers=headers)
             await stream.send_all(conn.send(req) or b"")
             if body:

@@ -103,6 +103,7 @@ class AssemblyConfig:
     offload_io: bool = True  # LMDB work in worker threads (False under trio's autojump clock)
     peer_of: Callable[[bytes], PeerId] = field(default=lambda owner: PeerId(peer_id_from_public_key(owner)))
     bootstrap: tuple[str, ...] = ()  # addresses the peer manager dials first (each ends in the peer id)
+    announce: tuple[str, ...] = ()  # our addresses as handed to peers (each ends in our peer id); (): listen
     degree: DegreePolicy = field(default_factory=DegreePolicy)
     # Observers for the process's metrics (the simulator sets none): each gossip check of a
     # proof, given the check to run, and each committed epoch.
@@ -166,6 +167,7 @@ def assemble(
         policy=config.degree,
         bootstrap=config.bootstrap,
         required=_validator_peers(ledger, config),
+        announce=(lambda: config.announce) if config.announce else None,
     )
     # One memory of good signatures for every check on this node: each envelope verified once.
     signatures = wire.SignatureCache(check=config.signature_check)

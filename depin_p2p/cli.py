@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from depin_p2p import __version__, wire
 from depin_p2p.crypto import (
     KeyPair,
+    Passphrase,
     address_from_public_key,
+    key_file_is_encrypted,
     load_key_file,
     public_key_from_address,
     write_key_file,
@@ -64,26 +66,77 @@ USER_ERRORS: tuple[type[DepinError], ...] = (
 Handler = Callable[[argparse.Namespace], int]
 
 if TYPE_CHECKING:
+    from depin_p2p.home import InitResult
     from depin_p2p.node import Node
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     key = KeyPair.generate()
     out: Path = args.out
-    write_key_file(out, key, force=args.force)
+    if out.exists() and not args.force:
+        raise ConfigError(f"key file {out} already exists; use --force to overwrite it")
+    source = passphrase_option(args)
+    if args.encrypt and source is None:
+        source = _typed_passphrase()
+    elif source is not None and not args.encrypt:
+        raise ConfigError("--passphrase-file/--passphrase-env need --encrypt")
+    write_key_file(out, key, force=args.force, passphrase=None if source is None else source())
+    doc = {"file": str(out), "address": key.address, "peer_id": key.peer_id, "encrypted": args.encrypt}
     if args.json:
-        print(json.dumps({"file": str(out), "address": key.address, "peer_id": key.peer_id}))
+        print(json.dumps(doc))
     else:
-        print(f"wrote {out}")
+        print(f"wrote {out}{' (encrypted)' if args.encrypt else ''}")
         print(f"address: {key.address}")
         print(f"peer id: {key.peer_id}")
     return 0
 
 
+def passphrase_option(args: argparse.Namespace) -> Passphrase | None:
+    """The passphrase named by ``--passphrase-file``/``--passphrase-env`` (read when asked), or None."""
+    from depin_p2p.config import read_passphrase  # noqa: PLC0415
+
+    file: Path | None = args.passphrase_file
+    env: str | None = args.passphrase_env
+    if file is not None and env is not None:
+        raise ConfigError("give --passphrase-file or --passphrase-env, not both")
+    if file is None and env is None:
+        return None
+    where = "--passphrase-file" if file is not None else "--passphrase-env"
+    return lambda: read_passphrase(file, env, where=where)
+
+
+def _typed_passphrase() -> Passphrase:
+    import getpass  # noqa: PLC0415
+
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            "--encrypt needs --passphrase-file FILE or --passphrase-env NAME (no terminal to ask)"
+        )
+    first = getpass.getpass("passphrase: ").encode()
+    if first != getpass.getpass("again: ").encode():
+        raise ConfigError("the two passphrases differ")
+    return lambda: first
+
+
+def _add_passphrase_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--passphrase-file", type=Path, metavar="FILE", help=f"{what}: the file holding the passphrase"
+    )
+    p.add_argument(
+        "--passphrase-env", metavar="NAME", help=f"{what}: the environment variable holding the passphrase"
+    )
+
+
 def cmd_keyinfo(args: argparse.Namespace) -> int:
-    key = load_key_file(args.key)
+    key = load_key_file(args.key, passphrase_option(args))
+    doc = {
+        "file": str(args.key),
+        "address": key.address,
+        "peer_id": key.peer_id,
+        "encrypted": key_file_is_encrypted(args.key),
+    }
     if args.json:
-        print(json.dumps({"file": str(args.key), "address": key.address, "peer_id": key.peer_id}))
+        print(json.dumps(doc))
     else:
         print(f"address: {key.address}")
         print(f"peer id: {key.peer_id}")
@@ -94,6 +147,8 @@ HOME_DATA = "data"  # as in depin_p2p.home, which this module does not import ea
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    import ipaddress  # noqa: PLC0415
+
     # Imported here so `keygen` and `--help` stay fast (no LMDB or trio import).
     from depin_p2p.home import init_home  # noqa: PLC0415
     from depin_p2p.ledger.genesis import (  # noqa: PLC0415
@@ -102,9 +157,27 @@ def cmd_init(args: argparse.Namespace) -> int:
         load_genesis,
     )
 
-    key = load_key_file(args.key) if args.key is not None else KeyPair.generate()
-    made = init_home(args.home, genesis_file=args.genesis, key=key, force=args.force)
+    source = passphrase_option(args)
+    if args.bundle is not None:
+        made, key = _init_from_bundle(args, None if source is None else source())
+    elif args.genesis is None:
+        raise ConfigError("init needs --genesis FILE (or --bundle FILE)")
+    else:
+        key = load_key_file(args.key, source) if args.key is not None else KeyPair.generate()
+        made = init_home(
+            args.home,
+            genesis_file=args.genesis,
+            key=key,
+            force=args.force,
+            config_toml=init_config_toml(args),
+            passphrase=None if source is None else source(),
+        )
     home, root = made.home, made.state_root
+    if args.api_host is not None and not ipaddress.ip_address(args.api_host).is_loopback:
+        _write_api_token(home)
+    from depin_p2p.config import load_config  # noqa: PLC0415
+
+    load_config(home)  # what `run` will check first: fail now, not at the first start
     lag = epochs_since_genesis(load_genesis(home / "genesis.json"), _wall_ms())
     if lag > MAX_START_LAG_EPOCHS:
         print(
@@ -127,6 +200,103 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"address:    {key.address}")
         print(f"state root: {root.hex()}")
     return 0
+
+
+def _init_from_bundle(args: argparse.Namespace, passphrase: bytes | None) -> tuple[InitResult, KeyPair]:
+    """``init --bundle``: the home of an exported node (its key, devices, genesis and node.toml)."""
+    import tempfile  # noqa: PLC0415
+
+    from depin_p2p.bundle import genesis_file_of, read_bundle  # noqa: PLC0415
+    from depin_p2p.config import render_config  # noqa: PLC0415
+    from depin_p2p.home import init_home  # noqa: PLC0415
+
+    extra = [
+        f"--{name.replace('_', '-')}"
+        for name in ("genesis", "key", "listen", "api_host", "api_port")
+        if getattr(args, name) is not None
+    ] + [f"--{name}" for name in ("bootstrap", "announce") if getattr(args, name)]
+    if extra:
+        raise ConfigError(f"--bundle brings its own genesis, key and node.toml: drop {', '.join(extra)}")
+    bundle = read_bundle(args.bundle)
+    toml = bundle.node_toml
+    if _key_settings(args):  # the one setting a runner adds: where the passphrase is
+        toml = render_config({"key": _key_settings(args)}, template=toml)
+    with tempfile.TemporaryDirectory(prefix="depin-bundle-") as tmp:
+        genesis = genesis_file_of(bundle, Path(tmp))
+        made = init_home(
+            args.home,
+            genesis_file=genesis,
+            key=bundle.key,
+            force=args.force,
+            config_toml=toml,
+            passphrase=passphrase,
+        )
+    for rel, device_key in bundle.device_keys.items():
+        (args.home / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_key_file(args.home / rel, device_key, force=True)
+    return made, bundle.key
+
+
+def _key_settings(args: argparse.Namespace) -> dict[str, object]:
+    if args.passphrase_file is not None:
+        return {"passphrase_file": str(args.passphrase_file.resolve())}
+    if args.passphrase_env is not None:
+        return {"passphrase_env": args.passphrase_env}
+    return {}
+
+
+def init_config_toml(args: argparse.Namespace) -> str | None:
+    """node.toml for ``init``'s options (None: the documented defaults); ConfigError on a bad one."""
+    import ipaddress  # noqa: PLC0415
+
+    from depin_p2p.config import parse_multiaddr, render_config  # noqa: PLC0415
+
+    settings: dict[str, dict[str, object]] = {}
+    if _key_settings(args):
+        settings["key"] = _key_settings(args)
+    net: dict[str, object] = {}
+    for i, addr in enumerate(args.bootstrap):
+        parse_multiaddr(addr, where=f"--bootstrap #{i + 1}", need_peer_id=True)
+    if args.bootstrap:
+        net["bootstrap"] = list(args.bootstrap)
+    if args.listen is not None:
+        listen = parse_multiaddr(args.listen, where="--listen")
+        if ipaddress.ip_address(listen.host).is_unspecified and not args.announce:
+            raise ConfigError(
+                f"--listen {args.listen} is every interface: give --announce ADDR (what peers dial)"
+            )
+        net["listen"] = args.listen
+    for addr in args.announce:
+        parse_multiaddr(addr, where="--announce")
+    if args.announce:
+        net["announce"] = list(args.announce)
+    if net:
+        settings["network"] = net
+    api: dict[str, object] = {}
+    if args.api_host is not None:
+        try:
+            api["host"] = str(ipaddress.ip_address(args.api_host))
+        except ValueError:
+            raise ConfigError(f"--api-host {args.api_host!r} is not an IP address") from None
+    if args.api_port is not None:
+        api["port"] = args.api_port
+    if api:
+        settings["api"] = api
+    return render_config(settings) if settings else None
+
+
+def _write_api_token(home: Path) -> Path:
+    """A fresh bearer token in ``home/api.token`` (mode 0600), for an API opened beyond loopback."""
+    import os  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    from depin_p2p.config import API_TOKEN_BYTES  # noqa: PLC0415
+
+    path = home / "api.token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(API_TOKEN_BYTES) + "\n")
+    return path
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
@@ -259,14 +429,38 @@ def _check_can_start(node: Node) -> None:
     )
 
 
-def _api_port(home: Path) -> int:
+def _api_endpoint(home: Path) -> tuple[str, int, str | None]:
+    """Where the node of ``home`` serves its API (host, port) and its bearer token, if it needs one."""
+    import ipaddress  # noqa: PLC0415
+
+    from depin_p2p.config import read_api_token  # noqa: PLC0415
+
     runtime = home / "run.json"
     try:
-        return int(json.loads(runtime.read_text())["api_port"])
+        doc = json.loads(runtime.read_text())
+        port = int(doc["api_port"])
+        host = str(doc.get("api_host") or "127.0.0.1")
+        token_file = doc.get("api_token_file")
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "127.0.0.1" if ipaddress.ip_address(host).version == 4 else "::1"
     except FileNotFoundError:
         raise ConfigError(f"no node has run in {home} (no {runtime})") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{runtime} is unreadable: {exc}") from None
+    token = None if token_file is None else read_api_token(Path(token_file), where=str(runtime))
+    return host, port, token
+
+
+def _api_request(home: Path) -> tuple[int, dict[str, Any]]:
+    """``request_json``'s port and keyword arguments to reach the node of ``home``."""
+    import trio  # noqa: PLC0415
+
+    host, port, token = _api_endpoint(home)
+
+    async def connect(p: int) -> trio.abc.Stream:
+        return await trio.open_tcp_stream(host, p)
+
+    return port, {"token": token, "connect": None if host == "127.0.0.1" else connect}
 
 
 def _ask_node(home: Path, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
@@ -275,18 +469,16 @@ def _ask_node(home: Path, method: str, path: str, body: bytes = b"") -> tuple[in
 
     from depin_p2p.api import request_json  # noqa: PLC0415
 
-    port = _api_port(home)
+    port, options = _api_request(home)
     try:
-        return trio.run(partial(request_json, port, method, path, body, timeout=API_TIMEOUT_S))
+        return trio.run(partial(request_json, port, method, path, body, timeout=API_TIMEOUT_S, **options))
     except TimeoutError:
         raise ConfigError(
-            f"the node in {home} did not answer {path} on 127.0.0.1:{port} within "
+            f"the node in {home} did not answer {path} on port {port} within "
             f"{API_TIMEOUT_S:g} s (busy, stopped or stuck)"
         ) from None
     except (OSError, ValueError, TypeError):
-        raise ConfigError(
-            f"the node in {home} is not running (nothing answers on 127.0.0.1:{port})"
-        ) from None
+        raise ConfigError(f"the node in {home} is not running (nothing answers on port {port})") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -322,6 +514,9 @@ def format_status(doc: dict[str, Any]) -> list[str]:
         f"validators  {plural(len(validators), 'validator')}",
     ]
     lines += [f"  {_shown(v.get('address'))}  {_tokens_of(v.get('power_micro'))}" for v in validators]
+    sync = doc.get("sync")
+    if isinstance(sync, dict):
+        lines.append(f"sync        {format_sync(sync)}")
     lines.append(
         f"proofs      pending {plural(int(pending.get('beacons') or 0), 'beacon')}, "
         f"{plural(int(pending.get('reports') or 0), 'report')}, "
@@ -329,6 +524,29 @@ def format_status(doc: dict[str, Any]) -> list[str]:
         f"{int(pending.get('dropped') or 0)} dropped"
     )
     return lines
+
+
+def format_sync(sync: dict[str, Any]) -> str:
+    """``12 epochs behind, catching up at 2.5 epochs/s, ETA 6 s``, or ``up to date``."""
+    behind = int(sync.get("behind") or 0)
+    if not sync.get("syncing"):
+        return "up to date" if behind == 0 else f"following ({plural(behind, 'epoch')} to decide)"
+    rate, eta = sync.get("rate_epochs_per_s"), sync.get("eta_s")
+    text = f"{plural(behind, 'epoch')} behind"
+    text += ", rate unknown yet" if rate is None else f", catching up at {rate:g} epochs/s"
+    if rate is not None:
+        text += ", ETA unknown (not gaining)" if eta is None else f", ETA {duration_s(float(eta))}"
+    return text
+
+
+def duration_s(seconds: float) -> str:
+    """``45 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
 def _shown(value: object) -> str:
@@ -407,11 +625,11 @@ def _submit(
     than the node's figure is refused unless ``--force``. Every argument is
     checked before the transaction is submitted (the only side effect).
     """
-    from depin_p2p.config import load_config  # noqa: PLC0415
+    from depin_p2p.config import load_config, load_node_key  # noqa: PLC0415
 
     _check_tx_options(args)
     config = load_config(args.home)
-    key = load_key_file(config.key_file)
+    key = load_node_key(config)
     status, node = _ask_node(args.home, "GET", "/status")
     if status != 200:
         raise ConfigError(f"the node in {args.home} answered /status with HTTP {status}")
@@ -458,13 +676,13 @@ def _wait_committed(home: Path, tx_id: str, timeout: float) -> dict[str, Any]:
 
     from depin_p2p.api import request_json  # noqa: PLC0415
 
-    port = _api_port(home)
+    port, options = _api_request(home)
 
     async def poll() -> dict[str, Any]:
         last: dict[str, Any] = {"status": "unknown"}
         with trio.move_on_after(timeout):
             while True:
-                status, doc = await request_json(port, "GET", f"/tx/{tx_id}")
+                status, doc = await request_json(port, "GET", f"/tx/{tx_id}", **options)
                 if status == 200:
                     last = doc
                     if doc.get("status") == "committed":
@@ -607,6 +825,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the key")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    keygen.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt the key with a passphrase (Argon2id + XSalsa20-Poly1305); the passphrase comes "
+        "from --passphrase-file or --passphrase-env, or is typed on the terminal, never an argument",
+    )
+    _add_passphrase_options(keygen, "--encrypt")
     keygen.add_argument("--json", action="store_true", help="print the result as JSON")
     keygen.set_defaults(handler=cmd_keygen)
 
@@ -616,18 +841,59 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a key file and print its node address and libp2p peer id.",
     )
     keyinfo.add_argument("key", type=Path, metavar="FILE", help="the key file")
+    _add_passphrase_options(keyinfo, "an encrypted key")
     keyinfo.add_argument("--json", action="store_true", help="print the result as JSON")
     keyinfo.set_defaults(handler=cmd_keyinfo)
 
     init = sub.add_parser(
         "init",
         help="create a node home from a genesis file",
-        description="Create DIR with the node key, a copy of the genesis file and an LMDB ledger "
-        "holding the genesis state.",
+        description="Create DIR with the node key, a copy of the genesis file, node.toml and an LMDB "
+        "ledger holding the genesis state; from --genesis and the options below, or from a --bundle.",
     )
     init.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home to create")
-    init.add_argument("--genesis", type=Path, required=True, metavar="FILE", help="genesis JSON file")
+    init.add_argument("--genesis", type=Path, metavar="FILE", help="genesis JSON file")
+    init.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="FILE",
+        help="a node bundle from `depin-devnet export` (key, devices, genesis, node.toml) instead of "
+        "--genesis and the network options",
+    )
     init.add_argument("--key", type=Path, metavar="FILE", help="node key file to copy (default: generate)")
+    _add_passphrase_options(
+        init,
+        "store the home's key encrypted (and decrypt --key) with this passphrase; node.toml names "
+        "the same file or variable for `run`",
+    )
+    init.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="a peer of the network to join, /ip4/A/tcp/P/p2p/<peer id> (repeatable)",
+    )
+    init.add_argument(
+        "--listen",
+        metavar="MULTIADDR",
+        help="where to listen, e.g. /ip4/0.0.0.0/tcp/4001 (default: 127.0.0.1)",
+    )
+    init.add_argument(
+        "--announce",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="an address peers can dial, /ip4/A/tcp/P, handed out to peers (repeatable)",
+    )
+    init.add_argument(
+        "--api-host",
+        metavar="IP",
+        help="open the HTTP API on this address (default 127.0.0.1); any other writes DIR/api.token, "
+        "the bearer token every request then needs",
+    )
+    init.add_argument(
+        "--api-port", type=int, metavar="PORT", help="the HTTP API port (default: any free one)"
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing home")
     init.add_argument("--json", action="store_true", help="print the result as JSON")
     init.set_defaults(handler=cmd_init)
@@ -728,6 +994,10 @@ def _add_tx_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     peers.add_argument("--home", type=Path, required=True, metavar="DIR", help="the node home")
     peers.add_argument("--json", action="store_true", help="print the result as JSON")
     peers.set_defaults(handler=cmd_peers)
+
+    from depin_p2p.cli_genesis import add_genesis_parser  # noqa: PLC0415
+
+    add_genesis_parser(sub)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

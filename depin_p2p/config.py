@@ -9,13 +9,15 @@ from __future__ import annotations
 import difflib
 import errno
 import ipaddress
+import json
+import os
 import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from depin_p2p.crypto import b58decode
+from depin_p2p.crypto import KeyPair, b58decode, load_key_file
 from depin_p2p.errors import ConfigError
 
 CONFIG_FILE = "node.toml"
@@ -29,13 +31,20 @@ key_file = "node.key"          # this node's Ed25519 key (depin-p2p keygen)
 genesis_file = "genesis.json"  # the network's genesis; its network_id must match the store
 data_dir = "data"              # LMDB ledger
 
+[key]
+passphrase_file = ""           # an encrypted key_file (keygen --encrypt): file holding its passphrase
+passphrase_env = ""            # ... or the environment variable holding it ("" for neither)
+
 [network]
-listen = "/ip4/127.0.0.1/tcp/0"   # libp2p listen multiaddr; port 0 picks a free port
+listen = "/ip4/127.0.0.1/tcp/0"   # libp2p listen multiaddr (0.0.0.0: every interface); port 0 picks one
+announce = []                      # addresses handed to peers, /ip4/A/tcp/P ([] : the listen addresses)
 bootstrap = []                     # multiaddrs of peers to join, each ending in /p2p/<peer id>
 target_peers = 8                   # connections to keep (plus the current validators, when validating)
 
 [api]
-port = 0                       # local status/metrics HTTP endpoint on 127.0.0.1; 0 picks a free port
+port = 0                       # status/metrics/tx HTTP endpoint; 0 picks a free port
+host = "127.0.0.1"             # any other address (0.0.0.0) opens the API beyond this machine
+token_file = "api.token"       # then every request needs "Authorization: Bearer <this file's token>"
 
 [log]
 format = "auto"                # auto (human on a terminal, JSON otherwise) | human | json
@@ -89,7 +98,16 @@ class NodeConfig:
     world_seed: bytes = b""
     keep_versions: int = 4
     target_peers: int = 8
+    announce: tuple[Multiaddr, ...] = ()
+    api_host: str = "127.0.0.1"
+    api_token_file: Path | None = None  # None: a loopback API, no token
+    passphrase_file: Path | None = None
+    passphrase_env: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def announce_addrs(self, peer_id: str) -> tuple[str, ...]:
+        """The configured announce addresses, each ending in ``/p2p/<peer_id>``."""
+        return tuple(a.text if a.peer_id else f"{a.text}/p2p/{peer_id}" for a in self.announce)
 
 
 def parse_multiaddr(text: str, *, where: str, need_peer_id: bool = False) -> Multiaddr:
@@ -126,8 +144,9 @@ def parse_multiaddr(text: str, *, where: str, need_peer_id: bool = False) -> Mul
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "node": {"key_file": str, "genesis_file": str, "data_dir": str},
-    "network": {"listen": str, "bootstrap": list, "target_peers": int},
-    "api": {"port": int},
+    "key": {"passphrase_file": str, "passphrase_env": str},
+    "network": {"listen": str, "announce": list, "bootstrap": list, "target_peers": int},
+    "api": {"port": int, "host": str, "token_file": str},
     "log": {"format": str, "level": str, "file": str},
     "consensus": {"startup_wait_epochs": int},
     "devices": {"keys": list, "driver": str, "world_seed": str},
@@ -195,6 +214,9 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
         if not isinstance(item, str):
             raise ConfigError(f"{path}: network.bootstrap[{i}] must be a string")
         bootstrap.append(parse_multiaddr(item, where=f"{path}: network.bootstrap[{i}]", need_peer_id=True))
+    announce = _announce(net["announce"], listen, path)
+    api_host, token_file = _api_host(api, home, path)
+    passphrase_file, passphrase_env = _passphrase_settings(cfg["key"], home, path)
     target_peers = net["target_peers"]
     if not 1 <= target_peers <= MAX_TARGET_PEERS:
         raise ConfigError(f"{path}: network.target_peers must be between 1 and {MAX_TARGET_PEERS}")
@@ -246,7 +268,152 @@ def config_from_dict(home: Path, user: dict[str, Any], path: Path) -> NodeConfig
         world_seed=world_seed,
         keep_versions=keep_versions,
         target_peers=target_peers,
+        announce=announce,
+        api_host=api_host,
+        api_token_file=token_file,
+        passphrase_file=passphrase_file,
+        passphrase_env=passphrase_env,
     )
+
+
+def _announce(items: list[Any], listen: Multiaddr, path: Path) -> tuple[Multiaddr, ...]:
+    announce = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}: network.announce[{i}] must be a string")
+        addr = parse_multiaddr(item, where=f"{path}: network.announce[{i}]")
+        if ipaddress.ip_address(addr.host).is_unspecified or addr.port == 0:
+            raise ConfigError(f"{path}: network.announce[{i}] {item!r} must name a real address and port")
+        announce.append(addr)
+    if ipaddress.ip_address(listen.host).is_unspecified and not announce:
+        raise ConfigError(
+            f"{path}: network.listen {listen.text!r} is every interface: set network.announce "
+            "to the addresses peers should dial"
+        )
+    return tuple(announce)
+
+
+def _api_host(api: dict[str, Any], home: Path, path: Path) -> tuple[str, Path | None]:
+    try:
+        host = ipaddress.ip_address(api["host"])
+    except ValueError:
+        raise ConfigError(f"{path}: api.host {api['host']!r} is not an IP address") from None
+    if host.is_loopback:
+        return str(host), None
+    if not api["token_file"]:
+        raise ConfigError(f"{path}: api.host {host} opens the API beyond this machine: set api.token_file")
+    token_file = home / api["token_file"]
+    read_api_token(token_file, where=f"{path}: api.token_file")
+    return str(host), token_file
+
+
+API_TOKEN_BYTES = 32
+
+
+def read_api_token(token_file: Path, *, where: str) -> str:
+    """The bearer token in ``token_file`` (one line of hex); ConfigError when missing or weak."""
+    try:
+        token = token_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where}: {token_file} does not exist (create it with `depin-p2p init --api-host ...`)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {token_file}: {exc}") from None
+    if len(token) < 2 * API_TOKEN_BYTES:
+        raise ConfigError(
+            f"{where}: the token in {token_file} is shorter than {2 * API_TOKEN_BYTES} characters"
+        )
+    return token
+
+
+def _passphrase_settings(key: dict[str, Any], home: Path, path: Path) -> tuple[Path | None, str | None]:
+    file, env = key["passphrase_file"], key["passphrase_env"]
+    if file and env:
+        raise ConfigError(f"{path}: set key.passphrase_file or key.passphrase_env, not both")
+    return (home / file if file else None), (env or None)
+
+
+def read_passphrase(file: Path | None, env: str | None, *, where: str) -> bytes:
+    """The passphrase from ``file`` (one trailing newline dropped) or the variable ``env``.
+
+    Raises ConfigError naming ``where`` when neither is set, the file is
+    missing or unreadable, the variable is unset, or the passphrase is empty.
+    """
+    if file is not None:
+        try:
+            raw = file.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: passphrase file {file} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read passphrase file {file}: {exc.strerror}") from None
+        secret = raw[:-1] if raw.endswith(b"\n") else raw
+        secret = secret[:-1] if secret.endswith(b"\r") else secret
+        what = f"passphrase file {file}"
+    elif env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{where}: the environment variable {env} holding the passphrase is not set")
+        secret, what = value.encode(), f"environment variable {env}"
+    else:
+        raise ConfigError(f"{where}: no passphrase source (a file or an environment variable)")
+    if not secret:
+        raise ConfigError(f"{where}: the {what} is empty")
+    return secret
+
+
+def load_node_key(config: NodeConfig) -> KeyPair:
+    """The node key of ``config``, decrypted with the passphrase node.toml names when encrypted."""
+    where = f"{config.home / CONFIG_FILE}: key"
+
+    def passphrase() -> bytes:
+        if config.passphrase_file is None and config.passphrase_env is None:
+            raise ConfigError(
+                f"key file {config.key_file} is encrypted: set key.passphrase_file or "
+                f"key.passphrase_env in {config.home / CONFIG_FILE}"
+            )
+        return read_passphrase(config.passphrase_file, config.passphrase_env, where=where)
+
+    return load_key_file(config.key_file, passphrase)
+
+
+def toml_value(value: object) -> str:
+    """A TOML literal for the strings, integers and string lists node.toml holds."""
+    if isinstance(value, bool):
+        raise TypeError("node.toml holds no booleans")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: the same escapes as JSON for these texts
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+def render_config(settings: dict[str, dict[str, object]], template: str = DEFAULT_CONFIG_TOML) -> str:
+    """``template`` with the values of ``settings`` (``{section: {key: value}}``), comments kept.
+
+    Raises KeyError for a key the template lacks (a bug of the caller).
+    """
+    left = {(sec, key) for sec, keys in settings.items() for key in keys}
+    out, section = [], ""
+    for line in template.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1]
+        elif "=" in line and not stripped.startswith("#"):
+            key, _, rest = line.partition("=")
+            name = key.strip()
+            if name in settings.get(section, {}):
+                _, hash_, comment = rest.partition("#")
+                shown = toml_value(settings[section][name])
+                left.discard((section, name))
+                out.append(f"{key}= {shown}" + (f"  #{comment}" if hash_ else ""))
+                continue
+        out.append(line)
+    if left:
+        raise KeyError(f"not in the node.toml template: {sorted(left)}")
+    return "\n".join(out) + "\n"
 
 
 def check_port_free(host: str, port: int, *, what: str) -> None:

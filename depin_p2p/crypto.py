@@ -5,6 +5,12 @@ libp2p peer id is derived from the same key, so a node has one name on both
 layers. Key files are JSON with a format tag and a version, written
 atomically with mode 0600; loading checks everything and raises ConfigError
 with a message that names the file and the problem.
+
+An encrypted key file (``keygen --encrypt``) holds no ``seed``: its
+``encryption`` object has the Argon2id salt and limits and the seed sealed
+with ``nacl.secret.SecretBox`` (XSalsa20-Poly1305) under the key Argon2id
+derives from the passphrase. A wrong passphrase and a modified box fail the
+same authentication check; a modified public key fails the seed check.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -27,6 +35,18 @@ KEY_FILE_FORMAT = "depin-p2p/ed25519-key"
 KEY_FILE_VERSION = 1
 ADDRESS_PREFIX = "dp"
 _ADDRESS_CHECKSUM = 4
+
+# Argon2id limits of new encrypted key files (libsodium's "interactive": 64 MiB, 2 passes), and the
+# most a key file may ask for (its "sensitive": 1 GiB, 4 passes), so a hostile file cannot make
+# `run` allocate without bound.
+KDF_OPSLIMIT = 2
+KDF_MEMLIMIT = 64 * 1024 * 1024
+KDF_MAX_OPSLIMIT = 4
+KDF_MAX_MEMLIMIT = 1024 * 1024 * 1024
+KDF_NAME = "argon2id"
+CIPHER_NAME = "xsalsa20poly1305"
+
+Passphrase = Callable[[], bytes]  # asked only when the key file is encrypted
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -125,22 +145,20 @@ def peer_id_from_public_key(public_key: bytes) -> str:
 # Key files
 
 
-def write_key_file(path: Path, key: KeyPair, *, force: bool = False) -> None:
-    """Write ``key`` to ``path`` atomically with mode 0600.
+def write_key_file(path: Path, key: KeyPair, *, force: bool = False, passphrase: bytes | None = None) -> None:
+    """Write ``key`` to ``path`` atomically with mode 0600; encrypted when ``passphrase`` is given.
 
-    Raises ConfigError if the file exists and ``force`` is false, or if the
-    directory cannot be written.
+    Raises ConfigError if the file exists and ``force`` is false, if the
+    passphrase is empty, or if the directory cannot be written.
     """
     if path.exists() and not force:
         raise ConfigError(f"key file {path} already exists; use --force to overwrite it")
-    doc = {
-        "format": KEY_FILE_FORMAT,
-        "version": KEY_FILE_VERSION,
-        "seed": key.seed.hex(),
-        "public_key": key.public_key.hex(),
-        "address": key.address,
-        "peer_id": key.peer_id,
-    }
+    doc: dict[str, Any] = {"format": KEY_FILE_FORMAT, "version": KEY_FILE_VERSION}
+    if passphrase is None:
+        doc["seed"] = key.seed.hex()
+    else:
+        doc["encryption"] = _encrypt_seed(key.seed, passphrase, path)
+    doc.update(public_key=key.public_key.hex(), address=key.address, peer_id=key.peer_id)
     data = (json.dumps(doc, indent=2) + "\n").encode()
     directory = path.parent if str(path.parent) else Path(".")
     try:
@@ -169,12 +187,82 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_key_file(path: Path) -> KeyPair:
+def _encrypt_seed(seed: bytes, passphrase: bytes, path: Path) -> dict[str, Any]:
+    from nacl import pwhash, secret, utils  # noqa: PLC0415 -- only encrypted key files need them
+
+    if not passphrase:
+        raise ConfigError(f"key file {path}: the passphrase is empty")
+    salt = utils.random(pwhash.argon2id.SALTBYTES)
+    box_key = pwhash.argon2id.kdf(
+        secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=KDF_OPSLIMIT, memlimit=KDF_MEMLIMIT
+    )
+    sealed = bytes(secret.SecretBox(box_key).encrypt(seed))  # 24-byte nonce, then the sealed seed
+    return {
+        "kdf": KDF_NAME,
+        "opslimit": KDF_OPSLIMIT,
+        "memlimit": KDF_MEMLIMIT,
+        "salt": salt.hex(),
+        "cipher": CIPHER_NAME,
+        "box": sealed.hex(),
+    }
+
+
+def _decrypt_seed(enc: object, passphrase: Passphrase | None, path: Path) -> bytes:
+    from nacl import exceptions, pwhash, secret  # noqa: PLC0415
+
+    if passphrase is None:
+        raise ConfigError(
+            f"key file {path} is encrypted: name its passphrase in node.toml "
+            "([key] passphrase_file or passphrase_env) or pass --passphrase-file/--passphrase-env"
+        )
+    if not isinstance(enc, dict) or enc.get("kdf") != KDF_NAME or enc.get("cipher") != CIPHER_NAME:
+        raise ConfigError(f"key file {path} is encrypted with a scheme this build does not know")
+    ops, mem, salt_hex, box_hex = enc.get("opslimit"), enc.get("memlimit"), enc.get("salt"), enc.get("box")
+    if not (
+        isinstance(ops, int)
+        and isinstance(mem, int)
+        and isinstance(salt_hex, str)
+        and isinstance(box_hex, str)
+    ):
+        raise ConfigError(f"key file {path} is corrupt: its encryption fields are missing or mistyped")
+    if not (pwhash.argon2id.OPSLIMIT_MIN <= ops <= KDF_MAX_OPSLIMIT) or not (
+        pwhash.argon2id.MEMLIMIT_MIN <= mem <= KDF_MAX_MEMLIMIT
+    ):
+        raise ConfigError(
+            f"key file {path} asks for Argon2id limits out of bounds (opslimit {ops}, memlimit {mem})"
+        )
+    try:
+        salt, box = bytes.fromhex(salt_hex), bytes.fromhex(box_hex)
+    except ValueError:
+        raise ConfigError(f"key file {path} is corrupt: its salt or box is not hex") from None
+    if len(salt) != pwhash.argon2id.SALTBYTES:
+        raise ConfigError(f"key file {path} is corrupt: a {len(salt)}-byte salt")
+    secret_ = passphrase()
+    box_key = pwhash.argon2id.kdf(secret.SecretBox.KEY_SIZE, secret_, salt, opslimit=ops, memlimit=mem)
+    try:
+        return bytes(secret.SecretBox(box_key).decrypt(box))
+    except (exceptions.CryptoError, ValueError, TypeError):
+        raise ConfigError(
+            f"cannot decrypt key file {path}: wrong passphrase, or the file was modified"
+        ) from None
+
+
+def key_file_is_encrypted(path: Path) -> bool:
+    """True when ``path`` is a readable key file of ours holding an encrypted seed."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "encryption" in doc
+
+
+def load_key_file(path: Path, passphrase: Passphrase | None = None) -> KeyPair:
     """Load a key file; every problem is a ConfigError naming the file.
 
     Checks: exists and is a regular file, not readable by group or others,
-    valid JSON of our format and version, a 32-byte seed whose public key
-    matches the recorded one (catches corruption and hand edits).
+    valid JSON of our format and version, a 32-byte seed (decrypted with
+    ``passphrase()`` when the file is encrypted) whose public key matches the
+    recorded one (catches corruption and hand edits).
     """
     try:
         st = path.stat()
@@ -186,9 +274,7 @@ def load_key_file(path: Path) -> KeyPair:
         raise ConfigError(f"key file {path} is not a regular file")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        raise ConfigError(
-            f"key file {path} has mode {mode:04o}, readable by others; run `chmod 600 {path}`"
-        )
+        raise ConfigError(f"key file {path} has mode {mode:04o}, readable by others; run `chmod 600 {path}`")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -207,6 +293,8 @@ def load_key_file(path: Path) -> KeyPair:
             f"key file {path} has version {doc.get('version')!r}; this build reads version {KEY_FILE_VERSION}"
         )
     seed_hex, pk_hex = doc.get("seed"), doc.get("public_key")
+    if "encryption" in doc and isinstance(pk_hex, str):
+        seed_hex = _decrypt_seed(doc["encryption"], passphrase, path).hex()
     if not isinstance(seed_hex, str) or not isinstance(pk_hex, str):
         raise ConfigError(f"key file {path} lacks 'seed' or 'public_key'")
     try:

@@ -32,13 +32,20 @@ class InitResult:
 
 
 def init_home(
-    home: Path, *, genesis_file: Path, key: KeyPair, force: bool = False, config_toml: str | None = None
+    home: Path,
+    *,
+    genesis_file: Path,
+    key: KeyPair,
+    force: bool = False,
+    config_toml: str | None = None,
+    passphrase: bytes | None = None,
 ) -> InitResult:
     """Create a node home whose ledger equals the genesis.
 
     Writes ``node.toml`` (``config_toml``, or the documented defaults; an
     existing one is kept unless ``config_toml`` is given), the key (mode
-    0600), a copy of the genesis, and an initialised LMDB store.
+    0600; encrypted with ``passphrase`` when given), a copy of the genesis,
+    and an initialised LMDB store.
 
     Raises:
         ConfigError: a bad genesis, a home that exists (without ``force``)
@@ -60,7 +67,7 @@ def init_home(
             config.write_text(config_toml if config_toml is not None else DEFAULT_CONFIG_TOML)
     except OSError as exc:
         raise ConfigError(f"cannot create home {home}: {exc.strerror}") from None
-    write_key_file(home / HOME_KEY, key, force=True)
+    write_key_file(home / HOME_KEY, key, force=True, passphrase=passphrase)
     with LedgerStore.open(home / HOME_DATA) as store:
         store.commit_genesis(store.read(lambda v: compute_genesis_changes(v, genesis.initial_state())))
         root = store.state_root()

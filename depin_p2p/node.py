@@ -36,12 +36,13 @@ from depin_p2p.assemble import (
     first_signing_epoch,  # noqa: F401 -- re-exported for callers of node
 )
 from depin_p2p.clock import Clock
-from depin_p2p.config import NodeConfig, check_port_free
+from depin_p2p.config import NodeConfig, check_port_free, load_node_key, read_api_token
 from depin_p2p.consensus.service import ConsensusService
 from depin_p2p.consensus.state import Certificate
 from depin_p2p.crypto import KeyPair, load_key_file
 from depin_p2p.errors import ConfigError, StorageError, TransportError
 from depin_p2p.gossip.degree import DegreePolicy
+from depin_p2p.gossip.genesis_fetch import serve_genesis
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.transport import PeerId
 from depin_p2p.heapdump import dump_heap_snapshots, settings_from_env
@@ -50,6 +51,7 @@ from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.metrics import NodeMetrics
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
+from depin_p2p.syncprogress import SyncProgress
 from depin_p2p.views import CommitTimer, LedgerView, NodeView, timed_check
 from depin_p2p.witness.devices import (
     ComputeDriver,
@@ -126,7 +128,7 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.key: KeyPair = load_key_file(config.key_file)
+        self.key: KeyPair = load_node_key(config)
         self.genesis = load_genesis(config.genesis_file)
         self.schedule = EpochSchedule(self.genesis.genesis_time_ms, self.genesis.epoch_length_ms)
         self.metrics = NodeMetrics(self.genesis.network_id)
@@ -134,7 +136,7 @@ class Node:
     def check_ports(self) -> None:
         """ConfigError when a configured port is taken (port 0 is always fine)."""
         check_port_free(self.config.listen.host, self.config.listen.port, what="network.listen")
-        check_port_free("127.0.0.1", self.config.api_port, what="api.port")
+        check_port_free(self.config.api_host, self.config.api_port, what="api.port")
 
     def _transport(self, clock: Clock) -> Libp2pTransport:
         """The node's libp2p transport (a devnet adversary subclasses Node to replace it)."""
@@ -189,6 +191,7 @@ class Node:
         heap_dumps = settings_from_env(os.environ)  # debug only, off by default (depin_p2p/heapdump.py)
         with open_node_store(cfg, self.genesis) as store:
             transport = self._transport(clock)
+            sync = SyncProgress(self.schedule)
             services: NodeServices  # bound below, before the first commit reads it
             timer = CommitTimer(
                 self.metrics,
@@ -197,6 +200,11 @@ class Node:
                 grace_ms,
                 rounds_used=lambda: services.consensus.counters.rounds_used,
             )
+
+            def on_commit(epoch: int) -> None:
+                timer.on_commit(epoch)
+                sync.on_commit(clock.now_ms(), epoch)
+
             services = assemble(
                 transport,
                 store,
@@ -211,18 +219,26 @@ class Node:
                     startup_wait_epochs=cfg.startup_wait_epochs,
                     grace_ms=grace_ms,
                     observe_check=timed_check(self.metrics, clock),
-                    on_commit=timer.on_commit,
+                    on_commit=on_commit,
                     bootstrap=tuple(a.text for a in cfg.bootstrap),
+                    announce=cfg.announce_addrs(self.key.peer_id),
                     degree=DegreePolicy(target=cfg.target_peers),
                 ),
             )
             ledger = LedgerView(store, services.txpool)
-            view = NodeView(self.key, net, self.schedule, clock, self.metrics, ledger, transport, services)
+            view = NodeView(
+                self.key, net, self.schedule, clock, self.metrics, ledger, transport, services, sync
+            )
             self.metrics.serve_figures(view.metric_figures)
+            token = None
+            if cfg.api_token_file is not None:
+                token = read_api_token(cfg.api_token_file, where="api.token_file")
             api = ApiServer(
                 status=view.status_doc,
                 registry=self.metrics.registry,
                 port=cfg.api_port,
+                host=cfg.api_host,
+                token=token,
                 tx=TxApi(
                     submit=services.txs.submit,
                     account=ledger.account_doc,
@@ -237,6 +253,7 @@ class Node:
                     await nursery.start(transport.run)
                 except TransportError as exc:
                     raise ConfigError(f"network.listen {cfg.listen.text}: {exc}") from None
+                serve_genesis(transport, self.config.genesis_file.read_bytes())
                 await nursery.start(services.run)
                 try:
                     api_port = await nursery.start(api.run)
@@ -258,6 +275,8 @@ class Node:
         doc = {
             "pid": os.getpid(),
             "api_port": api_port,
+            "api_host": self.config.api_host,
+            "api_token_file": None if self.config.api_token_file is None else str(self.config.api_token_file),
             "listen": list(transport.listen_addrs()),
             "peer_id": self.key.peer_id,
         }

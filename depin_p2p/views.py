@@ -22,6 +22,7 @@ from depin_p2p.ledger.state import validator_set
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.metrics import Figures, LedgerFigures, NodeMetrics, node_figures
 from depin_p2p.schedule import EpochSchedule
+from depin_p2p.syncprogress import SyncProgress
 from depin_p2p.txpool import TxPool
 
 
@@ -132,9 +133,15 @@ class NodeView:
     ledger: LedgerView
     transport: Libp2pTransport
     services: NodeServices
+    sync: SyncProgress  # fed by the node's commits
 
     def status_doc(self) -> dict[str, Any]:
         """``GET /status``."""
+        doc = self._status_doc()
+        doc["sync"] = self.sync.doc(self.clock.now_ms(), int(doc.get("last_epoch") or 0))
+        return doc
+
+    def _status_doc(self) -> dict[str, Any]:
         s = self.services
         consensus, pool, witness = s.consensus, s.pool, s.witness
         epoch_now = self.schedule.epoch_at(self.clock.now_ms())
@@ -148,6 +155,7 @@ class NodeView:
             **self.ledger.ledger_status(self.key.public_key),
             "peers": sorted(self.transport.peers()),
             "listen": list(self.transport.listen_addrs()),
+            "announce": list(s.peers.announced()),
             "transport_counters": counters(self.transport.counters),
             "peer_manager": {
                 "target": s.peers.policy.target,

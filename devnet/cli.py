@@ -38,7 +38,7 @@ from rich.live import Live
 
 from depin_p2p import __version__
 from depin_p2p.errors import ConfigError, DepinError
-from devnet import scenario
+from devnet import attacks, export, scenario
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import Layout, write_layout
 from devnet.runner import (
@@ -526,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("dir", type=Path, metavar="DIR")
     down.set_defaults(handler=cmd_down)
     scenario.add_parsers(sub)
+    attacks.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

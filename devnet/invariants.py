@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class RunRecord:
     # the proofs honest nodes' gossip accepted or rejected by code: (epoch, code or "accepted", count).
     peer_samples: tuple[tuple[int, int, int], ...] = ()
     proof_verdicts: tuple[tuple[int, str, int], ...] = ()
+    # Per adversary, what it did and what caught it (devnet.adversaries.detect.Detector.rows).
+    attacks: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

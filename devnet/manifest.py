@@ -65,9 +65,10 @@ import h3
 
 from depin_p2p.errors import ConfigError
 from depin_p2p.model import MICRO
+from devnet.adversaries.registry import CATALOGUE, PROCESS_ROLES
 
 # Roles a manifest may name. The catalogue grows one module at a time (devnet/adversaries/).
-ADVERSARY_ROLES: frozenset[str] = frozenset({"equivocating-validator"})
+ADVERSARY_ROLES: frozenset[str] = frozenset(CATALOGUE)
 
 NODE_ACTIONS = frozenset({"kill", "restart", "pause", "resume", "disconnect", "reconnect", "join"})
 TX_ACTIONS = frozenset({"transfer", "stake", "unstake"})
@@ -158,6 +159,12 @@ class Manifest:
             return (
                 "links: link delay, jitter and loss run only in `depin-devnet sim` "
                 "(this kernel has no netem); remove [links] to use `run`"
+            )
+        sim_only = sorted({a.role for a in self.adversaries} - PROCESS_ROLES)
+        if sim_only:
+            return (
+                f"adversary: role {', '.join(sim_only)} runs only in `depin-devnet sim` "
+                f"(on processes: {', '.join(sorted(PROCESS_ROLES))})"
             )
         return None
 
@@ -436,7 +443,7 @@ class _Parser:
             if node in nodes:
                 raise self.fail(f"{where}.node", f"node {node} already has a role")
             nodes.add(node)
-            if role == "equivocating-validator" and node >= net.validators:
+            if CATALOGUE[role].validator_only and node >= net.validators:
                 raise self.fail(
                     f"{where}.node",
                     f"node {node} is not a validator (validators are 0..{net.validators - 1})",

@@ -53,7 +53,7 @@ from depin_p2p.ledger.state import Stake, Transfer, Unstake
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.schedule import EpochSchedule
 from devnet import netns
-from devnet.adversaries import equivocating
+from devnet.adversaries.registry import PROCESS_ROLES
 from devnet.genesis import Devnet
 from devnet.invariants import NodeRecord, RunRecord, SignedRecord
 from devnet.layout import Layout, NodeLayout, write_layout
@@ -202,7 +202,7 @@ class ProcessRun:
             adv = roles.get(n.index)
             program: tuple[str, ...] = ("-m", "depin_p2p", "run")
             if adv is not None:
-                assert adv.role == equivocating.ROLE  # the only role; the manifest checked it
+                assert adv.role in PROCESS_ROLES  # the manifest checked it (sim_only_reason)
                 program = ("-m", "devnet.adversaries.proc", "--role", adv.role)
                 program += ("--from-epoch", str(adv.from_epoch))
             proc = NodeProcess(n, prefix=prefix, program=program)

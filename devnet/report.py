@@ -89,8 +89,19 @@ def build_report(
             {"role": a.role, "node": a.node, "from_epoch": a.from_epoch} for a in manifest.adversaries
         ],
         "epochs": per_epoch,
+        "attacks": attack_rows(run, verdicts),
         "proof_verdicts": [list(v) for v in sorted(run.proof_verdicts)],
     }
+
+
+def attack_rows(run: RunRecord, verdicts: dict[str, Verdict]) -> list[dict[str, Any]]:
+    """The adversary table: per adversary what it did, what caught it, how fast, what it cost it.
+
+    A row is ``detected`` only when an honest node's own records show one of its role's codes;
+    ``invariants_ok`` is the run's verdict (every invariant), the same for every row of a run.
+    """
+    ok = all(v.ok for v in verdicts.values())
+    return [dict(row, invariants_ok=ok) for row in run.attacks]
 
 
 def report_json(doc: dict[str, Any]) -> bytes:
@@ -137,9 +148,34 @@ figure {{ display: inline-block; margin: 1em; }}
 <h1>{html.escape(title)}</h1>
 <p>Verdict: <b class={verdict_class}>{verdict}</b></p>
 <table><tr><th>invariant</th><th></th><th>detail</th></tr>{rows}</table>
+{_attack_table(doc)}
 {figures}
 </body></html>
 """
+
+
+def _attack_table(doc: dict[str, Any]) -> str:
+    rows = doc.get("attacks", [])
+    if not rows:
+        return ""
+
+    def cell(ok: bool, text: str) -> str:
+        return f"<td class={'ok' if ok else 'fail'}>{html.escape(text)}</td>"
+
+    body = "".join(
+        f"<tr><td>{html.escape(r['role'])}</td><td>{html.escape(r['family'])}</td><td>{r['node']}</td>"
+        f"<td>{html.escape(json.dumps(r['did']))}</td>"
+        + cell(r["detected"], ", ".join(r["detection_codes"]) or "NOT DETECTED")
+        + f"<td>{r['time_to_detect_ms']}</td><td>{html.escape(json.dumps(r['penalty']))}</td>"
+        + cell(r["invariants_ok"], "yes" if r["invariants_ok"] else "NO")
+        + "</tr>"
+        for r in rows
+    )
+    head = (
+        "<tr><th>role</th><th>family</th><th>node</th><th>did</th><th>detected by</th>"
+        "<th>time to detect (ms)</th><th>penalty</th><th>invariants ok</th></tr>"
+    )
+    return f"<h2>Adversaries</h2><table>{head}{body}</table>"
 
 
 def _plots(doc: dict[str, Any], run: RunRecord, manifest: Manifest) -> list[tuple[str, str]]:

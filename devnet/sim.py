@@ -14,8 +14,10 @@ survive, as on disk), ``restart`` assembles it anew on them, ``pause`` and
 ``partition``/``heal`` cut links, ``join`` starts a node for the first time,
 and ``transfer``/``stake``/``unstake`` submit a transaction signed by the
 node's key through its own pool. An adversary is an honest node with one
-behaviour replaced: an ``equivocating-validator`` publishes, beside each
-prevote and precommit it signs, a second one for another value.
+behaviour replaced by its role (:mod:`devnet.adversaries`): the role's hooks
+see what the node publishes, wrap its device drivers before assembly and may
+run one task beside its services; a :class:`devnet.adversaries.detect.Detector`
+samples the honest nodes' rejection and penalty records for what caught it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
 from depin_p2p.witness.world import World
-from devnet.adversaries.equivocating import twin_vote
+from devnet.adversaries.base import AttackLog, Role
+from devnet.adversaries.detect import Detector
+from devnet.adversaries.registry import new_role
 from devnet.genesis import Devnet, DevnetPlan, plan_devnet
 from devnet.invariants import EpochRecord, NodeRecord, RunRecord, SignedRecord
 from devnet.manifest import Manifest, Perturbation
@@ -160,7 +164,7 @@ DECODE_MEMO_CAPACITY = 100_000  # decoded messages the simulator's process remem
 
 class _Tap:
     """The node's transport, recording what it signs on the consensus topic (and, for an
-    ``equivocating-validator``, publishing a second vote for each one it signs)."""
+    adversary, publishing what its role adds after each message)."""
 
     def __init__(self, inner: MemoryTransport, node: SimNode) -> None:
         self._inner = inner
@@ -172,23 +176,26 @@ class _Tap:
     async def publish(self, topic_name: str, data: bytes) -> None:
         await self._inner.publish(topic_name, data)
         node = self._node
+        self._record(topic_name, data)
+        if node.role is not None:
+            for extra in await node.role.on_publish(node, topic_name, data):
+                self._record(topic_name, extra)
+                await self._inner.publish(topic_name, extra)
+
+    def _record(self, topic_name: str, data: bytes) -> None:
+        node = self._node
         if topic_name != node.sim.consensus_topic:
             return
         item = wire.decode(data)
         if not isinstance(item, wire.Envelope) or item.signer != node.key.public_key:
+            return
+        if item.network_id != node.sim.network_id:
             return
         msg = wire.decode(item.body)
         if not isinstance(msg, Proposal | Prevote | Precommit):
             return
         kind = type(msg).__name__.lower()
         node.signed.append(SignedRecord(kind, msg.epoch, msg.round, wire.content_id(item.body).hex()))
-        twin = None
-        if node.equivocates_from is not None:
-            twin = twin_vote(item, node.key, node.sim.network_id, node.equivocates_from)
-        if twin is not None:
-            node.signed.append(SignedRecord(kind, msg.epoch, msg.round, wire.content_id(twin.body).hex()))
-            node.equivocations += 1
-            await self._inner.publish(topic_name, wire.encode(twin))
 
     # The Transport methods the services call, delegated explicitly for the type checker.
     @property
@@ -216,13 +223,42 @@ class SimNode:
     store: MemorySignStateStore
     devices: Devices
     honest: bool = True
-    equivocates_from: int | None = None
+    role: Role | None = None
+    from_epoch: int = 1
     state: str = "down"  # up | down | paused | disconnected | absent
     services: NodeServices | None = None
     scope: trio.CancelScope | None = None
     signed: list[SignedRecord] = field(default_factory=list)
     offenders: set[str] = field(default_factory=set)
-    equivocations: int = 0
+    attack: AttackLog = field(default_factory=AttackLog)
+
+    # What a role sees of its node (devnet.adversaries.base.Host).
+    @property
+    def network_id(self) -> str:
+        return self.sim.network_id
+
+    @property
+    def consensus_topic(self) -> str:
+        return self.sim.consensus_topic
+
+    @property
+    def clock(self) -> Clock:
+        return self.sim.clock
+
+    @property
+    def schedule(self) -> EpochSchedule:
+        return self.sim.schedule
+
+    def current_epoch(self) -> int:
+        """The epoch this node is deciding: one past its last commit."""
+        return self.ledger.last_epoch() + 1
+
+    async def publish_raw(self, topic_name: str, data: bytes) -> None:
+        await self.transport.publish(topic_name, data)
+
+    def submit_proof(self, envelope: bytes) -> None:
+        if self.services is not None:
+            self.services.gossip.submit(envelope)
 
     def collect_offenders(self) -> None:
         if self.services is not None:
@@ -264,6 +300,7 @@ class Simulation:
         self.progress: Callable[[int], None] = lambda epoch: None  # told each epoch as it starts
         self.nodes: list[SimNode] = []
         self.signature_check = SharedSignatureCheck()
+        self.detector: Detector | None = None
 
     def _build(self) -> None:
         """Nodes, devices and the world (inside trio: the clock reads trio's time)."""
@@ -287,10 +324,13 @@ class Simulation:
             adv = adversaries.get(i)
             if adv is not None:
                 node.honest = False
-                if adv.role == "equivocating-validator":
-                    node.equivocates_from = adv.from_epoch
+                node.role = new_role(adv.role)
+                node.from_epoch = adv.from_epoch
+                node.devices = node.role.devices(node, node.devices)
             node.state = "absent" if i in manifest.late_joiners() else "down"
             self.nodes.append(node)
+        if manifest.adversaries:
+            self.detector = Detector(self.nodes, GENESIS_TIME_MS)
 
     def _devices(self, i: int, ledger: MemoryLedger) -> Devices:
         mine = self.devnet.devices_of(i)
@@ -341,6 +381,8 @@ class Simulation:
                     await inner.start(node.transport.run)
                     assert node.services is not None
                     await inner.start(node.services.run)
+                    if node.role is not None:
+                        inner.start_soon(node.role.run, node)
                     task_status.started()
 
         await nursery.start(life)
@@ -459,6 +501,8 @@ class Simulation:
             for node in self.nodes:
                 if node.state == "down":
                     await self._start(nursery, node)
+            if self.detector is not None:
+                nursery.start_soon(self.detector.watch, self.clock)
             for epoch in range(1, epochs + 1):
                 await self.clock.sleep_until_ms(self.schedule.start_of(epoch))
                 self.progress(epoch)
@@ -472,6 +516,8 @@ class Simulation:
                     break
                 await self.clock.sleep_until_ms(self.clock.now_ms() + 500)
             self._sample(epochs)
+            if self.detector is not None:
+                self.detector.sample(self.clock.now_ms())
             self.end_ms = self.clock.now_ms()
             for node in self.nodes:
                 node.collect_offenders()
@@ -526,6 +572,7 @@ class Simulation:
             liveness_epochs=LIVENESS_EPOCHS,
             peer_samples=tuple(self.peer_samples),
             proof_verdicts=tuple(self.proof_verdicts),
+            attacks=self.detector.rows(self.genesis_text) if self.detector else (),
         )
 
 

@@ -73,6 +73,8 @@ class EpochLedger:
         self._on_tx_results = on_tx_results
         self._on_commit = on_commit
         self._offload = offload
+        # Proofs and transactions our own proposals left out, by code (the metrics' and devnet's view).
+        self.dropped_codes: dict[str, int] = {}
 
     def head(self) -> d.Head:
         """The committed head: the next epoch, its chain link and its validator set."""
@@ -105,6 +107,8 @@ class EpochLedger:
                 params=params,
             )
         )
+        for dropped in built.dropped:
+            self.dropped_codes[dropped.code] = self.dropped_codes.get(dropped.code, 0) + 1
         c = built.content
         n = {"beacons": len(c.beacons), "reports": len(c.reports), "attestations": len(c.attestations)}
         log.info("consensus.value.built", epoch=req.epoch, **n, dropped=len(built.dropped))

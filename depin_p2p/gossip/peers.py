@@ -116,6 +116,10 @@ class PeerManager:
         self._ticks = 0
         self._wake = trio.Event()
 
+    def announced(self) -> tuple[str, ...]:
+        """Our addresses as we hand them to peers (PX requests and answers)."""
+        return addresses_of(self._transport.peer_id, self._announce())
+
     # ------------------------------------------------------------------ run
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

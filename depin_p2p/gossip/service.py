@@ -43,7 +43,13 @@ from depin_p2p.clock import Clock
 from depin_p2p.errors import CodecError, Ignore, InternalError, Reject
 from depin_p2p.gossip.penalty import TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.transport import PROOFS, GossipMessage, PeerId, Transport, topic
-from depin_p2p.gossip.validation import FAR_OUT_OF_WINDOW, GossipRule, Screen, validate_gossip_envelope
+from depin_p2p.gossip.validation import (
+    FAR_OUT_OF_WINDOW,
+    FAR_TOO_OLD,
+    GossipRule,
+    Screen,
+    validate_gossip_envelope,
+)
 
 if TYPE_CHECKING:
     # libp2p pulls in trio-typing, whose stale trio-stubs shadow trio's own
@@ -293,7 +299,7 @@ class ProofGossip:
         fresh: list[ReceivedProof] = []
         fresh_ids: set[bytes] = set()
         now_ms = self._clock.now_ms()
-        far = over_budget = 0
+        far = over_budget = stale = 0
         allowance = self._check_budget.remaining(peer, now_ms)
         checks_before = self._cache.verified
         try:
@@ -312,6 +318,8 @@ class ProofGossip:
                         fresh_ids.add(cid)
                     elif judged == FAR_OUT_OF_WINDOW:
                         far += 1
+                    elif judged == FAR_TOO_OLD:
+                        stale += 1
         finally:
             self._check_budget.excess(peer, self._cache.verified - checks_before, now_ms)
         for cid in fresh_ids:
@@ -320,10 +328,11 @@ class ProofGossip:
             self._charge_far(peer, far, now_ms)
             self._rebundle(fresh)
             raise Ignore(FAR_OUT_OF_WINDOW, f"{far} items far outside any window")
-        if over_budget:
+        if over_budget or stale:  # what was fresh goes on in our bundles; the rest stops here
             self.counters.items_over_budget += over_budget
             self._rebundle(fresh)
-            raise Ignore("over_check_budget", f"{over_budget} items beyond the peer's check budget")
+            code = "over_check_budget" if over_budget else FAR_TOO_OLD
+            raise Ignore(code, f"{over_budget} items beyond the check budget, {stale} far too old")
         if not fresh:
             self.counters.bundles_ignored += 1
             raise Ignore("nothing_new")

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from depin_p2p import wire
 from depin_p2p.errors import CodecError, Ignore, Reject
 
-FAR_OUT_OF_WINDOW = "far_out_of_window"  # an Ignore code the gossip service charges per item
+FAR_OUT_OF_WINDOW = "far_out_of_window"  # far ahead: an Ignore code the gossip service charges per item
+# Far behind: ignored, remembered and not relayed, but never charged. A message held up in a
+# starved sender's queue or a mesh's backlog grows old on its way; it cannot grow younger.
+FAR_TOO_OLD = "far_too_old"
 
 # The caller's cheap check of a decoded message and its claimed signer, before the signature.
 Screen = Callable[[object, bytes], None]
@@ -40,7 +43,8 @@ class TimeWindow:
 
     ``time_of`` extracts the message's own time in Unix milliseconds. A time
     outside the window by more than ``far_ms`` as well (0: never) is
-    ``far_out_of_window``: beyond any clock skew or relay delay.
+    ``far_too_old`` when late (a relay delay can do that, so it costs no one), and
+    ``far_out_of_window`` when early: beyond any clock skew.
     """
 
     time_of: Callable[[object], int]
@@ -62,7 +66,7 @@ def validate_time_window(window: TimeWindow, msg: object, now_ms: int) -> None:
     at = window.time_of(msg)
     if at < now_ms - window.max_age_ms:
         if window.far_ms and at < now_ms - window.max_age_ms - window.far_ms:
-            raise Ignore(FAR_OUT_OF_WINDOW, f"{now_ms - at} ms old")
+            raise Ignore(FAR_TOO_OLD, f"{now_ms - at} ms old")
         raise Ignore("too_old", f"{now_ms - at} ms old, limit {window.max_age_ms}")
     if at > now_ms + window.max_future_ms:
         if window.far_ms and at > now_ms + window.max_future_ms + window.far_ms:

@@ -67,6 +67,9 @@ RESPONSE_TYPE_ID: Final = 35
 ATTESTATION_TYPE_ID: Final = 36
 
 MODULUS: Final = 134_217_689  # 2^27 - 39, prime
+# A challenge's deadline is this long after the witness issues it (every witness sets it so);
+# consensus refuses a pass slower than that, whatever a colluding witness signs.
+CHALLENGE_DEADLINE_MS: Final = 5_000
 MAX_N: Final = 256
 MIN_CHALLENGE_N: Final = 8
 OVERFLOW_SAFE_N: Final = 512  # n·(p-1)² < 2^63 for every n up to here
@@ -414,7 +417,9 @@ def validate_attestation(
         Reject: from the envelope; ``wrong_signer``; ``wrong_epoch``;
             ``not_assigned``; ``wrong_size`` (a challenge of another size
             than the provider's capacity sets: it proves other work than
-            the one paid for).
+            the one paid for); ``elapsed_over_deadline`` (a pass that took
+            longer than :data:`CHALLENGE_DEADLINE_MS`: no honest witness
+            signs it, so it proves only a witness vouching for a slow provider).
     """
     verified = wire.open_envelope(
         envelope, network_id=network_id, domain=wire.Domain.COMPUTE_ATTESTATION, verify=verify
@@ -430,6 +435,8 @@ def validate_attestation(
         raise Reject("not_assigned", "attesting device is not assigned to this provider")
     if att.n != expected_n:
         raise Reject("wrong_size", f"attestation at n = {att.n}, the provider's capacity sets {expected_n}")
+    if att.outcome is Outcome.PASSED and att.elapsed_ms > CHALLENGE_DEADLINE_MS:
+        raise Reject("elapsed_over_deadline", f"pass in {att.elapsed_ms} ms > {CHALLENGE_DEADLINE_MS} ms")
     return att
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from depin_p2p import wire
 from depin_p2p.errors import Ignore, Reject
-from depin_p2p.gossip.validation import FAR_OUT_OF_WINDOW
+from depin_p2p.gossip.validation import FAR_OUT_OF_WINDOW, FAR_TOO_OLD
 from depin_p2p.model import DeviceKind, DeviceRegistry
 from depin_p2p.witness.candidates import is_candidate
 from depin_p2p.witness.compute import Attestation
@@ -148,7 +148,7 @@ class ProofPool:
         """The cheap checks gossip runs before the signature: epoch, claimed signer, registry.
 
         Raises:
-            Ignore: ``far_out_of_window`` (an epoch more than :data:`FAR_EPOCHS` from the
+            Ignore: ``far_out_of_window`` / ``far_too_old`` (an epoch more than :data:`FAR_EPOCHS` from the
                 running one), ``wrong_epoch``, ``unknown_device`` (not provable yet).
             Reject: ``wrong_signer``, ``unknown_device``, ``unexpected_type``.
         """
@@ -215,8 +215,10 @@ class ProofPool:
 
     def _check_epoch(self, epoch: int) -> None:
         now = self.current_epoch
-        if abs(epoch - now) > FAR_EPOCHS:
+        if epoch > now + FAR_EPOCHS:
             raise Ignore(FAR_OUT_OF_WINDOW, f"epoch {epoch} while {now} runs")
+        if epoch < now - FAR_EPOCHS:
+            raise Ignore(FAR_TOO_OLD, f"epoch {epoch} while {now} runs")
         if not now - 1 <= epoch <= now + 1:
             raise Ignore("wrong_epoch", f"epoch {epoch} while {now} runs")
 

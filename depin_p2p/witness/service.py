@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("depin_p2p.witness")
 
 CHALLENGE_TIMEOUT_S = 10.0
+CHALLENGE_DEADLINE_MS = compute.CHALLENGE_DEADLINE_MS  # half the timeout: a late answer is still judged
 COMMIT_POLL_MS = 250  # without a commit event: how often the pool learns our committed epoch
 MAX_CONCURRENT_WITNESSING = 64
 MAX_CHALLENGE_BYTES = 4 * 1024
@@ -298,7 +299,7 @@ class WitnessService:
         seed = hashlib.blake2b(
             key.seed + epoch.to_bytes(8, "big") + assignment.provider, digest_size=32
         ).digest()
-        deadline = now + int(CHALLENGE_TIMEOUT_S * 1000) // 2
+        deadline = now + CHALLENGE_DEADLINE_MS
         challenge = compute.Challenge(
             witness,
             assignment.provider,

@@ -169,3 +169,35 @@ async def test_a_flood_of_valid_items_costs_at_most_the_peers_check_budget_and_n
     assert checks[wire.decode_as(later, wire.Envelope).signature] == 1  # judged again, not skipped
     assert not c.transports[0].is_banned(attacker.peer_id)
     assert target.reject_codes == {} and c.transports[0].counters.peers_banned == 0
+
+
+async def test_proofs_far_too_old_cost_their_forwarder_nothing_and_go_no_further(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A proof many epochs late is what a starved sender's queue or a mesh backlog delivers, not
+    proof of malice (16 processes on 2 cores banned honest peers for it): it is ignored before
+    its signature, remembered, never relayed, and costs no one. Only far-future proofs cost."""
+    c = cluster.make_cluster(nodes=2, start_ms=cluster.T0 + 8 * cluster.EPOCH_MS + 500)
+    checks = Counter[bytes]()
+    c.nodes[0].signatures.check = _recording(checks)
+    key, provider = _witness_key(c)
+    async with _attacked(c) as attacker:
+        epoch = c.nodes[0].pool.current_epoch
+        old = [_attestation(key, provider, epoch - 6, i, c.devnet.network_id) for i in range(48)]
+        fresh = _attestation(key, provider, epoch, 99, c.devnet.network_id)
+        for shift in range(0, 48 * 5, 7):
+            k = shift % 48
+            bundle = ProofBundle((*(old[k:] + old[:k])[:31], fresh))
+            await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
+            await trio.sleep(0.2)
+        await trio.sleep(2)
+
+    target, other = c.nodes[0].gossip.counters, c.nodes[1].gossip.counters
+    assert target.ignore_codes.get("far_too_old") == 48  # each judged once, replays are duplicates
+    assert sum(checks[wire.decode_as(i, wire.Envelope).signature] for i in old) == 0
+    assert target.items_far == 0 and target.items_far_charged == 0
+    assert not c.transports[0].is_banned(attacker.peer_id)
+    assert c.transports[0].counters.peers_banned == 0
+    assert other.ignore_codes.get("far_too_old") is None  # none was relayed...
+    held = c.nodes[1].pool.collect(epoch).attestations
+    assert any(wire.encode(env) == fresh for env in held)  # ...but the fresh one was, in our bundle

@@ -103,3 +103,9 @@ async def test_every_stream_protocol_of_the_libp2p_host_is_documented() -> None:
     doc = _doc()
     missing = sorted(_generic(p, net) for p in served | layers if f"`{_generic(p, net)}`" not in doc)
     assert not missing, f"libp2p protocols missing from {DOC.name}: {missing}"
+
+
+def test_the_network_less_genesis_protocol_is_documented() -> None:
+    from depin_p2p.gossip.genesis_fetch import GENESIS_PROTOCOL  # noqa: PLC0415
+
+    assert f"| `{GENESIS_PROTOCOL}` |" in _doc()

@@ -28,6 +28,7 @@ PURE = {
     "depin_p2p.consensus.value",
     "depin_p2p.consensus.driver",
     "depin_p2p.schedule",
+    "depin_p2p.syncprogress",
     "depin_p2p.gossip.penalty",
     "depin_p2p.gossip.degree",
     "devnet.invariants",

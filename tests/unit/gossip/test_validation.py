@@ -63,7 +63,7 @@ def test_unexpected_type_and_wrong_domain() -> None:
 
 def test_far_outside_the_window_and_the_callers_screen_come_before_the_signature() -> None:
     far = {240: GossipRule(wire.Domain.BEACON, dataclasses.replace(WINDOW, far_ms=60_000))}
-    for at, code in ((NOW - 600_001, "too_old"), (NOW - 660_001, "far_out_of_window"),
+    for at, code in ((NOW - 600_001, "too_old"), (NOW - 660_001, "far_too_old"),
                      (NOW + 90_001, "far_out_of_window"), (NOW + 90_000, "too_early")):
         with pytest.raises(Ignore) as info:
             validate_gossip_envelope(forged_proof(KEY, at, b"x"), network_id=NETWORK, rules=far, now_ms=NOW)

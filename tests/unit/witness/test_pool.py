@@ -145,7 +145,7 @@ def test_screen_runs_the_cheap_checks_on_what_the_signature_has_not_vouched_for_
     report = wire.decode(s.make_report(KEYS[1], b).body)
     p.screen(report, KEYS[1].public_key)
     p.current_epoch = 3 + 5
-    with pytest.raises(Ignore, match="far_out_of_window"):
+    with pytest.raises(Ignore, match="far_too_old"):  # late, as a starved relay makes it: no one's fault
         p.screen(report, KEYS[1].public_key)
 
 

@@ -1,0 +1,93 @@
+"""What every role is: a name, a family, the detection codes that catch it, and its hooks.
+
+A role replaces one behaviour of an honest node and nothing else. In the
+simulator its hooks are called by ``devnet/sim.py`` around the node's own
+assembly: :meth:`Role.on_publish` after each message the node publishes (the
+extra messages it returns are published too), :meth:`Role.devices` on the
+node's device drivers before assembly, and :meth:`Role.run` as one more task
+beside the node's services. What it did is counted in its node's
+:class:`AttackLog`; whether it was caught is never said by the role but
+counted on the honest nodes (:mod:`devnet.adversaries.detect`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from depin_p2p.assemble import Devices
+    from depin_p2p.clock import Clock
+    from depin_p2p.crypto import KeyPair
+    from depin_p2p.schedule import EpochSchedule
+
+FAMILIES = ("consensus", "radio", "compute", "network")
+
+
+@dataclass
+class AttackLog:
+    """What an adversary did: counts by kind of attack message, and when it sent the first one."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    first_ms: int | None = None
+
+    def note(self, what: str, now_ms: int, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+        if self.first_ms is None:
+            self.first_ms = now_ms
+
+
+class Host(Protocol):
+    """What a role sees of the node it runs in (a ``SimNode`` in the simulator)."""
+
+    @property
+    def key(self) -> KeyPair: ...
+    @property
+    def network_id(self) -> str: ...
+    @property
+    def consensus_topic(self) -> str: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def schedule(self) -> EpochSchedule: ...
+    @property
+    def from_epoch(self) -> int: ...
+    @property
+    def attack(self) -> AttackLog: ...
+
+    async def publish_raw(self, topic_name: str, data: bytes) -> None:
+        """Publish ``data`` on ``topic_name`` through the node's own transport (no hook)."""
+        ...
+
+    def submit_proof(self, envelope: bytes) -> None:
+        """Queue an encoded proof envelope in the node's own gossip outbox, as its witness service does."""
+        ...
+
+    def current_epoch(self) -> int: ...
+
+
+class Role:
+    """An honest node with one behaviour replaced. Subclasses override one or more hooks."""
+
+    name: str = ""
+    family: str = ""
+    summary: str = ""
+    # Codes counted on honest nodes (reject codes, evidence, attestations) that mean "caught".
+    codes: frozenset[str] = frozenset()
+    validator_only: bool = False
+
+    def active(self, host: Host) -> bool:
+        return host.current_epoch() >= host.from_epoch
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        """Extra messages to publish on ``topic_name`` after ``data`` (default: none)."""
+        return ()
+
+    def devices(self, host: Host, devices: Devices) -> Devices:
+        """The node's device drivers as this role runs them (default: unchanged)."""
+        return devices
+
+    async def run(self, host: Host) -> None:
+        """One more task beside the node's services (default: none); cancelled with the node."""
+        return

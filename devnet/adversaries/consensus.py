@@ -1,0 +1,128 @@
+"""Consensus roles: a validator (or a node posing as one) misusing votes.
+
+- ``equivocating-validator``: beside each prevote and precommit it signs, a
+  twin for another value (:func:`devnet.adversaries.equivocating.twin_vote`).
+  Caught as conflicting votes and duplicate-vote evidence; slashed.
+- ``stale-replay``: replays each of its votes under another network's id,
+  and its votes of two epochs back. Caught as ``wrong_network`` rejects.
+- ``split-proposer``: beside each proposal it signs, a second one for the
+  same epoch and round with another value (its own content less one
+  report), so peers that hear one first prevote for a different value.
+  Caught as conflicting proposals (``conflicting_votes``, which covers
+  proposals, and ``conflicting_proposal``) or ``invalid_value``.
+- ``non-validator-voter``: a node with no stake signs a prevote for the
+  running epoch every 500 ms. Caught as ``unknown_validator`` rejects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from depin_p2p import wire
+from depin_p2p.consensus.state import Precommit, Prevote, Proposal
+from depin_p2p.consensus.value import EpochContent
+from devnet.adversaries.base import Host, Role
+from devnet.adversaries.equivocating import twin_vote
+
+
+def _own_vote(host: Host, data: bytes) -> tuple[wire.Envelope, Prevote | Precommit] | None:
+    item = wire.decode(data)
+    if not isinstance(item, wire.Envelope) or item.signer != host.key.public_key:
+        return None
+    msg = wire.decode(item.body)
+    if not isinstance(msg, Prevote | Precommit):
+        return None
+    return item, msg
+
+
+class EquivocatingValidator(Role):
+    name = "equivocating-validator"
+    family = "consensus"
+    summary = "two votes per step"
+    codes = frozenset({"conflicting_votes", "duplicate_vote_evidence"})
+    validator_only = True
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        if topic_name != host.consensus_topic:
+            return ()
+        item = wire.decode(data)
+        if not isinstance(item, wire.Envelope):
+            return ()
+        twin = twin_vote(item, host.key, host.network_id, host.from_epoch)
+        if twin is None:
+            return ()
+        host.attack.note("twin_votes", host.clock.now_ms())
+        return (wire.encode(twin),)
+
+
+class StaleReplay(Role):
+    name = "stale-replay"
+    family = "consensus"
+    summary = "replays old-epoch and other-network votes"
+    codes = frozenset({"wrong_network"})
+    validator_only = True
+
+    def __init__(self) -> None:
+        self._old: dict[int, list[bytes]] = {}
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        own = _own_vote(host, data) if topic_name == host.consensus_topic else None
+        if own is None or not self.active(host):
+            return ()
+        _, msg = own
+        self._old.setdefault(msg.epoch, []).append(data)
+        now = host.clock.now_ms()
+        other = wire.seal(msg, host.key, host.network_id + "-other")
+        host.attack.note("other_network_votes", now)
+        out = [wire.encode(other)]
+        old = self._old.pop(msg.epoch - 2, [])
+        if old:
+            host.attack.note("old_epoch_votes", now, len(old))
+            out += old
+        return out
+
+
+class SplitProposer(Role):
+    name = "split-proposer"
+    family = "consensus"
+    summary = "two different proposals per round"
+    codes = frozenset({"conflicting_votes", "conflicting_proposal", "invalid_value"})
+    validator_only = True
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        if topic_name != host.consensus_topic or not self.active(host):
+            return ()
+        item = wire.decode(data)
+        if not isinstance(item, wire.Envelope) or item.signer != host.key.public_key:
+            return ()
+        msg = wire.decode(item.body)
+        if not isinstance(msg, Proposal):
+            return ()
+        content = wire.decode_as(msg.candidate.value, EpochContent)
+        other = dataclasses.replace(content, reports=content.reports[:-1])
+        if other == content:
+            other = dataclasses.replace(content, reports=(), beacons=())
+        candidate = dataclasses.replace(msg.candidate, value=wire.encode(other))
+        twin = wire.seal(dataclasses.replace(msg, candidate=candidate), host.key, host.network_id)
+        host.attack.note("second_proposals", host.clock.now_ms())
+        return (wire.encode(twin),)
+
+
+class NonValidatorVoter(Role):
+    name = "non-validator-voter"
+    family = "consensus"
+    summary = "a node with no stake votes"
+    codes = frozenset({"unknown_validator"})
+
+    async def run(self, host: Host) -> None:
+        while True:
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 500)
+            if not self.active(host):
+                continue
+            vote = wire.seal(Prevote(host.current_epoch(), 0, None), host.key, host.network_id)
+            host.attack.note("votes_without_stake", host.clock.now_ms())
+            await host.publish_raw(host.consensus_topic, wire.encode(vote))
+
+
+ROLES: tuple[type[Role], ...] = (EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter)

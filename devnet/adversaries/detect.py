@@ -1,0 +1,183 @@
+"""What caught an adversary, counted on the honest nodes only.
+
+Every 100 ms of (virtual) time the :class:`Detector` reads, on each honest
+node that runs: its gossip service's and its transport's reject codes, the
+gossip service's ignore codes (``ignored_<code>``) and duplicates, the codes
+of what its value builder left out of its own proposals, its
+consensus service's conflicting signers and duplicate-vote evidence
+(``conflicting_votes``, ``duplicate_vote_evidence`` when they name the
+adversary's key), whether its transport has banned the adversary's peer
+(``peer_banned``), and the compute attestations its ledger committed against
+the adversary's devices (``attested_<outcome>``). Counts start when the
+adversary sends its first attack message (its :class:`AttackLog`); the time
+to detect is from then to the first sample that shows one of its role's
+codes. A role never adds to these records itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from depin_p2p import wire
+from depin_p2p.clock import Clock
+from depin_p2p.consensus.state import Certificate
+from depin_p2p.consensus.value import EpochContent
+from depin_p2p.ledger.genesis import parse_genesis
+from depin_p2p.witness import compute
+
+SAMPLE_MS = 100
+# Codes that name the adversary itself (its key, its peer, its devices): no baseline to subtract.
+_NAMED = frozenset({"conflicting_votes", "duplicate_vote_evidence", "peer_banned"})
+
+
+class _Watch:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.baseline: dict[str, int] | None = None
+        self.seen: dict[str, int] = {}  # code -> count since the first attack message
+        self.first_ms: dict[str, int] = {}  # code -> when a sample first showed it
+        self.banned_by: set[int] = set()
+        self.attested: dict[bytes, compute.Outcome] = {}  # failed attestations by content id
+        self.scanned: dict[int, int] = {}  # honest node -> commits already scanned
+
+
+class Detector:
+    """Samples the honest nodes' records for each adversary among ``nodes`` (SimNodes)."""
+
+    def __init__(self, nodes: Sequence[Any], genesis_ms: int) -> None:
+        self._nodes = nodes
+        self._genesis_ms = genesis_ms
+        self._watches = [_Watch(n) for n in nodes if n.role is not None]
+
+    async def watch(self, clock: Clock) -> None:
+        """Sample every SAMPLE_MS until cancelled."""
+        while True:
+            await clock.sleep_until_ms(clock.now_ms() + SAMPLE_MS)
+            self.sample(clock.now_ms())
+            await trio.lowlevel.checkpoint()
+
+    def _totals(self, w: _Watch) -> dict[str, int]:
+        adv = w.node
+        key = adv.key.public_key
+        devices = set(adv.devices.keys)
+        out: dict[str, int] = {}
+
+        def add(code: str, n: int) -> None:
+            if n:
+                out[code] = out.get(code, 0) + n
+
+        for n in self._nodes:
+            if n.role is not None or n.services is None:
+                continue
+            for code, k in n.services.gossip.counters.reject_codes.items():
+                add(code, k)
+            for code, k in n.transport.counters.reject_codes.items():
+                add(code, k)
+            for code, k in n.services.gossip.counters.ignore_codes.items():
+                add(f"ignored_{code}", k)
+            add("duplicate_items", n.services.gossip.counters.items_duplicate)
+            for code, k in n.services.consensus.ledger.dropped_codes.items():
+                add(code, k)  # left out of an honest proposal by the value builder's checks
+            c = n.services.consensus
+            add("conflicting_votes", int(key in c.conflicting_signers))
+            add("duplicate_vote_evidence", int(key in c.evidence_offenders))
+            if n.transport.is_banned(adv.transport.peer_id):
+                w.banned_by.add(n.index)
+            self._scan_attestations(w, n, devices | {key})
+        # Distinct attestations by outcome, however many honest ledgers hold them.
+        for outcome in w.attested.values():
+            add(f"attested_{outcome.name.lower()}", 1)
+        add("peer_banned", len(w.banned_by))
+        return out
+
+    def _scan_attestations(self, w: _Watch, n: Any, theirs: set[bytes]) -> None:
+        """Note the failed attestations on the adversary's devices in ``n``'s new commits."""
+        commits = n.ledger.commits
+        for commit in commits[w.scanned.get(n.index, 0) :]:
+            cert = wire.decode_as(commit[5], Certificate)
+            content = wire.decode_as(cert.candidate.value, EpochContent)
+            for env in content.attestations:
+                att = wire.decode_as(env.body, compute.Attestation)
+                failed = att.outcome is not compute.Outcome.PASSED
+                if failed and att.provider in theirs and env.signer not in theirs:
+                    w.attested[wire.content_id(env.body)] = att.outcome
+        w.scanned[n.index] = len(commits)
+
+    def sample(self, now_ms: int) -> None:
+        for w in self._watches:
+            totals = self._totals(w)
+            if w.node.attack.first_ms is None:
+                # The last sample before the first attack message: what honest traffic had cost.
+                w.baseline = {
+                    c: k for c, k in totals.items() if c not in _NAMED and not c.startswith("attested_")
+                }
+                continue
+            if w.baseline is None:
+                w.baseline = {}
+            for code, v in totals.items():
+                delta = v - w.baseline.get(code, 0)
+                if delta > 0:
+                    w.seen[code] = delta
+                    w.first_ms.setdefault(code, now_ms)
+
+    def rows(self, genesis_text: str) -> tuple[dict[str, Any], ...]:
+        """One row per adversary: what it did, what caught it, how fast, what it cost it."""
+        genesis = parse_genesis(genesis_text)
+        stake0 = dict(genesis.validators)
+        honest = [n for n in self._nodes if n.role is None]
+        out = []
+        for w in self._watches:
+            adv, role = w.node, w.node.role
+            caught = {c: k for c, k in w.seen.items() if c in role.codes}
+            first = min((w.first_ms[c] for c in caught), default=None)
+            start = adv.attack.first_ms
+            key = adv.key.public_key
+            slashed = 0
+            ref = max(honest, key=lambda n: n.ledger.last_epoch(), default=None)
+            if ref is not None and key in stake0:
+                v = ref.ledger.get_validator(key)
+                now_stake = 0 if v is None else v.stake + v.unbonding_total
+                slashed = max(0, stake0[key] - now_stake)
+            rewards = _rewards(ref, adv.from_epoch) if ref is not None else {}
+            mine = rewards.get(key, 0)
+            others = sorted(rewards.get(n.key.public_key, 0) for n in honest)
+            out.append(
+                {
+                    "role": role.name,
+                    "family": role.family,
+                    "node": adv.index,
+                    "from_epoch": adv.from_epoch,
+                    "did": dict(sorted(adv.attack.counts.items())),
+                    "detected": bool(caught),
+                    "detection_codes": sorted(caught),
+                    "other_codes": dict(sorted((c, k) for c, k in w.seen.items() if c not in role.codes)),
+                    "time_to_detect_ms": None if first is None or start is None else first - start,
+                    "penalty": {
+                        "rejected": sum(
+                            k for c, k in caught.items() if c not in _NAMED and not c.startswith("attested_")
+                        ),
+                        "attested_failed": sum(k for c, k in w.seen.items() if c.startswith("attested_")),
+                        "banned_by": len(w.banned_by),
+                        "slashed_micro": slashed,
+                        "reward_micro": mine,
+                        "honest_median_reward_micro": others[len(others) // 2] if others else 0,
+                    },
+                }
+            )
+        return tuple(out)
+
+
+def _rewards(node: Any, from_epoch: int) -> dict[bytes, int]:
+    """Rewards per account committed at or after ``from_epoch`` in ``node``'s ledger."""
+    out: dict[bytes, int] = {}
+    for commit in node.ledger.commits:
+        cert = wire.decode_as(commit[5], Certificate)
+        if cert.epoch < from_epoch:
+            continue
+        content = wire.decode_as(cert.candidate.value, EpochContent)
+        for r in content.ledger.rewards:
+            out[bytes(r.account)] = out.get(bytes(r.account), 0) + r.amount
+    return out

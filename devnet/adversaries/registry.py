@@ -1,0 +1,26 @@
+"""The catalogue: every role by name, one module per family.
+
+:func:`new_role` builds a fresh role object for one node (a role may keep
+state, such as the votes it will replay).
+"""
+
+from __future__ import annotations
+
+from devnet.adversaries import compute, consensus, network, radio
+from devnet.adversaries.base import Role
+
+CATALOGUE: dict[str, type[Role]] = {
+    cls.name: cls for module in (consensus, radio, compute, network) for cls in module.ROLES
+}
+
+# Roles `depin-devnet run` can start on a process (python -m devnet.adversaries.proc).
+PROCESS_ROLES: frozenset[str] = frozenset({"equivocating-validator"})
+
+
+def new_role(name: str) -> Role:
+    """A fresh role object for ``name`` (a key of :data:`CATALOGUE`)."""
+    return CATALOGUE[name]()
+
+
+def family_of(name: str) -> str:
+    return CATALOGUE[name].family

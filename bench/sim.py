@@ -9,8 +9,9 @@ cost (from the growth measured so far) exceeds ``--budget-s``, the larger
 sizes are skipped and listed under ``skipped`` with the predicted seconds,
 so the output says where the simulator bends instead of running for hours.
 
-Keys (stable): ``rows`` (``nodes``, ``epochs``, ``cpu_s``, ``seconds_per_epoch``,
-``node_epochs_per_s``), ``growth_exponent`` (least-squares slope of
+Keys (stable): ``rows`` (``nodes``, ``epochs``, ``cpu_s``, ``wall_s``, ``seconds_per_epoch``
+(CPU), ``node_epochs_per_s`` (per CPU second)), ``simulator`` (``nodes``, ``seconds_per_epoch``:
+the same figures under the names bench/scale.py uses), ``growth_exponent`` (least-squares slope of
 log(seconds per epoch) over log(nodes) across the measured rows),
 ``skipped`` (``nodes``, ``predicted_seconds_per_epoch``).
 
@@ -63,15 +64,17 @@ def main() -> None:
                 skipped.append({"nodes": n, "predicted_seconds_per_epoch": round(predicted, 1)})
                 continue
         manifest = parse_manifest(f"[network]\nnodes = {n}\nepochs = {args.epochs}\nepoch_seconds = 10\n")
-        started = time.process_time()
+        started, wall_started = time.process_time(), time.perf_counter()
         run = simulate(manifest, 1)
         cpu = time.process_time() - started
+        wall = time.perf_counter() - wall_started
         committed = min(len(node.epochs) for node in run.nodes)
         rows.append(
             {
                 "nodes": n,
                 "epochs": committed,
                 "cpu_s": round(cpu, 2),
+                "wall_s": round(wall, 2),
                 "seconds_per_epoch": round(cpu / args.epochs, 3),
                 "node_epochs_per_s": round(n * committed / cpu, 2),
             }
@@ -80,6 +83,8 @@ def main() -> None:
     exponent = _fit(rows)
     doc = {
         "rows": rows,
+        # issue 13's names: the simulator's rows (CPU seconds per simulated epoch) and the fit
+        "simulator": [{"nodes": r["nodes"], "seconds_per_epoch": r["seconds_per_epoch"]} for r in rows],
         "growth_exponent": None if exponent is None else round(exponent, 2),
         "skipped": skipped,
         "budget_s": args.budget_s,

@@ -109,6 +109,9 @@ class AssemblyConfig:
     # proof, given the check to run, and each committed epoch.
     observe_check: Callable[[wire.Verified, Callable[[], None]], None] | None = None
     on_commit: Callable[[int], None] = field(default=lambda epoch: None)
+    # The Ed25519 check the node's signature cache runs on a miss (None: wire.verify_signature).
+    # The simulator passes one memo shared by its nodes; each node still counts the check as its own.
+    signature_check: wire.Verifier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +170,7 @@ def assemble(
         announce=(lambda: config.announce) if config.announce else None,
     )
     # One memory of good signatures for every check on this node: each envelope verified once.
-    signatures = wire.SignatureCache()
+    signatures = wire.SignatureCache(check=config.signature_check)
     pool = ProofPool(registry, net, signatures=signatures)
     def check_item(verified: wire.Verified, peer: PeerId) -> None:
         if config.observe_check is None:

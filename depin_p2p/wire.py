@@ -461,12 +461,56 @@ def peek_type_id(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> int:
     return _header(_unpack(data, max_size)).type_id
 
 
+class _DecodeMemo:
+    """Bytes that decoded, and what they decoded to (messages are frozen, so sharing is safe)."""
+
+    __slots__ = ("capacity", "hits", "items", "misses")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: dict[bytes, object] = {}
+        self.hits = 0
+        self.misses = 0
+
+
+_DECODE_MEMO: _DecodeMemo | None = None
+
+
+def memoize_decoding(capacity: int | None) -> None:
+    """Process-wide: remember up to ``capacity`` decoded messages by their bytes (None: off, the default).
+
+    For the simulator, where every node of one process decodes the same bytes:
+    decoding is a pure function of the bytes and messages are immutable, so a
+    hit returns the very object a fresh decode would equal. Only successful
+    decodes are kept; the size cap is still checked on every call.
+    """
+    global _DECODE_MEMO  # noqa: PLW0603
+    _DECODE_MEMO = None if capacity is None else _DecodeMemo(capacity)
+
+
 def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> object:
     """Decode canonical bytes into a registered message.
 
     Raises CodecError for anything malformed, oversized, non-canonical, of an
     unknown type or version, or with wrong field types or counts.
     """
+    memo = _DECODE_MEMO
+    if memo is None or type(data) is not bytes or len(data) > max_size:
+        return _decode(data, max_size)
+    hit = memo.items.get(data)
+    if hit is not None:
+        memo.hits += 1
+        return hit
+    memo.misses += 1
+    msg = _decode(data, max_size)
+    items = memo.items
+    items[data] = msg
+    if len(items) > memo.capacity:
+        del items[next(iter(items))]
+    return msg
+
+
+def _decode(data: bytes, max_size: int) -> object:
     raw = _unpack(data, max_size)
     info = _header(raw)
     try:

@@ -138,6 +138,30 @@ class RecordingLedger(MemoryLedger):
             )
 
 
+class SharedSignatureCheck:
+    """One Ed25519 memo for every simulated node: a signature checked good on one node is not
+    checked again on another. Each node's own ``wire.SignatureCache`` still runs (and counts) the
+    check as its own; only the arithmetic behind it is shared (it is a pure function of the bytes).
+    Failures are not remembered, as in the node's cache."""
+
+    __slots__ = ("checks", "good")
+
+    def __init__(self) -> None:
+        self.good: set[tuple[bytes, bytes, bytes]] = set()
+        self.checks = 0
+
+    def __call__(self, public_key: bytes, data: bytes, signature: bytes) -> None:
+        key = (public_key, signature, data)
+        if key in self.good:
+            return
+        self.checks += 1
+        wire.verify_signature(public_key, data, signature)
+        self.good.add(key)
+
+
+DECODE_MEMO_CAPACITY = 100_000  # decoded messages the simulator's process remembers by their bytes
+
+
 class _Tap:
     """The node's transport, recording what it signs on the consensus topic (and, for an
     adversary, publishing what its role adds after each message)."""
@@ -275,6 +299,7 @@ class Simulation:
         self.end_ms = 0
         self.progress: Callable[[int], None] = lambda epoch: None  # told each epoch as it starts
         self.nodes: list[SimNode] = []
+        self.signature_check = SharedSignatureCheck()
         self.detector: Detector | None = None
 
     def _build(self) -> None:
@@ -343,6 +368,7 @@ class Simulation:
             key=node.key,
             offload_io=False,
             peer_of=lambda owner: PeerId(self._peer_of_owner(owner)),
+            signature_check=self.signature_check,
         )
         tap: Any = _Tap(node.transport, node)
         node.services = assemble(
@@ -503,8 +529,13 @@ class Simulation:
 
         # trio breaks ties between runnable tasks with its own RNG: seed it, so a seed is a run.
         trio_run._r.seed(self.seed)
-        trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
-        return self._record()
+        # Every node decodes the same bytes: one process-wide memo (the default, off, is for real runs).
+        wire.memoize_decoding(DECODE_MEMO_CAPACITY)
+        try:
+            trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
+            return self._record()
+        finally:
+            wire.memoize_decoding(None)
 
     # ------------------------------------------------------------ records
 

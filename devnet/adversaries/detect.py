@@ -3,7 +3,9 @@
 Every 100 ms of (virtual) time the :class:`Detector` reads, on each honest
 node that runs: its gossip service's and its transport's reject codes, the
 gossip service's ignore codes (``ignored_<code>``) and duplicates, the codes
-of what its value builder left out of its own proposals, its
+of what its value builder left out of its own proposals, the codes its proof
+pool refused the adversary's radios' reports for once the beacon they had
+outrun came (``ProofPool.late_rejects``), its
 consensus service's conflicting signers and duplicate-vote evidence
 (``conflicting_votes``, ``duplicate_vote_evidence`` when they name the
 adversary's key), whether its transport has banned the adversary's peer
@@ -81,6 +83,9 @@ class Detector:
             add("duplicate_items", n.services.gossip.counters.items_duplicate)
             for code, k in n.services.consensus.ledger.dropped_codes.items():
                 add(code, k)  # left out of an honest proposal by the value builder's checks
+            for (witness, code), k in n.services.pool.late_rejects.items():
+                if witness in devices:  # its radio's report outran the beacon, refused when it came
+                    add(code, k)
             c = n.services.consensus
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))

@@ -111,12 +111,12 @@ def plan_devnet(plan: DevnetPlan, *, genesis_time_ms: int) -> Devnet:
         "emission_per_epoch": plan.emission_per_epoch,
         "accounts": {k.address: plan.balance for k in nodes},
         "validators": [{"address": k.address, "stake": plan.stake} for k in nodes[: plan.validator_count()]],
-        "devices": [_device_entry(d, nodes) for d in devices],
+        "devices": [device_entry(d, nodes) for d in devices],
     }
     return Devnet(plan, network_id, nodes, tuple(devices), genesis)
 
 
-def _device_entry(d: DeviceKeys, nodes: tuple[KeyPair, ...]) -> dict[str, object]:
+def device_entry(d: DeviceKeys, nodes: tuple[KeyPair, ...]) -> dict[str, object]:
     radio = d.kind == "radio"
     return {
         "device_id": d.key.address,

@@ -49,8 +49,8 @@ from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, Simulated
 from depin_p2p.witness.world import World
 from devnet.adversaries.base import AttackLog, Role
 from devnet.adversaries.detect import Detector
-from devnet.adversaries.registry import new_role
-from devnet.genesis import Devnet, DevnetPlan, plan_devnet
+from devnet.adversaries.registry import CATALOGUE, new_role
+from devnet.genesis import DeviceKeys, Devnet, DevnetPlan, derive_key, device_entry, grid_cells, plan_devnet
 from devnet.invariants import EpochRecord, NodeRecord, RunRecord, SignedRecord
 from devnet.manifest import Manifest, Perturbation
 
@@ -97,15 +97,30 @@ def devnet_for(manifest: Manifest, seed: int, *, genesis_time_ms: int = GENESIS_
         for d, cell in zip(radios, manifest.devices.cells, strict=False):
             d["location"] = format(cell, "x")
         devices = [d for d in devices if d["kind"] != "radio" or d in radios[: len(manifest.devices.cells)]]
-    genesis["devices"] = devices
     kept = {d["device_id"] for d in devices}
+    ring = ring_devices(manifest, devnet, seed)
+    genesis["devices"] = devices + [entry for _, entry in ring]
     return Devnet(
         devnet.plan,
         devnet.network_id,
         devnet.node_keys,
-        tuple(d for d in devnet.devices if d.key.address in kept),
+        tuple(d for d in devnet.devices if d.key.address in kept) + tuple(d for d, _ in ring),
         genesis,
     )
+
+
+def ring_devices(manifest: Manifest, devnet: Devnet, seed: int) -> list[tuple[DeviceKeys, dict[str, object]]]:
+    """Radios an adversary with a ring role runs for other accounts (one account each), on their
+    own grid 167 km north of the network's, where no honest device hears them (an adversary hook)."""
+    out = []
+    for adv in manifest.adversaries:
+        count = CATALOGUE[adv.role].ring
+        lat, lng = devnet.plan.centre
+        for k, cell in enumerate(grid_cells(count, (lat + 1.5, lng), manifest.devices.spacing_m)):
+            label = f"{manifest.name}/{seed}/ring-{adv.node}-{k}".encode()
+            d = DeviceKeys(derive_key(label, "device"), "radio", adv.node, cell)
+            out.append((d, device_entry(d, devnet.node_keys) | {"owner": derive_key(label, "owner").address}))
+    return out
 
 
 def holdings(ledger: MemoryLedger) -> int:
@@ -225,6 +240,7 @@ class SimNode:
     honest: bool = True
     role: Role | None = None
     from_epoch: int = 1
+    ring_ids: frozenset[bytes] = frozenset()  # radios it runs for other accounts (a ring role)
     state: str = "down"  # up | down | paused | disconnected | absent
     services: NodeServices | None = None
     scope: trio.CancelScope | None = None
@@ -326,6 +342,11 @@ class Simulation:
                 node.honest = False
                 node.role = new_role(adv.role)
                 node.from_epoch = adv.from_epoch
+                node.ring_ids = frozenset(
+                    r.device_id
+                    for r in node.devices.radios
+                    if (d := ledger.get_device(r.device_id)) is not None and d.owner != key.public_key
+                )
                 node.devices = node.role.devices(node, node.devices)
             node.state = "absent" if i in manifest.late_joiners() else "down"
             self.nodes.append(node)

@@ -71,7 +71,7 @@ from depin_p2p.ledger.state import (
     validate_evidence_age,
     validator_set,
 )
-from depin_p2p.witness.assign import ComputeAssignment, assign_compute_witnesses
+from depin_p2p.witness.assign import MIN_WITNESS_STAKE, ComputeAssignment, assign_compute_witnesses
 from depin_p2p.witness.compute import Attestation, challenge_size, validate_attestation
 from depin_p2p.witness.radio import (
     Beacon,
@@ -300,6 +300,11 @@ def _accept_evidence(acc: _Accepted, evidence: bytes, view: LedgerView, epoch: i
     acc.evidence.append(evidence)
 
 
+def coverage_anchors(view: LedgerView) -> frozenset[bytes]:
+    """Accounts whose devices anchor radio coverage: validators bonding at least MIN_WITNESS_STAKE."""
+    return frozenset(v.address for v in validator_set(view) if v.power >= MIN_WITNESS_STAKE)
+
+
 def _rewards(
     acc: _Accepted,
     view: LedgerView,
@@ -322,6 +327,7 @@ def _rewards(
         compute=compute,
         registry=view,
         params=p.rewards,
+        anchors=coverage_anchors(view),
     )
     rewards = tuple(Reward(account, amount) for account, amount in paid)
     return (p.emission_per_epoch if rewards else 0), rewards

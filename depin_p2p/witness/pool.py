@@ -114,6 +114,8 @@ class ProofPool:
         self._beacon_epoch: dict[bytes, int] = {}
         self._pending: OrderedDict[tuple[bytes, bytes], wire.Envelope] = OrderedDict()
         self.dropped = 0
+        self.late_rejects: dict[tuple[bytes, str], int] = {}
+        self._unchecked: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         # The epoch running by the wall clock (the witness service keeps it current); proofs
         # of other epochs than it, the one just ended (still to be decided) and the next are ignored.
         self.current_epoch = 1
@@ -256,6 +258,8 @@ class ProofPool:
                     raise Reject("unknown_device", "report signed by no registered radio")
                 if verified.signer != msg.witness:
                     raise Reject("wrong_signer")
+                self._unchecked[(msg.beacon_id, msg.witness)] = None  # judged when the beacon is here
+                _trim(self._unchecked, self.limits.pending_reports)
                 return
             slot = self._epochs[epoch]
             validate_witness_report(
@@ -286,8 +290,12 @@ class ProofPool:
             self._add_beacon(msg, env)
         elif isinstance(msg, WitnessReport):
             epoch = self._beacon_epoch.get(msg.beacon_id)
+            key = (msg.beacon_id, msg.witness)
+            unchecked = self._unchecked.pop(key, False) is None  # checked while its beacon was unknown
+            if epoch is not None and unchecked and not _judge_late(self, epoch, msg, env):
+                return
             if epoch is None:
-                self._pending[(msg.beacon_id, msg.witness)] = env
+                self._pending[key] = env
                 while len(self._pending) > self.limits.pending_reports:
                     self._pending.popitem(last=False)
                     self.dropped += 1
@@ -319,10 +327,11 @@ class ProofPool:
         slot.reports[bid] = {}
         slot.tickets[bid] = {}
         self._beacon_epoch[bid] = msg.epoch
-        # Reports that arrived before their beacon.
         for key in [k for k in self._pending if k[0] == bid]:
             report_env = self._pending.pop(key)
-            self._add_report(msg.epoch, wire.decode_as(report_env.body, WitnessReport), report_env)
+            report = wire.decode_as(report_env.body, WitnessReport)
+            if _judge_late(self, msg.epoch, report, report_env):
+                self._add_report(msg.epoch, report, report_env)
 
     def _add_report(self, epoch: int, msg: WitnessReport, env: wire.Envelope) -> None:
         slot = self._epochs[epoch]
@@ -359,3 +368,35 @@ class ProofPool:
         for epoch in [e for e in self._epochs if e <= committed_epoch]:
             for bid in self._epochs.pop(epoch).beacons:
                 self._beacon_epoch.pop(bid, None)
+
+
+def _count(counts: dict[tuple[bytes, str], int], key: tuple[bytes, str], cap: int) -> None:
+    counts[key] = counts.get(key, 0) + 1
+    while len(counts) > cap:
+        del counts[next(iter(counts))]
+
+
+def _trim(items: OrderedDict[tuple[bytes, bytes], None], cap: int) -> None:
+    while len(items) > cap:
+        items.popitem(last=False)
+
+def _judge_late(pool: ProofPool, epoch: int, report: WitnessReport, env: wire.Envelope) -> bool:
+    """The check a report that outran its beacon (held, or checked before it) could not have had.
+
+    Returns False when it is refused; ``pool.late_rejects`` counts it by (witness, code).
+    """
+    slot = pool._epochs[epoch]
+    try:
+        validate_witness_report(
+            slot.beacons[report.beacon_id],
+            env,
+            registry=pool.registry,
+            network_id=pool.network_id,
+            seen=slot.reports[report.beacon_id].keys(),
+            verify=pool.verify,
+            decoded=report,
+        )
+    except (Reject, Ignore) as exc:
+        _count(pool.late_rejects, (report.witness, exc.code), pool.limits.pending_reports)
+        return False
+    return True

@@ -26,6 +26,19 @@ over owner accounts in proportion to their share units: floor first, then
 the leftover micro-units one each to the largest remainders (ties: lower
 account bytes first), so the total paid equals the emission exactly. Rewards
 go to the device's owner account.
+
+Anchored coverage (device rings over several accounts): with ``anchors`` (the
+accounts of validators bonding at least ``MIN_WITNESS_STAKE``; consensus passes
+them), a beacon earns radio shares only when its beaconer is linked to an
+anchor's device through this epoch's valid beacon-witness pairs
+(:func:`anchored_beacons`). A ring of devices that witness only each other,
+never heard by a device the staked network vouches for, is its own component
+and earns nothing however many accounts it spreads over; ``same_owner`` cannot
+see it, since every pair in it has two owners. Chosen over a registration bond
+because it needs no new ledger state and no bond to size: the price of a ring
+becomes a staked validator whose own device hears it (and which can then be
+seen doing so), not a fee every honest device pays. The cost: honest devices
+in an area no anchor's device reaches earn nothing until one does.
 """
 
 from __future__ import annotations
@@ -217,6 +230,32 @@ def radio_weights(
     return weights
 
 
+def anchored_beacons(
+    beacons: Iterable[BeaconProof], registry: DeviceRegistry, anchors: frozenset[bytes]
+) -> tuple[list[BeaconProof], list[BeaconProof]]:
+    """Split the epoch's beacons into (anchored, unanchored).
+
+    The graph's nodes are devices, its edges the (beaconer, witness) pairs of
+    the beacons; a device owned by an anchor account is anchored, and so is
+    every device linked to one. A beacon is anchored when its beaconer is.
+    """
+    proofs = list(beacons)
+    links: dict[bytes, set[bytes]] = {}
+    for proof in proofs:
+        for w in proof.witnesses:
+            links.setdefault(proof.beaconer, set()).add(w)
+            links.setdefault(w, set()).add(proof.beaconer)
+    frontier = [d for d in links if _owner(registry, d) in anchors]
+    reached = set(frontier)
+    while frontier:
+        for other in links[frontier.pop()]:
+            if other not in reached:
+                reached.add(other)
+                frontier.append(other)
+    ok = [p for p in proofs if p.beaconer in reached or _owner(registry, p.beaconer) in anchors]
+    return ok, [p for p in proofs if p not in ok]
+
+
 def compute_weights(
     proofs: Iterable[ComputeProof], registry: DeviceRegistry, params: RewardParams = DEFAULT_PARAMS
 ) -> dict[bytes, int]:
@@ -250,6 +289,7 @@ def compute_epoch_rewards(
     compute: Iterable[ComputeProof],
     registry: DeviceRegistry,
     params: RewardParams = DEFAULT_PARAMS,
+    anchors: frozenset[bytes] | None = None,
 ) -> Payouts:
     """The epoch's payouts: ``((owner account, micro-units), ...)`` sorted by account.
 
@@ -260,9 +300,13 @@ def compute_epoch_rewards(
         InternalError: a proof names an unregistered device, or a beacon, a
             beaconer or a provider twice.
         ValueError: a negative emission or a pool fraction outside [0, 10,000].
+
+    ``anchors``: the accounts that anchor coverage (None: every beacon counts).
     """
     if emission < 0 or not 0 <= params.radio_pool_bps <= 10_000:
         raise ValueError("bad emission or radio_pool_bps")
+    if anchors is not None:  # only coverage linked to the staked network earns (module docstring)
+        beacons = anchored_beacons(beacons, registry, anchors)[0]
     radio = radio_weights(prev_cert_hash, epoch, beacons, registry, params)
     comp = compute_weights(compute, registry, params)
     radio_pool = emission * params.radio_pool_bps // 10_000

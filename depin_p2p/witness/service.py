@@ -94,6 +94,15 @@ def _offset_ms(device_id: bytes, epoch: int, span_ms: int) -> int:
     return int.from_bytes(h, "big") % max(1, span_ms)
 
 
+def _beyond_reach(beaconer: Device, witness: Device) -> bool:
+    """Registered more than ``radio.MAX_DISTANCE_M`` apart (or a location without geometry)."""
+    try:
+        d_mm = radio.distance_mm(radio.cell_geo(beaconer.location), radio.cell_geo(witness.location))
+    except Reject:
+        return True
+    return d_mm is None or d_mm // 1000 > radio.MAX_DISTANCE_M
+
+
 class WitnessService:
     """Drives this node's devices; see the module docstring.
 
@@ -205,6 +214,8 @@ class WitnessService:
                 mine = registry.get_device(driver.device_id)
                 if beaconer is not None and mine is not None and mine.owner == beaconer.owner:
                     continue  # consensus rejects a sibling's report [same_owner]: do not send it
+                if beaconer is not None and mine is not None and _beyond_reach(beaconer, mine):
+                    continue  # nor one from over 100 km [too_far], which would get us banned
                 nursery.start_soon(self._witness, driver, verified.envelope)
 
     def _publish(self, env: wire.Envelope, nursery: trio.Nursery) -> None:

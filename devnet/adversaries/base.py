@@ -76,6 +76,7 @@ class Role:
     # Codes counted on honest nodes (reject codes, evidence, attestations) that mean "caught".
     codes: frozenset[str] = frozenset()
     validator_only: bool = False
+    ring: int = 0  # radios of as many other accounts the node runs (genesis entries: devnet/sim.py)
 
     def active(self, host: Host) -> bool:
         return host.current_epoch() >= host.from_epoch

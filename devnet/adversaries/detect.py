@@ -3,7 +3,9 @@
 Every 100 ms of (virtual) time the :class:`Detector` reads, on each honest
 node that runs: its gossip service's and its transport's reject codes, the
 gossip service's ignore codes (``ignored_<code>``) and duplicates, the codes
-of what its value builder left out of its own proposals, its
+of what its value builder left out of its own proposals, the codes its proof
+pool refused the adversary's radios' reports for once the beacon they had
+outrun came (``ProofPool.late_rejects``), its
 consensus service's conflicting signers and duplicate-vote evidence
 (``conflicting_votes``, ``duplicate_vote_evidence`` when they name the
 adversary's key), whether its transport has banned the adversary's peer
@@ -24,13 +26,14 @@ import trio
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.consensus.state import Certificate
-from depin_p2p.consensus.value import EpochContent
+from depin_p2p.consensus.value import EpochContent, coverage_anchors
 from depin_p2p.ledger.genesis import parse_genesis
-from depin_p2p.witness import compute
+from depin_p2p.witness import compute, radio
+from depin_p2p.witness.rewards import BeaconProof, anchored_beacons
 
 SAMPLE_MS = 100
 # Codes that name the adversary itself (its key, its peer, its devices): no baseline to subtract.
-_NAMED = frozenset({"conflicting_votes", "duplicate_vote_evidence", "peer_banned"})
+_NAMED = frozenset({"conflicting_votes", "duplicate_vote_evidence", "peer_banned", "unanchored_coverage"})
 
 
 class _Watch:
@@ -42,6 +45,7 @@ class _Watch:
         self.banned_by: set[int] = set()
         self.attested: dict[bytes, compute.Outcome] = {}  # failed attestations by content id
         self.scanned: dict[int, int] = {}  # honest node -> commits already scanned
+        self.unanchored: set[bytes] = set()  # its ring's committed beacons, found unanchored
 
 
 class Detector:
@@ -81,6 +85,9 @@ class Detector:
             add("duplicate_items", n.services.gossip.counters.items_duplicate)
             for code, k in n.services.consensus.ledger.dropped_codes.items():
                 add(code, k)  # left out of an honest proposal by the value builder's checks
+            for (witness, code), k in n.services.pool.late_rejects.items():
+                if witness in devices:  # its radio's report outran the beacon, refused when it came
+                    add(code, k)
             c = n.services.consensus
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))
@@ -90,6 +97,7 @@ class Detector:
         # Distinct attestations by outcome, however many honest ledgers hold them.
         for outcome in w.attested.values():
             add(f"attested_{outcome.name.lower()}", 1)
+        add("unanchored_coverage", len(w.unanchored))
         add("peer_banned", len(w.banned_by))
         return out
 
@@ -104,7 +112,25 @@ class Detector:
                 failed = att.outcome is not compute.Outcome.PASSED
                 if failed and att.provider in theirs and env.signer not in theirs:
                     w.attested[wire.content_id(env.body)] = att.outcome
+            ring: frozenset[bytes] = getattr(w.node, "ring_ids", frozenset())
+            if ring:
+                self._scan_ring(w, n, content, ring)
         w.scanned[n.index] = len(commits)
+
+    def _scan_ring(self, w: _Watch, n: Any, content: EpochContent, ring: frozenset[bytes]) -> None:
+        """Ring beacons ``n`` committed that its consensus found unanchored (and paid nothing)."""
+        witnesses: dict[bytes, list[bytes]] = {}
+        for env in content.reports:
+            report = wire.decode_as(env.body, radio.WitnessReport)
+            witnesses.setdefault(report.beacon_id, []).append(report.witness)
+        proofs = [
+            BeaconProof(radio.beacon_id(env), env.signer, tuple(witnesses.get(radio.beacon_id(env), ())))
+            for env in content.beacons
+        ]
+        _, unanchored = n.ledger.read(lambda v: anchored_beacons(proofs, v, coverage_anchors(v)))
+        for proof in unanchored:
+            if proof.beaconer in ring:
+                w.unanchored.add(proof.beacon_id)
 
     def sample(self, now_ms: int) -> None:
         for w in self._watches:
@@ -142,7 +168,13 @@ class Detector:
                 now_stake = 0 if v is None else v.stake + v.unbonding_total
                 slashed = max(0, stake0[key] - now_stake)
             rewards = _rewards(ref, adv.from_epoch) if ref is not None else {}
-            mine = rewards.get(key, 0)
+            ring_owners = {
+                d.owner
+                for d in (adv.ledger.get_device(r) for r in getattr(adv, "ring_ids", frozenset()))
+                if d is not None
+            }
+            # A ring role claims for its ring's accounts, any other for the node's own account.
+            mine = sum(rewards.get(o, 0) for o in ring_owners) if ring_owners else rewards.get(key, 0)
             others = sorted(rewards.get(n.key.public_key, 0) for n in honest)
             out.append(
                 {

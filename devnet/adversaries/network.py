@@ -4,6 +4,10 @@
   again with a corrupted signature (a new content id each time, so no
   de-duplication spares the receivers the check). Caught as
   ``bad_signature`` rejects; the forwarder is penalised and banned.
+- ``oversized-frames``: once per epoch a vote of 300 kB (over the consensus
+  topic's cap) and a proof bundle holding it: ``malformed`` / ``oversized``.
+- ``crash-frames``: once per epoch payloads that decode as nothing on both
+  topics: ``malformed`` / ``malformed_bundle``, the peer banned.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import trio
 
 from depin_p2p import wire
 from depin_p2p.consensus.state import Prevote
+from depin_p2p.gossip.service import ProofBundle
+from depin_p2p.gossip.transport import PROOFS, topic
 from devnet.adversaries.base import Host, Role
 
 
@@ -42,4 +48,55 @@ class InvalidSignatureFlood(Role):
                 return
 
 
-ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood,)
+class _OncePerEpoch(Role):
+    """Sends ``burst`` at the start of each epoch from ``from_epoch`` on."""
+
+    family = "network"
+
+    async def burst(self, host: Host, epoch: int) -> None:
+        raise NotImplementedError
+
+    async def run(self, host: Host) -> None:
+        sent = 0
+        while True:
+            now = host.clock.now_ms()
+            epoch = host.schedule.epoch_at(now)  # by the clock (host.current_epoch() follows commits)
+            if self.active(host) and epoch > sent:
+                sent = epoch
+                try:
+                    await self.burst(host, epoch)
+                except trio.ClosedResourceError:
+                    return
+            await host.clock.sleep_until_ms(max(now + 1, host.schedule.start_of(epoch + 1)))
+
+
+class OversizedFrames(_OncePerEpoch):
+    name = "oversized-frames"
+    summary = "messages over the topics' size caps (a vote of 300 kB, a bundle holding it)"
+    codes = frozenset({"oversized", "malformed", "malformed_bundle"})
+
+    async def burst(self, host: Host, epoch: int) -> None:
+        env = wire.seal(Prevote(epoch, 0, None), host.key, host.network_id)
+        huge = dataclasses.replace(env, body=env.body + bytes(300_000))
+        await host.publish_raw(host.consensus_topic, wire.encode(huge))
+        await host.publish_raw(topic(host.network_id, PROOFS), wire.encode(ProofBundle((wire.encode(huge),))))
+        host.attack.note("oversized_messages", host.clock.now_ms(), 2)
+
+
+class CrashFrames(_OncePerEpoch):
+    """In the simulator, payloads that decode as nothing: the memory network carries payloads, not
+    py-libp2p RPC frames (tests/adversarial/test_gossip_crash_frames.py has those, on processes)."""
+
+    name = "crash-frames"
+    summary = "frames that decode as nothing, on the consensus and proofs topics"
+    codes = frozenset({"malformed", "malformed_bundle"})
+
+    async def burst(self, host: Host, epoch: int) -> None:
+        for i in range(4):
+            junk = bytes([0xC1, epoch % 256, i]) + b"\xff" * 16  # 0xc1: never used in msgpack
+            await host.publish_raw(host.consensus_topic, junk)
+            await host.publish_raw(topic(host.network_id, PROOFS), junk + b"\x00")
+            host.attack.note("malformed_frames", host.clock.now_ms(), 2)
+
+
+ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames)

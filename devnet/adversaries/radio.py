@@ -182,4 +182,50 @@ class SelfWitnessSecondKey(_BeaconLiar):
         return None
 
 
-ROLES: tuple[type[Role], ...] = (RssiLiar, TimeLiar, BeaconReplay, LocationSpoofFar, SelfWitnessSecondKey)
+class _RingRadio:
+    """A radio of the node (its own, or one of its ring's) that witnesses only its own side."""
+
+    def __init__(self, inner: RadioDriver, ring: frozenset[bytes], host: Host) -> None:
+        self._inner, self._ring, self._host = inner, ring, host
+
+    @property
+    def device_id(self) -> bytes:
+        return self._inner.device_id
+
+    async def beacon(self, *, epoch: int, nonce: int) -> wire.Envelope:
+        env = await self._inner.beacon(epoch=epoch, nonce=nonce)
+        if env.signer in self._ring:
+            self._host.attack.note("ring_beacons", self._host.clock.now_ms())
+        return env
+
+    async def witness(self, beacon_envelope: wire.Envelope) -> wire.Envelope | None:
+        # The ring witnesses only itself, and the node's own staked radios never touch it:
+        # one report between them would link the ring to a validator's device.
+        if (self.device_id in self._ring) != (beacon_envelope.signer in self._ring):
+            return None
+        env = await self._inner.witness(beacon_envelope)
+        if env is not None and self.device_id in self._ring:
+            self._host.attack.note("ring_reports", self._host.clock.now_ms())
+        return env
+
+
+class WitnessRing(Role):
+    """Radios of three other accounts (genesis entries, 167 km from the network) that witness
+    only each other: ``same_owner`` never applies, every pair has two owners. Consensus pays
+    radio coverage only when linked to a staked validator's device
+    (:func:`depin_p2p.witness.rewards.anchored_beacons`): ``unanchored_coverage``."""
+
+    name = "witness-ring"
+    family = "radio"
+    summary = "radios of 3 other accounts, far away, witnessing only each other"
+    codes = frozenset({"unanchored_coverage"})
+    ring = 3
+
+    def devices(self, host: Host, devices: Devices) -> Devices:
+        ring: frozenset[bytes] = getattr(host, "ring_ids", frozenset())  # the simulator sets it
+        return dataclasses.replace(devices, radios=[_RingRadio(r, ring, host) for r in devices.radios])
+
+
+ROLES: tuple[type[Role], ...] = (
+    WitnessRing,
+    RssiLiar, TimeLiar, BeaconReplay, LocationSpoofFar, SelfWitnessSecondKey)

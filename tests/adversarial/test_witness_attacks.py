@@ -216,3 +216,40 @@ def test_declared_capacity_does_not_buy_the_compute_pool() -> None:
     assert dropped == set()
     ratio = compute.work_units(256) // compute.work_units(8)
     assert paid[GREEDY_OWNER] <= paid[HONEST_OWNER] * ratio + ratio
+
+
+# ------------------------- review finding: device rings over several accounts
+
+def _ring_and_honest_payouts(anchors: frozenset[bytes] | None) -> tuple[int, int]:
+    """Three ring devices of three accounts witnessing only each other, beside three honest
+    devices of three accounts of which one is a staked validator: (ring total, honest total)."""
+    ring_keys = [s.key(f"adv-xring-{i}") for i in range(3)]
+    ring_owners = [s.key(f"adv-xring-owner-{i}").public_key for i in range(3)]
+    honest_keys = [s.key(f"adv-xhonest-{i}") for i in range(3)]
+    honest_owners = [s.key(f"adv-xhonest-owner-{i}").public_key for i in range(3)]
+    far = s.SF_LAT + 2.0  # ~220 km north: no honest device hears the ring
+    ring = [s.radio_device(k, s.cell(far + 0.0135 * i, s.SF_LNG), owner=o)
+            for i, (k, o) in enumerate(zip(ring_keys, ring_owners, strict=True))]
+    honest = [s.radio_device(k, s.cell(s.SF_LAT + 0.0135 * i, s.SF_LNG), owner=o)
+              for i, (k, o) in enumerate(zip(honest_keys, honest_owners, strict=True))]
+    proofs = []
+    for group in (ring, honest):
+        for d in group:
+            proofs.append(rewards.BeaconProof(
+                hashlib.blake2b(d.device_id, digest_size=32).digest(), d.device_id,
+                tuple(w.device_id for w in group if w is not d)))
+    payouts = dict(rewards.compute_epoch_rewards(
+        prev_cert_hash=b"\x00" * 32, epoch=5, emission=1_000_000, beacons=proofs, compute=(),
+        registry=s.DictRegistry([*ring, *honest]), anchors=anchors))
+    return sum(payouts.get(o, 0) for o in ring_owners), sum(payouts.get(o, 0) for o in honest_owners)
+
+
+def test_a_ring_of_several_accounts_earns_nothing_unless_linked_to_a_staked_validators_device() -> None:
+    """Defence: radio coverage earns only when linked to an anchor (a validator bonding at least
+    MIN_WITNESS_STAKE) through the epoch's beacon-witness pairs. ``same_owner`` cannot see a ring
+    whose every pair has two owners; without anchoring it earns exactly what honest devices do."""
+    validator = s.key("adv-xhonest-owner-0").public_key
+    ring, honest = _ring_and_honest_payouts(None)
+    assert ring == honest > 0  # the finding: a ring of 3 earns what 3 honest devices earn
+    ring, honest = _ring_and_honest_payouts(frozenset({validator}))
+    assert ring == 0 and honest == 1_000_000  # the ring earns nothing, the honest three the emission

@@ -56,6 +56,38 @@ def test_report_before_beacon_is_kept_pending_then_attached() -> None:
     assert p.collect(3).reports == (r,)
 
 
+def test_a_report_that_outran_its_beacon_is_checked_when_the_beacon_comes() -> None:
+    """Regression (found by the ``self-witness-second-key`` role): a report that reached the pool
+    before its beacon was attached unchecked once the beacon came, so a second device of the
+    beaconer's own owner, or an rssi above the bound, got in by arriving first."""
+    owner = s.key("pool-ring-owner").public_key
+    mine = [s.radio_device(k, d.location, owner=owner) for k, d in zip(KEYS[:2], DEVICES[:2], strict=True)]
+    p = ProofPool(s.DictRegistry([*mine, *DEVICES[2:]]), s.NETWORK)
+    p.current_epoch = 3
+    b = s.make_beacon(KEYS[0], mine[0])
+    own = s.make_report(KEYS[1], b, rssi=-11_000)  # same owner as the beaconer
+    loud = s.make_report(KEYS[2], b, rssi=2_000)  # above the free-space bound
+    fine = s.make_report(KEYS[3], b, rssi=-11_000)
+    for r in (own, loud, fine):
+        p.check(verified(r))  # the beacon is unknown here: only the signer can be checked
+        p.add(verified(r))
+    p.add(verified(b))
+    assert p.collect(3).reports == (fine,)
+    refused = {(KEYS[1].public_key, "same_owner"): 1, (KEYS[2].public_key, "rssi_above_fspl_bound"): 1}
+    assert p.late_rejects == refused
+    # Checked before the beacon came, added after it (gossip checks a bundle before it delivers the
+    # one before it): the same holds.
+    p = ProofPool(s.DictRegistry([*mine, *DEVICES[2:]]), s.NETWORK)
+    p.current_epoch = 3
+    for r in (own, loud, fine):
+        p.check(verified(r))
+    p.add(verified(b))
+    for r in (own, loud, fine):
+        p.add(verified(r))
+    assert p.collect(3).reports == (fine,)
+    assert p.late_rejects == refused
+
+
 def test_impossible_report_is_rejected_once_the_beacon_is_known() -> None:
     p = pool()
     b = s.make_beacon(KEYS[0], DEVICES[0])

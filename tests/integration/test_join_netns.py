@@ -34,6 +34,7 @@ import pytest
 from devnet import netns
 from devnet.layout import NodeLayout
 from devnet.runner import NodeProcess, stop_all
+from tests.integration.test_join import ok_json
 
 pytestmark = pytest.mark.slow
 
@@ -55,11 +56,7 @@ def _cli(prefix: list[str], *args: str, timeout: float = 180) -> subprocess.Comp
     )
 
 
-def _ok(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode == 0, (proc.args, proc.stdout[-2000:], proc.stderr[-2000:])
-    doc = json.loads(proc.stdout)
-    assert isinstance(doc, dict)
-    return doc
+_ok = ok_json
 
 
 def _status(mesh: netns.Mesh, index: int) -> dict[str, Any] | None:

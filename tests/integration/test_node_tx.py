@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import trio
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import write_layout
 from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
+from tests.integration.test_join import cli, ok_json, one_line_exit_2
 
 pytestmark = pytest.mark.slow
 
@@ -22,25 +20,7 @@ MICRO = 1_000_000
 GENESIS_DELAY_MS = 4_000
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "depin_p2p", *args], capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode == 0, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    doc = json.loads(proc.stdout)
-    assert isinstance(doc, dict)
-    return doc
-
-
-def _one_line_exit_2(proc: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert needle in lines[0], lines[0]
+_cli, _json, _one_line_exit_2 = cli, ok_json, one_line_exit_2
 
 
 def _balance(home: Path, address: str, *extra: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import trio
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import write_layout
 from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
-from tests.integration.test_join import cli, ok_json, one_line_exit_2
+from tests.integration.test_join import cli, ok_json, one_line_exit_2, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,14 +27,7 @@ def _balance(home: Path, address: str, *extra: str) -> dict[str, Any]:
     return _json(_cli("balance", address, "--home", str(home), "--json", *extra))
 
 
-def _wait_for(check: Any, timeout: float) -> Any:
-    """Call ``check()`` until it returns something truthy, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.5)
+_wait_for = wait_for
 
 
 def test_transfer_balance_stake_and_peers_on_a_running_devnet(tmp_path: Path) -> None:

@@ -1,0 +1,197 @@
+"""Scale: do many real node processes on this machine commit, ban nobody and stay small? ONE JSON object.
+
+Run: ``.venv/bin/python bench/scale.py [--nodes 32] [--validators 16] [--epochs 10] [--epoch-seconds 15]``.
+
+A ``depin-devnet up`` devnet (one ``depin-p2p run`` process per node on
+127.0.0.1, simulated radio and compute devices, each node beyond the target
+degree knowing only the 2 seed nodes as bootstrap peers, the rest found by
+peer exchange) runs until every node has committed ``--epochs`` epochs or
+``--timeout-s`` passes. Then the nodes are stopped and each node's ledger is
+read back: every epoch 1..E must hold one certificate, the same on every node.
+
+Keys (stable):
+
+* ``nodes``, ``validators``, ``epoch_seconds``, ``epochs_target``;
+* ``epochs_committed``: per node, ``last_epoch`` of its ``/status`` at the end;
+  ``epochs_committed_min``;
+* ``certificates_agree``: every node holds the same certificate for every
+  epoch 1..``epochs_committed_min`` (read from LMDB after the stop);
+* ``offences``: ``gossip.peer.penalised`` / ``gossip.peer.banned`` lines in
+  all node logs, by ``code`` (every peer here is honest, so any is a false
+  positive); ``offences_total``;
+* ``crashed``: nodes that exited during the run, with their last log lines;
+* ``rss_mb_max``: per node, the largest VmRSS sampled (every 10 s);
+  ``rss_mb_max_all``;
+* ``wall_s``, ``first_commit_s`` (from genesis time to every node holding
+  epoch 1), ``epoch_interval_s`` (median seconds between the network's commits,
+  all nodes), ``epoch_interval_over_epoch_length``: that median over the
+  configured epoch length, 1.0 when the network keeps up with its clock;
+* ``load_average``: the 1-minute load average at the start and the end (the
+  machine is shared: a high one explains slow epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import trio
+
+from depin_p2p import wire
+from depin_p2p.consensus.state import Certificate, certificate_hash
+from depin_p2p.ledger.store import LedgerStore
+from devnet.genesis import DevnetPlan, plan_devnet
+from devnet.layout import write_layout
+from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
+
+MB = 1_000_000
+OFFENCES = ("gossip.peer.penalised", "gossip.peer.banned")
+SAMPLE_S = 10.0
+
+
+def _rss(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
+
+
+def _offences(home: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    path = home / "node.log"
+    if not path.exists():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("event") in OFFENCES:
+            key = f"{doc['event']}:{doc.get('code', '?')}"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _certificates(home: Path, upto: int) -> list[str]:
+    with LedgerStore.open(home / "data", readonly=True) as store, store.view() as view:
+        raws = [view.get_certificate(e) for e in range(1, upto + 1)]
+    return [certificate_hash(wire.decode_as(raw, Certificate)).hex() if raw else "missing" for raw in raws]
+
+
+async def _status(node: NodeProcess) -> dict[str, Any]:
+    try:
+        return await fetch_status(node.layout) or {}
+    except (trio.TooSlowError, OSError):
+        return {}
+
+
+async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
+    start_margin_ms = int(max(60.0, 2.5 * args.nodes) * 1000)  # every node imports py-libp2p first
+    plan = DevnetPlan(
+        nodes=args.nodes,
+        validators=args.validators,
+        epoch_seconds=args.epoch_seconds,
+        radios_per_node=args.radios_per_node,
+        seed=args.seed.encode(),
+    )
+    genesis_ms = int(time.time() * 1000) + start_margin_ms
+    devnet = plan_devnet(plan, genesis_time_ms=genesis_ms)
+    layout = write_layout(devnet, root)
+    nodes = [NodeProcess(n) for n in layout.nodes]
+    started = time.monotonic()
+    rss_max = [0] * len(nodes)
+    crashed: dict[int, dict[str, Any]] = {}
+    epochs = [0] * len(nodes)
+    commits_seen: dict[int, float] = {}  # epoch -> wall time the last node reached it
+    try:
+        for n in nodes:
+            n.start()
+        await wait_until_up(nodes, start_margin_ms / 1000)
+        deadline = started + args.timeout_s
+        last_sample = 0.0
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now - last_sample >= SAMPLE_S:
+                last_sample = now
+                for i, n in enumerate(nodes):
+                    rss_max[i] = max(rss_max[i], _rss(n.pid))
+            for i, n in enumerate(nodes):
+                if n.exited is not None and i not in crashed:
+                    crashed[i] = {"status": n.exited, "tail": n.tail(8)}
+            statuses = [await _status(n) for n in nodes]
+            for i, st in enumerate(statuses):
+                epochs[i] = max(epochs[i], int(st.get("last_epoch", 0) or 0))
+            low = min(epochs)
+            wall = time.time()
+            for e in range(1, low + 1):
+                commits_seen.setdefault(e, wall)
+            if low >= args.epochs or len(crashed) == len(nodes):
+                break
+            await trio.sleep(1.0)
+    finally:
+        stop_all(nodes)
+    low = min(epochs)
+    certs = [_certificates(n.layout.home, low) for n in nodes] if low else []
+    offences: dict[str, int] = {}
+    for n in nodes:
+        for k, v in _offences(n.layout.home).items():
+            offences[k] = offences.get(k, 0) + v
+    times = [commits_seen[e] for e in sorted(commits_seen)]
+    intervals = [b - a for a, b in itertools.pairwise(times)]
+    interval = statistics.median(intervals) if intervals else None
+    return {
+        "nodes": args.nodes,
+        "validators": args.validators,
+        "epoch_seconds": args.epoch_seconds,
+        "epochs_target": args.epochs,
+        "epochs_committed": epochs,
+        "epochs_committed_min": low,
+        "certificates_agree": bool(certs) and all(c == certs[0] and "missing" not in c for c in certs),
+        "offences": offences,
+        "offences_total": sum(offences.values()),
+        "crashed": crashed,
+        "rss_mb_max": [round(r / MB, 1) for r in rss_max],
+        "rss_mb_max_all": round(max(rss_max) / MB, 1),
+        "wall_s": round(time.monotonic() - started, 1),
+        "first_commit_s": round(commits_seen[1] - genesis_ms / 1000, 1) if 1 in commits_seen else None,
+        "epoch_interval_s": None if interval is None else round(interval, 2),
+        "epoch_interval_over_epoch_length": (
+            None if interval is None else round(interval / args.epoch_seconds, 2)
+        ),
+        "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=32)
+    parser.add_argument("--validators", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epoch-seconds", type=float, default=15.0)
+    parser.add_argument("--radios-per-node", type=int, default=3)
+    parser.add_argument("--timeout-s", type=float, default=900.0)
+    parser.add_argument("--seed", default="bench-scale")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
+        result = trio.run(_run, args, Path(tmp) / "devnet")
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

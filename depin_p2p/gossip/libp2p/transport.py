@@ -23,6 +23,7 @@ from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import TransportError
+from depin_p2p.gossip.libp2p import _inbound
 from depin_p2p.gossip.libp2p._frames import FrameLimits, FrameReader
 from depin_p2p.gossip.libp2p._peers import Peers
 from depin_p2p.gossip.libp2p._ping import Ping
@@ -81,6 +82,9 @@ class Libp2pConfig:
     frames: FrameLimits = field(default_factory=FrameLimits)
     seen_ttl: int = 120
     outbound_queue_rpcs: int = 1024  # per-peer outbound queue (libp2p default: 32, dropped silently)
+    # Inbound handshakes in progress at once (py-libp2p's own cap leaked a slot per accepted
+    # connection: depin_p2p.gossip.libp2p._inbound).
+    max_inbound_handshakes: int = 64
 
 
 def libp2p_key_pair(key: KeyPair) -> Any:
@@ -127,6 +131,7 @@ class Libp2pTransport:
         # Whom to dial is ours to decide (our re-dial book, the peer manager).
         swarm: Any = self._host.get_network()
         swarm.auto_connector.maybe_connect = _no_auto_connect
+        self.inbound_handshakes = _inbound.install(swarm, config.max_inbound_handshakes)
         self._router: Any = _GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
             degree=config.degree,

@@ -66,6 +66,28 @@ def _peer_info(addr: str) -> Any:
         raise TransportError(f"bad address {addr!r}: {exc}") from None
 
 
+
+_UNSPECIFIED = ("/ip4/0.0.0.0/", "/ip6/::/")
+
+
+def keep_dialable_addrs(peerstore: Any) -> None:
+    """Keep unspecified addresses (``0.0.0.0``, ``::``) out of ``peerstore``.
+
+    A peer listening on ``0.0.0.0:4001`` reports ``/ip4/0.0.0.0/tcp/4001``
+    through identify; py-libp2p stored it and the next dial to that peer
+    tried it, so reached port 4001 of our own machine, often ourselves, and
+    failed the security handshake: a peer dropped once was never reached
+    again (tests/integration/test_redial_netns.py).
+    """
+    add_addrs = peerstore.add_addrs
+
+    def dialable_only(peer_id: Any, addrs: Any, ttl: int = 0) -> None:
+        kept = [a for a in addrs if not str(a).startswith(_UNSPECIFIED)]
+        if kept:
+            add_addrs(peer_id, kept, ttl)
+
+    peerstore.add_addrs = dialable_only
+
 class Peers:
     """Who we are connected to, whom we re-dial, whom we charge and ban.
 
@@ -95,6 +117,7 @@ class Peers:
         self._book: dict[PeerId, _BookEntry] = {}
         self._kick_send, self._kick_receive = trio.open_memory_channel[PeerId](1024)
         host.get_network().register_notifee(_Notifee(self))
+        keep_dialable_addrs(host.get_peerstore())
 
     def expire_bans(self) -> None:
         """Lift the pubsub blacklisting of peers whose ban has run out."""
@@ -171,6 +194,9 @@ class Peers:
         cache = getattr(self._host.get_network(), "_negative_peer_cache", None)
         if cache is not None:
             cache.evict(str(info.peer_id))
+        # Dial the address we were given, not what the peerstore collected
+        # for this peer (identify's listen addresses: see keep_dialable_addrs).
+        self._host.get_peerstore().clear_addrs(info.peer_id)
         try:
             with trio.fail_after(self._config.dial_timeout):
                 await self._host.connect(info)

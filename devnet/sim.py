@@ -519,6 +519,7 @@ class Simulation:
         for p in self.manifest.perturbations:
             by_epoch.setdefault(p.at_epoch, []).append(p)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.network.run)  # one task delivers every node's arrivals
             for node in self.nodes:
                 if node.state == "down":
                     await self._start(nursery, node)

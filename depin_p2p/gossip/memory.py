@@ -143,6 +143,51 @@ class MemoryNetwork:
         self._ranks: dict[tuple[PeerId, PeerId], bytes] = {}
         self._preferred: dict[tuple[PeerId, str], tuple[int, frozenset[PeerId]]] = {}
         self._targets: dict[tuple[PeerId, str], tuple[int, tuple[PeerId, ...]]] = {}
+        # While run() runs, every arrival waits in this one queue and one task delivers them all.
+        self._dispatching = False
+        self._queue: list[tuple[float, int, MemoryTransport, _Item]] = []
+        self._queue_seq = itertools.count()
+        self._queue_wake = trio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver every node's arrivals from one task until cancelled (optional; for large clusters).
+
+        Without it, each node's own task wakes for its own arrivals: a node of N wakes on
+        its own, and a cluster of N spends N task switches and N timeouts where one does.
+        Arrivals are handled in (due time, send order); each still goes through its
+        node's own handler. Nodes not running when an arrival is due lose it.
+
+        Cancellation: undelivered arrivals are dropped; nodes go back to their own loops.
+        """
+        self._dispatching = True
+        try:
+            task_status.started()
+            queue = self._queue
+            while True:
+                now = trio.current_time()
+                while queue and queue[0][0] <= now:
+                    _, _, node, item = heapq.heappop(queue)
+                    node._queued -= 1
+                    if node._running:
+                        node._handle(item)
+                self._queue_wake = trio.Event()
+                if queue:
+                    with trio.move_on_at(queue[0][0]):
+                        await self._queue_wake.wait()
+                else:
+                    await self._queue_wake.wait()
+        finally:
+            self._dispatching = False
+            for _, _, node, _ in self._queue:
+                node._queued -= 1
+            self._queue.clear()
+
+    def _dispatch_later(self, due: float, node: MemoryTransport, item: _Item) -> None:
+        queue = self._queue
+        earlier = not queue or due < queue[0][0]
+        heapq.heappush(queue, (due, next(self._queue_seq), node, item))
+        if earlier:
+            self._queue_wake.set()
 
     def changed(self) -> None:
         """The topology changed: meshes are recomputed on the next message."""
@@ -306,6 +351,7 @@ class MemoryTransport:
         self._peer_id = peer_id
         self._inbox_capacity = inbox_capacity
         self._inbox: list[tuple[float, int, _Item]] = []
+        self._queued = 0  # arrivals for us in the network's queue (while it dispatches)
         self._seq = itertools.count()
         self._wake = trio.Event()
         self._running = False
@@ -383,8 +429,12 @@ class MemoryTransport:
                 await self._wake.wait()
 
     def _enqueue(self, due: float, item: _Item) -> bool:
-        if not self._running or len(self._inbox) >= self._inbox_capacity:
+        if not self._running or len(self._inbox) + self._queued >= self._inbox_capacity:
             return False
+        if self._net._dispatching:
+            self._queued += 1
+            self._net._dispatch_later(due, self, item)
+            return True
         inbox = self._inbox
         # The loop sleeps until its earliest item is due: wake it only if this one is due sooner
         # (with fixed link latency, most arrivals are not, and a wake-up per message would cost

@@ -74,8 +74,14 @@ def _check_range(name: str, value: int, lo: int, hi: int, unit: str) -> None:
         raise Reject("bad_device_params", f"{name}: {value} {unit} is outside [{lo}, {hi}] {unit}")
 
 
+# Devices already found within the bounds: a device is checked on every report it
+# makes or hears, and its record rarely changes; a frozen record that passed once passes again.
+_VALID_DEVICES: dict[Device, None] = {}
+_VALID_DEVICES_CAP: Final = 1 << 16
+
+
 def validate_device(device: Device) -> None:
-    """Check a device's registered parameters against the network's bounds.
+    """Check a device's registered parameters against the network's bounds (memoised on success).
 
     Radio devices: ``location`` an H3 cell of resolution 12, ``frequency_hz``
     in [400 MHz, 6 GHz], ``tx_power_cdbm`` in [-1000, 3600] (-10 to 36 dBm),
@@ -86,6 +92,15 @@ def validate_device(device: Device) -> None:
         Reject: ``bad_device_params``; the detail starts with the field at
             fault (``"gain_cdbi: ..."``), so callers can name it.
     """
+    if device in _VALID_DEVICES:
+        return
+    _check_device(device)
+    if len(_VALID_DEVICES) >= _VALID_DEVICES_CAP:
+        _VALID_DEVICES.clear()
+    _VALID_DEVICES[device] = None
+
+
+def _check_device(device: Device) -> None:
     if device.kind is DeviceKind.RADIO:
         cell = format(device.location, "x")
         if not (h3.is_valid_cell(cell) and h3.get_resolution(cell) == LOCATION_RESOLUTION):

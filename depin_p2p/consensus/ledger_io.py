@@ -117,7 +117,7 @@ class EpochLedger:
     async def check(self, value: bytes, value_id: bytes) -> d.ValueChecked:
         try:
             content = wire.decode_as(value, EpochContent, d.CONSENSUS_MESSAGE_CAP)
-            changes = await self._read(lambda v: check_content(v, content, self._params))
+            changes = await self._read(lambda v: check_content(v, content, self._params, encoded=value))
         except (CodecError, Reject) as exc:
             log.info("consensus.value.invalid", error=str(exc))
             return d.ValueChecked(value_id, False)

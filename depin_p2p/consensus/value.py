@@ -333,13 +333,17 @@ def _rewards(
     return (p.emission_per_epoch if rewards else 0), rewards
 
 
-def check_content(view: LedgerView, content: EpochContent, params: ValueParams) -> StateChanges:
+def check_content(
+    view: LedgerView, content: EpochContent, params: ValueParams, *, encoded: bytes | None = None
+) -> StateChanges:
     """Re-validate an epoch's content against the ledger; return the changes it makes.
 
     Args:
         view: the ledger as of the end of the previous epoch.
         content: the proposed content.
         params: network parameters.
+        encoded: the canonical bytes ``content`` was decoded from, if the caller has them
+            (its size is then not measured by encoding the content again).
 
     Returns:
         The state changes to commit if this content is decided.
@@ -350,7 +354,7 @@ def check_content(view: LedgerView, content: EpochContent, params: ValueParams) 
     """
     value = content.ledger
     epoch, prev = value.epoch, value.prev_certificate_hash
-    size = len(wire.encode(content))
+    size = len(wire.encode(content) if encoded is None else encoded)
     if size > params.max_content_bytes:
         raise Reject("too_large", f"{size} bytes > {params.max_content_bytes}")
     for name, items in (

@@ -95,6 +95,7 @@ class _Gossip:
     topic: str
     data: bytes
     sender: PeerId
+    mid: bytes  # message_id((topic,), data), computed once by the publisher, not on every arrival
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,51 @@ class MemoryNetwork:
         self._ranks: dict[tuple[PeerId, PeerId], bytes] = {}
         self._preferred: dict[tuple[PeerId, str], tuple[int, frozenset[PeerId]]] = {}
         self._targets: dict[tuple[PeerId, str], tuple[int, tuple[PeerId, ...]]] = {}
+        # While run() runs, every arrival waits in this one queue and one task delivers them all.
+        self._dispatching = False
+        self._queue: list[tuple[float, int, MemoryTransport, _Item]] = []
+        self._queue_seq = itertools.count()
+        self._queue_wake = trio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver every node's arrivals from one task until cancelled (optional; for large clusters).
+
+        Without it, each node's own task wakes for its own arrivals: a node of N wakes on
+        its own, and a cluster of N spends N task switches and N timeouts where one does.
+        Arrivals are handled in (due time, send order); each still goes through its
+        node's own handler. Nodes not running when an arrival is due lose it.
+
+        Cancellation: undelivered arrivals are dropped; nodes go back to their own loops.
+        """
+        self._dispatching = True
+        try:
+            task_status.started()
+            queue = self._queue
+            while True:
+                now = trio.current_time()
+                while queue and queue[0][0] <= now:
+                    _, _, node, item = heapq.heappop(queue)
+                    node._queued -= 1
+                    if node._running:
+                        node._handle(item)
+                self._queue_wake = trio.Event()
+                if queue:
+                    with trio.move_on_at(queue[0][0]):
+                        await self._queue_wake.wait()
+                else:
+                    await self._queue_wake.wait()
+        finally:
+            self._dispatching = False
+            for _, _, node, _ in self._queue:
+                node._queued -= 1
+            self._queue.clear()
+
+    def _dispatch_later(self, due: float, node: MemoryTransport, item: _Item) -> None:
+        queue = self._queue
+        earlier = not queue or due < queue[0][0]
+        heapq.heappush(queue, (due, next(self._queue_seq), node, item))
+        if earlier:
+            self._queue_wake.set()
 
     def changed(self) -> None:
         """The topology changed: meshes are recomputed on the next message."""
@@ -201,7 +247,7 @@ class MemoryNetwork:
             return False
         return self._groups.get(a, -1) != self._groups.get(b, -1)
 
-    def _send(self, src: PeerId, dst: PeerId, item: _Item, *, lossy: bool) -> None:
+    def _send(self, src: PeerId, dst: PeerId, item: _Item, *, lossy: bool, now: float | None = None) -> None:
         node = self._nodes.get(dst)
         if node is None:
             return
@@ -209,22 +255,30 @@ class MemoryNetwork:
         if self._cut(src, dst):
             self.counters.partitioned += 1
             return
+        if now is None:
+            now = trio.current_time()
         profile = self._links.get((src, dst), self.default_link)
+        drops = lossy and (profile.loss_ppm or profile.duplicate_ppm)
+        if not (profile.jitter_ms or profile.reorder_ppm or drops):
+            # A fixed-latency link draws nothing: no randomness to spend per message.
+            if not node._enqueue(now + profile.latency_ms / 1000, item):
+                self.counters.inbox_full += 1
+            return
         rng = self._rng(src, dst)
-        if lossy and rng.randrange(_PPM) < profile.loss_ppm:
+        if lossy and profile.loss_ppm and rng.randrange(_PPM) < profile.loss_ppm:
             self.counters.lost += 1
             return
         copies = 1
-        if lossy and rng.randrange(_PPM) < profile.duplicate_ppm:
+        if lossy and profile.duplicate_ppm and rng.randrange(_PPM) < profile.duplicate_ppm:
             copies = 2
             self.counters.duplicated += 1
         for _ in range(copies):
             delay = profile.latency_ms
             if profile.jitter_ms:
                 delay += rng.randrange(profile.jitter_ms + 1)
-            if rng.randrange(_PPM) < profile.reorder_ppm:
+            if profile.reorder_ppm and rng.randrange(_PPM) < profile.reorder_ppm:
                 delay += profile.reorder_extra_ms
-            if not node._enqueue(trio.current_time() + delay / 1000, item):
+            if not node._enqueue(now + delay / 1000, item):
                 self.counters.inbox_full += 1
 
     def _connect(self, a: PeerId, b: PeerId) -> None:
@@ -297,6 +351,7 @@ class MemoryTransport:
         self._peer_id = peer_id
         self._inbox_capacity = inbox_capacity
         self._inbox: list[tuple[float, int, _Item]] = []
+        self._queued = 0  # arrivals for us in the network's queue (while it dispatches)
         self._seq = itertools.count()
         self._wake = trio.Event()
         self._running = False
@@ -374,8 +429,12 @@ class MemoryTransport:
                 await self._wake.wait()
 
     def _enqueue(self, due: float, item: _Item) -> bool:
-        if not self._running or len(self._inbox) >= self._inbox_capacity:
+        if not self._running or len(self._inbox) + self._queued >= self._inbox_capacity:
             return False
+        if self._net._dispatching:
+            self._queued += 1
+            self._net._dispatch_later(due, self, item)
+            return True
         inbox = self._inbox
         # The loop sleeps until its earliest item is due: wake it only if this one is due sooner
         # (with fixed link latency, most arrivals are not, and a wake-up per message would cost
@@ -404,8 +463,7 @@ class MemoryTransport:
                 self._counters.requests_failed += 1
                 self._reply(item, None, "overloaded")
 
-    def _mark_seen(self, topic: str, data: bytes) -> bool:
-        mid = message_id((topic,), data)
+    def _mark_seen(self, mid: bytes) -> bool:
         if mid in self._seen:
             return False
         self._seen[mid] = None
@@ -417,7 +475,7 @@ class MemoryTransport:
         sub = self._subs.get(msg.topic)
         if sub is None:
             return
-        if not self._mark_seen(msg.topic, msg.data):
+        if not self._mark_seen(msg.mid):
             self._counters.duplicates += 1
             return
         validator, channel = sub
@@ -444,13 +502,14 @@ class MemoryTransport:
             self._subs.pop(msg.topic, None)
             self._net.changed()
             return
-        self._forward(msg.topic, msg.data, exclude=msg.sender)
+        self._forward(msg.topic, msg.data, msg.mid, exclude=msg.sender)
 
-    def _forward(self, topic: str, data: bytes, exclude: PeerId | None) -> None:
-        item = _Gossip(topic, data, self._peer_id)
+    def _forward(self, topic: str, data: bytes, mid: bytes, exclude: PeerId | None) -> None:
+        item = _Gossip(topic, data, self._peer_id, mid)
+        now = trio.current_time()
         for peer in self._net.gossip_targets(self._peer_id, topic):
             if peer != exclude:
-                self._net._send(self._peer_id, peer, item, lossy=True)
+                self._net._send(self._peer_id, peer, item, lossy=True, now=now)
 
     async def _serve_requests(self, receive: trio.MemoryReceiveChannel[_Request]) -> None:
         async with receive:
@@ -525,9 +584,10 @@ class MemoryTransport:
         await trio.lowlevel.checkpoint()
         if len(data) > wire.MAX_MESSAGE_BYTES:
             raise TransportError(f"gossip message of {len(data)} bytes exceeds {wire.MAX_MESSAGE_BYTES}")
-        self._mark_seen(topic, data)
+        mid = message_id((topic,), data)
+        self._mark_seen(mid)
         self._counters.published += 1
-        self._forward(topic, data, exclude=None)
+        self._forward(topic, data, mid, exclude=None)
 
     def set_handler(
         self, protocol: str, handler: Handler, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES

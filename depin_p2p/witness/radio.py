@@ -423,6 +423,36 @@ def validate_beacon(
     )
 
 
+_PATH_CACHE: dict[tuple[int, int, int, int], tuple[int | None, bool, int]] = {}
+_PATH_CACHE_CAP: Final = 1 << 16
+
+
+def path_terms(
+    a: CellGeo, b: CellGeo, log2_frequency: int, params: RadioParams = DEFAULT_PARAMS
+) -> tuple[int | None, bool, int]:
+    """The path between a beaconer's cell ``a`` and a witness's cell ``b`` (memoised).
+
+    Returns ``(d_mm, too_close, fspl_cdb)``: :func:`distance_mm`, :func:`is_too_close`
+    with ``params.min_cell_distance`` and the free-space loss at ``log2_frequency``
+    (2^-32 fixed point); ``(None, False, 0)`` beyond 1000 km. A pure function of its
+    arguments: the same devices witness each other every epoch, so each pair's
+    haversine and grid walk is computed once, not once per report and per check.
+    """
+    key = (a.cell, b.cell, log2_frequency, params.min_cell_distance)
+    got = _PATH_CACHE.get(key)
+    if got is None:
+        d_mm = distance_mm(a, b)
+        if d_mm is None:
+            got = (None, False, 0)
+        else:
+            too_close = is_too_close(a, b, d_mm, params.min_cell_distance)
+            got = (d_mm, too_close, fspl_cdb_from_logs(log2_fp(max(d_mm, 1)), log2_frequency))
+        if len(_PATH_CACHE) >= _PATH_CACHE_CAP:
+            _PATH_CACHE.clear()
+        _PATH_CACHE[key] = got
+    return got
+
+
 def validate_witness_report(
     beacon: CheckedBeacon,
     envelope: wire.Envelope,
@@ -501,14 +531,12 @@ def validate_witness_report(
         raise Reject("stale", f"received_at {report.received_at_ms} outside {window}")
     if abs(report.frequency_hz - beacon.beacon.frequency_hz) > params.max_frequency_delta_hz:
         raise Reject("frequency_mismatch", f"{report.frequency_hz} Hz vs {beacon.beacon.frequency_hz} Hz")
-    geo = cell_geo(device.location)
-    d_mm = distance_mm(beacon.geo, geo)
+    d_mm, too_close, fspl = path_terms(beacon.geo, cell_geo(device.location), beacon.log2_frequency, params)
     if d_mm is None or d_mm // 1000 > params.max_distance_m:
         shown = "> 1000 km" if d_mm is None else f"{d_mm // 1000} m"
         raise Reject("too_far", f"{shown} > {params.max_distance_m} m")
-    if is_too_close(beacon.geo, geo, d_mm, params.min_cell_distance):
+    if too_close:
         raise Reject("too_close", f"fewer than {params.min_cell_distance} res-11 cells apart")
-    fspl = fspl_cdb_from_logs(log2_fp(max(d_mm, 1)), beacon.log2_frequency)
     bound = beacon.eirp_cdbm + device.gain_cdbi - fspl
     if report.rssi_cdbm > bound:
         raise Reject("rssi_above_fspl_bound", f"rssi {report.rssi_cdbm} > bound {bound} centi-dBm")

@@ -15,13 +15,20 @@ def accept(peer: PeerId, data: bytes) -> None:
     pass
 
 
-async def run_pair(seed: int, link: LinkProfile, count: int) -> tuple[list[bytes], list[float], int]:
-    """Publish ``count`` messages a -> b; return what b got (in order), arrival times, duplicates seen."""
+async def run_pair(
+    seed: int, link: LinkProfile, count: int, *, dispatch: bool = False
+) -> tuple[list[bytes], list[float], int]:
+    """Publish ``count`` messages a -> b; return what b got (in order), arrival times, duplicates seen.
+
+    ``dispatch``: the network's one delivery task runs (as in the simulator) instead of each node's own.
+    """
     net = MemoryNetwork(seed=seed, default_link=link)
     a, b = net.create_node("a"), net.create_node("b")
     got: list[bytes] = []
     times: list[float] = []
     async with trio.open_nursery() as nursery:
+        if dispatch:
+            await nursery.start(net.run)
         await nursery.start(a.run)
         await nursery.start(b.run)
         sub: trio.MemoryReceiveChannel[GossipMessage] = await b.subscribe(T, accept)
@@ -69,6 +76,18 @@ async def test_loss_duplication_reordering_are_seeded(autojump_clock: trio.testi
     assert len(set(got1)) == len(got1)  # duplicates are de-duplicated...
     assert dups1 > 30  # ...but they did happen
     assert got1 != sorted(got1)  # reordered
+
+
+async def test_one_delivery_task_delivers_what_each_nodes_own_loop_would(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    link = LinkProfile(
+        latency_ms=10, jitter_ms=20, loss_ppm=200_000, duplicate_ppm=200_000, reorder_ppm=200_000
+    )
+    own = await run_pair(7, link, 300)
+    shared = await run_pair(7, link, 300, dispatch=True)
+    assert shared == own  # same messages, same order, same duplicates, same time
+    assert len(own[0]) > 150
 
 
 async def test_partition_and_heal(autojump_clock: trio.testing.MockClock) -> None:

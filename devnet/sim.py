@@ -23,7 +23,7 @@ samples the honest nodes' rejection and penalty records for what caught it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -271,6 +271,9 @@ class SimNode:
 
     async def publish_raw(self, topic_name: str, data: bytes) -> None:
         await self.transport.publish(topic_name, data)
+
+    async def send_frames(self, frames: Sequence[bytes]) -> int:
+        return 0  # the memory network carries payloads, not py-libp2p frames
 
     def submit_proof(self, envelope: bytes) -> None:
         if self.services is not None:

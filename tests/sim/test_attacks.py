@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devnet.adversaries.registry import CATALOGUE
+from devnet.adversaries.registry import CATALOGUE, PROCESS_ROLES
 from devnet.attacks import ATTACKS_DIR, run_attack
 from devnet.manifest import load_manifest
 
@@ -85,11 +85,11 @@ def test_attacks_refuses_an_unknown_role_in_one_line() -> None:
 
 
 def test_run_refuses_a_role_that_runs_only_in_the_simulator_in_one_line() -> None:
-    path = ATTACKS_DIR / "rssi-liar.toml"
+    path = ATTACKS_DIR / "witness-ring.toml"
     argv = [sys.executable, "-m", "devnet", "run", str(path)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"depin-devnet: error: {path}: adversary: role rssi-liar runs only in `depin-devnet sim` "
-        "(on processes: equivocating-validator)"
+        f"depin-devnet: error: {path}: adversary: role witness-ring runs only in `depin-devnet sim` "
+        f"(on processes: {', '.join(sorted(PROCESS_ROLES))})"
     ]

@@ -20,7 +20,7 @@ PROCESS_ROLES: frozenset[str] = frozenset(
     {
         "equivocating-validator", "stale-replay", "non-validator-voter",
         "rssi-liar", "beacon-replay",
-        "wrong-result", "lazy-provider",
+        "wrong-result",
         "crash-frames", "invalid-signature-flood",
     }
 )

@@ -290,9 +290,12 @@ class SimNode:
 class Simulation:
     """One manifest, one seed: build the nodes, run the epochs, apply the perturbations, record."""
 
-    def __init__(self, manifest: Manifest, seed: int) -> None:
+    def __init__(self, manifest: Manifest, seed: int, *, neutral: bool = False) -> None:
+        """``neutral``: every adversary of the manifest runs as an honest node (its genesis, devices
+        and seed unchanged): the baseline an attack's effect on earnings is measured against."""
         self.manifest = manifest
         self.seed = seed
+        self.neutral = neutral
         self.devnet = devnet_for(manifest, seed)
         self.network_id = self.devnet.network_id
         self.consensus_topic = topic(self.network_id, CONSENSUS)
@@ -341,7 +344,7 @@ class Simulation:
                 devices=self._devices(i, ledger),
             )
             adv = adversaries.get(i)
-            if adv is not None:
+            if adv is not None and not self.neutral:
                 node.honest = False
                 node.role = new_role(adv.role)
                 node.from_epoch = adv.from_epoch
@@ -353,7 +356,7 @@ class Simulation:
                 node.devices = node.role.devices(node, node.devices)
             node.state = "absent" if i in manifest.late_joiners() else "down"
             self.nodes.append(node)
-        if manifest.adversaries:
+        if manifest.adversaries and not self.neutral:
             self.detector = Detector(self.nodes, GENESIS_TIME_MS)
 
     def _devices(self, i: int, ledger: MemoryLedger) -> Devices:

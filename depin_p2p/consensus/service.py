@@ -143,12 +143,19 @@ class ConsensusService:
         except CodecError as exc:
             raise Reject("malformed", str(exc)) from None
         now_ms, ahead = self._clock.now_ms(), None
-        if isinstance(item, wire.Envelope):  # held in the future buffer while we catch up
-            ahead = d.shows_us_behind(self.driver, self.driver.screen(item), now_ms)
-        elif isinstance(item, Certificate):
-            ahead = d.screen_certificate(self.driver, item, now_ms)
-        elif not isinstance(item, DuplicateVoteEvidence):
-            raise Reject("unexpected_type", type(item).__name__)
+        try:
+            if isinstance(item, wire.Envelope):  # held in the future buffer while we catch up
+                msg = self.driver.screen(item)
+                d.screen_epoch(self.driver, msg, now_ms)
+                ahead = d.shows_us_behind(self.driver, msg, now_ms)
+            elif isinstance(item, Certificate):
+                ahead = d.screen_certificate(self.driver, item, now_ms)
+            elif not isinstance(item, DuplicateVoteEvidence):
+                raise Reject("unexpected_type", type(item).__name__)
+        except Ignore as exc:
+            codes = self.counters.ignore_codes
+            codes[exc.code] = codes.get(exc.code, 0) + 1
+            raise
         if ahead is not None:  # a peer is ahead: catch up (one chase at a time)
             if self._nursery is not None:
                 self._nursery.start_soon(self.sync.chase, peer, ahead)

@@ -88,6 +88,8 @@ class Detector:
                 if witness in devices:  # its radio's report outran the beacon, refused when it came
                     add(code, k)
             c = n.services.consensus
+            for code, k in c.counters.ignore_codes.items():
+                add(f"ignored_{code}", k)
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))
             if n.transport.is_banned(adv.transport.peer_id):
@@ -298,6 +300,8 @@ def status_totals(doc: dict[str, Any], adversary_key_hex: str) -> dict[str, int]
     add("duplicate_items", gossip.get("items_duplicate", 0))
     add("malformed_rpc", transport.get("malformed_frames", 0))
     consensus = doc.get("consensus", {})
+    for code, k in consensus.get("ignore_codes", {}).items():
+        add(f"ignored_{code}", k)
     add("conflicting_votes", int(adversary_key_hex in consensus.get("conflicting_signers", {})))
     add("duplicate_vote_evidence", int(adversary_key_hex in consensus.get("evidence_offenders", {})))
     return out

@@ -470,6 +470,33 @@ def shows_us_behind(driver: EpochDriver, msg: ConsensusMessage, now_ms: int) -> 
     return None
 
 
+def screen_gossip(driver: EpochDriver, item: object, now_ms: int) -> int | None:
+    """Gossip intake of a decoded consensus item: the epoch to catch up to, or None.
+
+    Envelopes are screened (:meth:`EpochDriver.screen`, :func:`screen_epoch`) and may show us
+    behind (:func:`shows_us_behind`); certificates go through :func:`screen_certificate`;
+    evidence passes. Every Ignore raised is counted by code in ``driver.counters.ignore_codes``.
+
+    Raises:
+        Reject: ``unexpected_type``, or what the screens raise.
+        Ignore: what the screens raise.
+    """
+    try:
+        if isinstance(item, wire.Envelope):
+            msg = driver.screen(item)
+            screen_epoch(driver, msg, now_ms)
+            return shows_us_behind(driver, msg, now_ms)
+        if isinstance(item, Certificate):
+            return screen_certificate(driver, item, now_ms)
+        if not isinstance(item, DuplicateVoteEvidence):
+            raise Reject("unexpected_type", type(item).__name__)
+    except Ignore as exc:
+        codes = driver.counters.ignore_codes
+        codes[exc.code] = codes.get(exc.code, 0) + 1
+        raise
+    return None
+
+
 def screen_epoch(driver: EpochDriver, msg: ConsensusMessage, now_ms: int) -> None:
     """Gossip intake of a screened proposal or vote: drop one too far ahead of the clock.
 

@@ -24,7 +24,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -35,6 +35,7 @@ from depin_p2p.config import NodeConfig
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import ConfigError
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
+from depin_p2p.gossip.libp2p.raw import write_pubsub_frames
 from depin_p2p.gossip.transport import CONSENSUS, topic
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.node import Node
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 EXIT_USER_ERROR = 2
-FRAME_TIMEOUT_S = 5.0
 
 log = structlog.get_logger("devnet.adversaries")
 
@@ -125,24 +125,8 @@ class RoleTransport(Libp2pTransport):
         await super().publish(topic_name, data)
 
     async def send_frames(self, frames: Sequence[bytes]) -> int:
-        """Write each of ``frames`` (varint-prefixed, as pubsub frames are) to every connected
-        peer on a new pubsub stream; a peer that refuses or cuts us off is skipped."""
-        from libp2p.exceptions import BaseLibp2pError  # noqa: PLC0415
-        from libp2p.peer.id import ID  # noqa: PLC0415
-        from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11  # noqa: PLC0415
-        from libp2p.utils import encode_varint_prefixed  # noqa: PLC0415
-
-        written = 0
-        for peer in sorted(self.peers()):
-            with trio.move_on_after(FRAME_TIMEOUT_S):
-                try:
-                    stream: Any = await self._host.new_stream(ID.from_base58(peer), [PROTOCOL_ID_V11])
-                    for frame in frames:
-                        await stream.write(encode_varint_prefixed(frame))
-                        written += 1
-                except (BaseLibp2pError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    continue  # banned or gone already: that is the point
-        return written
+        """Write ``frames`` raw to every connected peer (:func:`write_pubsub_frames`)."""
+        return await write_pubsub_frames(self, frames)
 
 
 class AdversaryNode(Node):

@@ -5,8 +5,11 @@ manifest's own seed), checks the invariants, and prints one row per role:
 what the adversary did, the detection codes its role's attack raised on
 honest nodes, the time from its first attack message to the first honest
 record of one (sampled every 100 ms of virtual time), its penalty, and
-whether every invariant held. Exit 1 if any role went undetected or broke
-an invariant, 2 for a bad argument.
+whether every invariant held; for a radio or compute role also the honest
+nodes' earnings against the same manifest and seed with the adversary
+honest (:func:`run_attack`). Exit 1 if any role went undetected, broke an
+invariant or cost honest earnings (or earned its false claims anything),
+2 for a bad argument.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from devnet.adversaries.detect import chain_rewards
 from devnet.adversaries.registry import CATALOGUE
 from devnet.invariants import check_all
 from devnet.manifest import load_manifest
@@ -28,6 +32,14 @@ from devnet.scenario import _quiet_logs
 from devnet.sim import Simulation
 
 ATTACKS_DIR = Path(__file__).parent / "manifests" / "attacks"
+EARNING_FAMILIES = frozenset({"radio", "compute"})
+# How far below 1 the honest nodes' earnings under a radio or compute attack may fall. Each epoch's
+# emission is split pro rata over the shares earned, so an attacker refused its false claims leaves
+# more for the honest nodes (a ratio >= 1); what can still lower it is an honest share the attack
+# removed: an honest beacon that counted the attacker's (refused) report as a witness, or a reward
+# lottery draw shifted by a different previous certificate. In the catalogue's manifests (at most
+# 11 witnesses per beacon, under the lottery's K = 14) only the first applies.
+EARNINGS_NOISE = 0.05
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 
@@ -49,15 +61,56 @@ def add_parser(sub: Any) -> None:
 
 
 def run_attack(path: Path) -> dict[str, Any]:
-    """Run one attack manifest in the simulator; return its row (one adversary per manifest)."""
+    """Run one attack manifest in the simulator; return its row (one adversary per manifest).
+
+    For a radio or compute role the manifest also runs with its adversary honest (same genesis,
+    devices and seed): ``honest_earnings_ratio`` is what the honest nodes earned under attack over
+    what they earned then, ``attacker_false_earnings_micro`` what the adversary earned beyond its
+    honest earnings, and ``earnings_ok`` says the first is at least 1 - EARNINGS_NOISE and the
+    second 0. Other roles: None for all three.
+    """
     manifest = load_manifest(path)
-    run = Simulation(manifest, manifest.network.seed).run()
+    sim = Simulation(manifest, manifest.network.seed)
+    run = sim.run()
     verdicts = check_all(run)
     rows = attack_rows(run, verdicts)
     if len(rows) != 1:
         raise ValueError(f"{path}: an attack manifest has exactly one [[adversary]], not {len(rows)}")
     failed = sorted(name for name, v in verdicts.items() if not v.ok)
-    return rows[0] | {"manifest": path.name, "invariants_failed": failed}
+    row = rows[0] | {"manifest": path.name, "invariants_failed": failed}
+    (adv,) = manifest.adversaries
+    earnings: dict[str, Any] = {
+        "honest_earnings_ratio": None, "attacker_false_earnings_micro": None, "earnings_ok": None
+    }
+    if CATALOGUE[adv.role].family in EARNING_FAMILIES:
+        baseline = Simulation(manifest, manifest.network.seed, neutral=True)
+        baseline.run()
+        honest, theirs = _earnings(sim, adv.node, adv.from_epoch)
+        honest0, theirs0 = _earnings(baseline, adv.node, adv.from_epoch)
+        ratio = round(honest / honest0, 4) if honest0 else None
+        false = max(0, theirs - theirs0)
+        earnings = {
+            "honest_earnings_ratio": ratio,
+            "attacker_false_earnings_micro": false,
+            "earnings_ok": ratio is not None and ratio >= 1 - EARNINGS_NOISE and false == 0,
+        }
+    return row | earnings
+
+
+def _earnings(sim: Simulation, adversary: int, from_epoch: int) -> tuple[int, int]:
+    """(honest nodes' total, the adversary's) rewards from ``from_epoch`` on, as the honest node with
+    the longest chain committed them; the adversary's are its ring's accounts' for a ring role."""
+    honest = [n for n in sim.nodes if n.index != adversary]
+    ref = max(honest, key=lambda n: n.ledger.last_epoch())
+    rewards = chain_rewards([c[5] for c in ref.ledger.commits], from_epoch)
+    adv = sim.nodes[adversary]
+    ring = {
+        d.owner
+        for k in sim.devnet.devices_of(adversary)
+        if (d := ref.ledger.get_device(k.key.public_key)) is not None and d.owner != adv.key.public_key
+    }
+    theirs = sum(rewards.get(o, 0) for o in ring) if ring else rewards.get(adv.key.public_key, 0)
+    return sum(rewards.get(n.key.public_key, 0) for n in honest), theirs
 
 
 def cmd_attacks(args: argparse.Namespace) -> int:
@@ -80,9 +133,14 @@ def cmd_attacks(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, sort_keys=True))
     else:
         _print_table(rows)
-    bad = [r["role"] for r in rows if not r["detected"] or not r["invariants_ok"]]
+    bad = [
+        r["role"] for r in rows if not r["detected"] or not r["invariants_ok"] or r["earnings_ok"] is False
+    ]
     if bad:
-        print(f"depin-devnet: not caught or invariant broken: {', '.join(bad)}", file=sys.stderr)
+        print(
+            f"depin-devnet: not caught, invariant broken or honest earnings hit: {', '.join(bad)}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return 0
 
@@ -103,9 +161,17 @@ def _penalty(p: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _earnings_cell(r: dict[str, Any]) -> str:
+    if r["earnings_ok"] is None:
+        return "-"
+    ratio = "-" if r["honest_earnings_ratio"] is None else f"x{r['honest_earnings_ratio']:.3f}"
+    text = f"{ratio}, attacker +{r['attacker_false_earnings_micro'] / 1e6:g}"
+    return text if r["earnings_ok"] else f"[red]{text}[/red]"
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
     table = Table(title="adversary catalogue (simulator)")
-    for col in ("role", "family", "did", "detected by", "ttd ms", "penalty", "invariants"):
+    for col in ("role", "family", "did", "detected by", "ttd ms", "penalty", "honest earn", "invariants"):
         table.add_column(col)
     for r in rows:
         table.add_row(
@@ -115,6 +181,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             ", ".join(r["detection_codes"]) if r["detected"] else "[red]NOT DETECTED[/red]",
             "-" if r["time_to_detect_ms"] is None else str(r["time_to_detect_ms"]),
             _penalty(r["penalty"]),
+            _earnings_cell(r),
             "ok" if r["invariants_ok"] else "[red]" + ", ".join(r["invariants_failed"]) + "[/red]",
         )
     Console(width=200).print(table)

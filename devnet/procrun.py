@@ -53,11 +53,20 @@ from depin_p2p.ledger.state import Stake, Transfer, Unstake
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.schedule import EpochSchedule
 from devnet import netns
-from devnet.adversaries.registry import PROCESS_ROLES
+from devnet.adversaries.base import AttackLog
+from devnet.adversaries.detect import (
+    Sightings,
+    add_totals,
+    attack_row,
+    chain_rewards,
+    failed_attestations,
+    status_totals,
+)
+from devnet.adversaries.registry import PROCESS_ROLES, new_role
 from devnet.genesis import Devnet
 from devnet.invariants import NodeRecord, RunRecord, SignedRecord
 from devnet.layout import Layout, NodeLayout, write_layout
-from devnet.manifest import Manifest, Perturbation
+from devnet.manifest import AdversarySpec, Manifest, Perturbation
 from devnet.runner import NodeProcess, stop_all
 from devnet.sim import LIVENESS_EPOCHS, SETTLE_EPOCHS, devnet_for, epoch_record, holdings, with_genesis
 
@@ -66,6 +75,7 @@ PER_NODE_START_MS = 2_000  # importing py-libp2p alone costs ~2.5 s of CPU per p
 STARTUP_TIMEOUT_S = 90.0
 STATUS_TIMEOUT_S = 3.0
 POLL_INTERVAL_S = 1.0
+DETECT_INTERVAL_S = 1.0  # how often the honest nodes' /status is read for what caught an adversary
 NO_NETEM = (
     "links: this kernel has no netem, so `run` applies no link delay, jitter or loss "
     "(those run only in `depin-devnet sim`)"
@@ -157,6 +167,8 @@ class ProcessRun:
         self.peer_samples: list[tuple[int, int, int]] = []
         self.proof_verdicts: list[tuple[int, str, int]] = []
         self._last_counts: dict[tuple[int, str], int] = {}
+        # (wall ms, adversary node -> the honest nodes' summed totals): read every DETECT_INTERVAL_S
+        self.detect_samples: list[tuple[int, dict[int, dict[str, int]]]] = []
         self.genesis_time_ms = 0
         self.end_ms = 0
 
@@ -227,6 +239,8 @@ class ProcessRun:
             by_epoch.setdefault(p.at_epoch, []).append(p)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals)
+            if self.manifest.adversaries:
+                nursery.start_soon(self._watch_adversaries)
             first = [n for n in self.nodes if n.state == "down"]
             for n in first:
                 n.proc.start(detach=True)  # own session: a Ctrl-C reaches the runner, which stops them
@@ -260,6 +274,25 @@ class ProcessRun:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
                 raise Interrupted(signal.Signals(signum).name)
+
+    async def _watch_adversaries(self) -> None:
+        """Every DETECT_INTERVAL_S, what the running honest nodes' /status show against each adversary."""
+        keys = {a.node: self.devnet.node_keys[a.node].public_key.hex() for a in self.manifest.adversaries}
+        while True:
+            await trio.sleep(DETECT_INTERVAL_S)
+            honest = [n for n in self.nodes if n.honest and n.state in ("up", "disconnected")]
+            at_ms = self.clock.now_ms()
+            docs: dict[int, dict[str, Any]] = {}
+            async with trio.open_nursery() as nursery:
+                for n in honest:
+                    nursery.start_soon(self._status_into, n, docs)
+            per = {i: add_totals([status_totals(d, key) for d in docs.values()]) for i, key in keys.items()}
+            self.detect_samples.append((at_ms, per))
+
+    async def _status_into(self, node: ProcNode, docs: dict[int, dict[str, Any]]) -> None:
+        st = await self._status(node)
+        if st is not None:
+            docs[node.index] = st
 
     def _summary(self) -> str:
         parts = [f"{n.index}:{n.state if n.state != 'up' else _last_epoch(n)}" for n in self.nodes]
@@ -443,9 +476,12 @@ class ProcessRun:
         replay = _Replays(genesis_text, params)
         validators = {v["address"] for v in self.devnet.genesis["validators"]}  # type: ignore[attr-defined]
         nodes = []
+        honest_chains: dict[int, tuple[list[bytes], dict[int, int]]] = {}
         for n in self.nodes:
             chain, final_supply = _read_chain(n.layout.home / "data")
             committed, signed = _read_log(n.layout.home / "node.log", self.genesis_time_ms)
+            if n.honest:
+                honest_chains[n.index] = (chain, committed)
             audits = replay.audit(chain)
             epochs = []
             for raw, (ok, before, after, burned) in zip(chain, audits, strict=True):
@@ -482,6 +518,57 @@ class ProcessRun:
             liveness_epochs=LIVENESS_EPOCHS,
             peer_samples=tuple(self.peer_samples),
             proof_verdicts=tuple(self.proof_verdicts),
+            attacks=tuple(self._attack_row(a, honest_chains) for a in self.manifest.adversaries),
+        )
+
+    def _attack_row(
+        self, adv: AdversarySpec, honest_chains: dict[int, tuple[list[bytes], dict[int, int]]]
+    ) -> dict[str, Any]:
+        """The adversary's row, as the simulator's :class:`~devnet.adversaries.detect.Detector` makes
+        it, from what the processes left: the adversary's log (what it did, when it began), the
+        honest nodes' /status samples (reject and ignore codes, conflicting votes, evidence), their
+        logs (bans of its peer) and ledgers (failed attestations, its slash, the rewards)."""
+        role = new_role(adv.role)
+        key = self.devnet.node_keys[adv.node]
+        attack = AttackLog()
+        for doc in _log_events(self.nodes[adv.node].layout.home / "node.log", "adversary.attack.sent"):
+            attack.note(str(doc["what"]), int(doc["at_ms"]) - self.genesis_time_ms, int(doc["n"]))
+        sightings = Sightings()
+        for at_ms, per in self.detect_samples:
+            sightings.sample(at_ms - self.genesis_time_ms, per.get(adv.node, {}), attack.first_ms)
+        banned_at: dict[int, int] = {}
+        for i in honest_chains:
+            for doc in _log_events(self.nodes[i].layout.home / "node.log", "gossip.peer.banned"):
+                if doc.get("peer") == key.peer_id and "at_ms" in doc:
+                    banned_at.setdefault(i, int(doc["at_ms"]) - self.genesis_time_ms)
+        if banned_at:
+            sightings.note("peer_banned", len(banned_at), min(banned_at.values()))
+        # Failed attestations on its devices, by outcome, when the first honest node committed them.
+        theirs = {key.public_key} | {d.key.public_key for d in self.devnet.devices_of(adv.node)}
+        attested: dict[bytes, tuple[str, int]] = {}
+        for chain, committed in honest_chains.values():
+            for cid, (epoch, outcome) in failed_attestations(chain, theirs).items():
+                at = committed.get(epoch, self.end_ms - self.genesis_time_ms)
+                code = f"attested_{outcome.name.lower()}"
+                attested[cid] = (code, min(at, attested.get(cid, (code, at))[1]))
+        for code in sorted({c for c, _ in attested.values()}):
+            times = [t for c, t in attested.values() if c == code]
+            sightings.note(code, len(times), min(times))
+        ref = max(honest_chains, key=lambda i: len(honest_chains[i][0]), default=None)
+        chain = honest_chains[ref][0] if ref is not None else []
+        rewards = chain_rewards(chain, adv.from_epoch)
+        honest_keys = [self.devnet.node_keys[i].public_key for i in honest_chains]
+        slashed = 0
+        stake0 = dict(parse_genesis(json.dumps(self.devnet.genesis)).validators)
+        if ref is not None and key.public_key in stake0:
+            now_stake = _stake_of(self.nodes[ref].layout.home / "data", key.public_key)
+            if now_stake is not None:
+                slashed = max(0, stake0[key.public_key] - now_stake)
+        return attack_row(
+            role, adv.node, adv.from_epoch, attack, sightings,
+            banned_by=len(banned_at), slashed_micro=slashed,
+            reward_micro=rewards.get(key.public_key, 0),
+            honest_rewards=[rewards.get(k, 0) for k in honest_keys],
         )
 
     def run_section(self, run: RunRecord) -> dict[str, Any]:
@@ -528,6 +615,38 @@ def _read_chain(data_dir: Path) -> tuple[list[bytes], int | None]:
             return chain, view.get_meta().total_supply
     except DepinError:
         return [], None
+
+
+def _stake_of(data_dir: Path, validator: bytes) -> int | None:
+    """``validator``'s bonded and unbonding stake in a node's ledger (None: no ledger)."""
+    try:
+        with LedgerStore.open(data_dir, readonly=True) as store, store.view() as view:
+            v = view.get_validator(validator)
+            return 0 if v is None else v.stake + v.unbonding_total
+    except DepinError:
+        return None
+
+
+def _log_events(path: Path, event: str) -> list[dict[str, Any]]:
+    """The lines of a node's JSON log with ``event``, each with ``at_ms`` (wall ms) added."""
+    out: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    needle = f'"{event}"'
+    for line in lines:
+        if needle not in line:
+            continue
+        try:
+            doc = json.loads(line)
+            if doc.get("event") != event:
+                continue
+            doc.setdefault("at_ms", int(datetime.fromisoformat(doc["timestamp"]).timestamp() * 1000))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a SIGKILL
+        out.append(doc)
+    return out
 
 
 def _read_log(path: Path, genesis_time_ms: int) -> tuple[dict[int, int], list[SignedRecord]]:

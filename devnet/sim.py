@@ -23,7 +23,7 @@ samples the honest nodes' rejection and penalty records for what caught it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -272,6 +272,9 @@ class SimNode:
     async def publish_raw(self, topic_name: str, data: bytes) -> None:
         await self.transport.publish(topic_name, data)
 
+    async def send_frames(self, frames: Sequence[bytes]) -> int:
+        return 0  # the memory network carries payloads, not py-libp2p frames
+
     def submit_proof(self, envelope: bytes) -> None:
         if self.services is not None:
             self.services.gossip.submit(envelope)
@@ -287,9 +290,12 @@ class SimNode:
 class Simulation:
     """One manifest, one seed: build the nodes, run the epochs, apply the perturbations, record."""
 
-    def __init__(self, manifest: Manifest, seed: int) -> None:
+    def __init__(self, manifest: Manifest, seed: int, *, neutral: bool = False) -> None:
+        """``neutral``: every adversary of the manifest runs as an honest node (its genesis, devices
+        and seed unchanged): the baseline an attack's effect on earnings is measured against."""
         self.manifest = manifest
         self.seed = seed
+        self.neutral = neutral
         self.devnet = devnet_for(manifest, seed)
         self.network_id = self.devnet.network_id
         self.consensus_topic = topic(self.network_id, CONSENSUS)
@@ -338,7 +344,7 @@ class Simulation:
                 devices=self._devices(i, ledger),
             )
             adv = adversaries.get(i)
-            if adv is not None:
+            if adv is not None and not self.neutral:
                 node.honest = False
                 node.role = new_role(adv.role)
                 node.from_epoch = adv.from_epoch
@@ -350,7 +356,7 @@ class Simulation:
                 node.devices = node.role.devices(node, node.devices)
             node.state = "absent" if i in manifest.late_joiners() else "down"
             self.nodes.append(node)
-        if manifest.adversaries:
+        if manifest.adversaries and not self.neutral:
             self.detector = Detector(self.nodes, GENESIS_TIME_MS)
 
     def _devices(self, i: int, ledger: MemoryLedger) -> Devices:

@@ -296,6 +296,8 @@ class ConsensusCounters:
     messages_rejected: int = 0
     synced: int = 0
     evidence_seen: int = 0
+    # What gossip intake ignored (dropped unforwarded, nobody charged), by code.
+    ignore_codes: dict[str, int] = field(default_factory=dict)
     # Ed25519 checks of proposals, votes and certificates, run or answered from the node's cache.
     signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)
 
@@ -466,6 +468,50 @@ def shows_us_behind(driver: EpochDriver, msg: ConsensusMessage, now_ms: int) -> 
     if driver.head.next_epoch < msg.epoch <= running_epoch:
         return msg.epoch - 1
     return None
+
+
+def screen_gossip(driver: EpochDriver, item: object, now_ms: int) -> int | None:
+    """Gossip intake of a decoded consensus item: the epoch to catch up to, or None.
+
+    Envelopes are screened (:meth:`EpochDriver.screen`, :func:`screen_epoch`) and may show us
+    behind (:func:`shows_us_behind`); certificates go through :func:`screen_certificate`;
+    evidence passes. Every Ignore raised is counted by code in ``driver.counters.ignore_codes``.
+
+    Raises:
+        Reject: ``unexpected_type``, or what the screens raise.
+        Ignore: what the screens raise.
+    """
+    try:
+        if isinstance(item, wire.Envelope):
+            msg = driver.screen(item)
+            screen_epoch(driver, msg, now_ms)
+            return shows_us_behind(driver, msg, now_ms)
+        if isinstance(item, Certificate):
+            return screen_certificate(driver, item, now_ms)
+        if not isinstance(item, DuplicateVoteEvidence):
+            raise Reject("unexpected_type", type(item).__name__)
+    except Ignore as exc:
+        codes = driver.counters.ignore_codes
+        codes[exc.code] = codes.get(exc.code, 0) + 1
+        raise
+    return None
+
+
+def screen_epoch(driver: EpochDriver, msg: ConsensusMessage, now_ms: int) -> None:
+    """Gossip intake of a screened proposal or vote: drop one too far ahead of the clock.
+
+    No honest validator signs for an epoch the clock has not reached (it signs for E once E - 1
+    is committed, and the clock runs E by then), so a message more than FUTURE_EPOCHS past
+    the running epoch is noise the driver would only drop: dropped here, it is not forwarded
+    either. Nobody is charged: a forwarder may only relay it, and a signed vote for a future
+    epoch proves no fault (the signer's clock may be wrong).
+
+    Raises:
+        Ignore: ``vote_from_the_future``.
+    """
+    running_epoch = driver.config.clock.latest_due(now_ms) + 1
+    if msg.epoch > running_epoch + FUTURE_EPOCHS:
+        raise Ignore("vote_from_the_future", f"epoch {msg.epoch} while {running_epoch} runs")
 
 
 def screen_certificate(driver: EpochDriver, cert: Certificate, now_ms: int) -> int | None:

@@ -142,13 +142,7 @@ class ConsensusService:
             item = wire.decode(data, d.CONSENSUS_MESSAGE_CAP)
         except CodecError as exc:
             raise Reject("malformed", str(exc)) from None
-        now_ms, ahead = self._clock.now_ms(), None
-        if isinstance(item, wire.Envelope):  # held in the future buffer while we catch up
-            ahead = d.shows_us_behind(self.driver, self.driver.screen(item), now_ms)
-        elif isinstance(item, Certificate):
-            ahead = d.screen_certificate(self.driver, item, now_ms)
-        elif not isinstance(item, DuplicateVoteEvidence):
-            raise Reject("unexpected_type", type(item).__name__)
+        ahead = d.screen_gossip(self.driver, item, self._clock.now_ms())
         if ahead is not None:  # a peer is ahead: catch up (one chase at a time)
             if self._nursery is not None:
                 self._nursery.start_soon(self.sync.chase, peer, ahead)

@@ -66,6 +66,12 @@ class Host(Protocol):
 
     def current_epoch(self) -> int: ...
 
+    async def send_frames(self, frames: Sequence[bytes]) -> int:
+        """Write ``frames`` (raw pubsub RPC frames, below our gossip layer) to every connected
+        peer, each on a new pubsub stream; return how many were written. Processes only: the
+        simulator's memory network carries payloads, not frames, and writes none (0)."""
+        ...
+
 
 class Role:
     """An honest node with one behaviour replaced. Subclasses override one or more hooks."""

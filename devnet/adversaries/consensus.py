@@ -12,6 +12,10 @@
   proposals, and ``conflicting_proposal``) or ``invalid_value``.
 - ``non-validator-voter``: a node with no stake signs a prevote for the
   running epoch every 500 ms. Caught as ``unknown_validator`` rejects.
+- ``future-flood``: a validator signs, every 250 ms, a prevote for an epoch
+  1000 or more past its next one. Caught as ``vote_from_the_future``
+  ignores (dropped at gossip intake, not forwarded, nobody charged: a
+  forwarder may only relay it, and a vote is no proof of a fault).
 """
 
 from __future__ import annotations
@@ -125,4 +129,24 @@ class NonValidatorVoter(Role):
             await host.publish_raw(host.consensus_topic, wire.encode(vote))
 
 
-ROLES: tuple[type[Role], ...] = (EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter)
+class FutureFlood(Role):
+    name = "future-flood"
+    family = "consensus"
+    summary = "votes for far-future epochs"
+    codes = frozenset({"ignored_vote_from_the_future"})
+    validator_only = True  # a validator's key: its votes pass the signer check
+
+    async def run(self, host: Host) -> None:
+        n = 0
+        while True:
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 250)
+            if not self.active(host):
+                continue
+            n += 1
+            vote = wire.seal(Prevote(host.current_epoch() + 1_000 + n, 0, None), host.key, host.network_id)
+            host.attack.note("future_votes", host.clock.now_ms())
+            await host.publish_raw(host.consensus_topic, wire.encode(vote))
+
+
+ROLES: tuple[type[Role], ...] = (
+    EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter, FutureFlood)

@@ -30,6 +30,7 @@ from depin_p2p.consensus.value import EpochContent, coverage_anchors
 from depin_p2p.ledger.genesis import parse_genesis
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.rewards import BeaconProof, anchored_beacons
+from devnet.adversaries.base import AttackLog, Role
 
 SAMPLE_MS = 100
 # Codes that name the adversary itself (its key, its peer, its devices): no baseline to subtract.
@@ -39,9 +40,7 @@ _NAMED = frozenset({"conflicting_votes", "duplicate_vote_evidence", "peer_banned
 class _Watch:
     def __init__(self, node: Any) -> None:
         self.node = node
-        self.baseline: dict[str, int] | None = None
-        self.seen: dict[str, int] = {}  # code -> count since the first attack message
-        self.first_ms: dict[str, int] = {}  # code -> when a sample first showed it
+        self.sightings = Sightings()
         self.banned_by: set[int] = set()
         self.attested: dict[bytes, compute.Outcome] = {}  # failed attestations by content id
         self.scanned: dict[int, int] = {}  # honest node -> commits already scanned
@@ -89,6 +88,8 @@ class Detector:
                 if witness in devices:  # its radio's report outran the beacon, refused when it came
                     add(code, k)
             c = n.services.consensus
+            for code, k in c.counters.ignore_codes.items():
+                add(f"ignored_{code}", k)
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))
             if n.transport.is_banned(adv.transport.peer_id):
@@ -134,20 +135,7 @@ class Detector:
 
     def sample(self, now_ms: int) -> None:
         for w in self._watches:
-            totals = self._totals(w)
-            if w.node.attack.first_ms is None:
-                # The last sample before the first attack message: what honest traffic had cost.
-                w.baseline = {
-                    c: k for c, k in totals.items() if c not in _NAMED and not c.startswith("attested_")
-                }
-                continue
-            if w.baseline is None:
-                w.baseline = {}
-            for code, v in totals.items():
-                delta = v - w.baseline.get(code, 0)
-                if delta > 0:
-                    w.seen[code] = delta
-                    w.first_ms.setdefault(code, now_ms)
+            w.sightings.sample(now_ms, self._totals(w), w.node.attack.first_ms)
 
     def rows(self, genesis_text: str) -> tuple[dict[str, Any], ...]:
         """One row per adversary: what it did, what caught it, how fast, what it cost it."""
@@ -156,10 +144,7 @@ class Detector:
         honest = [n for n in self._nodes if n.role is None]
         out = []
         for w in self._watches:
-            adv, role = w.node, w.node.role
-            caught = {c: k for c, k in w.seen.items() if c in role.codes}
-            first = min((w.first_ms[c] for c in caught), default=None)
-            start = adv.attack.first_ms
+            adv = w.node
             key = adv.key.public_key
             slashed = 0
             ref = max(honest, key=lambda n: n.ledger.last_epoch(), default=None)
@@ -167,7 +152,8 @@ class Detector:
                 v = ref.ledger.get_validator(key)
                 now_stake = 0 if v is None else v.stake + v.unbonding_total
                 slashed = max(0, stake0[key] - now_stake)
-            rewards = _rewards(ref, adv.from_epoch) if ref is not None else {}
+            chain = [commit[5] for commit in ref.ledger.commits] if ref is not None else []
+            rewards = chain_rewards(chain, adv.from_epoch)
             ring_owners = {
                 d.owner
                 for d in (adv.ledger.get_device(r) for r in getattr(adv, "ring_ids", frozenset()))
@@ -177,39 +163,154 @@ class Detector:
             mine = sum(rewards.get(o, 0) for o in ring_owners) if ring_owners else rewards.get(key, 0)
             others = sorted(rewards.get(n.key.public_key, 0) for n in honest)
             out.append(
-                {
-                    "role": role.name,
-                    "family": role.family,
-                    "node": adv.index,
-                    "from_epoch": adv.from_epoch,
-                    "did": dict(sorted(adv.attack.counts.items())),
-                    "detected": bool(caught),
-                    "detection_codes": sorted(caught),
-                    "other_codes": dict(sorted((c, k) for c, k in w.seen.items() if c not in role.codes)),
-                    "time_to_detect_ms": None if first is None or start is None else first - start,
-                    "penalty": {
-                        "rejected": sum(
-                            k for c, k in caught.items() if c not in _NAMED and not c.startswith("attested_")
-                        ),
-                        "attested_failed": sum(k for c, k in w.seen.items() if c.startswith("attested_")),
-                        "banned_by": len(w.banned_by),
-                        "slashed_micro": slashed,
-                        "reward_micro": mine,
-                        "honest_median_reward_micro": others[len(others) // 2] if others else 0,
-                    },
-                }
+                attack_row(
+                    adv.role, adv.index, adv.from_epoch, adv.attack, w.sightings,
+                    banned_by=len(w.banned_by), slashed_micro=slashed, reward_micro=mine,
+                    honest_rewards=others,
+                )
             )
         return tuple(out)
 
 
-def _rewards(node: Any, from_epoch: int) -> dict[bytes, int]:
-    """Rewards per account committed at or after ``from_epoch`` in ``node``'s ledger."""
+class Sightings:
+    """The codes honest records show since an adversary's first attack message.
+
+    Fed, in time order, the cumulative totals (code -> count over the honest
+    nodes) of each sample; the last sample before the first attack message is
+    the baseline (what honest traffic had cost), except for codes that name the
+    adversary itself, which count whole.
+    """
+
+    def __init__(self) -> None:
+        self.baseline: dict[str, int] | None = None
+        self.seen: dict[str, int] = {}  # code -> count since the first attack message
+        self.first_ms: dict[str, int] = {}  # code -> when a sample first showed it
+
+    def sample(self, now_ms: int, totals: dict[str, int], first_attack_ms: int | None) -> None:
+        if first_attack_ms is None or now_ms < first_attack_ms:
+            self.baseline = {
+                c: k for c, k in totals.items() if c not in _NAMED and not c.startswith("attested_")
+            }
+            return
+        if self.baseline is None:
+            self.baseline = {}
+        for code, v in totals.items():
+            delta = v - self.baseline.get(code, 0)
+            if delta > 0:
+                self.seen[code] = delta
+                self.first_ms.setdefault(code, now_ms)
+
+    def note(self, code: str, count: int, at_ms: int) -> None:
+        """A code whose own record says when it happened (a ban in an honest node's log)."""
+        if count > 0:
+            self.seen[code] = count
+            self.first_ms[code] = min(at_ms, self.first_ms.get(code, at_ms))
+
+
+def attack_row(
+    role: Role,
+    node: int,
+    from_epoch: int,
+    attack: AttackLog,
+    sightings: Sightings,
+    *,
+    banned_by: int,
+    slashed_micro: int,
+    reward_micro: int,
+    honest_rewards: Sequence[int],
+) -> dict[str, Any]:
+    """The report's row for one adversary (the same fields in the simulator and on processes)."""
+    seen = sightings.seen
+    caught = {c: k for c, k in seen.items() if c in role.codes}
+    first = min((sightings.first_ms[c] for c in caught), default=None)
+    start = attack.first_ms
+    others = sorted(honest_rewards)
+    return {
+        "role": role.name,
+        "family": role.family,
+        "node": node,
+        "from_epoch": from_epoch,
+        "did": dict(sorted(attack.counts.items())),
+        "detected": bool(caught),
+        "detection_codes": sorted(caught),
+        "other_codes": dict(sorted((c, k) for c, k in seen.items() if c not in role.codes)),
+        "time_to_detect_ms": None if first is None or start is None else max(0, first - start),
+        "penalty": {
+            "rejected": sum(
+                k for c, k in caught.items() if c not in _NAMED and not c.startswith("attested_")
+            ),
+            "attested_failed": sum(k for c, k in seen.items() if c.startswith("attested_")),
+            "banned_by": banned_by,
+            "slashed_micro": slashed_micro,
+            "reward_micro": reward_micro,
+            "honest_median_reward_micro": others[len(others) // 2] if others else 0,
+        },
+    }
+
+
+def chain_rewards(chain: Sequence[bytes], from_epoch: int) -> dict[bytes, int]:
+    """Rewards per account committed at or after ``from_epoch`` in a chain of certificates."""
     out: dict[bytes, int] = {}
-    for commit in node.ledger.commits:
-        cert = wire.decode_as(commit[5], Certificate)
+    for raw in chain:
+        cert = wire.decode_as(raw, Certificate)
         if cert.epoch < from_epoch:
             continue
         content = wire.decode_as(cert.candidate.value, EpochContent)
         for r in content.ledger.rewards:
             out[bytes(r.account)] = out.get(bytes(r.account), 0) + r.amount
+    return out
+
+
+def failed_attestations(
+    chain: Sequence[bytes], theirs: set[bytes]
+) -> dict[bytes, tuple[int, compute.Outcome]]:
+    """Failed attestations on ``theirs`` (an adversary's key and devices) signed by others, in a
+    chain of certificates: content id -> (epoch committed, outcome)."""
+    out: dict[bytes, tuple[int, compute.Outcome]] = {}
+    for raw in chain:
+        cert = wire.decode_as(raw, Certificate)
+        content = wire.decode_as(cert.candidate.value, EpochContent)
+        for env in content.attestations:
+            att = wire.decode_as(env.body, compute.Attestation)
+            failed = att.outcome is not compute.Outcome.PASSED
+            if failed and att.provider in theirs and env.signer not in theirs:
+                out.setdefault(wire.content_id(env.body), (cert.epoch, att.outcome))
+    return out
+
+
+def status_totals(doc: dict[str, Any], adversary_key_hex: str) -> dict[str, int]:
+    """From one honest node's ``/status``: the cumulative counts the :class:`Detector` reads in the
+    simulator, as far as ``/status`` shows them (reject and ignore codes, duplicates, conflicting
+    signers and evidence naming the adversary), plus ``malformed_rpc``: pubsub frames that did
+    not decode (the transport's ``malformed_frames``)."""
+    out: dict[str, int] = {}
+
+    def add(code: str, n: int) -> None:
+        if n:
+            out[code] = out.get(code, 0) + int(n)
+
+    gossip = doc.get("gossip_counters", {})
+    transport = doc.get("transport_counters", {})
+    for code, k in gossip.get("reject_codes", {}).items():
+        add(str(code), k)
+    for code, k in transport.get("reject_codes", {}).items():
+        add(str(code), k)
+    for code, k in gossip.get("ignore_codes", {}).items():
+        add(f"ignored_{code}", k)
+    add("duplicate_items", gossip.get("items_duplicate", 0))
+    add("malformed_rpc", transport.get("malformed_frames", 0))
+    consensus = doc.get("consensus", {})
+    for code, k in consensus.get("ignore_codes", {}).items():
+        add(f"ignored_{code}", k)
+    add("conflicting_votes", int(adversary_key_hex in consensus.get("conflicting_signers", {})))
+    add("duplicate_vote_evidence", int(adversary_key_hex in consensus.get("evidence_offenders", {})))
+    return out
+
+
+def add_totals(parts: Sequence[dict[str, int]]) -> dict[str, int]:
+    """The honest nodes' totals summed (named codes count each node that holds them)."""
+    out: dict[str, int] = {}
+    for part in parts:
+        for code, k in part.items():
+            out[code] = out.get(code, 0) + k
     return out

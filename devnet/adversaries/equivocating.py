@@ -5,11 +5,9 @@ vote for a value id nobody proposed. Both are signed with the validator's
 key, so honest nodes that receive both hold duplicate-vote evidence, include
 it in a later value and slash the validator.
 
-In the simulator the node's transport is wrapped (``devnet/sim.py``); on
-processes ``python -m devnet.adversaries.proc --role equivocating-validator
---home DIR --from-epoch E`` runs the node of DIR as ``depin-p2p run`` does,
-except that its libp2p transport publishes the twins
-(:mod:`devnet.adversaries.proc`).
+The role (:class:`devnet.adversaries.consensus.EquivocatingValidator`)
+publishes them from its ``on_publish`` hook, in the simulator and on
+processes (:mod:`devnet.adversaries.proc`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@
 - ``oversized-frames``: once per epoch a vote of 300 kB (over the consensus
   topic's cap) and a proof bundle holding it: ``malformed`` / ``oversized``.
 - ``crash-frames``: once per epoch payloads that decode as nothing on both
-  topics: ``malformed`` / ``malformed_bundle``, the peer banned.
+  topics: ``malformed`` / ``malformed_bundle``, the peer banned; on processes
+  also a raw pubsub RPC frame that is not protobuf at all (the frame that
+  kills a stock py-libp2p host), written on a new pubsub stream to every
+  peer: ``malformed_rpc``, the peer banned.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from depin_p2p.consensus.state import Prevote
 from depin_p2p.gossip.service import ProofBundle
 from depin_p2p.gossip.transport import PROOFS, topic
 from devnet.adversaries.base import Host, Role
+
+# A pubsub RPC frame that is not protobuf: raised DecodeError out of a stock py-libp2p host.
+NOT_PROTOBUF = b"\xff\xff\xff\xff\x0f not a protobuf \x00\x01"
 
 
 class InvalidSignatureFlood(Role):
@@ -84,12 +90,12 @@ class OversizedFrames(_OncePerEpoch):
 
 
 class CrashFrames(_OncePerEpoch):
-    """In the simulator, payloads that decode as nothing: the memory network carries payloads, not
-    py-libp2p RPC frames (tests/adversarial/test_gossip_crash_frames.py has those, on processes)."""
+    """Payloads that decode as nothing, and on processes raw RPC frames that are not protobuf (the
+    simulator's memory network carries payloads, not py-libp2p frames: there it sends none)."""
 
     name = "crash-frames"
     summary = "frames that decode as nothing, on the consensus and proofs topics"
-    codes = frozenset({"malformed", "malformed_bundle"})
+    codes = frozenset({"malformed", "malformed_bundle", "malformed_rpc"})
 
     async def burst(self, host: Host, epoch: int) -> None:
         for i in range(4):
@@ -97,6 +103,9 @@ class CrashFrames(_OncePerEpoch):
             await host.publish_raw(host.consensus_topic, junk)
             await host.publish_raw(topic(host.network_id, PROOFS), junk + b"\x00")
             host.attack.note("malformed_frames", host.clock.now_ms(), 2)
+        sent = await host.send_frames((NOT_PROTOBUF,))
+        if sent:
+            host.attack.note("raw_rpc_frames", host.clock.now_ms(), sent)
 
 
 ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames)

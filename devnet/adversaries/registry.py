@@ -13,8 +13,17 @@ CATALOGUE: dict[str, type[Role]] = {
     cls.name: cls for module in (consensus, radio, compute, network) for cls in module.ROLES
 }
 
-# Roles `depin-devnet run` can start on a process (python -m devnet.adversaries.proc).
-PROCESS_ROLES: frozenset[str] = frozenset({"equivocating-validator"})
+# Roles `depin-devnet run` can start on a process (python -m devnet.adversaries.proc), through the
+# same hooks as in the simulator. The others need what only the simulator has (a ring's genesis
+# accounts) or have not been run on processes yet.
+PROCESS_ROLES: frozenset[str] = frozenset(
+    {
+        "equivocating-validator", "stale-replay", "non-validator-voter",
+        "rssi-liar", "beacon-replay",
+        "wrong-result",
+        "crash-frames", "invalid-signature-flood",
+    }
+)
 
 
 def new_role(name: str) -> Role:

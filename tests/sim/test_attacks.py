@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from devnet.adversaries.registry import CATALOGUE
-from devnet.attacks import ATTACKS_DIR, run_attack
+from devnet.adversaries.registry import CATALOGUE, PROCESS_ROLES
+from devnet.attacks import ATTACKS_DIR, EARNING_FAMILIES, EARNINGS_NOISE, run_attack
 from devnet.manifest import load_manifest
 
 ATTACKS = sorted(ATTACKS_DIR.glob("*.toml"))
@@ -51,6 +51,13 @@ def test_every_attack_is_detected_on_honest_nodes_penalised_and_breaks_no_invari
     assert row["time_to_detect_ms"] is not None and row["time_to_detect_ms"] >= 0
     assert row["invariants_ok"], row["invariants_failed"]
     assert _penalised(row), row
+    if CATALOGUE[path.stem].family in EARNING_FAMILIES:
+        # Honest earnings against the same manifest and seed with the adversary honest.
+        assert row["honest_earnings_ratio"] >= 1 - EARNINGS_NOISE, row
+        assert row["attacker_false_earnings_micro"] == 0, row
+        assert row["earnings_ok"] is True
+    else:
+        assert row["earnings_ok"] is None and row["honest_earnings_ratio"] is None
 
 
 def test_a_role_that_never_attacks_is_a_failing_row_not_a_silent_one(tmp_path: Path) -> None:
@@ -85,11 +92,11 @@ def test_attacks_refuses_an_unknown_role_in_one_line() -> None:
 
 
 def test_run_refuses_a_role_that_runs_only_in_the_simulator_in_one_line() -> None:
-    path = ATTACKS_DIR / "rssi-liar.toml"
+    path = ATTACKS_DIR / "witness-ring.toml"
     argv = [sys.executable, "-m", "devnet", "run", str(path)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"depin-devnet: error: {path}: adversary: role rssi-liar runs only in `depin-devnet sim` "
-        "(on processes: equivocating-validator)"
+        f"depin-devnet: error: {path}: adversary: role witness-ring runs only in `depin-devnet sim` "
+        f"(on processes: {', '.join(sorted(PROCESS_ROLES))})"
     ]

@@ -11,6 +11,7 @@ from depin_p2p.consensus.state import (
     Candidate,
     Certificate,
     Precommit,
+    Prevote,
     Proposal,
     ValidatorSet,
     commit_sig_of,
@@ -169,3 +170,14 @@ def test_an_old_certificate_is_ignored() -> None:
     drv = d.EpochDriver(d.DriverConfig(NET, KEYS[0].public_key, CLOCK), d.Head(3, b"\x01" * 32, VALIDATORS))
     with pytest.raises(Ignore, match="old_certificate"):
         d.screen_certificate(drv, _forged(2), now_ms=4_500)
+
+
+def test_a_vote_far_past_our_clock_is_ignored_at_the_gate_and_one_within_reach_passes() -> None:
+    # Found by the future-flood role: a validator's signed votes for epochs 1000+ ahead passed
+    # the topic validator, were forwarded to every peer and left no record anywhere.
+    drv, _ = _driver()
+    running = CLOCK.latest_due(2_500) + 1
+    near = Prevote(running + d.FUTURE_EPOCHS, 0, None)
+    d.screen_epoch(drv, near, now_ms=2_500)  # no error: a skewed clock a little ahead is fine
+    with pytest.raises(Ignore, match="vote_from_the_future"):
+        d.screen_epoch(drv, Prevote(running + d.FUTURE_EPOCHS + 1, 0, None), now_ms=2_500)

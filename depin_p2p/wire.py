@@ -513,12 +513,20 @@ def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> object:
 def _decode(data: bytes, max_size: int) -> object:
     raw = _unpack(data, max_size)
     info = _header(raw)
+    # Canonical form, checked on the unpacked values rather than by encoding the message again:
+    # a field's wire value is exactly what its node's to_raw gives back (ints for enums, bytes,
+    # str, bool, None, arrays), so packing them is encode(msg), in C, without building the
+    # message first. Anything the schema refuses fails below either way.
+    try:
+        canonical = msgpack.packb(raw, use_bin_type=True) == data
+    except (OverflowError, TypeError, ValueError):
+        canonical = False
+    if not canonical:
+        raise CodecError(f"non-canonical encoding of {info.cls.__name__}")
     try:
         msg = _schema(info.cls).from_raw_fields(raw[2:], info.cls.__name__)
     except RecursionError:
         raise CodecError("message nested too deeply") from None
-    if encode(msg) != data:
-        raise CodecError(f"non-canonical encoding of {info.cls.__name__}")
     return msg
 
 

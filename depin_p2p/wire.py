@@ -726,6 +726,23 @@ class SignatureCache:
         self.check(public_key, data, signature)
         self._remember(key)
 
+    def unchecked(self, public_key: bytes, data: bytes, signature: bytes) -> bytes | None:
+        """The key a batch check of this signature would enter (:meth:`enter_checked`); None if remembered."""
+        key = self.key(public_key, data, signature)
+        return None if key in self._seen else key
+
+    def enter_checked(self, key: bytes, good: bool, tally: SignatureTally | None = None) -> None:
+        """Count one check run elsewhere (a worker thread); remember ``key`` if it was ``good``.
+
+        Failures are not remembered: the inline check of the same signature runs it again, and
+        raises there.
+        """
+        self.verified += 1
+        if tally is not None:
+            tally.verified += 1
+        if good:
+            self._remember(key)
+
     def mark(self, public_key: bytes, data: bytes, signature: bytes) -> None:
         """Remember a signature known good without checking it (one we made)."""
         self.marked += 1

@@ -102,5 +102,6 @@ def test_check_batch_tells_good_from_bad_and_malformed_keys() -> None:
     key = KEYS[0]
     signed = b"bytes"
     sig = key.sign(signed)
-    assert verifiers.check_batch([(key.public_key, signed, sig), (key.public_key, b"other", sig)]) == [True, False]
+    pk = key.public_key
+    assert verifiers.check_batch([(pk, signed, sig), (pk, b"other", sig)]) == [True, False]
     assert verifiers.check_batch([(b"short", signed, sig), (key.public_key, signed, b"x")]) == [False, False]

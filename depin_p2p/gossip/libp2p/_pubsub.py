@@ -254,6 +254,7 @@ class _GuardedPubsub(Pubsub):
 
     async def push_msg(self, msg_forwarder: Any, msg: Any) -> None:
         local = msg_forwarder == self.my_id
+        charged = False
         try:
             if not local and self._owner.wants_prepare(msg):
                 # The transport's own checks first (a banned, flooding or repeating peer costs
@@ -261,8 +262,9 @@ class _GuardedPubsub(Pubsub):
                 # threads), then all of them again, since other copies ran meanwhile.
                 if not self._admissible(msg_forwarder, msg, self._msg_id_constructor(msg), charge=True):
                     return
+                charged = True
                 await self._owner.prepare(msg_forwarder, msg)
-            admitted = self._admit(msg_forwarder, msg, local=local, charged=not local)
+            admitted = self._admit(msg_forwarder, msg, local=local, charged=charged)
         except Exception as exc:
             if local:
                 raise

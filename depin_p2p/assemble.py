@@ -113,8 +113,8 @@ class AssemblyConfig:
     # The Ed25519 check the node's signature cache runs on a miss (None: wire.verify_signature).
     # The simulator passes one memo shared by its nodes; each node still counts the check as its own.
     signature_check: wire.Verifier | None = None
-    # Checks gossip's signatures in batches on worker threads (both cores); None (the simulator):
-    # every check inline, so a run stays deterministic.
+    # Checks gossip's signatures in batches on worker threads (both cores). None: every check
+    # inline, as the simulator needs (determinism) and, for now, depin-p2p run (see verifiers.py).
     verifier: BatchVerifier | None = None
 
 

@@ -52,7 +52,6 @@ from depin_p2p.metrics import NodeMetrics
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.syncprogress import SyncProgress
-from depin_p2p.verifiers import ThreadVerifier
 from depin_p2p.views import CommitTimer, LedgerView, NodeView, timed_check
 from depin_p2p.witness.devices import (
     ComputeDriver,
@@ -224,7 +223,6 @@ class Node:
                     bootstrap=tuple(a.text for a in cfg.bootstrap),
                     announce=cfg.announce_addrs(self.key.peer_id),
                     degree=DegreePolicy(target=cfg.target_peers),
-                    verifier=ThreadVerifier(),  # gossip's signature checks on both cores
                 ),
             )
             ledger = LedgerView(store, services.txpool)

@@ -4,12 +4,20 @@ PyNaCl releases the GIL inside ``crypto_sign_open`` (cffi calls do), so
 threads verify in parallel with each other and with the trio loop, which
 meanwhile decodes, screens and does py-libp2p's work. A batch goes to the
 threads in one hop per thread (a hop costs about as much as one check),
-never one hop per signature. Measured against a process pool of the same
-size in ``bench/witness.py`` (``radio.pools``): the threads were faster
-(no pickling, no result transfer), so they are what the node uses.
+never one hop per signature.
 
-The simulator uses none of this: its checks stay inline and deterministic
-(``AssemblyConfig.verifier`` is None there).
+Not switched on in ``depin-p2p run`` yet (``AssemblyConfig.verifier`` is
+None there and in the simulator, whose checks must stay inline and
+deterministic): on this project's shared 2-core machine, saturated by other
+work (load 5-17), every measurement had the threads lose - the 5-process
+``bench/gossip.py --verify-threads 2`` delivered 94 proofs/s against 161
+inline in the same run, and ``bench/witness.py``'s two-core path ran at 0.83
+of the inline one. Each check hands the GIL back and forth, and a worker that
+finishes a check waits up to the switch interval (5 ms) for a busy loop
+thread to let go (measured: two threads beside a busy thread verified 2,794/s,
+one thread alone 5,327/s). A process pool of the same size did better in
+``bench/witness.py``'s ``radio.pools`` under that load. Switch it on from
+measurements on idle cores.
 """
 
 from __future__ import annotations

@@ -446,10 +446,12 @@ class ProofGossip:
 
         Cancellation: items still in the outbox are dropped (they were never sent).
         """
-        prepare = None if self._prefetch is None else self.prepare_bundle
-        channel = await self._transport.subscribe(
-            self.topic, self.validate_bundle, capacity=1024, prepare=prepare
-        )
+        if self._prefetch is None:
+            channel = await self._transport.subscribe(self.topic, self.validate_bundle, capacity=1024)
+        else:
+            channel = await self._transport.subscribe(
+                self.topic, self.validate_bundle, capacity=1024, prepare=self.prepare_bundle
+            )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._drain, channel)
             nursery.start_soon(self._flush_loop)

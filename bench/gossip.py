@@ -12,7 +12,11 @@ Prints ONE JSON object::
 ``delivered_proofs_per_s`` counts proof deliveries divided by (nodes - 1),
 i.e. proofs that reached every other node, per second of the run (from the
 first publish to the last delivery, or to the end of the grace period).
-Latency is wall time from creation to acceptance at a receiver.
+Latency is wall time from creation to acceptance at a receiver. With
+``--verify-threads N`` ``batch`` checks signatures on N worker threads per
+node (:class:`depin_p2p.verifiers.ThreadVerifier`) and ``batch_inline`` is
+the same run with every check inline on the trio loop (the node's setting,
+and ``batch`` without the option), measured in the same invocation.
 """
 
 from __future__ import annotations
@@ -31,11 +35,21 @@ from tests.integration.gossip_proc import cluster, percentile
 
 
 def run(
-    mode: str, nodes: int, rate: float, seconds: float, size: int, grace: float, flush_ms: int
+    mode: str,
+    nodes: int,
+    rate: float,
+    seconds: float,
+    size: int,
+    grace: float,
+    flush_ms: int,
+    verify_threads: int = 0,
 ) -> dict[str, Any]:
     count = int(rate * seconds)
     expected = (nodes - 1) * count * nodes
-    with cluster(nodes, mode=mode, first_seed=1 if mode == "batch" else 101, flush_ms=flush_ms) as procs:
+    seed = 1 if mode == "batch" else 101
+    with cluster(nodes, mode=mode, first_seed=seed, flush_ms=flush_ms, verify_threads=verify_threads) as (
+        procs
+    ):
         start = time.monotonic()
         for p in procs:
             p.call({"cmd": "publish", "count": count, "rate": rate, "size": size})
@@ -54,6 +68,7 @@ def run(
     received = sum(s["received"] for s in stats)
     return {
         "mode": mode,
+        "verify_threads": verify_threads,
         "offered_proofs_per_s": rate * nodes,
         "published": count * nodes,
         "deliveries": received,
@@ -76,9 +91,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=300, help="approximate bytes per signed proof")
     parser.add_argument("--grace", type=float, default=20.0, help="seconds to wait for stragglers")
     parser.add_argument("--flush-ms", type=int, default=BatchConfig().flush_ms, help="bundle flush interval")
+    parser.add_argument(
+        "--verify-threads",
+        type=int,
+        default=0,
+        help="signature threads per node in 'batch' (0, inline: the node's setting); >0 also runs "
+        "'batch_inline' with 0 for comparison",
+    )
     args = parser.parse_args()
     common = (args.nodes, args.rate, args.seconds, args.size, args.grace, args.flush_ms)
-    batch = run("batch", *common)
+    batch = run("batch", *common, verify_threads=args.verify_threads)
+    inline = run("batch", *common) if args.verify_threads else None
     bare = run("bare", *common)
     result = {
         "bench": "gossip",
@@ -86,6 +109,7 @@ def main() -> None:
         "proof_bytes": args.size,
         "flush_ms": args.flush_ms,
         "batch": batch,
+        "batch_inline": inline,
         "bare": bare,
         "throughput_ratio": round(
             batch["delivered_proofs_per_s"] / max(bare["delivered_proofs_per_s"], 1e-9), 2

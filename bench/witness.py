@@ -2,11 +2,18 @@
 
 Radio: witness reports validated per second through the full path (decode
 the envelope bytes, check the signature, every physics rule), beside a raw
-PyNaCl verify loop over the same signatures in the same run; their ratio
-(target >= 0.6). Each report is a distinct (beacon, witness) pair and the
-per-cell geometry cache is cleared before every timed pass, so nothing is
-reused that a node would not reuse; each beacon is decoded and checked once
-inside the timed loop, as a node does.
+PyNaCl verify loop over the same signatures on one thread in the same run.
+``ratio`` is the node's path on both cores (signatures checked in batches on
+:class:`depin_p2p.verifiers.ThreadVerifier` threads while the trio loop
+decodes and checks physics, several beacons in flight) against that one
+core's raw verify (target >= 1.5); ``one_core_ratio`` is the same path
+inline on one thread (the old measure, target 0.6). Each report is a
+distinct (beacon, witness) pair and the per-cell geometry cache is cleared
+before every timed pass, so nothing is reused that a node would not reuse;
+each beacon is decoded and checked once inside the timed loop, as a node
+does. ``pools`` compares the raw verify rate of the same signatures in
+batches of 64 on 2 threads (trio.to_thread with a capacity limiter) and on a
+2-process pool, both driven from trio.
 
 Compute: at n = 256, the provider's time to answer a challenge (derive A, B,
 multiply, encode) against the witness's time to verify the response (decode
@@ -21,9 +28,9 @@ Run: ``.venv/bin/python bench/witness.py [--reports N] [--repeat R]``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,14 +38,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import h3.api.basic_int as h3
+import trio
 from nacl.signing import VerifyKey
 
-from depin_p2p import wire
+from depin_p2p import verifiers, wire
 from depin_p2p.crypto import KeyPair
 from depin_p2p.model import Device, DeviceKind
 from depin_p2p.witness import compute, radio
 
 NETWORK = "depin-bench"
+BEACON_TYPE_ID = wire.info_of(radio.Beacon).type_id
 
 
 class Registry:
@@ -141,28 +150,105 @@ def raw_verify(items: list[tuple[VerifyKey, bytes, bytes]]) -> int:
     return len(items)
 
 
+async def _two_core_path(
+    reg: Registry, data: list[tuple[bytes, list[bytes]]], verifier: verifiers.ThreadVerifier, in_flight: int
+) -> int:
+    """The node's shape: per beacon, decode and screen on the loop, one batch to the threads, then physics."""
+    radio._GEO_CACHE.clear()
+    cache = wire.SignatureCache()
+    accepted = 0
+    todo = iter(data)
+
+    async def worker() -> None:
+        nonlocal accepted
+        for beacon_bytes, reports in todo:
+            benv = wire.decode_as(beacon_bytes, wire.Envelope)
+            envs = [wire.decode_as(blob, wire.Envelope) for blob in reports]
+            signed = wire.signing_bytes(NETWORK, wire.Domain.BEACON, BEACON_TYPE_ID, benv.body)
+            items = [(benv.signer, signed, benv.signature)]
+            items += [(e.signer, radio._report_signing_bytes(NETWORK, e.body), e.signature) for e in envs]
+            await verifiers.warm(cache, verifier, items)
+            checked = radio.validate_beacon(
+                benv, registry=reg, network_id=NETWORK, verify=cache.verify
+            )
+            seen: set[bytes] = set()
+            for env in envs:
+                ok = radio.validate_witness_report(
+                    checked, env, registry=reg, network_id=NETWORK, seen=seen, verify=cache.verify
+                )
+                seen.add(ok.report.witness)
+                accepted += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(in_flight):
+            nursery.start_soon(worker)
+    return accepted
+
+
+def _chunks(items: list[tuple[bytes, bytes, bytes]], size: int) -> list[list[tuple[bytes, bytes, bytes]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def _pool_rate(items: list[tuple[bytes, bytes, bytes]], use_processes: bool) -> float:
+    """Raw verifies per second of ``items`` in batches of 64, two workers, driven from trio."""
+    limiter = trio.CapacityLimiter(2)
+    batches = _chunks(items, 64)
+    with concurrent.futures.ProcessPoolExecutor(2) as procs:
+        list(procs.map(verifiers.check_batch, batches[:2]))  # start the workers before timing
+
+        async def one(batch: list[tuple[bytes, bytes, bytes]]) -> None:
+            if use_processes:
+                ok = await trio.to_thread.run_sync(
+                    lambda: procs.submit(verifiers.check_batch, batch).result(), limiter=limiter
+                )
+            else:
+                ok = await trio.to_thread.run_sync(verifiers.check_batch, batch, limiter=limiter)
+            assert all(ok)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for batch in batches:
+                nursery.start_soon(one, batch)
+        return len(items) / (time.perf_counter() - t0)
+
+
 def bench_radio(reports: int, repeat: int) -> dict[str, object]:
     per_beacon = 40
     reg, data = build_radio(max(1, reports // per_beacon), per_beacon)
     items = raw_inputs(data)
+    plain = [(bytes(vk), signed, sig) for vk, signed, sig in items]
     n = len(items)
-    best_full = best_raw = float("inf")
-    for _ in range(repeat):  # interleaved, best of each: both see the same machine state
+    verifier = verifiers.ThreadVerifier(threads=2)
+    best_full = best_raw = best_two = float("inf")
+    best_threads = best_procs = 0.0
+    for _ in range(repeat):  # interleaved, best of each: all see the same machine state
         t0 = time.perf_counter()
         assert full_path(reg, data) == n
         t1 = time.perf_counter()
         raw_verify(items)
         t2 = time.perf_counter()
+        assert trio.run(_two_core_path, reg, data, verifier, 4) == n
+        t3 = time.perf_counter()
         best_full, best_raw = min(best_full, t1 - t0), min(best_raw, t2 - t1)
-    full_rate, raw_rate = n / best_full, n / best_raw
+        best_two = min(best_two, t3 - t2)
+        best_threads = max(best_threads, trio.run(_pool_rate, plain, False))
+        best_procs = max(best_procs, trio.run(_pool_rate, plain, True))
+    full_rate, raw_rate, two_rate = n / best_full, n / best_raw, n / best_two
     return {
         "reports": n,
         "beacons": len(data),
-        "full_path_reports_per_s": round(full_rate),
+        "full_path_reports_per_s": round(two_rate),
+        "full_path_one_core_reports_per_s": round(full_rate),
         "raw_pynacl_verifies_per_s": round(raw_rate),
-        "ratio": round(full_rate / raw_rate, 3),
-        "target_ratio": 0.6,
-        "met": full_rate / raw_rate >= 0.6,
+        "ratio": round(two_rate / raw_rate, 3),
+        "target_ratio": 1.5,
+        "met": two_rate / raw_rate >= 1.5,
+        "one_core_ratio": round(full_rate / raw_rate, 3),
+        "pools": {
+            "threads_2_verifies_per_s": round(best_threads),
+            "processes_2_verifies_per_s": round(best_procs),
+            "threads_over_processes": round(best_threads / best_procs, 3),
+        },
     }
 
 
@@ -207,8 +293,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--n", type=int, default=256)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the acceptance says
     result = {
         "bench": "witness",
         "python": sys.version.split()[0],

@@ -32,6 +32,7 @@ from depin_p2p.ledger.state import validator_set
 from depin_p2p.model import Device
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.txpool import TxPool, TxService
+from depin_p2p.verifiers import BatchVerifier
 from depin_p2p.witness.devices import ComputeDriver, RadioDriver
 from depin_p2p.witness.pool import ProofPool
 from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
@@ -112,6 +113,9 @@ class AssemblyConfig:
     # The Ed25519 check the node's signature cache runs on a miss (None: wire.verify_signature).
     # The simulator passes one memo shared by its nodes; each node still counts the check as its own.
     signature_check: wire.Verifier | None = None
+    # Checks gossip's signatures in batches on worker threads (both cores). None: every check
+    # inline, as the simulator needs (determinism) and, for now, depin-p2p run (see verifiers.py).
+    verifier: BatchVerifier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +190,7 @@ def assemble(
         check_item=check_item,
         signatures=signatures,
         screen_item=pool.screen,  # epoch and registry before the signature
+        verifier=config.verifier,
     )
 
     def context() -> LedgerContext:

@@ -513,12 +513,20 @@ def decode(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> object:
 def _decode(data: bytes, max_size: int) -> object:
     raw = _unpack(data, max_size)
     info = _header(raw)
+    # Canonical form, checked on the unpacked values rather than by encoding the message again:
+    # a field's wire value is exactly what its node's to_raw gives back (ints for enums, bytes,
+    # str, bool, None, arrays), so packing them is encode(msg), in C, without building the
+    # message first. Anything the schema refuses fails below either way.
+    try:
+        canonical = msgpack.packb(raw, use_bin_type=True) == data
+    except (OverflowError, TypeError, ValueError):
+        canonical = False
+    if not canonical:
+        raise CodecError(f"non-canonical encoding of {info.cls.__name__}")
     try:
         msg = _schema(info.cls).from_raw_fields(raw[2:], info.cls.__name__)
     except RecursionError:
         raise CodecError("message nested too deeply") from None
-    if encode(msg) != data:
-        raise CodecError(f"non-canonical encoding of {info.cls.__name__}")
     return msg
 
 
@@ -717,6 +725,23 @@ class SignatureCache:
             tally.verified += 1
         self.check(public_key, data, signature)
         self._remember(key)
+
+    def unchecked(self, public_key: bytes, data: bytes, signature: bytes) -> bytes | None:
+        """The key a batch check of this signature would enter (:meth:`enter_checked`); None if remembered."""
+        key = self.key(public_key, data, signature)
+        return None if key in self._seen else key
+
+    def enter_checked(self, key: bytes, good: bool, tally: SignatureTally | None = None) -> None:
+        """Count one check run elsewhere (a worker thread); remember ``key`` if it was ``good``.
+
+        Failures are not remembered: the inline check of the same signature runs it again, and
+        raises there.
+        """
+        self.verified += 1
+        if tally is not None:
+            tally.verified += 1
+        if good:
+            self._remember(key)
 
     def mark(self, public_key: bytes, data: bytes, signature: bytes) -> None:
         """Remember a signature known good without checking it (one we made)."""

@@ -221,8 +221,10 @@ class _Tap:
     def counters(self) -> TransportCounters:
         return self._inner.counters
 
-    async def subscribe(self, topic_name: str, validator: Any, *, capacity: int = 1024) -> Any:
-        return await self._inner.subscribe(topic_name, validator, capacity=capacity)
+    async def subscribe(
+        self, topic_name: str, validator: Any, *, capacity: int = 1024, prepare: Any = None
+    ) -> Any:
+        return await self._inner.subscribe(topic_name, validator, capacity=capacity, prepare=prepare)
 
     def peer_events(self, capacity: int = 256) -> trio.MemoryReceiveChannel[PeerEvent]:
         return self._inner.peer_events(capacity)

@@ -49,6 +49,7 @@ from depin_p2p.gossip.transport import (
     PeerEvent,
     PeerId,
     PeerStanding,
+    Prepare,
     TransportCounters,
     Validator,
     message_id,
@@ -570,9 +571,15 @@ class MemoryTransport:
         self._net._disconnect(self._peer_id, peer)
 
     async def subscribe(
-        self, topic: str, validator: Validator, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY
+        self,
+        topic: str,
+        validator: Validator,
+        *,
+        capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY,
+        prepare: Prepare | None = None,
     ) -> trio.MemoryReceiveChannel[GossipMessage]:
-        """Join ``topic``; see :meth:`Transport.subscribe`."""
+        """Join ``topic``; see :meth:`Transport.subscribe`. ``prepare`` is never run: delivery here is
+        synchronous, so the simulator stays deterministic; the validator alone decides anyway."""
         await trio.lowlevel.checkpoint()
         send, receive = trio.open_memory_channel[GossipMessage](capacity)
         self._subs[topic] = (validator, send)

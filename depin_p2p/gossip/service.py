@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Annotated
 import structlog
 import trio
 
-from depin_p2p import wire
+from depin_p2p import verifiers, wire
 from depin_p2p.clock import Clock
 from depin_p2p.errors import CodecError, Ignore, InternalError, Reject
 from depin_p2p.gossip.penalty import TolerancePolicy, ToleranceTable
+from depin_p2p.gossip.prefetch import Prefetch
 from depin_p2p.gossip.transport import PROOFS, GossipMessage, PeerId, Transport, topic
 from depin_p2p.gossip.validation import (
     FAR_OUT_OF_WINDOW,
@@ -172,6 +173,9 @@ class ProofGossip:
         config: batching and bounds.
         signatures: the node's verified-signature cache (a private one if None); this
             service's share of its checks is counted in ``counters.signatures``.
+        verifier: checks a bundle's signatures in one batch off the trio loop (both cores),
+            from the transport's ``prepare`` hook, before the validator runs; None (the
+            simulator): every check inline in the validator.
     """
 
     def __init__(
@@ -185,6 +189,7 @@ class ProofGossip:
         config: BatchConfig | None = None,
         signatures: wire.SignatureCache | None = None,
         screen_item: Screen | None = None,
+        verifier: verifiers.BatchVerifier | None = None,
     ) -> None:
         self.config = config or BatchConfig()
         self.counters = ServiceCounters()
@@ -211,6 +216,17 @@ class ProofGossip:
         self._wake = trio.Event()
         self._last_partial = float("-inf")
         self._pending: OrderedDict[bytes, list[ReceivedProof]] = OrderedDict()
+        self._prefetch = None
+        if verifier is not None:
+            self._prefetch = Prefetch(
+                verifier,
+                cache,
+                self.counters.signatures,
+                self._check_budget,
+                network_id=network_id,
+                rules=self._rules,
+                screen=screen_item,
+            )
         self._out_send, self.received = trio.open_memory_channel[ReceivedProof](self.config.output_capacity)
 
     # ---------------------------------------------------------------- send
@@ -289,6 +305,24 @@ class ProofGossip:
 
     # ------------------------------------------------------------- receive
 
+    async def prepare_bundle(self, peer: PeerId, data: bytes) -> None:
+        """The transport's ``prepare`` hook: check a bundle's new signatures in one batch, off the loop.
+
+        Decides nothing (see :class:`~depin_p2p.gossip.prefetch.Prefetch`): the
+        validator that runs next finds the good signatures in the node's cache
+        and the items decoded. Cancellation: the batch is abandoned.
+        """
+        if self._prefetch is None:
+            return
+        try:
+            bundle = wire.decode_as(data, ProofBundle)
+        except CodecError:
+            return
+        def known(cid: bytes) -> bool:
+            return cid in self._far or cid in self._seen
+
+        await self._prefetch.items(peer, bundle.items, known, self._clock.now_ms())
+
     def validate_bundle(self, peer: PeerId, data: bytes) -> None:
         """The transport validator of the proofs topic: raises Ignore / Reject, stashes new items."""
         try:
@@ -350,6 +384,7 @@ class ProofGossip:
                 now_ms=now_ms,
                 verify=self._verify,
                 screen=self._screen,
+                decoded=None if self._prefetch is None else self._prefetch.take(cid),
             )
             if self._check_item is not None:
                 self._check_item(verified, peer)
@@ -411,7 +446,12 @@ class ProofGossip:
 
         Cancellation: items still in the outbox are dropped (they were never sent).
         """
-        channel = await self._transport.subscribe(self.topic, self.validate_bundle, capacity=1024)
+        if self._prefetch is None:
+            channel = await self._transport.subscribe(self.topic, self.validate_bundle, capacity=1024)
+        else:
+            channel = await self._transport.subscribe(
+                self.topic, self.validate_bundle, capacity=1024, prepare=self.prepare_bundle
+            )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._drain, channel)
             nursery.start_soon(self._flush_loop)

@@ -13,8 +13,10 @@ Semantics both implementations share:
   message. A publish always goes out, even of bytes published before: a
   peer that missed them the first time (it was down) gets them then.
 - A topic validator runs on every message from a peer before it is delivered
-  or forwarded. It returns to accept, raises ``Ignore`` to drop quietly, or
-  ``Reject`` to drop and penalise the peer that forwarded it. Any other
+  or forwarded (after the subscription's ``prepare`` hook, if the transport
+  runs one: libp2p does, the memory network does not). It returns to
+  accept, raises ``Ignore`` to drop quietly, or ``Reject`` to drop and
+  penalise the peer that forwarded it. Any other
   exception counts as ``Reject('validator_error')``.
 - Accepted messages land on a bounded channel per subscription; when the
   consumer falls behind, the newest message is dropped and counted.
@@ -50,6 +52,11 @@ PeerId = NewType("PeerId", str)
 # or raises Ignore / Reject. It is synchronous on purpose: it runs inline on
 # the receive path and must never block the network.
 Validator = Callable[[PeerId, bytes], None]
+# A prepare hook runs before the validator where the transport's receive path may await
+# (libp2p's: one task per message); it warms caches (a batch of signature checks on worker
+# threads) and decides nothing: it must not raise, and a transport may skip it (the memory
+# network does, so the simulator stays synchronous and deterministic).
+Prepare = Callable[[PeerId, bytes], Awaitable[None]]
 # A request handler returns the response bytes; Reject penalises the requester.
 Handler = Callable[[PeerId, bytes], Awaitable[bytes]]
 
@@ -239,9 +246,18 @@ class Transport(Protocol):
         ...
 
     async def subscribe(
-        self, topic: str, validator: Validator, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY
+        self,
+        topic: str,
+        validator: Validator,
+        *,
+        capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY,
+        prepare: Prepare | None = None,
     ) -> trio.MemoryReceiveChannel[GossipMessage]:
-        """Join ``topic``; accepted messages arrive on the returned channel (bounded by ``capacity``)."""
+        """Join ``topic``; accepted messages arrive on the returned channel (bounded by ``capacity``).
+
+        ``prepare`` (optional, see :data:`Prepare`) is awaited before ``validator`` on a
+        message that passed the transport's own checks (not banned, within rate, not seen).
+        """
         ...
 
     async def publish(self, topic: str, data: bytes) -> None:

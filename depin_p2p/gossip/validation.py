@@ -74,32 +74,30 @@ def validate_time_window(window: TimeWindow, msg: object, now_ms: int) -> None:
         raise Ignore("too_early", f"{at - now_ms} ms ahead, limit {window.max_future_ms}")
 
 
-def validate_gossip_envelope(
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """An envelope that passed every gossip check but the signature, and what that check takes."""
+
+    message: object
+    envelope: wire.Envelope
+    signed: bytes  # the exact bytes the signature must cover
+
+    def item(self) -> tuple[bytes, bytes, bytes]:
+        """``(public key, signed bytes, signature)``: the arguments of a :data:`wire.Verifier`."""
+        return (self.envelope.signer, self.signed, self.envelope.signature)
+
+
+def decode_gossip_envelope(
     data: bytes,
     *,
     network_id: str,
     rules: Mapping[int, GossipRule],
-    now_ms: int,
     max_size: int = wire.MAX_MESSAGE_BYTES,
-    verify: wire.Verifier = wire.verify_signature,
-    screen: Screen | None = None,
-) -> wire.Verified:
-    """Check one signed envelope from gossip and return it verified.
-
-    Args:
-        data: the encoded ``Envelope``.
-        network_id: our network; anything else is rejected.
-        rules: the message types allowed here, by type id.
-        now_ms: local time, for time windows only.
-        max_size: byte cap of ``data``.
-        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
-        screen: the caller's cheap checks of the message and its signer, run
-            before the signature (what it raises passes through).
+) -> Screened:
+    """The checks of :func:`validate_gossip_envelope` that depend on the bytes alone (no clock, no screen).
 
     Raises:
-        Reject: oversized, malformed, wrong_network, unexpected_type,
-            wrong_domain, bad_signature, bad_public_key.
-        Ignore: too_old, too_early, far_out_of_window.
+        Reject: oversized, malformed, wrong_network, unexpected_type, wrong_domain.
     """
     if len(data) > max_size:
         raise Reject("oversized", f"{len(data)} bytes > {max_size}")
@@ -122,10 +120,56 @@ def validate_gossip_envelope(
         raise Reject("unexpected_type", f"type {info.type_id} is not carried here")
     if info.domain is not rule.domain:
         raise Reject("wrong_domain", f"{info.cls.__name__} is not signed as {rule.domain.value}")
+    return Screened(msg, env, wire.signing_bytes(network_id, rule.domain, info.type_id, env.body))
+
+
+def screen_gossip_envelope(
+    decoded: Screened,
+    *,
+    rules: Mapping[int, GossipRule],
+    now_ms: int,
+    screen: Screen | None = None,
+) -> None:
+    """The time window and the caller's screen of a decoded envelope (what they raise passes through)."""
+    rule = rules[wire.info_of(type(decoded.message)).type_id]
     if rule.window is not None:
-        validate_time_window(rule.window, msg, now_ms)
+        validate_time_window(rule.window, decoded.message, now_ms)
     if screen is not None:
-        screen(msg, env.signer)
-    signed = wire.signing_bytes(network_id, rule.domain, info.type_id, env.body)
-    verify(env.signer, signed, env.signature)
-    return wire.Verified(msg, env.signer, env)
+        screen(decoded.message, decoded.envelope.signer)
+
+
+def validate_gossip_envelope(
+    data: bytes,
+    *,
+    network_id: str,
+    rules: Mapping[int, GossipRule],
+    now_ms: int,
+    max_size: int = wire.MAX_MESSAGE_BYTES,
+    verify: wire.Verifier = wire.verify_signature,
+    screen: Screen | None = None,
+    decoded: Screened | None = None,
+) -> wire.Verified:
+    """Check one signed envelope from gossip and return it verified.
+
+    Args:
+        data: the encoded ``Envelope``.
+        network_id: our network; anything else is rejected.
+        rules: the message types allowed here, by type id.
+        now_ms: local time, for time windows only.
+        max_size: byte cap of ``data``.
+        verify: the signature check (the node's :class:`~depin_p2p.wire.SignatureCache`).
+        screen: the caller's cheap checks of the message and its signer, run
+            before the signature (what it raises passes through).
+        decoded: :func:`decode_gossip_envelope` of these very bytes, already done (not repeated).
+
+    Raises:
+        Reject: oversized, malformed, wrong_network, unexpected_type,
+            wrong_domain, bad_signature, bad_public_key.
+        Ignore: too_old, too_early, far_out_of_window.
+    """
+    if decoded is None:
+        decoded = decode_gossip_envelope(data, network_id=network_id, rules=rules, max_size=max_size)
+    screen_gossip_envelope(decoded, rules=rules, now_ms=now_ms, screen=screen)
+    env = decoded.envelope
+    verify(env.signer, decoded.signed, env.signature)
+    return wire.Verified(decoded.message, env.signer, env)

@@ -51,6 +51,7 @@ from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
 from depin_p2p.gossip.service import BatchConfig, ProofGossip
 from depin_p2p.gossip.transport import PROOFS, PeerId, topic
 from depin_p2p.gossip.validation import validate_gossip_envelope
+from depin_p2p.verifiers import ThreadVerifier
 from tests.unit.gossip.messages import NETWORK, RULES, FakeProof, signed_proof
 
 
@@ -66,12 +67,14 @@ class Node:
             clock=self.clock,
             config=Libp2pConfig(listen_addr=f"/ip4/127.0.0.1/tcp/{args.port}"),
         )
+        self.verifier = ThreadVerifier(args.verify_threads) if args.verify_threads else None
         self.service = ProofGossip(
             self.transport,
             network_id=NETWORK,
             clock=self.clock,
             rules=RULES,
             config=BatchConfig(flush_ms=args.flush_ms),
+            verifier=self.verifier,
         )
         self.topic = topic(NETWORK, PROOFS)
         self.received = 0
@@ -204,12 +207,15 @@ class Proc:
         mode: str = "batch",
         connect: tuple[str, ...] = (),
         flush_ms: int | None = None,
+        verify_threads: int = 0,
     ) -> None:
         self.seed, self.port, self.mode = seed, port, mode
         cmd = [sys.executable, "-m", "tests.integration.gossip_proc"]
         cmd += ["--seed", str(seed), "--port", str(port), "--mode", mode]
         if flush_ms is not None:
             cmd += ["--flush-ms", str(flush_ms)]
+        if verify_threads:
+            cmd += ["--verify-threads", str(verify_threads)]
         for addr in connect:
             cmd += ["--connect", addr]
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the process; closed in kill()
@@ -276,12 +282,20 @@ def wait_for(condition: Any, timeout: float, what: str, poll: float = 0.1) -> fl
 
 @contextlib.contextmanager
 def cluster(
-    n: int, *, mode: str = "batch", first_seed: int = 1, flush_ms: int | None = None
+    n: int, *, mode: str = "batch", first_seed: int = 1, flush_ms: int | None = None, verify_threads: int = 0,
 ) -> Iterator[list[Proc]]:
     """``n`` node processes, fully connected, each with a full proofs mesh. Killed by PID on exit."""
     procs: list[Proc] = []
     try:
-        procs = [Proc(first_seed + i, mode=mode, flush_ms=flush_ms) for i in range(n)]
+        procs = [
+            Proc(
+                first_seed + i,
+                mode=mode,
+                flush_ms=flush_ms,
+                verify_threads=verify_threads,
+            )
+            for i in range(n)
+        ]
         for p in procs:
             p.wait_ready()
         for i, p in enumerate(procs):
@@ -307,6 +321,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("batch", "bare"), default="batch")
     parser.add_argument("--connect", action="append", default=[])
     parser.add_argument("--flush-ms", type=int, default=BatchConfig().flush_ms)
+    parser.add_argument("--verify-threads", type=int, default=0, help="0: every signature checked inline")
     args = parser.parse_args()
     # stdout carries the JSON protocol: logs go to stderr.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))

@@ -270,3 +270,38 @@ async def test_a_republish_reaches_a_peer_that_joined_after_the_first(kind: str,
         with trio.fail_after(10):
             assert (await sub_b.receive()).data == b"next"  # the repeat was a duplicate at b
         assert b.counters.delivered == 2
+
+
+async def test_libp2p_awaits_prepare_before_the_validator_and_a_crashing_one_decides_nothing() -> None:
+    """The ``prepare`` hook (gossip's batched signature checks) runs in each new message's own task,
+    before the validator, never for a duplicate; the memory network never runs it."""
+    order: list[tuple[str, bytes]] = []
+
+    async def prepare(peer: PeerId, data: bytes) -> None:
+        order.append(("prepare", data))
+        await trio.to_thread.run_sync(lambda: None)  # a real hop to a worker thread, as gossip's
+        if data == b"boom":
+            raise ZeroDivisionError("a bug in our own hook")
+
+    def validator(peer: PeerId, data: bytes) -> None:
+        order.append(("validate", data))
+
+    async with cluster("libp2p", 3) as (a, b, c):
+        await a.subscribe(T, accept)
+        sub_b = await b.subscribe(T, validator, prepare=prepare)
+        await c.subscribe(T, accept)
+        await connect_line([a, b, c])
+        await wait_until(lambda: b.topic_peers(T) == {a.peer_id, c.peer_id})
+        await a.publish(T, b"one")
+        await a.publish(T, b"boom")
+        with trio.fail_after(10):
+            got = {(await sub_b.receive()).data for _ in range(2)}
+        assert got == {b"one", b"boom"}
+        for data in (b"one", b"boom"):
+            assert order.index(("prepare", data)) < order.index(("validate", data))
+        await c.publish(T, b"one")  # the same bytes again, from another peer: a duplicate
+        await a.publish(T, b"two")
+        with trio.fail_after(10):
+            assert (await sub_b.receive()).data == b"two"
+        assert order.count(("prepare", b"one")) == 1
+        assert b.counters.rejected == 0

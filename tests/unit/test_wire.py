@@ -87,6 +87,7 @@ def test_mutated_valid_messages_only_raise_codec_error(data: st.DataObject) -> N
     except CodecError:
         return
     assert isinstance(msg, Kitchen)  # a mutation may still land on a valid message
+    assert wire.encode(msg) == bytes(encoded[:cut])  # ...and then it is the canonical one
 
 
 def _raw(*fields: object) -> bytes:
@@ -142,6 +143,36 @@ def test_non_canonical_encoding_is_rejected() -> None:
     assert msgpack.unpackb(stretched) == msgpack.unpackb(canonical)
     with pytest.raises(CodecError, match="non-canonical"):
         wire.decode(stretched)
+
+
+@pytest.mark.parametrize(
+    ("canonical", "stretched", "what"),
+    [
+        (b"\xa2hi", b"\xd9\x02hi", "str 8 for a fixstr"),
+        (b"\xc4\x01x", b"\xc5\x00\x01x", "bin 16 for a bin 8"),
+        (b"\x91\x92\xff\x02", b"\xdc\x00\x01\x92\xff\x02", "array 16 for a fixarray"),
+        (b"\xff\x02", b"\xd0\xff\x02", "int 8 for a negative fixint"),
+        (b"\xc0", b"\xc0", "nothing: the canonical bytes themselves"),
+    ],
+)
+def test_every_longer_form_of_a_value_is_non_canonical(canonical: bytes, stretched: bytes, what: str) -> None:
+    good = wire.encode(_SAMPLE)
+    assert canonical in good, what
+    variant = good.replace(canonical, stretched, 1)
+    assert msgpack.unpackb(variant) == msgpack.unpackb(good)
+    if variant == good:
+        assert wire.decode(variant) == _SAMPLE
+        return
+    with pytest.raises(CodecError, match="non-canonical"):
+        wire.decode(variant)
+
+
+@pytest.mark.parametrize("value", [7.0, msgpack.ExtType(1, b"x")], ids=["float", "ext"])
+def test_values_the_schema_never_encodes_do_not_decode(value: object) -> None:
+    fields = _kitchen_fields()
+    fields[0] = value
+    with pytest.raises(CodecError):
+        wire.decode(_raw(1, 200, *fields))
 
 
 def test_size_cap() -> None:

@@ -48,6 +48,10 @@ class PubsubOwner(Protocol):
 
     def validate(self, forwarder: Any, msg: Any) -> bool: ...
 
+    def wants_prepare(self, msg: Any) -> bool: ...
+
+    async def prepare(self, forwarder: Any, msg: Any) -> None: ...
+
     def penalise(self, peer: PeerId, code: str) -> None: ...
 
 
@@ -250,8 +254,17 @@ class _GuardedPubsub(Pubsub):
 
     async def push_msg(self, msg_forwarder: Any, msg: Any) -> None:
         local = msg_forwarder == self.my_id
+        charged = False
         try:
-            admitted = self._admit(msg_forwarder, msg, local=local)
+            if not local and self._owner.wants_prepare(msg):
+                # The transport's own checks first (a banned, flooding or repeating peer costs
+                # no preparation), then the hook (it may await: signatures checked on worker
+                # threads), then all of them again, since other copies ran meanwhile.
+                if not self._admissible(msg_forwarder, msg, self._msg_id_constructor(msg), charge=True):
+                    return
+                charged = True
+                await self._owner.prepare(msg_forwarder, msg)
+            admitted = self._admit(msg_forwarder, msg, local=local, charged=charged)
         except Exception as exc:
             if local:
                 raise
@@ -268,8 +281,12 @@ class _GuardedPubsub(Pubsub):
             # Forwarding is our work (and our peers' connections), not the sender's fault.
             log.debug("gossip.forward.failed", peer=peer_of(msg_forwarder), error=repr(exc)[:200])
 
-    def _admit(self, forwarder: Any, msg: Any, *, local: bool) -> bool:
-        """Our checks of one pubsub message: True to forward it. Raises on a message that cannot be parsed."""
+    def _admit(self, forwarder: Any, msg: Any, *, local: bool, charged: bool = False) -> bool:
+        """Our checks of one pubsub message: True to forward it. Raises on a message that cannot be parsed.
+
+        ``charged``: the checks before its ``prepare`` hook counted it in the rate limit and checked
+        its pubsub signature already.
+        """
         owner = self._owner
         mid = self._msg_id_constructor(msg)
         if local:
@@ -277,19 +294,25 @@ class _GuardedPubsub(Pubsub):
             # same bytes for peers that missed them (a receiver that saw them drops a duplicate).
             self.seen_messages.add(mid)
             return True
-        if self.is_peer_blacklisted(forwarder) or not owner.rate_ok(forwarder, len(msg.data)):
+        if not self._admissible(forwarder, msg, mid, charge=not charged):
+            return False
+        accepted = owner.validate(forwarder, msg)
+        self.seen_messages.add(mid)
+        return accepted
+
+    def _admissible(self, forwarder: Any, msg: Any, mid: bytes, *, charge: bool) -> bool:
+        """The transport's checks before our validator: not banned, new; with ``charge`` (the first
+        time) also within rate and with a good pubsub signature."""
+        owner = self._owner
+        if self.is_peer_blacklisted(forwarder) or (charge and not owner.rate_ok(forwarder, len(msg.data))):
             return False
         if self.seen_messages.has(mid):
             owner.counters.duplicates += 1
             return False
-        if not signature_validator(msg):
+        if charge and not signature_validator(msg):
             owner.penalise(peer_of(forwarder), "bad_pubsub_signature")
             return False
-        if ID(msg.from_id) == self.my_id:
-            return False  # claims to be ours but we never published it
-        accepted = owner.validate(forwarder, msg)
-        self.seen_messages.add(mid)
-        return accepted
+        return ID(msg.from_id) != self.my_id  # claims to be ours but we never published it
 
 
 class _GossipSub(GossipSub):

@@ -10,7 +10,7 @@ import trio
 
 from depin_p2p.errors import Ignore, Reject
 from depin_p2p.gossip.libp2p._pubsub import peer_of
-from depin_p2p.gossip.transport import GossipMessage, PeerId, TransportCounters, Validator
+from depin_p2p.gossip.transport import GossipMessage, PeerId, Prepare, TransportCounters, Validator
 
 log = structlog.get_logger(__package__)
 
@@ -50,6 +50,7 @@ class Topics:
         self._bytes_per_second = bytes_per_second
         self._bytes_burst = bytes_burst
         self.subs: dict[str, tuple[Validator, trio.MemorySendChannel[GossipMessage]]] = {}
+        self.prepares: dict[str, Prepare] = {}
         self._buckets: dict[Any, _TokenBucket] = {}
         # When each peer last sent us gossip: a peer that talks is alive, so
         # pings (which a busy, CPU-starved node may answer late) only judge
@@ -88,6 +89,25 @@ class Topics:
         bucket.tokens -= 1
         bucket.bytes -= size
         return True
+
+    def wants_prepare(self, msg: Any) -> bool:
+        """Whether one of the message's topics has a ``prepare`` hook to await before validation."""
+        return any(t in self.prepares for t in msg.topicIDs)
+
+    async def prepare(self, forwarder: Any, msg: Any) -> None:
+        """Await the ``prepare`` hooks of the message's topics; never raises (a hook decides nothing)."""
+        peer = peer_of(forwarder)
+        data = bytes(msg.data)
+        for topic in msg.topicIDs:
+            hook = self.prepares.get(topic)
+            if hook is None:
+                continue
+            try:
+                await hook(peer, data)
+            except trio.Cancelled:
+                raise
+            except Exception:  # a bug in a hook: the validator still judges the message
+                log.exception("gossip.prepare.crashed", topic=topic, peer=peer)
 
     def validate(self, forwarder: Any, msg: Any) -> bool:
         """Run our validators for the message's topics: True to deliver and forward."""

@@ -40,6 +40,7 @@ from depin_p2p.gossip.transport import (
     Handler,
     PeerEvent,
     PeerId,
+    Prepare,
     TransportCounters,
     Validator,
     message_id,
@@ -261,11 +262,20 @@ class Libp2pTransport:
     # --------------------------------------------------------------- gossip
 
     async def subscribe(
-        self, topic: str, validator: Validator, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY
+        self,
+        topic: str,
+        validator: Validator,
+        *,
+        capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY,
+        prepare: Prepare | None = None,
     ) -> trio.MemoryReceiveChannel[GossipMessage]:
-        """Join ``topic``; see :meth:`Transport.subscribe`."""
+        """Join ``topic``; see :meth:`Transport.subscribe` (``prepare`` runs in the message's own task)."""
         send, receive = trio.open_memory_channel[GossipMessage](capacity)
         self._topics.subs[topic] = (validator, send)
+        if prepare is None:
+            self._topics.prepares.pop(topic, None)
+        else:
+            self._topics.prepares[topic] = prepare
         await self._pubsub.subscribe(topic)
         return receive
 

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trio
 
+from bench.soak import rss_bytes
 from depin_p2p import wire
 from depin_p2p.consensus.state import Certificate, certificate_hash
 from depin_p2p.ledger.store import LedgerStore
@@ -57,18 +58,6 @@ from devnet.runner import NodeProcess, fetch_status, stop_all, wait_until_up
 MB = 1_000_000
 OFFENCES = ("gossip.peer.penalised", "gossip.peer.banned")
 SAMPLE_S = 10.0
-
-
-def _rss(pid: int | None) -> int:
-    if pid is None:
-        return 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return 0
-    return 0
 
 
 def _offences(home: Path) -> dict[str, int]:
@@ -130,7 +119,7 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             if now - last_sample >= SAMPLE_S:
                 last_sample = now
                 for i, n in enumerate(nodes):
-                    rss_max[i] = max(rss_max[i], _rss(n.pid))
+                    rss_max[i] = max(rss_max[i], rss_bytes(n.pid)[0] if n.pid is not None else 0)
             for i, n in enumerate(nodes):
                 if n.exited is not None and i not in crashed:
                     crashed[i] = {"status": n.exited, "tail": n.tail(8)}

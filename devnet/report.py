@@ -74,6 +74,7 @@ def build_report(
         "nodes": manifest.network.nodes,
         "validators": manifest.network.validators,
         "epochs_planned": manifest.network.epochs,
+        "epoch_seconds": manifest.network.epoch_seconds,
         "invariants": {name: v.as_json() for name, v in verdicts.items()},
         "ok": all(v.ok for v in verdicts.values()),
         "perturbations": [

@@ -11,6 +11,7 @@ manifest or argument, or a manifest `run` cannot honour here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import sys
@@ -23,7 +24,7 @@ from rich.console import Console
 
 from devnet import netns
 from devnet.invariants import RunRecord, Verdict, check_all
-from devnet.manifest import Manifest, load_manifest
+from devnet.manifest import MAX_EPOCH_SECONDS, MIN_EPOCH_SECONDS, Manifest, ManifestError, load_manifest
 from devnet.report import build_report, report_json, write_report
 from devnet.sim import Simulation
 
@@ -45,6 +46,13 @@ def add_parsers(sub: Any) -> None:
     )
     sim.add_argument("manifest", type=Path, help="the scenario (TOML; see devnet/manifests/)")
     sim.add_argument("--seed", type=int, default=None, help="run seed (default: the manifest's network.seed)")
+    sim.add_argument(
+        "--epoch-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="run the manifest with epochs of S seconds instead of its network.epoch_seconds",
+    )
     sim.add_argument("--out", type=Path, default=None, help="write report.json and report.html here")
     sim.add_argument("--json", action="store_true", help="print report.json to stdout")
     sim.add_argument(
@@ -72,6 +80,13 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("manifest", type=Path, help="the scenario (TOML; see devnet/manifests/)")
     run.add_argument("--seed", type=int, default=None, help="key seed (default: the manifest's network.seed)")
     run.add_argument(
+        "--epoch-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="run the manifest with epochs of S seconds instead of its network.epoch_seconds",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -91,9 +106,23 @@ def _quiet_logs(level: str) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())))
 
 
+def _load(args: argparse.Namespace) -> Manifest:
+    """The manifest named on the command line, with ``--epoch-seconds`` applied (one line if bad)."""
+    manifest = load_manifest(args.manifest)
+    seconds = args.epoch_seconds
+    if seconds is None:
+        return manifest
+    if not MIN_EPOCH_SECONDS <= seconds <= MAX_EPOCH_SECONDS or seconds * 1000 != int(seconds * 1000):
+        raise ManifestError(
+            f"--epoch-seconds: must be a whole number of milliseconds in "
+            f"[{MIN_EPOCH_SECONDS:g}, {MAX_EPOCH_SECONDS:g}], got {seconds:g}"
+        )
+    return dataclasses.replace(manifest, network=dataclasses.replace(manifest.network, epoch_seconds=seconds))
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     _quiet_logs(args.log_level)
-    manifest = load_manifest(args.manifest)
+    manifest = _load(args)
     seed = manifest.network.seed if args.seed is None else args.seed
     if seed < 0:
         print("depin-devnet: error: --seed must be ≥ 0", file=sys.stderr)
@@ -112,7 +141,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from devnet.procrun import NO_NETEM, Interrupted, ProcessRun  # noqa: PLC0415  (imports the node's stack)
 
-    manifest = load_manifest(args.manifest)
+    manifest = _load(args)
     seed = manifest.network.seed if args.seed is None else args.seed
     if seed < 0:
         print("depin-devnet: error: --seed must be ≥ 0", file=sys.stderr)

@@ -73,3 +73,15 @@ def test_a_bad_manifest_is_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = _cli(str(path))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "adversary[0].role: unknown role 'dragon'" in proc.stderr
+
+
+def test_epoch_seconds_overrides_the_manifest_and_a_bad_one_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "short.toml"
+    path.write_text(SHORT)
+    cli = _cli(str(path), "--epoch-seconds", "2", "--json")
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert '"epoch_seconds": 2.0' in cli.stdout
+    for bad in ("0.5", "1.0005", "100000"):
+        proc = _cli(str(path), "--epoch-seconds", bad)
+        assert proc.returncode == 2, (bad, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "--epoch-seconds: must be" in proc.stderr, proc.stderr

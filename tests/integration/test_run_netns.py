@@ -1,7 +1,8 @@
 """`depin-devnet run` on real processes, one network namespace each: a real partition, the sim's verdicts.
 
-One run serves every check (the suite's time is short): a 2|2 partition of
-four validators cut by setting the four veth links between the halves down.
+The shipped ``partition`` manifest, with 3 s epochs. One run serves every
+check (the suite's time is short): a 2|2 partition of four validators cut
+by setting the four veth links between the halves down.
 While cut, neither half (2 of 4 equal validators, no quorum) commits, the cut
 links carry no byte while the links inside each half carry its traffic;
 after the heal both halves resume and every node holds the same certificate
@@ -32,25 +33,9 @@ pytestmark = [
     ),
 ]
 
-EPOCHS = 9
-MANIFEST = f"""\
-name = "partition-2-2"
-[network]
-nodes = 4
-validators = 4
-epoch_seconds = 3
-epochs = {EPOCHS}
-seed = 7
-
-[[perturbation]]
-at_epoch = 3
-action = "partition"
-groups = [[0, 1], [2, 3]]
-
-[[perturbation]]
-at_epoch = 6
-action = "heal"
-"""
+SHIPPED = Path(__file__).resolve().parents[2] / "devnet" / "manifests"
+EPOCHS = 9  # the shipped partition.toml: a 2|2 cut at epoch 3, healed at 6, of 9
+FAST = ("--epoch-seconds", "3")  # its 10 s epochs, shortened to fit the suite
 
 
 def _devnet(*args: str, timeout: float) -> tuple[int, str, str]:
@@ -82,10 +67,9 @@ def _processes_naming(text: str) -> list[int]:
 
 
 def test_partition_on_processes_is_a_real_cut_and_agrees_with_sim(tmp_path: Path) -> None:
-    manifest = tmp_path / "partition.toml"
-    manifest.write_text(MANIFEST)
+    manifest = SHIPPED / "partition.toml"
     out = tmp_path / "out"
-    code, stdout, stderr = _devnet("run", str(manifest), "--out", str(out), "--json", timeout=150)
+    code, stdout, stderr = _devnet("run", str(manifest), *FAST, "--out", str(out), "--json", timeout=150)
     assert code == 0, stderr[-3000:]
     assert "no netem" in stderr  # the warning line: link delay and loss are not applied
     report = json.loads(stdout)
@@ -112,7 +96,7 @@ def test_partition_on_processes_is_a_real_cut_and_agrees_with_sim(tmp_path: Path
     assert (out / "report.html").is_file()
 
     # The simulator gives the same verdicts on the same manifest.
-    code, sim_stdout, sim_stderr = _devnet("sim", str(manifest), "--json", timeout=120)
+    code, sim_stdout, sim_stderr = _devnet("sim", str(manifest), *FAST, "--json", timeout=120)
     assert code == 0, sim_stderr[-3000:]
     sim_verdicts = {k: v["ok"] for k, v in json.loads(sim_stdout)["invariants"].items()}
     run_verdicts = {k: v["ok"] for k, v in report["invariants"].items()}

@@ -89,71 +89,73 @@ def _start(tmp_path: Path, seed: bytes) -> tuple[list[NodeProcess], Any]:
     return nodes, layout
 
 
-def test_registering_a_compute_device_on_a_running_devnet_costs_no_peer(tmp_path: Path) -> None:
-    nodes, layout = _start(tmp_path, b"register-flow")
-    n0 = layout.nodes[0]
-    try:
-        _wait_epochs(nodes, 1, 120)
-        gpu = tmp_path / "gpu.key"
-        keygen = _cli("keygen", "--out", str(gpu), "--json")
-        assert keygen.returncode == 0, keygen.stderr
-        reg = _cli(
-            "device", "register", "--home", str(n0.home), "--device-key", str(gpu),
-            "--kind", "compute", "--capacity", "8", "--wait", "--timeout", "120", "--json",
-        )  # fmt: skip
-        assert reg.returncode == 0, (reg.stdout[-2000:], reg.stderr[-2000:])
-        done = json.loads(reg.stdout)
-        assert done["status"] == "committed" and done["code"] is None, done
-        registered_in = int(done["epoch"])
-        # Four more epochs: the new provider is assigned and challenged in each.
-        epochs = _wait_epochs(nodes, registered_in + 4, 180)
-        assert min(epochs) >= registered_in + 4, epochs
-        assert len(_status(nodes[0]).get("peers", [])) == 3
-        provider = load_key_file(gpu).public_key.hex()[:16]
-        events = [e for n in nodes[1:] for e in _events(n.layout)]
-        challenges = [e for e in events if e.get("event") == "witness.challenge.unanswered"]
-        skipped = [e for e in events if e.get("event") == "witness.challenge.skipped"]
-        # A witness challenges only once the previous epoch is committed; on a loaded
-        # machine the chain can trail the clock for the whole run (every challenge
-        # skipped), and then there is nothing to check here: the sim test
-        # (tests/sim/test_device_registration.py) covers the challenge itself.
-        if challenges or not skipped:
-            assert any(e.get("provider") == provider for e in challenges), "new provider never challenged"
-    finally:
-        stop_all(nodes)
-    assert _offences(nodes) == []
-
-
 HOG = "while True: pass"
 
 
-def test_every_node_frozen_for_5_s_at_once_blames_no_one_and_epochs_resume(tmp_path: Path) -> None:
-    nodes, _ = _start(tmp_path, b"freeze-all")
+def _register_compute_device(tmp_path: Path, nodes: list[NodeProcess], n0: NodeLayout) -> None:
+    """The README's ``device register --kind compute`` on node 0; four epochs of challenges after it."""
+    gpu = tmp_path / "gpu.key"
+    keygen = _cli("keygen", "--out", str(gpu), "--json")
+    assert keygen.returncode == 0, keygen.stderr
+    reg = _cli(
+        "device", "register", "--home", str(n0.home), "--device-key", str(gpu),
+        "--kind", "compute", "--capacity", "8", "--wait", "--timeout", "120", "--json",
+    )  # fmt: skip
+    assert reg.returncode == 0, (reg.stdout[-2000:], reg.stderr[-2000:])
+    done = json.loads(reg.stdout)
+    assert done["status"] == "committed" and done["code"] is None, done
+    registered_in = int(done["epoch"])
+    # Four more epochs: the new provider is assigned and challenged in each.
+    epochs = _wait_epochs(nodes, registered_in + 4, 180)
+    assert min(epochs) >= registered_in + 4, epochs
+    assert len(_status(nodes[0]).get("peers", [])) == 3
+    provider = load_key_file(gpu).public_key.hex()[:16]
+    events = [e for n in nodes[1:] for e in _events(n.layout)]
+    challenges = [e for e in events if e.get("event") == "witness.challenge.unanswered"]
+    skipped = [e for e in events if e.get("event") == "witness.challenge.skipped"]
+    # A witness challenges only once the previous epoch is committed; on a loaded
+    # machine the chain can trail the clock for the whole run (every challenge
+    # skipped), and then there is nothing to check here: the sim test
+    # (tests/sim/test_device_registration.py) covers the challenge itself.
+    if challenges or not skipped:
+        assert any(e.get("provider") == provider for e in challenges), "new provider never challenged"
+
+
+def _freeze_all_then_hog(nodes: list[NodeProcess], hogs: list[subprocess.Popen[bytes]]) -> None:
+    """Every node SIGSTOPped for 5 s at once, then a CPU hog per core for 15 s: epochs resume each time."""
+    before = min(_wait_epochs(nodes, 0, 0))
+    for n in nodes:
+        n.signal(signal.SIGSTOP)
+    try:
+        time.sleep(5)  # the freeze itself: there is nothing to wait for
+    finally:
+        for n in nodes:
+            n.signal(signal.SIGCONT)
+    epochs = _wait_epochs(nodes, before + 3, 180)
+    assert min(epochs) >= before + 3, epochs
+    for n in nodes:
+        assert len(_status(n).get("peers", [])) == 3, n.layout.index
+    # A busy machine: one process spinning per core beside the four nodes for 15 s.
+    hogs.extend(subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(os.cpu_count() or 2))
+    time.sleep(15)  # the starvation itself: there is nothing to wait for
+    for hog in hogs:
+        hog.kill()
+    hogged = min(_wait_epochs(nodes, 0, 0))  # where the chain stands once the hogs are gone
+    epochs = _wait_epochs(nodes, hogged + 2, 180)
+    assert min(epochs) >= hogged + 2, epochs
+    for n in nodes:
+        assert len(_status(n).get("peers", [])) == 3, n.layout.index
+
+
+def test_a_compute_registration_a_freeze_of_every_node_and_a_cpu_hog_cost_no_peer(tmp_path: Path) -> None:
+    """One devnet for the three (each used to start its own: the suite's time is short)."""
+    nodes, layout = _start(tmp_path, b"register-flow")
     hogs: list[subprocess.Popen[bytes]] = []
     try:
-        before = min(_wait_epochs(nodes, 2, 120))
-        assert before >= 2
-        for n in nodes:
-            n.signal(signal.SIGSTOP)
-        try:
-            time.sleep(5)  # the freeze itself: there is nothing to wait for
-        finally:
-            for n in nodes:
-                n.signal(signal.SIGCONT)
-        epochs = _wait_epochs(nodes, before + 3, 180)
-        assert min(epochs) >= before + 3, epochs
-        for n in nodes:
-            assert len(_status(n).get("peers", [])) == 3, n.layout.index
-        # A busy machine: one process spinning per core beside the four nodes for 15 s.
-        hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(os.cpu_count() or 2)]
-        time.sleep(15)  # the starvation itself: there is nothing to wait for
-        for hog in hogs:
-            hog.kill()
-        hogged = min(_wait_epochs(nodes, 0, 0))  # where the chain stands once the hogs are gone
-        epochs = _wait_epochs(nodes, hogged + 2, 180)
-        assert min(epochs) >= hogged + 2, epochs
-        for n in nodes:
-            assert len(_status(n).get("peers", [])) == 3, n.layout.index
+        _wait_epochs(nodes, 1, 120)
+        _register_compute_device(tmp_path, nodes, layout.nodes[0])
+        assert _offences(nodes) == []
+        _freeze_all_then_hog(nodes, hogs)
     finally:
         for hog in hogs:
             hog.kill()

@@ -1,33 +1,42 @@
 """Scale: do many real node processes on this machine commit, ban nobody and stay small? ONE JSON object.
 
-Run: ``.venv/bin/python bench/scale.py [--nodes 32] [--validators 16] [--epochs 10] [--epoch-seconds 15]``.
+Run: ``.venv/bin/python bench/scale.py [--sizes 8,16,32] [--validators-share 0.5] [--epochs 10]
+[--sim-sizes 16,64,128] [--sim-epochs 1]``.
 
-A ``depin-devnet up`` devnet (one ``depin-p2p run`` process per node on
-127.0.0.1, simulated radio and compute devices, each node beyond the target
-degree knowing only the 2 seed nodes as bootstrap peers, the rest found by
-peer exchange) runs until every node has committed ``--epochs`` epochs or
-``--timeout-s`` passes. Then the nodes are stopped and each node's ledger is
-read back: every epoch 1..E must hold one certificate, the same on every node.
+For each size in ``--sizes``, a ``depin-devnet up`` devnet (one ``depin-p2p
+run`` process per node on 127.0.0.1, simulated radio and compute devices,
+each node beyond the target degree knowing only the 2 seed nodes as
+bootstrap peers, the rest found by peer exchange) runs until every node has
+committed ``--epochs`` epochs or ``--timeout-s`` passes. Then the nodes are
+stopped and each node's ledger is read back: every epoch 1..E must hold one
+certificate, the same on every node. The epoch length is chosen per size
+(``--epoch-seconds``, default: max(5, N / 2) s, so 16 s at 32 nodes) and
+stated in each row. Then the simulator (``bench/sim.py``'s engine) at
+``--sim-sizes``, skipping a size predicted to cost more than ``--sim-budget-s``.
 
-Keys (stable):
+Keys (stable): ``processes``, a list of rows, one per size:
 
-* ``nodes``, ``validators``, ``epoch_seconds``, ``epochs_target``;
-* ``epochs_committed``: per node, ``last_epoch`` of its ``/status`` at the end;
-  ``epochs_committed_min``;
-* ``certificates_agree``: every node holds the same certificate for every
-  epoch 1..``epochs_committed_min`` (read from LMDB after the stop);
-* ``offences``: ``gossip.peer.penalised`` / ``gossip.peer.banned`` lines in
-  all node logs, by ``code`` (every peer here is honest, so any is a false
-  positive); ``offences_total``;
-* ``crashed``: nodes that exited during the run, with their last log lines;
-* ``rss_mb_max``: per node, the largest VmRSS sampled (every 10 s);
-  ``rss_mb_max_all``;
+* issue 13's names: ``nodes``, ``epochs_committed`` (the fewest any node
+  committed), ``agreement`` (bool: every node holds the same certificate
+  for every epoch 1..``epochs_committed``, read from LMDB after the stop),
+  ``honest_peers_banned`` (``gossip.peer.banned`` lines in all node logs:
+  every peer here is honest, so any is a false positive), ``rss_mb_max``
+  (the largest VmRSS of any node, sampled every 10 s);
+* ``validators``, ``epoch_seconds``, ``epochs_target``;
+  ``epochs_committed_per_node`` (``last_epoch`` of each node's ``/status``);
+  ``offences`` (``gossip.peer.penalised`` / ``gossip.peer.banned`` by
+  ``code``), ``offences_total``; ``crashed`` (nodes that exited, with their
+  last log lines); ``rss_mb_per_node``;
 * ``wall_s``, ``first_commit_s`` (from genesis time to every node holding
   epoch 1), ``epoch_interval_s`` (median seconds between the network's commits,
   all nodes), ``epoch_interval_over_epoch_length``: that median over the
-  configured epoch length, 1.0 when the network keeps up with its clock;
+  epoch length, 1.0 when the network keeps up with its clock;
 * ``load_average``: the 1-minute load average at the start and the end (the
   machine is shared: a high one explains slow epochs).
+
+``simulator``: rows of ``nodes``, ``seconds_per_epoch`` (CPU seconds per
+simulated epoch, full stack); ``simulator_skipped``; ``growth_exponent``
+(least-squares slope of log seconds per epoch over log nodes).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trio
 
+from bench.sim import fit, measure_sizes
 from bench.soak import rss_bytes
 from depin_p2p import wire
 from depin_p2p.consensus.state import Certificate, certificate_hash
@@ -89,13 +99,15 @@ async def _status(node: NodeProcess) -> dict[str, Any]:
         return {}
 
 
-async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+async def _run(args: argparse.Namespace, size: int, root: Path) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
-    start_margin_ms = int(max(60.0, 2.5 * args.nodes) * 1000)  # every node imports py-libp2p first
+    validators = max(1, round(size * args.validators_share))
+    epoch_seconds = args.epoch_seconds or max(5.0, size / 2)
+    start_margin_ms = int(max(60.0, 2.5 * size) * 1000)  # every node imports py-libp2p first
     plan = DevnetPlan(
-        nodes=args.nodes,
-        validators=args.validators,
-        epoch_seconds=args.epoch_seconds,
+        nodes=size,
+        validators=validators,
+        epoch_seconds=epoch_seconds,
         radios_per_node=args.radios_per_node,
         seed=args.seed.encode(),
     )
@@ -144,42 +156,68 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     times = [commits_seen[e] for e in sorted(commits_seen)]
     intervals = [b - a for a, b in itertools.pairwise(times)]
     interval = statistics.median(intervals) if intervals else None
+    banned = sum(v for k, v in offences.items() if k.startswith("gossip.peer.banned"))
     return {
-        "nodes": args.nodes,
-        "validators": args.validators,
-        "epoch_seconds": args.epoch_seconds,
+        "nodes": size,
+        "epochs_committed": low,
+        "agreement": bool(certs) and all(c == certs[0] and "missing" not in c for c in certs),
+        "honest_peers_banned": banned,
+        "rss_mb_max": round(max(rss_max) / MB, 1),
+        "validators": validators,
+        "epoch_seconds": epoch_seconds,
         "epochs_target": args.epochs,
-        "epochs_committed": epochs,
-        "epochs_committed_min": low,
-        "certificates_agree": bool(certs) and all(c == certs[0] and "missing" not in c for c in certs),
+        "epochs_committed_per_node": epochs,
         "offences": offences,
         "offences_total": sum(offences.values()),
         "crashed": crashed,
-        "rss_mb_max": [round(r / MB, 1) for r in rss_max],
-        "rss_mb_max_all": round(max(rss_max) / MB, 1),
+        "rss_mb_per_node": [round(r / MB, 1) for r in rss_max],
         "wall_s": round(time.monotonic() - started, 1),
         "first_commit_s": round(commits_seen[1] - genesis_ms / 1000, 1) if 1 in commits_seen else None,
         "epoch_interval_s": None if interval is None else round(interval, 2),
         "epoch_interval_over_epoch_length": (
-            None if interval is None else round(interval / args.epoch_seconds, 2)
+            None if interval is None else round(interval / epoch_seconds, 2)
         ),
         "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
 
 
+def _sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nodes", type=int, default=32)
-    parser.add_argument("--validators", type=int, default=16)
+    parser.add_argument("--sizes", type=_sizes, default=[8, 16, 32], help="process devnet sizes")
+    parser.add_argument(
+        "--validators-share", type=float, default=0.5, help="share of the nodes that validate (default 0.5)"
+    )
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--epoch-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--epoch-seconds", type=float, default=None, help="epoch length for every size (default max(5, N/2))"
+    )
     parser.add_argument("--radios-per-node", type=int, default=3)
-    parser.add_argument("--timeout-s", type=float, default=900.0)
+    parser.add_argument("--timeout-s", type=float, default=900.0, help="per size")
     parser.add_argument("--seed", default="bench-scale")
+    parser.add_argument("--sim-sizes", type=_sizes, default=[16, 64, 128], help="'' for none")
+    parser.add_argument("--sim-epochs", type=int, default=1)
+    parser.add_argument("--sim-budget-s", type=float, default=900.0, help="skip a bigger size")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
-        result = trio.run(_run, args, Path(tmp) / "devnet")
-    print(json.dumps(result, sort_keys=True))
+    rows = []
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
+            rows.append(trio.run(_run, args, size, Path(tmp) / "devnet"))
+        print(json.dumps(rows[-1], sort_keys=True), file=sys.stderr, flush=True)
+    sim_rows, skipped = ([], []) if not args.sim_sizes else measure_sizes(
+        args.sim_sizes, args.sim_epochs, args.sim_budget_s
+    )
+    exponent = fit(sim_rows)
+    doc = {
+        "processes": rows,
+        "simulator": [{"nodes": r["nodes"], "seconds_per_epoch": r["seconds_per_epoch"]} for r in sim_rows],
+        "simulator_skipped": skipped,
+        "growth_exponent": None if exponent is None else round(exponent, 2),
+    }
+    print(json.dumps(doc, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ commit that drops them.
 tree records, root, certificate and ``last_epoch`` in ONE write
 transaction, so a reader or a restart after a crash sees the state after some whole
 epoch, never half of one, with that epoch's tree. LMDB syncs each commit
-(``sync=True``). When the map is full the transaction is aborted, the map
-doubled and the write retried. A second process opening the same store for writing gets a
+(``sync=True``). The map is grown before a commit that may not fit it; should
+one still fill it, the transaction is aborted, the map doubled and the write
+retried. A second process opening the same store for writing gets a
 StorageError (an exclusive ``flock`` on ``writer.lock``).
 
 All methods block; trio code calls the ``*_async`` wrappers, which run them

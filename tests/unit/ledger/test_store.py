@@ -128,6 +128,38 @@ def test_the_map_grows_when_full(tmp_path: Path) -> None:
         store.close()
 
 
+class _CountingEnv:
+    """The store's LMDB environment, counting the write transactions begun (a spy on lmdb, not on us)."""
+
+    def __init__(self, env: object) -> None:
+        self.env = env
+        self.writes = 0
+
+    def begin(self, *, write: bool = False, **kwargs: object) -> object:
+        self.writes += write
+        return self.env.begin(write=write, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.env, name)
+
+
+def test_a_commit_larger_than_the_map_is_written_once(tmp_path: Path) -> None:
+    # A full map aborts the write transaction and the store redoes it whole: a commit that
+    # would not fit must grow the map first, so its records are written once.
+    store = LedgerStore.open(tmp_path, map_size=256 << 10)
+    try:
+        init = InitialState((), (), (), GENESIS_HASH)
+        store.commit_genesis(store.read(lambda v: compute_genesis_changes(v, init)))
+        spy = _CountingEnv(store._env)
+        store._env = spy  # type: ignore[assignment]
+        many = tuple(Reward(i.to_bytes(32, "big"), 1) for i in range(1, 5_001))
+        commit_next(store, rewards=many)
+        assert spy.writes == 1
+        assert store.read(lambda v: v.get_account((77).to_bytes(32, "big"))) == Account(1, 0)
+    finally:
+        store.close()
+
+
 def test_one_writer_at_a_time(tmp_path: Path) -> None:
     with open_store(tmp_path), pytest.raises(StorageError, match="in use by another process"):
         LedgerStore.open(tmp_path)

@@ -23,7 +23,7 @@ samples the honest nodes' rejection and penalty records for what caught it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -555,14 +555,10 @@ class Simulation:
 
     def run(self) -> RunRecord:
         """Run the scenario to its end (virtual time) and return what it recorded."""
-        import trio._core._run as trio_run  # noqa: PLC0415
-
-        # trio breaks ties between runnable tasks with its own RNG: seed it, so a seed is a run.
-        trio_run._r.seed(self.seed)
         # Every node decodes the same bytes: one process-wide memo (the default, off, is for real runs).
         wire.memoize_decoding(DECODE_MEMO_CAPACITY)
         try:
-            trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
+            run_seeded(self._main, self.seed)
             return self._record()
         finally:
             wire.memoize_decoding(None)
@@ -604,6 +600,28 @@ class Simulation:
             proof_verdicts=tuple(self.proof_verdicts),
             attacks=self.detector.rows(self.genesis_text) if self.detector else (),
         )
+
+
+def run_seeded(main: Callable[[], Awaitable[None]], seed: int) -> None:
+    """``trio.run(main)`` in virtual time (``MockClock`` with autojump) with trio's scheduling a
+    function of ``seed`` alone, not of what the process ran before.
+
+    trio breaks ties between runnable tasks with its own RNG: it is seeded here. Before the
+    shuffle, each batch of runnable tasks is in the order they became runnable, and deadlines
+    that fall at the same instant (frequent in virtual time) expire in the order of their cancel
+    scopes' addresses: the process's allocation history, so one seed gave another run after
+    another Simulation. trio's switch for Hypothesis (``_ALLOW_DETERMINISTIC_SCHEDULING``) sorts
+    each batch by task creation first; it is on while ``main`` runs, and restored after.
+    """
+    import trio._core._run as trio_run  # noqa: PLC0415
+
+    trio_run._r.seed(seed)
+    was = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = was  # type: ignore[misc]
 
 
 def epoch_record(

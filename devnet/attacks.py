@@ -155,6 +155,8 @@ def _penalty(p: dict[str, Any]) -> str:
         parts.append(f"banned by {p['banned_by']}")
     if p["slashed_micro"]:
         parts.append(f"slashed {p['slashed_micro'] / 1e6:g}")
+    if p.get("rounds_skipped"):
+        parts.append(f"{p['rounds_skipped']} slots skipped")
     parts.append(
         f"reward {p['reward_micro'] / 1e6:.2f} vs honest {p['honest_median_reward_micro'] / 1e6:.2f}"
     )

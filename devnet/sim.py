@@ -189,8 +189,12 @@ class _Tap:
         return getattr(self._inner, name)
 
     async def publish(self, topic_name: str, data: bytes) -> None:
-        await self._inner.publish(topic_name, data)
         node = self._node
+        if node.role is not None and node.role.withholds(node, topic_name, data):
+            self._record(topic_name, data)  # signed all the same, only never sent
+            await trio.lowlevel.checkpoint()
+            return
+        await self._inner.publish(topic_name, data)
         self._record(topic_name, data)
         if node.role is not None:
             for extra in await node.role.on_publish(node, topic_name, data):

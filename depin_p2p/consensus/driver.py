@@ -48,6 +48,7 @@ from depin_p2p.consensus.state import (
     SignatureVerifier,
     SignProposal,
     SignVote,
+    Step,
     TimeoutKind,
     Timeouts,
     ValidatorSet,
@@ -298,6 +299,10 @@ class ConsensusCounters:
     evidence_seen: int = 0
     # What gossip intake ignored (dropped unforwarded, nobody charged), by code.
     ignore_codes: dict[str, int] = field(default_factory=dict)
+    # Proposer slots this node waited out (its propose timeout fired with no proposal accepted),
+    # by the slot's proposer: an observation for /status, never a charge (a slow or cut-off
+    # proposer misses its slot as well).
+    proposals_missed: dict[bytes, int] = field(default_factory=dict)
     # Ed25519 checks of proposals, votes and certificates, run or answered from the node's cache.
     signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)
 
@@ -431,6 +436,11 @@ class FutureBuffer:
                 del self._items[key]
                 out.append(held)
         return out
+
+
+def _waiting_for_proposal(state: EpochState, round_: int) -> bool:
+    """Whether ``state`` is still in ``round_``'s propose step, undecided (its timeout is live)."""
+    return state.decision is None and state.round == round_ and state.step is Step.PROPOSE
 
 
 def bump(counts: dict[bytes, int], key: bytes) -> None:
@@ -696,6 +706,10 @@ class EpochDriver:
         elif isinstance(item, TimeoutFired):
             st = self.state
             if st is not None and st.params.epoch == item.epoch:
+                if item.kind is TimeoutKind.PROPOSE and _waiting_for_proposal(st, item.round):
+                    p = st.params
+                    slot = proposer_for(p.validators, p.prev_cert_hash, p.epoch, item.round)
+                    bump(self.counters.proposals_missed, slot)
                 self._apply(transition.on_timeout(st, item.kind, item.round, now_ms))
         elif isinstance(item, EpochDue):
             self._on_due(item)

@@ -7,8 +7,9 @@ network can be partitioned and healed. Time is trio's clock, so under
 virtual time with no real sleeps.
 
 Gossip is flooding over the connected graph among subscribers of a topic,
-with content-id de-duplication, the same validator and penalty semantics as
-the libp2p transport, and the same bounded queues and counters. With a
+with content-id de-duplication, the same per-peer rate limit, validator and
+penalty semantics as the libp2p transport, and the same bounded queues and
+counters. With a
 ``mesh_degree`` (the simulator's choice), a node forwards only along its
 topic mesh, as GossipSub does: each node prefers the ``mesh_degree``
 reachable subscribed neighbours with the lowest seeded pair rank, and a link
@@ -44,12 +45,17 @@ from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_SUBSCRIPTION_CAPACITY,
+    RATE_BURST,
+    RATE_BYTES_BURST,
+    RATE_BYTES_PER_SECOND,
+    RATE_PER_SECOND,
     GossipMessage,
     Handler,
     PeerEvent,
     PeerId,
     PeerStanding,
     Prepare,
+    RateLimit,
     TransportCounters,
     Validator,
     message_id,
@@ -373,6 +379,13 @@ class MemoryTransport:
             node=peer_id,
         )
         self._request_send: trio.MemorySendChannel[_Request] | None = None
+        self._rate = RateLimit(
+            self._counters,
+            per_second=RATE_PER_SECOND,
+            burst=RATE_BURST,
+            bytes_per_second=RATE_BYTES_PER_SECOND,
+            bytes_burst=RATE_BYTES_BURST,
+        )
 
     @property
     def peer_id(self) -> PeerId:
@@ -476,6 +489,8 @@ class MemoryTransport:
         sub = self._subs.get(msg.topic)
         if sub is None:
             return
+        if not self._rate.admit(msg.sender, len(msg.data), trio.current_time()):
+            return  # as libp2p: charged before the seen-cache, dropped, counted, no penalty
         if not self._mark_seen(msg.mid):
             self._counters.duplicates += 1
             return

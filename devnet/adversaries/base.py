@@ -2,8 +2,9 @@
 
 A role replaces one behaviour of an honest node and nothing else. In the
 simulator its hooks are called by ``devnet/sim.py`` around the node's own
-assembly: :meth:`Role.on_publish` after each message the node publishes (the
-extra messages it returns are published too), :meth:`Role.devices` on the
+assembly: :meth:`Role.withholds` before each message the node publishes (True:
+it is not sent), :meth:`Role.on_publish` after each one it sends (the extra
+messages it returns are published too), :meth:`Role.devices` on the
 node's device drivers before assembly, and :meth:`Role.run` as one more task
 beside the node's services. What it did is counted in its node's
 :class:`AttackLog`; whether it was caught is never said by the role but
@@ -86,6 +87,10 @@ class Role:
 
     def active(self, host: Host) -> bool:
         return host.current_epoch() >= host.from_epoch
+
+    def withholds(self, host: Host, topic_name: str, data: bytes) -> bool:
+        """Whether the node keeps ``data`` to itself instead of publishing it (default: never)."""
+        return False
 
     async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
         """Extra messages to publish on ``topic_name`` after ``data`` (default: none)."""

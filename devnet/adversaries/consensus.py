@@ -16,6 +16,14 @@
   1000 or more past its next one. Caught as ``vote_from_the_future``
   ignores (dropped at gossip intake, not forwarded, nobody charged: a
   forwarder may only relay it, and a vote is no proof of a fault).
+- ``withholding-proposer``: a validator that signs its proposals but never
+  sends them (re-sends included). Caught as ``missed_proposal_slot``: honest
+  nodes' propose timeouts in its slots, by the slot's proposer (the
+  consensus counters' ``proposals_missed``). Its penalty is only that its
+  slots are skipped: the round times out and the epoch is committed in a
+  later round of another proposer (``rounds_skipped``). The node has no
+  liveness penalty (no proposer reward to withhold, no jailing), and a missed
+  slot is no proof of a fault: a slow or cut-off proposer misses it too.
 """
 
 from __future__ import annotations
@@ -148,5 +156,24 @@ class FutureFlood(Role):
             await host.publish_raw(host.consensus_topic, wire.encode(vote))
 
 
+class WithholdingProposer(Role):
+    name = "withholding-proposer"
+    family = "consensus"
+    summary = "never sends its proposals"
+    codes = frozenset({"missed_proposal_slot"})
+    validator_only = True
+
+    def withholds(self, host: Host, topic_name: str, data: bytes) -> bool:
+        if topic_name != host.consensus_topic or not self.active(host):
+            return False
+        item = wire.decode(data)
+        if not isinstance(item, wire.Envelope) or item.signer != host.key.public_key:
+            return False
+        if not isinstance(wire.decode(item.body), Proposal):
+            return False
+        host.attack.note("withheld_proposals", host.clock.now_ms())
+        return True
+
+
 ROLES: tuple[type[Role], ...] = (
-    EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter, FutureFlood)
+    EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter, FutureFlood, WithholdingProposer)

@@ -8,7 +8,8 @@ pool refused the adversary's radios' reports for once the beacon they had
 outrun came (``ProofPool.late_rejects``), its
 consensus service's conflicting signers and duplicate-vote evidence
 (``conflicting_votes``, ``duplicate_vote_evidence`` when they name the
-adversary's key), whether its transport has banned the adversary's peer
+adversary's key) and the proposer slots of the adversary it waited out
+(``missed_proposal_slot``), whether its transport has banned the adversary's peer
 (``peer_banned``), and the compute attestations its ledger committed against
 the adversary's devices (``attested_<outcome>``). Counts start when the
 adversary sends its first attack message (its :class:`AttackLog`); the time
@@ -34,7 +35,12 @@ from devnet.adversaries.base import AttackLog, Role
 
 SAMPLE_MS = 100
 # Codes that name the adversary itself (its key, its peer, its devices): no baseline to subtract.
-_NAMED = frozenset({"conflicting_votes", "duplicate_vote_evidence", "peer_banned", "unanchored_coverage"})
+_NAMED = frozenset(
+    {
+        "conflicting_votes", "duplicate_vote_evidence", "peer_banned", "unanchored_coverage",
+        "missed_proposal_slot",
+    }
+)
 
 
 class _Watch:
@@ -79,6 +85,7 @@ class Detector:
                 add(code, k)
             for code, k in n.transport.counters.reject_codes.items():
                 add(code, k)
+            add("rate_limited", n.transport.counters.rate_limited_peers.get(adv.transport.peer_id, 0))
             for code, k in n.services.gossip.counters.ignore_codes.items():
                 add(f"ignored_{code}", k)
             add("duplicate_items", n.services.gossip.counters.items_duplicate)
@@ -92,6 +99,7 @@ class Detector:
                 add(f"ignored_{code}", k)
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))
+            add("missed_proposal_slot", c.counters.proposals_missed.get(key, 0))
             if n.transport.is_banned(adv.transport.peer_id):
                 w.banned_by.add(n.index)
             self._scan_attestations(w, n, devices | {key})
@@ -162,11 +170,16 @@ class Detector:
             # A ring role claims for its ring's accounts, any other for the node's own account.
             mine = sum(rewards.get(o, 0) for o in ring_owners) if ring_owners else rewards.get(key, 0)
             others = sorted(rewards.get(n.key.public_key, 0) for n in honest)
+            # Its proposer slots an honest node waited out (each node times a slot out once).
+            skipped = max(
+                (n.services.consensus.counters.proposals_missed.get(key, 0) for n in honest if n.services),
+                default=0,
+            )
             out.append(
                 attack_row(
                     adv.role, adv.index, adv.from_epoch, adv.attack, w.sightings,
                     banned_by=len(w.banned_by), slashed_micro=slashed, reward_micro=mine,
-                    honest_rewards=others,
+                    honest_rewards=others, rounds_skipped=skipped,
                 )
             )
         return tuple(out)
@@ -218,6 +231,7 @@ def attack_row(
     slashed_micro: int,
     reward_micro: int,
     honest_rewards: Sequence[int],
+    rounds_skipped: int = 0,
 ) -> dict[str, Any]:
     """The report's row for one adversary (the same fields in the simulator and on processes)."""
     seen = sightings.seen
@@ -242,6 +256,7 @@ def attack_row(
             "attested_failed": sum(k for c, k in seen.items() if c.startswith("attested_")),
             "banned_by": banned_by,
             "slashed_micro": slashed_micro,
+            "rounds_skipped": rounds_skipped,
             "reward_micro": reward_micro,
             "honest_median_reward_micro": others[len(others) // 2] if others else 0,
         },

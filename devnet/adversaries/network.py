@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import trio
 
@@ -108,4 +109,32 @@ class CrashFrames(_OncePerEpoch):
             host.attack.note("raw_rpc_frames", host.clock.now_ms(), sent)
 
 
-ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames)
+class GossipSpam(_OncePerEpoch):
+    """Valid-looking duplicates: its last own vote (good signature, this network, this epoch)
+    published again ``COPIES`` times at once each epoch, byte for byte."""
+
+    name = "gossip-spam"
+    summary = "its last vote re-sent 5000 times at once, each epoch"
+    codes = frozenset({"rate_limited"})
+    validator_only = True  # its own votes are what it re-sends
+    COPIES = 5_000  # over the per-peer burst of 4000 (depin_p2p.gossip.transport.RATE_BURST)
+
+    def __init__(self) -> None:
+        self._last: bytes | None = None
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        if topic_name == host.consensus_topic:
+            item = wire.decode(data)
+            if isinstance(item, wire.Envelope) and item.signer == host.key.public_key:
+                self._last = data
+        return ()
+
+    async def burst(self, host: Host, epoch: int) -> None:
+        if self._last is None:
+            return
+        for _ in range(self.COPIES):
+            await host.publish_raw(host.consensus_topic, self._last)
+        host.attack.note("duplicates_sent", host.clock.now_ms(), self.COPIES)
+
+
+ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames, GossipSpam)

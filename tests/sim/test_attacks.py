@@ -37,7 +37,8 @@ def _penalised(row: dict[str, object]) -> bool:
     p = row["penalty"]
     assert isinstance(p, dict)
     withheld = p["reward_micro"] < p["honest_median_reward_micro"]
-    return bool(p["rejected"] or p["attested_failed"] or p["banned_by"] or p["slashed_micro"] or withheld)
+    punished = p["rejected"] or p["attested_failed"] or p["banned_by"] or p["slashed_micro"]
+    return bool(punished or p["rounds_skipped"] or withheld)
 
 
 @pytest.mark.slow

@@ -138,6 +138,7 @@ class RecordingLedger(MemoryLedger):
         self.commits: list[
             tuple[int, int, int, int, int, bytes]
         ] = []  # epoch, t, before, after, burned, cert
+        self.tx_failures: list[tuple[bytes, str]] = []  # (signer, code) of each tx the ledger skipped
 
     def holdings(self) -> int:
         return holdings(self)
@@ -147,6 +148,11 @@ class RecordingLedger(MemoryLedger):
     ) -> None:
         before = self.holdings()
         super().commit(changes, certificate, certificate_hash)
+        failed = [r for r in changes.tx_results if r.code is not None]
+        if failed:
+            value = wire.decode_as(certificate, Certificate).candidate.value
+            txs = wire.decode_as(value, EpochContent).ledger.txs
+            self.tx_failures += [(txs[r.index].signer, str(r.code)) for r in failed]
         if changes.epoch > 0:
             self.commits.append(
                 (changes.epoch, self._clock.now_ms(), before, self.holdings(), changes.burned, certificate)
@@ -284,6 +290,17 @@ class SimNode:
     def submit_proof(self, envelope: bytes) -> None:
         if self.services is not None:
             self.services.gossip.submit(envelope)
+
+    async def submit_tx(self, envelope: bytes) -> None:
+        if self.services is not None:
+            await self.services.txs.submit(envelope)
+
+    def next_nonce(self) -> int:
+        account = self.ledger.get_account(self.key.public_key)
+        ledger_nonce = account.nonce if account else 0
+        if self.services is None:
+            return ledger_nonce
+        return self.services.txpool.next_nonce(self.key.public_key, ledger_nonce)
 
     def collect_offenders(self) -> None:
         if self.services is not None:

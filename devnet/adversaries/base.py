@@ -65,6 +65,14 @@ class Host(Protocol):
         """Queue an encoded proof envelope in the node's own gossip outbox, as its witness service does."""
         ...
 
+    async def submit_tx(self, envelope: bytes) -> None:
+        """Submit an encoded transaction through the node's own pool (gossiped as its own)."""
+        ...
+
+    def next_nonce(self) -> int:
+        """The nonce of the node's account's next transaction (its pool's pending ones counted)."""
+        ...
+
     def current_epoch(self) -> int: ...
 
     async def send_frames(self, frames: Sequence[bytes]) -> int:

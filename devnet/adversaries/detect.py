@@ -100,6 +100,9 @@ class Detector:
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))
             add("missed_proposal_slot", c.counters.proposals_missed.get(key, 0))
+            for signer, code in n.ledger.tx_failures:
+                if signer == key:  # its own transactions the ledger skipped
+                    add(code, 1)
             if n.transport.is_banned(adv.transport.peer_id):
                 w.banned_by.add(n.index)
             self._scan_attestations(w, n, devices | {key})

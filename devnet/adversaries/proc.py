@@ -108,6 +108,18 @@ class ProcHost:
         assert self._transport is not None
         return await self._transport.send_frames(frames)
 
+    async def submit_tx(self, envelope: bytes) -> None:
+        if self._services is not None:
+            await self._services.txs.submit(envelope)
+
+    def next_nonce(self) -> int:
+        assert self._store is not None
+        account = self._store.read(lambda v: v.get_account(self.key.public_key))
+        ledger_nonce: int = account.nonce if account else 0
+        if self._services is None:
+            return ledger_nonce
+        return self._services.txpool.next_nonce(self.key.public_key, ledger_nonce)
+
 
 class RoleTransport(Libp2pTransport):
     """The node's libp2p transport; after each message it publishes, its role's extra messages."""
@@ -117,6 +129,9 @@ class RoleTransport(Libp2pTransport):
         self._role_host = host
 
     async def publish(self, topic_name: str, data: bytes) -> None:
+        if self._role_host.role.withholds(self._role_host, topic_name, data):
+            await trio.lowlevel.checkpoint()
+            return
         await super().publish(topic_name, data)
         for extra in await self._role_host.role.on_publish(self._role_host, topic_name, data):
             await super().publish(topic_name, extra)

@@ -83,7 +83,7 @@ def run_attack(path: Path) -> dict[str, Any]:
         "honest_earnings_ratio": None, "attacker_false_earnings_micro": None, "earnings_ok": None
     }
     if CATALOGUE[adv.role].family in EARNING_FAMILIES:
-        baseline = _baseline(manifest)
+        baseline = baseline_run(manifest)
         honest, theirs = _earnings(sim, adv.node, adv.from_epoch)
         honest0, theirs0 = _earnings(baseline, adv.node, adv.from_epoch)
         ratio = round(honest / honest0, 4) if honest0 else None
@@ -100,18 +100,19 @@ _BASELINES: dict[tuple[object, ...], Simulation] = {}
 _BASELINES_CAP = 4
 
 
-def _baseline(manifest: Manifest) -> Simulation:
+def baseline_run(manifest: Manifest) -> Simulation:
     """The manifest run with its adversaries honest, once per process for every manifest that
     differs only in its adversaries' roles (the roles sharing ``attack-radio``'s network, say).
 
     A neutral run reads of its adversaries only their nodes and the genesis accounts a ring role
-    adds (:func:`devnet.sim.ring_devices`): those are in the key, the roles are not. The run is a
+    adds (:func:`devnet.sim.ring_devices`) and where a role registers its radios
+    (:func:`devnet.sim.claim_near_cells`): those are in the key, the roles are not. The run is a
     function of the key alone (:func:`devnet.sim.run_seeded`), so a cached one is the one a fresh
     run would give.
     """
     key = (
         manifest.name, manifest.network, manifest.devices, manifest.links, manifest.perturbations,
-        tuple((a.node, CATALOGUE[a.role].ring) for a in manifest.adversaries),
+        tuple((a.node, CATALOGUE[a.role].ring, CATALOGUE[a.role].claims_near) for a in manifest.adversaries),
     )
     sim = _BASELINES.get(key)
     if sim is None:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import h3
 import trio
 import trio.testing
 
@@ -98,6 +99,7 @@ def devnet_for(manifest: Manifest, seed: int, *, genesis_time_ms: int = GENESIS_
             d["location"] = format(cell, "x")
         devices = [d for d in devices if d["kind"] != "radio" or d in radios[: len(manifest.devices.cells)]]
     kept = {d["device_id"] for d in devices}
+    claim_near_cells(manifest, devnet, devices)
     ring = ring_devices(manifest, devnet, seed)
     genesis["devices"] = devices + [entry for _, entry in ring]
     return Devnet(
@@ -107,6 +109,24 @@ def devnet_for(manifest: Manifest, seed: int, *, genesis_time_ms: int = GENESIS_
         tuple(d for d in devnet.devices if d.key.address in kept) + tuple(d for d, _ in ring),
         genesis,
     )
+
+
+def claim_near_cells(manifest: Manifest, devnet: Devnet, devices: list[dict[str, Any]]) -> None:
+    """Register the radios of an adversary whose role claims a cell too close (an adversary hook)
+    at cells next to another node's first radio: a claim the simulated world takes as where they
+    are, as it does every registered location."""
+    for adv in manifest.adversaries:
+        if not CATALOGUE[adv.role].claims_near:
+            continue
+        owner = devnet.node_keys[adv.node].address
+        radios = [d for d in devices if d["kind"] == "radio"]
+        others = [d for d in radios if d["owner"] != owner]
+        if not others:
+            continue
+        target = str(others[0]["location"])
+        ring = sorted(h3.grid_ring(target, 1))  # the six cells touching it, at its resolution
+        for d, cell in zip((d for d in radios if d["owner"] == owner), ring, strict=False):
+            d["location"] = cell
 
 
 def ring_devices(manifest: Manifest, devnet: Devnet, seed: int) -> list[tuple[DeviceKeys, dict[str, object]]]:
@@ -290,6 +310,13 @@ class SimNode:
     def submit_proof(self, envelope: bytes) -> None:
         if self.services is not None:
             self.services.gossip.submit(envelope)
+
+    def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
+        return () if self.services is None else self.services.pool.collect(epoch).beacons
+
+    def registered_location(self, device_id: bytes) -> int | None:
+        device = self.ledger.get_device(device_id)
+        return None if device is None else device.location
 
     async def submit_tx(self, envelope: bytes) -> None:
         if self.services is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from depin_p2p import wire
     from depin_p2p.assemble import Devices
     from depin_p2p.clock import Clock
     from depin_p2p.crypto import KeyPair
@@ -65,6 +66,14 @@ class Host(Protocol):
         """Queue an encoded proof envelope in the node's own gossip outbox, as its witness service does."""
         ...
 
+    def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
+        """The beacons of ``epoch`` the node's proof pool holds (heard or its own)."""
+        ...
+
+    def registered_location(self, device_id: bytes) -> int | None:
+        """The cell a device is registered at in the node's ledger (None: not registered)."""
+        ...
+
     async def submit_tx(self, envelope: bytes) -> None:
         """Submit an encoded transaction through the node's own pool (gossiped as its own)."""
         ...
@@ -92,6 +101,7 @@ class Role:
     codes: frozenset[str] = frozenset()
     validator_only: bool = False
     ring: int = 0  # radios of as many other accounts the node runs (genesis entries: devnet/sim.py)
+    claims_near: bool = False  # its radios registered next to another node's radio (devnet/sim.py)
 
     def active(self, host: Host) -> bool:
         return host.current_epoch() >= host.from_epoch

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
+from depin_p2p import wire
 from depin_p2p.assemble import Devices, NodeServices
 from depin_p2p.clock import Clock
 from depin_p2p.config import NodeConfig
@@ -107,6 +108,14 @@ class ProcHost:
     async def send_frames(self, frames: Sequence[bytes]) -> int:
         assert self._transport is not None
         return await self._transport.send_frames(frames)
+
+    def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
+        return () if self._services is None else self._services.pool.collect(epoch).beacons
+
+    def registered_location(self, device_id: bytes) -> int | None:
+        assert self._store is not None
+        device = self._store.read(lambda v: v.get_device(device_id))
+        return None if device is None else int(device.location)
 
     async def submit_tx(self, envelope: bytes) -> None:
         if self._services is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from devnet.adversaries.registry import CATALOGUE, PROCESS_ROLES
-from devnet.attacks import ATTACKS_DIR, EARNING_FAMILIES, EARNINGS_NOISE, run_attack
+from devnet.attacks import ATTACKS_DIR, EARNING_FAMILIES, EARNINGS_NOISE, baseline_run, run_attack
 from devnet.manifest import load_manifest
 
 ATTACKS = sorted(ATTACKS_DIR.glob("*.toml"))
@@ -101,3 +101,18 @@ def test_run_refuses_a_role_that_runs_only_in_the_simulator_in_one_line() -> Non
         f"depin-devnet: error: {path}: adversary: role witness-ring runs only in `depin-devnet sim` "
         f"(on processes: {', '.join(sorted(PROCESS_ROLES))})"
     ]
+
+
+def test_honest_radios_registered_next_to_each_other_send_no_report_the_distance_rule_refuses() -> None:
+    """location-spoof-near's network with its adversary honest (the earnings baseline, run once):
+    node 3's radios sit next to node 0's, and no node sends a report consensus would refuse
+    as ``too_close`` (which cost the honest node that sent one a penalty, then a ban)."""
+    manifest = load_manifest(ATTACKS_DIR / "location-spoof-near.toml")
+    sim = baseline_run(manifest)
+    codes: dict[str, int] = {}
+    for n in sim.nodes:
+        assert n.services is not None
+        for code, k in (n.services.gossip.counters.reject_codes | n.transport.counters.reject_codes).items():
+            codes[code] = codes.get(code, 0) + k
+    assert codes == {}
+    assert all(n.ledger.last_epoch() >= manifest.network.epochs for n in sim.nodes)

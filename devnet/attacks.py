@@ -182,6 +182,8 @@ def _penalty(p: dict[str, Any]) -> str:
         parts.append(f"banned by {p['banned_by']}")
     if p["slashed_micro"]:
         parts.append(f"slashed {p['slashed_micro'] / 1e6:g}")
+    if p.get("connections_pruned"):
+        parts.append(f"{p['connections_pruned']} connections pruned")
     if p.get("rounds_skipped"):
         parts.append(f"{p['rounds_skipped']} slots skipped")
     parts.append(

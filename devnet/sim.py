@@ -38,7 +38,7 @@ from depin_p2p.consensus.signer import MemorySignStateStore
 from depin_p2p.consensus.state import Certificate, Precommit, Prevote, Proposal, certificate_hash
 from depin_p2p.consensus.value import EpochContent, ValueParams, check_content
 from depin_p2p.crypto import KeyPair
-from depin_p2p.errors import DepinError
+from depin_p2p.errors import DepinError, TransportError
 from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport
 from depin_p2p.gossip.transport import CONSENSUS, PeerEvent, PeerId, TransportCounters, topic
 from depin_p2p.ledger.genesis import parse_genesis
@@ -273,6 +273,7 @@ class SimNode:
     role: Role | None = None
     from_epoch: int = 1
     ring_ids: frozenset[bytes] = frozenset()  # radios it runs for other accounts (a ring role)
+    sybil_peers: set[str] = field(default_factory=set)  # bare transports it runs (an eclipse role)
     state: str = "down"  # up | down | paused | disconnected | absent
     services: NodeServices | None = None
     scope: trio.CancelScope | None = None
@@ -313,6 +314,22 @@ class SimNode:
 
     def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
         return () if self.services is None else self.services.pool.collect(epoch).beacons
+
+    async def hold_sybil_connections(self, count: int, victim: int) -> None:
+        """Run ``count`` bare transports of the memory network, each with its own peer id, each
+        dialling node ``victim`` once and holding the connection (no topic, no handler) until
+        cancelled. Their peer ids go into :attr:`sybil_peers`."""
+        target = self.sim.nodes[victim].transport
+        async with trio.open_nursery() as nursery:
+            for k in range(count):
+                sybil = self.sim.network.create_node(f"{self.key.peer_id}/sybil-{len(self.sybil_peers)}-{k}")
+                self.sybil_peers.add(sybil.peer_id)
+                await nursery.start(sybil.run)
+                try:
+                    await sybil.connect(target.listen_addrs()[0])
+                except TransportError:
+                    continue  # refused (the victim is down or banned it): no link to hold
+                self.attack.note("sybil_connections", self.clock.now_ms())
 
     def registered_location(self, device_id: bytes) -> int | None:
         device = self.ledger.get_device(device_id)

@@ -82,6 +82,11 @@ class Host(Protocol):
         """The nonce of the node's account's next transaction (its pool's pending ones counted)."""
         ...
 
+    async def hold_sybil_connections(self, count: int, victim: int) -> None:
+        """Open ``count`` connections to node ``victim`` from as many fresh peer ids and hold them
+        until cancelled (the simulator only: the memory network makes peer ids for nothing)."""
+        ...
+
     def current_epoch(self) -> int: ...
 
     async def send_frames(self, frames: Sequence[bytes]) -> int:

@@ -38,7 +38,7 @@ SAMPLE_MS = 100
 _NAMED = frozenset(
     {
         "conflicting_votes", "duplicate_vote_evidence", "peer_banned", "unanchored_coverage",
-        "missed_proposal_slot",
+        "missed_proposal_slot", "sybils_pruned",
     }
 )
 
@@ -51,6 +51,9 @@ class _Watch:
         self.attested: dict[bytes, compute.Outcome] = {}  # failed attestations by content id
         self.scanned: dict[int, int] = {}  # honest node -> commits already scanned
         self.unanchored: set[bytes] = set()  # its ring's committed beacons, found unanchored
+        self.sybil_links: set[tuple[int, str]] = set()  # (honest node, sybil peer) once connected
+        self.sybils_pruned: set[tuple[int, str]] = set()  # ... and closed since
+        self.honest_links_lost = 0  # most honest running peers a victim was cut from at once
 
 
 class Detector:
@@ -105,13 +108,32 @@ class Detector:
                     add(code, 1)
             if n.transport.is_banned(adv.transport.peer_id):
                 w.banned_by.add(n.index)
+            self._watch_sybils(w, n)
             self._scan_attestations(w, n, devices | {key})
         # Distinct attestations by outcome, however many honest ledgers hold them.
         for outcome in w.attested.values():
             add(f"attested_{outcome.name.lower()}", 1)
         add("unanchored_coverage", len(w.unanchored))
         add("peer_banned", len(w.banned_by))
+        add("sybils_pruned", len(w.sybils_pruned))
+        add("honest_links_lost", w.honest_links_lost)
         return out
+
+    def _watch_sybils(self, w: _Watch, n: Any) -> None:
+        """Links from the adversary's sybil peer ids to ``n``, and those ``n`` has closed since."""
+        sybils: set[str] = getattr(w.node, "sybil_peers", set())
+        if not sybils:
+            return
+        peers = n.transport.peers()
+        for s in sybils:
+            if s in peers:
+                w.sybil_links.add((n.index, s))
+            elif (n.index, s) in w.sybil_links:
+                w.sybils_pruned.add((n.index, s))
+        if any(i == n.index for i, _ in w.sybil_links):  # an eclipse victim: its honest links held?
+            others = (m for m in self._nodes if m is not n and m.role is None)
+            up = {m.transport.peer_id for m in others if m.state == "up"}
+            w.honest_links_lost = max(w.honest_links_lost, len(up - peers))
 
     def _scan_attestations(self, w: _Watch, n: Any, theirs: set[bytes]) -> None:
         """Note the failed attestations on the adversary's devices in ``n``'s new commits."""
@@ -183,6 +205,7 @@ class Detector:
                     adv.role, adv.index, adv.from_epoch, adv.attack, w.sightings,
                     banned_by=len(w.banned_by), slashed_micro=slashed, reward_micro=mine,
                     honest_rewards=others, rounds_skipped=skipped,
+                    connections_pruned=len(w.sybils_pruned),
                 )
             )
         return tuple(out)
@@ -235,6 +258,7 @@ def attack_row(
     reward_micro: int,
     honest_rewards: Sequence[int],
     rounds_skipped: int = 0,
+    connections_pruned: int = 0,
 ) -> dict[str, Any]:
     """The report's row for one adversary (the same fields in the simulator and on processes)."""
     seen = sightings.seen
@@ -260,6 +284,7 @@ def attack_row(
             "banned_by": banned_by,
             "slashed_micro": slashed_micro,
             "rounds_skipped": rounds_skipped,
+            "connections_pruned": connections_pruned,
             "reward_micro": reward_micro,
             "honest_median_reward_micro": others[len(others) // 2] if others else 0,
         },

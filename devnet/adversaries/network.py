@@ -26,6 +26,8 @@ from depin_p2p.gossip.service import ProofBundle
 from depin_p2p.gossip.transport import PROOFS, topic
 from devnet.adversaries.base import Host, Role
 
+SYBILS = 24  # eclipse: twice the victim's max_peers (DegreePolicy: target 8 + 4)
+VICTIM = 0
 # A pubsub RPC frame that is not protobuf: raised DecodeError out of a stock py-libp2p host.
 NOT_PROTOBUF = b"\xff\xff\xff\xff\x0f not a protobuf \x00\x01"
 
@@ -137,4 +139,18 @@ class GossipSpam(_OncePerEpoch):
         host.attack.note("duplicates_sent", host.clock.now_ms(), self.COPIES)
 
 
-ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames, GossipSpam)
+class Eclipse(Role):
+    """Many peer ids dialling one victim, to fill its connections with the adversary's."""
+
+    name = "eclipse"
+    summary = f"{SYBILS} sybil peer ids dial node {VICTIM} and hold their connections"
+    family = "network"
+    codes = frozenset({"sybils_pruned"})
+
+    async def run(self, host: Host) -> None:
+        while not self.active(host):
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 500)
+        await host.hold_sybil_connections(SYBILS, VICTIM)
+
+
+ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames, GossipSpam, Eclipse)

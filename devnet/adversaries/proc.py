@@ -109,6 +109,9 @@ class ProcHost:
         assert self._transport is not None
         return await self._transport.send_frames(frames)
 
+    async def hold_sybil_connections(self, count: int, victim: int) -> None:
+        raise NotImplementedError("sybil peer ids run only in the simulator")
+
     def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
         return () if self._services is None else self._services.pool.collect(epoch).beacons
 

@@ -38,7 +38,7 @@ def _penalised(row: dict[str, object]) -> bool:
     assert isinstance(p, dict)
     withheld = p["reward_micro"] < p["honest_median_reward_micro"]
     punished = p["rejected"] or p["attested_failed"] or p["banned_by"] or p["slashed_micro"]
-    return bool(punished or p["rounds_skipped"] or withheld)
+    return bool(punished or p["rounds_skipped"] or p["connections_pruned"] or withheld)
 
 
 @pytest.mark.slow
@@ -52,6 +52,7 @@ def test_every_attack_is_detected_on_honest_nodes_penalised_and_breaks_no_invari
     assert row["time_to_detect_ms"] is not None and row["time_to_detect_ms"] >= 0
     assert row["invariants_ok"], row["invariants_failed"]
     assert _penalised(row), row
+    assert "honest_links_lost" not in row["other_codes"], row  # an eclipse victim kept its peers
     if CATALOGUE[path.stem].family in EARNING_FAMILIES:
         # Honest earnings against the same manifest and seed with the adversary honest.
         assert row["honest_earnings_ratio"] >= 1 - EARNINGS_NOISE, row

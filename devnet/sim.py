@@ -315,6 +315,17 @@ class SimNode:
     def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
         return () if self.services is None else self.services.pool.collect(epoch).beacons
 
+    async def open_streams(self) -> tuple[int, int]:
+        """Open one more held stream to every connected peer: (opened, refused)."""
+        held = refused = 0
+        for peer in sorted(self.transport.peers()):
+            try:
+                ok = await self.transport.open_stream(peer)
+            except TransportError:
+                continue  # the link went away meanwhile
+            held, refused = held + ok, refused + (not ok)
+        return held, refused
+
     async def hold_sybil_connections(self, count: int, victim: int) -> None:
         """Run ``count`` bare transports of the memory network, each with its own peer id, each
         dialling node ``victim`` once and holding the connection (no topic, no handler) until

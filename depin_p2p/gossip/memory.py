@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.errors import Ignore, Reject, TransportError
-from depin_p2p.gossip.penalty import PenaltyPolicy
+from depin_p2p.gossip.penalty import PenaltyPolicy, TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -64,6 +64,7 @@ from depin_p2p.gossip.transport import (
 log = structlog.get_logger(__name__)
 
 ADDR_PREFIX = "memory/"
+STREAMS_PER_PEER = 2  # as FrameLimits.streams_per_peer (gossip/libp2p/_frames.py)
 _PPM = 1_000_000
 
 
@@ -310,6 +311,8 @@ class MemoryNetwork:
             return
         node_a._neighbours.discard(b)
         node_b._neighbours.discard(a)
+        node_a._streams.pop(b, None)  # a connection's streams close with it
+        node_b._streams.pop(a, None)
         self.changed()
         node_a._emit(PeerEvent(b, False))
         node_b._emit(PeerEvent(a, False))
@@ -379,6 +382,8 @@ class MemoryTransport:
             node=peer_id,
         )
         self._request_send: trio.MemorySendChannel[_Request] | None = None
+        self._streams: dict[PeerId, int] = {}  # streams held open to us, by peer (open_stream)
+        self._excess_streams = ToleranceTable(TolerancePolicy(items=16, refill_per_second=1))
         self._rate = RateLimit(
             self._counters,
             per_second=RATE_PER_SECOND,
@@ -610,6 +615,34 @@ class MemoryTransport:
         self._mark_seen(mid)
         self._counters.published += 1
         self._forward(topic, data, mid, exclude=None)
+
+    async def open_stream(self, peer: PeerId) -> bool:
+        """Open one more inbound pubsub stream to ``peer`` and hold it, sending nothing.
+
+        Gossip here travels without streams, so no honest node calls this; it models what
+        libp2p's pubsub does with such streams (``gossip/libp2p/_frames.py``): a peer may hold
+        ``STREAMS_PER_PEER`` (GossipSub needs one), each further one is reset (False) and,
+        beyond a tolerance of 16 refilled at one a second, costs ``excess_pubsub_streams``.
+        A stream that sends nothing is never timed out there either (only a frame once begun).
+        Raises TransportError if not connected.
+        """
+        await trio.lowlevel.checkpoint()
+        node = self._net._nodes.get(peer)
+        if node is None or peer not in self._neighbours or self._net._cut(self._peer_id, peer):
+            raise TransportError(f"no stream to {peer}: not connected")
+        return node._on_stream(self._peer_id)
+
+    def _on_stream(self, sender: PeerId) -> bool:
+        if self.is_banned(sender):
+            return False
+        held = self._streams.get(sender, 0)
+        if held < STREAMS_PER_PEER:
+            self._streams[sender] = held + 1
+            return True
+        self._counters.count_excess_stream(sender)
+        if self._excess_streams.excess(sender, 1, self._clock.now_ms()):
+            self.penalise(sender, "excess_pubsub_streams")
+        return False
 
     def set_handler(
         self, protocol: str, handler: Handler, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES

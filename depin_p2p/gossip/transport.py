@@ -141,6 +141,8 @@ class TransportCounters:
     reject_codes: dict[str, int] = field(default_factory=dict)
     # Gossip messages dropped by the rate limit, by forwarding peer (bounded: MAX_COUNTED_PEERS).
     rate_limited_peers: dict[str, int] = field(default_factory=dict)
+    # Inbound pubsub streams reset for being over a peer's share, by peer (bounded likewise).
+    excess_streams_peers: dict[str, int] = field(default_factory=dict)
 
     def count_reject(self, code: str) -> None:
         self.rejected += 1
@@ -148,9 +150,15 @@ class TransportCounters:
 
     def count_rate_limited(self, peer: str) -> None:
         self.dropped_rate_limited += 1
-        counts = self.rate_limited_peers
-        if peer in counts or len(counts) < MAX_COUNTED_PEERS:
-            counts[peer] = counts.get(peer, 0) + 1
+        _count_peer(self.rate_limited_peers, peer)
+
+    def count_excess_stream(self, peer: str) -> None:
+        _count_peer(self.excess_streams_peers, peer)
+
+
+def _count_peer(counts: dict[str, int], peer: str) -> None:
+    if peer in counts or len(counts) < MAX_COUNTED_PEERS:
+        counts[peer] = counts.get(peer, 0) + 1
 
 
 MAX_COUNTED_PEERS = 1024

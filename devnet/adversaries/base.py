@@ -82,6 +82,11 @@ class Host(Protocol):
         """The nonce of the node's account's next transaction (its pool's pending ones counted)."""
         ...
 
+    async def open_streams(self) -> tuple[int, int]:
+        """Open one more stream to every connected peer and hold it, sending nothing (the
+        simulator only): how many were (held, reset by the peer)."""
+        ...
+
     async def hold_sybil_connections(self, count: int, victim: int) -> None:
         """Open ``count`` connections to node ``victim`` from as many fresh peer ids and hold them
         until cancelled (the simulator only: the memory network makes peer ids for nothing)."""

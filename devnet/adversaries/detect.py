@@ -89,6 +89,7 @@ class Detector:
             for code, k in n.transport.counters.reject_codes.items():
                 add(code, k)
             add("rate_limited", n.transport.counters.rate_limited_peers.get(adv.transport.peer_id, 0))
+            add("excess_streams", n.transport.counters.excess_streams_peers.get(adv.transport.peer_id, 0))
             for code, k in n.services.gossip.counters.ignore_codes.items():
                 add(f"ignored_{code}", k)
             add("duplicate_items", n.services.gossip.counters.items_duplicate)

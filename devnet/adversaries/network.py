@@ -153,4 +153,26 @@ class Eclipse(Role):
         await host.hold_sybil_connections(SYBILS, VICTIM)
 
 
-ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames, GossipSpam, Eclipse)
+class SlowLoris(Role):
+    """Streams opened and held, sending nothing: four a second to every peer."""
+
+    name = "slow-loris"
+    summary = "opens a stream to every peer 4 times a second and holds it, sending nothing"
+    family = "network"
+    codes = frozenset({"excess_streams", "peer_banned"})
+
+    async def run(self, host: Host) -> None:
+        while True:
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 250)
+            if not self.active(host):
+                continue
+            held, refused = await host.open_streams()
+            now = host.clock.now_ms()
+            if held:
+                host.attack.note("streams_held", now, held)
+            if refused:
+                host.attack.note("streams_reset", now, refused)
+
+
+ROLES: tuple[type[Role], ...] = (
+    InvalidSignatureFlood, OversizedFrames, CrashFrames, GossipSpam, Eclipse, SlowLoris)

@@ -109,6 +109,9 @@ class ProcHost:
         assert self._transport is not None
         return await self._transport.send_frames(frames)
 
+    async def open_streams(self) -> tuple[int, int]:
+        raise NotImplementedError("held streams run only in the simulator here")
+
     async def hold_sybil_connections(self, count: int, victim: int) -> None:
         raise NotImplementedError("sybil peer ids run only in the simulator")
 

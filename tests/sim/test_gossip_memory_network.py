@@ -181,3 +181,24 @@ async def test_gossip_over_a_peers_rate_is_dropped_and_counted_by_peer_not_charg
         assert b.counters.rate_limited_peers == {a.peer_id: 1000}
         assert not b.is_banned(a.peer_id) and a.peer_id in b.peers()
         nursery.cancel_scope.cancel()
+
+
+async def test_held_streams_beyond_a_peers_share_are_reset_then_charged_until_a_ban(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """libp2p's pubsub stream rule: 2 held per peer, each further one reset; past a tolerance of
+    16 each costs excess_pubsub_streams (10 points of the 100 that ban)."""
+    net = MemoryNetwork(seed=1)
+    a, b = net.create_node("a"), net.create_node("b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await a.connect(b.listen_addrs()[0])
+        held = [await a.open_stream(b.peer_id) for _ in range(2 + 16)]
+        assert held == [True, True] + [False] * 16
+        assert not b.is_banned(a.peer_id)  # within the tolerance: reset, not charged
+        for _ in range(10):
+            assert await a.open_stream(b.peer_id) is False
+        assert b.is_banned(a.peer_id) and a.peer_id not in b.peers()
+        assert b.counters.excess_streams_peers == {a.peer_id: 26}
+        nursery.cancel_scope.cancel()

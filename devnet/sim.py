@@ -315,6 +315,18 @@ class SimNode:
     def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
         return () if self.services is None else self.services.pool.collect(epoch).beacons
 
+    def restart_forgetting_sign_state(self) -> None:
+        """Crash this node now and start it again at once with an empty sign-state store (its
+        ledger kept): what it signed and the lock it held are forgotten. Runs beside the node
+        (its own tasks, the caller's included, are cancelled by the crash)."""
+
+        async def crash_and_restart() -> None:
+            self.sim._stop(self)
+            self.store = MemorySignStateStore()
+            await self.sim._start(self.sim._nursery, self)
+
+        self.sim._nursery.start_soon(crash_and_restart)
+
     async def open_streams(self) -> tuple[int, int]:
         """Open one more held stream to every connected peer: (opened, refused)."""
         held = refused = 0
@@ -603,6 +615,7 @@ class Simulation:
         for p in self.manifest.perturbations:
             by_epoch.setdefault(p.at_epoch, []).append(p)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.network.run)  # one task delivers every node's arrivals
             for node in self.nodes:
                 if node.state == "down":

@@ -52,6 +52,7 @@ from depin_p2p.consensus.state import (
     TimeoutKind,
     Timeouts,
     ValidatorSet,
+    make_evidence,
     proposer_for,
     value_id_of,
     verify_certificate,
@@ -315,11 +316,14 @@ class ConflictWatch:
     """Signers seen validly signing two different messages for one (type, epoch, round).
 
     An observation for ``/status`` (the crash test reads it), covering
-    proposals too, which duplicate-vote evidence does not.
+    proposals too, which duplicate-vote evidence does not. It keeps the first
+    envelope of each position, so a conflicting vote heard after its epoch was
+    decided (when the epoch's own state, which forms evidence, is gone) is
+    still provable: :meth:`see` returns the earlier one.
     """
 
     def __init__(self) -> None:
-        self._positions: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
+        self._positions: OrderedDict[tuple[bytes, int, int, int], tuple[bytes, wire.Envelope]] = OrderedDict()
         self.conflicting_signers: dict[bytes, int] = {}
 
     def __len__(self) -> int:
@@ -329,20 +333,20 @@ class ConflictWatch:
         """Drop the positions of epochs before ``epoch`` (``SEEN_POSITIONS`` bounds the rest)."""
         self._positions = OrderedDict((k, v) for k, v in self._positions.items() if k[2] >= epoch)
 
-    def see(self, env: wire.Envelope, msg: ConsensusMessage) -> bool:
-        """Record ``env``; True if it conflicts with one seen before."""
+    def see(self, env: wire.Envelope, msg: ConsensusMessage) -> wire.Envelope | None:
+        """Record ``env``; the envelope seen before at its position if ``env`` conflicts with it."""
         key = (env.signer, wire.info_of(type(msg)).type_id, msg.epoch, msg.round)
         body_id = wire.content_id(env.body)
         seen = self._positions.get(key)
         if seen is None:
-            self._positions[key] = body_id
+            self._positions[key] = (body_id, env)
             while len(self._positions) > SEEN_POSITIONS:
                 self._positions.popitem(last=False)
-            return False
-        if seen == body_id:
-            return False
+            return None
+        if seen[0] == body_id:
+            return None
         bump(self.conflicting_signers, env.signer)
-        return True
+        return seen[1]
 
 
 class EvidenceStore:
@@ -818,9 +822,15 @@ class EpochDriver:
     def _on_peer(self, item: PeerMessage, now_ms: int) -> None:
         env = item.envelope
         msg = self.screen(env)
-        self.watch.see(env, msg)
+        earlier = self.watch.see(env, msg)
         st = self.state
         head = self.head.next_epoch
+        if earlier is not None and isinstance(msg, Prevote | Precommit) and msg.epoch < head:
+            # A double sign of an epoch already decided: the epoch's state, which would have
+            # formed the evidence, is gone; both envelopes passed the screen all the same.
+            ev = make_evidence(earlier, env)
+            if self.evidence.keep(ev):
+                self._out.append(_Tagged(msg.epoch, Publish(ev)))
         if st is not None and msg.epoch == st.params.epoch:
             self._deliver(item, msg, st, now_ms)
         elif head <= msg.epoch <= head + FUTURE_EPOCHS:

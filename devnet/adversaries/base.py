@@ -82,6 +82,11 @@ class Host(Protocol):
         """The nonce of the node's account's next transaction (its pool's pending ones counted)."""
         ...
 
+    def restart_forgetting_sign_state(self) -> None:
+        """Crash the node and start it again at once on its ledger with its sign-state (its
+        signed votes, its lock) forgotten (the simulator only)."""
+        ...
+
     async def open_streams(self) -> tuple[int, int]:
         """Open one more stream to every connected peer and hold it, sending nothing (the
         simulator only): how many were (held, reset by the peer)."""

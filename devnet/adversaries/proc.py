@@ -109,6 +109,9 @@ class ProcHost:
         assert self._transport is not None
         return await self._transport.send_frames(frames)
 
+    def restart_forgetting_sign_state(self) -> None:
+        raise NotImplementedError("a restart with the sign-state forgotten runs only in the simulator")
+
     async def open_streams(self) -> tuple[int, int]:
         raise NotImplementedError("held streams run only in the simulator here")
 

@@ -117,3 +117,13 @@ def test_honest_radios_registered_next_to_each_other_send_no_report_the_distance
             codes[code] = codes.get(code, 0) + k
     assert codes == {}
     assert all(n.ledger.last_epoch() >= manifest.network.epochs for n in sim.nodes)
+
+
+@pytest.mark.slow
+def test_a_double_sign_heard_after_its_epoch_was_decided_is_convicted() -> None:
+    """amnesia's second prevote of epoch 2 round 0 reaches the honest nodes after they committed
+    epoch 2: it is as provable as one heard in time, so it must become evidence and a slash (it
+    was seen as a conflicting signer only, and never slashed)."""
+    row = run_attack(ATTACKS_DIR / "amnesia.toml")
+    assert "duplicate_vote_evidence" in row["detection_codes"], row
+    assert row["penalty"]["slashed_micro"] > 0, row

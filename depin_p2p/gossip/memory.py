@@ -502,16 +502,16 @@ class MemoryTransport:
         validator, channel = sub
         try:
             validator(msg.sender, msg.data)
-        except Ignore:
-            self._counters.ignored += 1
+        except Ignore as exc:
+            self._counters.count_ignore(exc.code, msg.sender)
             return
         except Reject as exc:
-            self._counters.count_reject(exc.code)
+            self._counters.count_reject(exc.code, msg.sender)
             self.penalise(msg.sender, exc.code)
             return
         except Exception:  # a bug in our validator must cost the message, never the node
             log.exception("gossip.validator.crashed", topic=msg.topic, peer=msg.sender)
-            self._counters.count_reject("validator_error")
+            self._counters.count_reject("validator_error", msg.sender)
             self.penalise(msg.sender, "validator_error")
             return
         try:

@@ -43,7 +43,7 @@ from depin_p2p.clock import Clock
 from depin_p2p.errors import CodecError, Ignore, InternalError, Reject
 from depin_p2p.gossip.penalty import TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.prefetch import Prefetch
-from depin_p2p.gossip.transport import PROOFS, GossipMessage, PeerId, Transport, topic
+from depin_p2p.gossip.transport import MAX_COUNTED_PEERS, PROOFS, GossipMessage, PeerId, Transport, topic
 from depin_p2p.gossip.validation import (
     FAR_OUT_OF_WINDOW,
     FAR_TOO_OLD,
@@ -136,6 +136,8 @@ class ServiceCounters:
     signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)  # Ed25519 checks here
     reject_codes: dict[str, int] = field(default_factory=dict)
     ignore_codes: dict[str, int] = field(default_factory=dict)
+    # Items of accepted bundles ignored one by one, by forwarding peer then code (bounded).
+    item_ignores_by_peer: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _Lru:
@@ -391,6 +393,10 @@ class ProofGossip:
         except Ignore as exc:
             self.counters.items_ignored += 1
             self.counters.ignore_codes[exc.code] = self.counters.ignore_codes.get(exc.code, 0) + 1
+            by_peer = self.counters.item_ignores_by_peer
+            if peer in by_peer or len(by_peer) < MAX_COUNTED_PEERS:
+                codes = by_peer.setdefault(peer, {})
+                codes[exc.code] = codes.get(exc.code, 0) + 1
             # Seen too: an ignored item costs no penalty, so a replay of it (reshuffled into
             # new bundles) must not cost a signature check again either.
             self._seen.add(cid, now_ms)

@@ -143,10 +143,27 @@ class TransportCounters:
     rate_limited_peers: dict[str, int] = field(default_factory=dict)
     # Inbound pubsub streams reset for being over a peer's share, by peer (bounded likewise).
     excess_streams_peers: dict[str, int] = field(default_factory=dict)
+    # What our validators said of each forwarding peer's messages, by peer then code (rejects
+    # as their code, ignores as ``ignored_<code>``; bounded likewise): what each peer cost us.
+    codes_by_peer: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def count_reject(self, code: str) -> None:
+    def count_reject(self, code: str, peer: str | None = None) -> None:
         self.rejected += 1
         self.reject_codes[code] = self.reject_codes.get(code, 0) + 1
+        if peer is not None:
+            self._count_code(peer, code)
+
+    def count_ignore(self, code: str, peer: str) -> None:
+        self.ignored += 1
+        self._count_code(peer, f"ignored_{code}")
+
+    def _count_code(self, peer: str, code: str) -> None:
+        codes = self.codes_by_peer.get(peer)
+        if codes is None:
+            if len(self.codes_by_peer) >= MAX_COUNTED_PEERS:
+                return
+            codes = self.codes_by_peer[peer] = {}
+        codes[code] = codes.get(code, 0) + 1
 
     def count_rate_limited(self, peer: str) -> None:
         self.dropped_rate_limited += 1

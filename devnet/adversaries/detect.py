@@ -1,9 +1,13 @@
 """What caught an adversary, counted on the honest nodes only.
 
 Every 100 ms of (virtual) time the :class:`Detector` reads, on each honest
-node that runs: its gossip service's and its transport's reject codes, the
-gossip service's ignore codes (``ignored_<code>``) and duplicates, the codes
-of what its value builder left out of its own proposals, the codes its proof
+node that runs: what its validators said of the messages the adversary's
+own peer sent it (its transport's reject and ignore codes by forwarding peer,
+``ignored_<code>`` for ignores, and the items of that peer's bundles its
+gossip service ignored), the messages of that peer its rate limit dropped
+(``rate_limited``) and the streams of it reset (``excess_streams``), the codes
+of what its value builder left out of its own proposals (network-wide: a
+left-out item names no forwarder), the codes its proof
 pool refused the adversary's radios' reports for once the beacon they had
 outrun came (``ProofPool.late_rejects``), its
 consensus service's conflicting signers and duplicate-vote evidence
@@ -81,26 +85,25 @@ class Detector:
             if n:
                 out[code] = out.get(code, 0) + n
 
+        peer = adv.transport.peer_id
         for n in self._nodes:
             if n.role is not None or n.services is None:
                 continue
-            for code, k in n.services.gossip.counters.reject_codes.items():
+            # What this node's validators said of the messages the adversary's peer sent it
+            # (rejects, ignores, items of its bundles ignored), not of everyone's.
+            counters = n.transport.counters
+            for code, k in counters.codes_by_peer.get(peer, {}).items():
                 add(code, k)
-            for code, k in n.transport.counters.reject_codes.items():
-                add(code, k)
-            add("rate_limited", n.transport.counters.rate_limited_peers.get(adv.transport.peer_id, 0))
-            add("excess_streams", n.transport.counters.excess_streams_peers.get(adv.transport.peer_id, 0))
-            for code, k in n.services.gossip.counters.ignore_codes.items():
+            for code, k in n.services.gossip.counters.item_ignores_by_peer.get(peer, {}).items():
                 add(f"ignored_{code}", k)
-            add("duplicate_items", n.services.gossip.counters.items_duplicate)
+            add("rate_limited", counters.rate_limited_peers.get(peer, 0))
+            add("excess_streams", counters.excess_streams_peers.get(peer, 0))
             for code, k in n.services.consensus.ledger.dropped_codes.items():
                 add(code, k)  # left out of an honest proposal by the value builder's checks
             for (witness, code), k in n.services.pool.late_rejects.items():
                 if witness in devices:  # its radio's report outran the beacon, refused when it came
                     add(code, k)
             c = n.services.consensus
-            for code, k in c.counters.ignore_codes.items():
-                add(f"ignored_{code}", k)
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))
             add("missed_proposal_slot", c.counters.proposals_missed.get(key, 0))

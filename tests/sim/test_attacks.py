@@ -11,7 +11,8 @@ import pytest
 
 from devnet.adversaries.registry import CATALOGUE, PROCESS_ROLES
 from devnet.attacks import ATTACKS_DIR, EARNING_FAMILIES, EARNINGS_NOISE, baseline_run, run_attack
-from devnet.manifest import load_manifest
+from devnet.manifest import load_manifest, parse_manifest
+from devnet.sim import Simulation
 
 ATTACKS = sorted(ATTACKS_DIR.glob("*.toml"))
 # Detected but not penalised, on purpose visible: say why, and fail loudly once it is fixed.
@@ -127,3 +128,19 @@ def test_a_double_sign_heard_after_its_epoch_was_decided_is_convicted() -> None:
     row = run_attack(ATTACKS_DIR / "amnesia.toml")
     assert "duplicate_vote_evidence" in row["detection_codes"], row
     assert row["penalty"]["slashed_micro"] > 0, row
+
+
+def test_in_a_shared_run_each_adversary_counts_only_what_its_own_peer_sent() -> None:
+    """Two adversaries in one run: the codes on honest nodes are attributed to the peer that
+    sent the message, so neither row shows the other's (they were counted network-wide)."""
+    manifest = parse_manifest(
+        'name = "shared"\n[network]\nnodes = 5\nvalidators = 4\nepoch_seconds = 10\nepochs = 3\nseed = 1\n'
+        '[[adversary]]\nrole = "stale-replay"\nnode = 3\nfrom_epoch = 2\n'
+        '[[adversary]]\nrole = "non-validator-voter"\nnode = 4\nfrom_epoch = 2\n'
+    )
+    run = Simulation(manifest, 1).run()
+    rows = {r["role"]: r for r in run.attacks}
+    stale, voter = rows["stale-replay"], rows["non-validator-voter"]
+    assert stale["detection_codes"] == ["wrong_network"] and voter["detection_codes"] == ["unknown_validator"]
+    assert "unknown_validator" not in stale["other_codes"], stale
+    assert "wrong_network" not in voter["other_codes"], voter

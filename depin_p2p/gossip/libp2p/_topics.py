@@ -105,16 +105,16 @@ class Topics:
             validator, _ = self.subs[topic]
             try:
                 validator(peer, data)
-            except Ignore:
-                self._counters.ignored += 1
+            except Ignore as exc:
+                self._counters.count_ignore(exc.code, peer)
                 return False
             except Reject as exc:
-                self._counters.count_reject(exc.code)
+                self._counters.count_reject(exc.code, peer)
                 self._penalise(peer, exc.code)
                 return False
             except Exception:  # a bug in our validator must cost the message, never the node
                 log.exception("gossip.validator.crashed", topic=topic, peer=peer)
-                self._counters.count_reject("validator_error")
+                self._counters.count_reject("validator_error", peer)
                 self._penalise(peer, "validator_error")
                 return False
         for topic in topics:

@@ -39,7 +39,7 @@ from depin_p2p.consensus.state import Certificate, Precommit, Prevote, Proposal,
 from depin_p2p.consensus.value import EpochContent, ValueParams, check_content
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import DepinError, TransportError
-from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport
+from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport, open_stream
 from depin_p2p.gossip.transport import CONSENSUS, PeerEvent, PeerId, TransportCounters, topic
 from depin_p2p.ledger.genesis import parse_genesis
 from depin_p2p.ledger.memory import MemoryLedger
@@ -332,7 +332,7 @@ class SimNode:
         held = refused = 0
         for peer in sorted(self.transport.peers()):
             try:
-                ok = await self.transport.open_stream(peer)
+                ok = await open_stream(self.transport, peer)
             except TransportError:
                 continue  # the link went away meanwhile
             held, refused = held + ok, refused + (not ok)

@@ -442,9 +442,29 @@ class FutureBuffer:
         return out
 
 
-def _waiting_for_proposal(state: EpochState, round_: int) -> bool:
-    """Whether ``state`` is still in ``round_``'s propose step, undecided (its timeout is live)."""
-    return state.decision is None and state.round == round_ and state.step is Step.PROPOSE
+def _on_timeout(driver: EpochDriver, item: TimeoutFired, now_ms: int) -> None:
+    """A timeout of the running epoch fired. A propose timeout firing while the state still
+    waits in that round's propose step, undecided, counts the slot against its proposer
+    (``proposals_missed``)."""
+    st = driver.state
+    if st is None or st.params.epoch != item.epoch:
+        return
+    waiting = st.decision is None and st.round == item.round and st.step is Step.PROPOSE
+    if item.kind is TimeoutKind.PROPOSE and waiting:
+        p = st.params
+        slot = proposer_for(p.validators, p.prev_cert_hash, p.epoch, item.round)
+        bump(driver.counters.proposals_missed, slot)
+    driver._apply(transition.on_timeout(st, item.kind, item.round, now_ms))
+
+
+def _late_evidence(
+    earlier: wire.Envelope | None, env: wire.Envelope, msg: ConsensusMessage, head: int
+) -> DuplicateVoteEvidence | None:
+    """Evidence from a double sign of an epoch already decided (before ``head``), whose state,
+    which would have formed it, is gone; both envelopes passed the screen all the same."""
+    if earlier is None or not isinstance(msg, Prevote | Precommit) or msg.epoch >= head:
+        return None
+    return make_evidence(earlier, env)
 
 
 def bump(counts: dict[bytes, int], key: bytes) -> None:
@@ -708,13 +728,7 @@ class EpochDriver:
         elif isinstance(item, EvidenceIn):
             self.evidence.keep(item.evidence)
         elif isinstance(item, TimeoutFired):
-            st = self.state
-            if st is not None and st.params.epoch == item.epoch:
-                if item.kind is TimeoutKind.PROPOSE and _waiting_for_proposal(st, item.round):
-                    p = st.params
-                    slot = proposer_for(p.validators, p.prev_cert_hash, p.epoch, item.round)
-                    bump(self.counters.proposals_missed, slot)
-                self._apply(transition.on_timeout(st, item.kind, item.round, now_ms))
+            _on_timeout(self, item, now_ms)
         elif isinstance(item, EpochDue):
             self._on_due(item)
         elif isinstance(item, InstanceOpened):
@@ -822,15 +836,11 @@ class EpochDriver:
     def _on_peer(self, item: PeerMessage, now_ms: int) -> None:
         env = item.envelope
         msg = self.screen(env)
-        earlier = self.watch.see(env, msg)
         st = self.state
         head = self.head.next_epoch
-        if earlier is not None and isinstance(msg, Prevote | Precommit) and msg.epoch < head:
-            # A double sign of an epoch already decided: the epoch's state, which would have
-            # formed the evidence, is gone; both envelopes passed the screen all the same.
-            ev = make_evidence(earlier, env)
-            if self.evidence.keep(ev):
-                self._out.append(_Tagged(msg.epoch, Publish(ev)))
+        ev = _late_evidence(self.watch.see(env, msg), env, msg, head)
+        if ev is not None and self.evidence.keep(ev):
+            self._out.append(_Tagged(msg.epoch, Publish(ev)))
         if st is not None and msg.epoch == st.params.epoch:
             self._deliver(item, msg, st, now_ms)
         elif head <= msg.epoch <= head + FUTURE_EPOCHS:

@@ -156,6 +156,8 @@ class MemoryNetwork:
         self._queue: list[tuple[float, int, MemoryTransport, _Item]] = []
         self._queue_seq = itertools.count()
         self._queue_wake = trio.Event()
+        self.streams: dict[tuple[PeerId, PeerId], int] = {}  # (from, to): held (open_stream)
+        self.excess_streams: dict[PeerId, ToleranceTable] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver every node's arrivals from one task until cancelled (optional; for large clusters).
@@ -311,8 +313,8 @@ class MemoryNetwork:
             return
         node_a._neighbours.discard(b)
         node_b._neighbours.discard(a)
-        node_a._streams.pop(b, None)  # a connection's streams close with it
-        node_b._streams.pop(a, None)
+        self.streams.pop((a, b), None)  # a connection's streams close with it
+        self.streams.pop((b, a), None)
         self.changed()
         node_a._emit(PeerEvent(b, False))
         node_b._emit(PeerEvent(a, False))
@@ -353,6 +355,46 @@ class MemoryNetwork:
         return targets
 
 
+def _default_rate(counters: TransportCounters) -> RateLimit:
+    return RateLimit(
+        counters,
+        per_second=RATE_PER_SECOND,
+        burst=RATE_BURST,
+        bytes_per_second=RATE_BYTES_PER_SECOND,
+        bytes_burst=RATE_BYTES_BURST,
+    )
+
+
+async def open_stream(transport: MemoryTransport, peer: PeerId) -> bool:
+    """Open one more stream from ``transport`` to ``peer`` and hold it, sending nothing: True
+    if held. Raises TransportError if not connected.
+
+    Gossip here travels without streams, so no honest node opens one; this models what
+    libp2p's pubsub does with them (``gossip/libp2p/_frames.py``): a peer may hold
+    ``STREAMS_PER_PEER`` (GossipSub needs one), each further one is reset (refused) and,
+    beyond a tolerance of 16 refilled at one a second, costs ``excess_pubsub_streams``. A
+    stream that sends nothing is never timed out there either (only a frame once begun).
+    """
+    await trio.lowlevel.checkpoint()
+    net, me = transport._net, transport.peer_id
+    node = net._nodes.get(peer)
+    if node is None or peer not in transport.peers() or net._cut(me, peer):
+        raise TransportError(f"no stream to {peer}: not connected")
+    if node.is_banned(me):
+        return False
+    held = net.streams.get((me, peer), 0)
+    if held < STREAMS_PER_PEER:
+        net.streams[(me, peer)] = held + 1
+        return True
+    node.counters.count_excess_stream(me)
+    tolerance = net.excess_streams.get(peer)
+    if tolerance is None:
+        tolerance = net.excess_streams[peer] = ToleranceTable(TolerancePolicy(items=16, refill_per_second=1))
+    if tolerance.excess(me, 1, node._clock.now_ms()):
+        node.penalise(me, "excess_pubsub_streams")
+    return False
+
+
 class MemoryTransport:
     """One node on a :class:`MemoryNetwork`. Implements :class:`~depin_p2p.gossip.transport.Transport`."""
 
@@ -382,15 +424,7 @@ class MemoryTransport:
             node=peer_id,
         )
         self._request_send: trio.MemorySendChannel[_Request] | None = None
-        self._streams: dict[PeerId, int] = {}  # streams held open to us, by peer (open_stream)
-        self._excess_streams = ToleranceTable(TolerancePolicy(items=16, refill_per_second=1))
-        self._rate = RateLimit(
-            self._counters,
-            per_second=RATE_PER_SECOND,
-            burst=RATE_BURST,
-            bytes_per_second=RATE_BYTES_PER_SECOND,
-            bytes_burst=RATE_BYTES_BURST,
-        )
+        self._rate = _default_rate(self._counters)
 
     @property
     def peer_id(self) -> PeerId:
@@ -492,10 +526,8 @@ class MemoryTransport:
 
     def _on_gossip(self, msg: _Gossip) -> None:
         sub = self._subs.get(msg.topic)
-        if sub is None:
-            return
-        if not self._rate.admit(msg.sender, len(msg.data), trio.current_time()):
-            return  # as libp2p: charged before the seen-cache, dropped, counted, no penalty
+        if sub is None or not self._rate.admit(msg.sender, len(msg.data), trio.current_time()):
+            return  # as libp2p, the rate is charged before the seen-cache (over it: no penalty)
         if not self._mark_seen(msg.mid):
             self._counters.duplicates += 1
             return
@@ -615,34 +647,6 @@ class MemoryTransport:
         self._mark_seen(mid)
         self._counters.published += 1
         self._forward(topic, data, mid, exclude=None)
-
-    async def open_stream(self, peer: PeerId) -> bool:
-        """Open one more inbound pubsub stream to ``peer`` and hold it, sending nothing.
-
-        Gossip here travels without streams, so no honest node calls this; it models what
-        libp2p's pubsub does with such streams (``gossip/libp2p/_frames.py``): a peer may hold
-        ``STREAMS_PER_PEER`` (GossipSub needs one), each further one is reset (False) and,
-        beyond a tolerance of 16 refilled at one a second, costs ``excess_pubsub_streams``.
-        A stream that sends nothing is never timed out there either (only a frame once begun).
-        Raises TransportError if not connected.
-        """
-        await trio.lowlevel.checkpoint()
-        node = self._net._nodes.get(peer)
-        if node is None or peer not in self._neighbours or self._net._cut(self._peer_id, peer):
-            raise TransportError(f"no stream to {peer}: not connected")
-        return node._on_stream(self._peer_id)
-
-    def _on_stream(self, sender: PeerId) -> bool:
-        if self.is_banned(sender):
-            return False
-        held = self._streams.get(sender, 0)
-        if held < STREAMS_PER_PEER:
-            self._streams[sender] = held + 1
-            return True
-        self._counters.count_excess_stream(sender)
-        if self._excess_streams.excess(sender, 1, self._clock.now_ms()):
-            self.penalise(sender, "excess_pubsub_streams")
-        return False
 
     def set_handler(
         self, protocol: str, handler: Handler, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES

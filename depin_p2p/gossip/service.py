@@ -114,6 +114,12 @@ class BatchConfig:
             raise InternalError(f"max_items must be in [1, {MAX_BUNDLE_ITEMS}]")
 
 
+def _count_by_peer(by_peer: dict[str, dict[str, int]], peer: str, code: str) -> None:
+    if peer in by_peer or len(by_peer) < MAX_COUNTED_PEERS:
+        codes = by_peer.setdefault(peer, {})
+        codes[code] = codes.get(code, 0) + 1
+
+
 @dataclass(slots=True)
 class ServiceCounters:
     """Exported as metrics. Mutable: the service increments in place."""
@@ -393,10 +399,7 @@ class ProofGossip:
         except Ignore as exc:
             self.counters.items_ignored += 1
             self.counters.ignore_codes[exc.code] = self.counters.ignore_codes.get(exc.code, 0) + 1
-            by_peer = self.counters.item_ignores_by_peer
-            if peer in by_peer or len(by_peer) < MAX_COUNTED_PEERS:
-                codes = by_peer.setdefault(peer, {})
-                codes[exc.code] = codes.get(exc.code, 0) + 1
+            _count_by_peer(self.counters.item_ignores_by_peer, peer, exc.code)
             # Seen too: an ignored item costs no penalty, so a replay of it (reshuffled into
             # new bundles) must not cost a signature check again either.
             self._seen.add(cid, now_ms)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork
+from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, open_stream
 from depin_p2p.gossip.transport import GossipMessage, PeerId, topic
 
 T = topic("sim", "proofs")
@@ -194,11 +194,11 @@ async def test_held_streams_beyond_a_peers_share_are_reset_then_charged_until_a_
         await nursery.start(a.run)
         await nursery.start(b.run)
         await a.connect(b.listen_addrs()[0])
-        held = [await a.open_stream(b.peer_id) for _ in range(2 + 16)]
+        held = [await open_stream(a, b.peer_id) for _ in range(2 + 16)]
         assert held == [True, True] + [False] * 16
         assert not b.is_banned(a.peer_id)  # within the tolerance: reset, not charged
         for _ in range(10):
-            assert await a.open_stream(b.peer_id) is False
+            assert await open_stream(a, b.peer_id) is False
         assert b.is_banned(a.peer_id) and a.peer_id not in b.peers()
         assert b.counters.excess_streams_peers == {a.peer_id: 26}
         nursery.cancel_scope.cancel()

@@ -27,11 +27,16 @@ from depin_p2p.txpool import TxPool
 
 
 def counters(obj: object) -> dict[str, Any]:
-    """A counters dataclass as a plain dict (nested ones, such as a signature tally, as dicts too)."""
+    """A counters dataclass as a plain dict (nested ones, such as a signature tally, as dicts too;
+    counts keyed by a key, such as missed proposer slots, by its hex)."""
     out: dict[str, Any] = {}
     for k in getattr(obj, "__dataclass_fields__", {}):
         value = getattr(obj, k)
-        out[k] = counters(value) if hasattr(value, "__dataclass_fields__") else value
+        if hasattr(value, "__dataclass_fields__"):
+            value = counters(value)
+        elif isinstance(value, dict):
+            value = {key.hex() if isinstance(key, bytes) else key: v for key, v in value.items()}
+        out[k] = value
     return out
 
 

@@ -26,7 +26,7 @@ from rich.table import Table
 from devnet.adversaries.detect import chain_rewards
 from devnet.adversaries.registry import CATALOGUE
 from devnet.invariants import check_all
-from devnet.manifest import load_manifest
+from devnet.manifest import Manifest, load_manifest
 from devnet.report import attack_rows
 from devnet.scenario import _quiet_logs
 from devnet.sim import Simulation
@@ -83,8 +83,7 @@ def run_attack(path: Path) -> dict[str, Any]:
         "honest_earnings_ratio": None, "attacker_false_earnings_micro": None, "earnings_ok": None
     }
     if CATALOGUE[adv.role].family in EARNING_FAMILIES:
-        baseline = Simulation(manifest, manifest.network.seed, neutral=True)
-        baseline.run()
+        baseline = baseline_run(manifest)
         honest, theirs = _earnings(sim, adv.node, adv.from_epoch)
         honest0, theirs0 = _earnings(baseline, adv.node, adv.from_epoch)
         ratio = round(honest / honest0, 4) if honest0 else None
@@ -95,6 +94,34 @@ def run_attack(path: Path) -> dict[str, Any]:
             "earnings_ok": ratio is not None and ratio >= 1 - EARNINGS_NOISE and false == 0,
         }
     return row | earnings
+
+
+_BASELINES: dict[tuple[object, ...], Simulation] = {}
+_BASELINES_CAP = 4
+
+
+def baseline_run(manifest: Manifest) -> Simulation:
+    """The manifest run with its adversaries honest, once per process for every manifest that
+    differs only in its adversaries' roles (the roles sharing ``attack-radio``'s network, say).
+
+    A neutral run reads of its adversaries only their nodes and the genesis accounts a ring role
+    adds (:func:`devnet.sim.ring_devices`) and where a role registers its radios
+    (:func:`devnet.sim.claim_near_cells`): those are in the key, the roles are not. The run is a
+    function of the key alone (:func:`devnet.sim.run_seeded`), so a cached one is the one a fresh
+    run would give.
+    """
+    key = (
+        manifest.name, manifest.network, manifest.devices, manifest.links, manifest.perturbations,
+        tuple((a.node, CATALOGUE[a.role].ring, CATALOGUE[a.role].claims_near) for a in manifest.adversaries),
+    )
+    sim = _BASELINES.get(key)
+    if sim is None:
+        sim = Simulation(manifest, manifest.network.seed, neutral=True)
+        sim.run()
+        if len(_BASELINES) >= _BASELINES_CAP:
+            del _BASELINES[next(iter(_BASELINES))]
+        _BASELINES[key] = sim
+    return sim
 
 
 def _earnings(sim: Simulation, adversary: int, from_epoch: int) -> tuple[int, int]:
@@ -155,6 +182,10 @@ def _penalty(p: dict[str, Any]) -> str:
         parts.append(f"banned by {p['banned_by']}")
     if p["slashed_micro"]:
         parts.append(f"slashed {p['slashed_micro'] / 1e6:g}")
+    if p.get("connections_pruned"):
+        parts.append(f"{p['connections_pruned']} connections pruned")
+    if p.get("rounds_skipped"):
+        parts.append(f"{p['rounds_skipped']} slots skipped")
     parts.append(
         f"reward {p['reward_micro'] / 1e6:.2f} vs honest {p['honest_median_reward_micro'] / 1e6:.2f}"
     )

@@ -23,10 +23,11 @@ samples the honest nodes' rejection and penalty records for what caught it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import h3
 import trio
 import trio.testing
 
@@ -37,8 +38,8 @@ from depin_p2p.consensus.signer import MemorySignStateStore
 from depin_p2p.consensus.state import Certificate, Precommit, Prevote, Proposal, certificate_hash
 from depin_p2p.consensus.value import EpochContent, ValueParams, check_content
 from depin_p2p.crypto import KeyPair
-from depin_p2p.errors import DepinError
-from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport
+from depin_p2p.errors import DepinError, TransportError
+from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport, open_stream
 from depin_p2p.gossip.transport import CONSENSUS, PeerEvent, PeerId, TransportCounters, topic
 from depin_p2p.ledger.genesis import parse_genesis
 from depin_p2p.ledger.memory import MemoryLedger
@@ -98,6 +99,7 @@ def devnet_for(manifest: Manifest, seed: int, *, genesis_time_ms: int = GENESIS_
             d["location"] = format(cell, "x")
         devices = [d for d in devices if d["kind"] != "radio" or d in radios[: len(manifest.devices.cells)]]
     kept = {d["device_id"] for d in devices}
+    claim_near_cells(manifest, devnet, devices)
     ring = ring_devices(manifest, devnet, seed)
     genesis["devices"] = devices + [entry for _, entry in ring]
     return Devnet(
@@ -107,6 +109,24 @@ def devnet_for(manifest: Manifest, seed: int, *, genesis_time_ms: int = GENESIS_
         tuple(d for d in devnet.devices if d.key.address in kept) + tuple(d for d, _ in ring),
         genesis,
     )
+
+
+def claim_near_cells(manifest: Manifest, devnet: Devnet, devices: list[dict[str, Any]]) -> None:
+    """Register the radios of an adversary whose role claims a cell too close (an adversary hook)
+    at cells next to another node's first radio: a claim the simulated world takes as where they
+    are, as it does every registered location."""
+    for adv in manifest.adversaries:
+        if not CATALOGUE[adv.role].claims_near:
+            continue
+        owner = devnet.node_keys[adv.node].address
+        radios = [d for d in devices if d["kind"] == "radio"]
+        others = [d for d in radios if d["owner"] != owner]
+        if not others:
+            continue
+        target = str(others[0]["location"])
+        ring = sorted(h3.grid_ring(target, 1))  # the six cells touching it, at its resolution
+        for d, cell in zip((d for d in radios if d["owner"] == owner), ring, strict=False):
+            d["location"] = cell
 
 
 def ring_devices(manifest: Manifest, devnet: Devnet, seed: int) -> list[tuple[DeviceKeys, dict[str, object]]]:
@@ -138,6 +158,7 @@ class RecordingLedger(MemoryLedger):
         self.commits: list[
             tuple[int, int, int, int, int, bytes]
         ] = []  # epoch, t, before, after, burned, cert
+        self.tx_failures: list[tuple[bytes, str]] = []  # (signer, code) of each tx the ledger skipped
 
     def holdings(self) -> int:
         return holdings(self)
@@ -147,6 +168,11 @@ class RecordingLedger(MemoryLedger):
     ) -> None:
         before = self.holdings()
         super().commit(changes, certificate, certificate_hash)
+        failed = [r for r in changes.tx_results if r.code is not None]
+        if failed:
+            value = wire.decode_as(certificate, Certificate).candidate.value
+            txs = wire.decode_as(value, EpochContent).ledger.txs
+            self.tx_failures += [(txs[r.index].signer, str(r.code)) for r in failed]
         if changes.epoch > 0:
             self.commits.append(
                 (changes.epoch, self._clock.now_ms(), before, self.holdings(), changes.burned, certificate)
@@ -189,8 +215,12 @@ class _Tap:
         return getattr(self._inner, name)
 
     async def publish(self, topic_name: str, data: bytes) -> None:
-        await self._inner.publish(topic_name, data)
         node = self._node
+        if node.role is not None and node.role.withholds(node, topic_name, data):
+            self._record(topic_name, data)  # signed all the same, only never sent
+            await trio.lowlevel.checkpoint()
+            return
+        await self._inner.publish(topic_name, data)
         self._record(topic_name, data)
         if node.role is not None:
             for extra in await node.role.on_publish(node, topic_name, data):
@@ -243,6 +273,7 @@ class SimNode:
     role: Role | None = None
     from_epoch: int = 1
     ring_ids: frozenset[bytes] = frozenset()  # radios it runs for other accounts (a ring role)
+    sybil_peers: set[str] = field(default_factory=set)  # bare transports it runs (an eclipse role)
     state: str = "down"  # up | down | paused | disconnected | absent
     services: NodeServices | None = None
     scope: trio.CancelScope | None = None
@@ -280,6 +311,63 @@ class SimNode:
     def submit_proof(self, envelope: bytes) -> None:
         if self.services is not None:
             self.services.gossip.submit(envelope)
+
+    def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
+        return () if self.services is None else self.services.pool.collect(epoch).beacons
+
+    def restart_forgetting_sign_state(self) -> None:
+        """Crash this node now and start it again at once with an empty sign-state store (its
+        ledger kept): what it signed and the lock it held are forgotten. Runs beside the node
+        (its own tasks, the caller's included, are cancelled by the crash)."""
+
+        async def crash_and_restart() -> None:
+            self.sim._stop(self)
+            self.store = MemorySignStateStore()
+            await self.sim._start(self.sim._nursery, self)
+
+        self.sim._nursery.start_soon(crash_and_restart)
+
+    async def open_streams(self) -> tuple[int, int]:
+        """Open one more held stream to every connected peer: (opened, refused)."""
+        held = refused = 0
+        for peer in sorted(self.transport.peers()):
+            try:
+                ok = await open_stream(self.transport, peer)
+            except TransportError:
+                continue  # the link went away meanwhile
+            held, refused = held + ok, refused + (not ok)
+        return held, refused
+
+    async def hold_sybil_connections(self, count: int, victim: int) -> None:
+        """Run ``count`` bare transports of the memory network, each with its own peer id, each
+        dialling node ``victim`` once and holding the connection (no topic, no handler) until
+        cancelled. Their peer ids go into :attr:`sybil_peers`."""
+        target = self.sim.nodes[victim].transport
+        async with trio.open_nursery() as nursery:
+            for k in range(count):
+                sybil = self.sim.network.create_node(f"{self.key.peer_id}/sybil-{len(self.sybil_peers)}-{k}")
+                self.sybil_peers.add(sybil.peer_id)
+                await nursery.start(sybil.run)
+                try:
+                    await sybil.connect(target.listen_addrs()[0])
+                except TransportError:
+                    continue  # refused (the victim is down or banned it): no link to hold
+                self.attack.note("sybil_connections", self.clock.now_ms())
+
+    def registered_location(self, device_id: bytes) -> int | None:
+        device = self.ledger.get_device(device_id)
+        return None if device is None else device.location
+
+    async def submit_tx(self, envelope: bytes) -> None:
+        if self.services is not None:
+            await self.services.txs.submit(envelope)
+
+    def next_nonce(self) -> int:
+        account = self.ledger.get_account(self.key.public_key)
+        ledger_nonce = account.nonce if account else 0
+        if self.services is None:
+            return ledger_nonce
+        return self.services.txpool.next_nonce(self.key.public_key, ledger_nonce)
 
     def collect_offenders(self) -> None:
         if self.services is not None:
@@ -527,6 +615,7 @@ class Simulation:
         for p in self.manifest.perturbations:
             by_epoch.setdefault(p.at_epoch, []).append(p)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.network.run)  # one task delivers every node's arrivals
             for node in self.nodes:
                 if node.state == "down":
@@ -555,14 +644,10 @@ class Simulation:
 
     def run(self) -> RunRecord:
         """Run the scenario to its end (virtual time) and return what it recorded."""
-        import trio._core._run as trio_run  # noqa: PLC0415
-
-        # trio breaks ties between runnable tasks with its own RNG: seed it, so a seed is a run.
-        trio_run._r.seed(self.seed)
         # Every node decodes the same bytes: one process-wide memo (the default, off, is for real runs).
         wire.memoize_decoding(DECODE_MEMO_CAPACITY)
         try:
-            trio.run(self._main, clock=trio.testing.MockClock(autojump_threshold=0))
+            run_seeded(self._main, self.seed)
             return self._record()
         finally:
             wire.memoize_decoding(None)
@@ -604,6 +689,28 @@ class Simulation:
             proof_verdicts=tuple(self.proof_verdicts),
             attacks=self.detector.rows(self.genesis_text) if self.detector else (),
         )
+
+
+def run_seeded(main: Callable[[], Awaitable[None]], seed: int) -> None:
+    """``trio.run(main)`` in virtual time (``MockClock`` with autojump) with trio's scheduling a
+    function of ``seed`` alone, not of what the process ran before.
+
+    trio breaks ties between runnable tasks with its own RNG: it is seeded here. Before the
+    shuffle, each batch of runnable tasks is in the order they became runnable, and deadlines
+    that fall at the same instant (frequent in virtual time) expire in the order of their cancel
+    scopes' addresses: the process's allocation history, so one seed gave another run after
+    another Simulation. trio's switch for Hypothesis (``_ALLOW_DETERMINISTIC_SCHEDULING``) sorts
+    each batch by task creation first; it is on while ``main`` runs, and restored after.
+    """
+    import trio._core._run as trio_run  # noqa: PLC0415
+
+    trio_run._r.seed(seed)
+    was = trio_run._ALLOW_DETERMINISTIC_SCHEDULING
+    trio_run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        trio_run._ALLOW_DETERMINISTIC_SCHEDULING = was  # type: ignore[misc]
 
 
 def epoch_record(

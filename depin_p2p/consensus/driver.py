@@ -48,9 +48,11 @@ from depin_p2p.consensus.state import (
     SignatureVerifier,
     SignProposal,
     SignVote,
+    Step,
     TimeoutKind,
     Timeouts,
     ValidatorSet,
+    make_evidence,
     proposer_for,
     value_id_of,
     verify_certificate,
@@ -298,6 +300,10 @@ class ConsensusCounters:
     evidence_seen: int = 0
     # What gossip intake ignored (dropped unforwarded, nobody charged), by code.
     ignore_codes: dict[str, int] = field(default_factory=dict)
+    # Proposer slots this node waited out (its propose timeout fired with no proposal accepted),
+    # by the slot's proposer: an observation for /status, never a charge (a slow or cut-off
+    # proposer misses its slot as well).
+    proposals_missed: dict[bytes, int] = field(default_factory=dict)
     # Ed25519 checks of proposals, votes and certificates, run or answered from the node's cache.
     signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)
 
@@ -310,11 +316,14 @@ class ConflictWatch:
     """Signers seen validly signing two different messages for one (type, epoch, round).
 
     An observation for ``/status`` (the crash test reads it), covering
-    proposals too, which duplicate-vote evidence does not.
+    proposals too, which duplicate-vote evidence does not. It keeps the first
+    envelope of each position, so a conflicting vote heard after its epoch was
+    decided (when the epoch's own state, which forms evidence, is gone) is
+    still provable: :meth:`see` returns the earlier one.
     """
 
     def __init__(self) -> None:
-        self._positions: OrderedDict[tuple[bytes, int, int, int], bytes] = OrderedDict()
+        self._positions: OrderedDict[tuple[bytes, int, int, int], tuple[bytes, wire.Envelope]] = OrderedDict()
         self.conflicting_signers: dict[bytes, int] = {}
 
     def __len__(self) -> int:
@@ -324,20 +333,20 @@ class ConflictWatch:
         """Drop the positions of epochs before ``epoch`` (``SEEN_POSITIONS`` bounds the rest)."""
         self._positions = OrderedDict((k, v) for k, v in self._positions.items() if k[2] >= epoch)
 
-    def see(self, env: wire.Envelope, msg: ConsensusMessage) -> bool:
-        """Record ``env``; True if it conflicts with one seen before."""
+    def see(self, env: wire.Envelope, msg: ConsensusMessage) -> wire.Envelope | None:
+        """Record ``env``; the envelope seen before at its position if ``env`` conflicts with it."""
         key = (env.signer, wire.info_of(type(msg)).type_id, msg.epoch, msg.round)
         body_id = wire.content_id(env.body)
         seen = self._positions.get(key)
         if seen is None:
-            self._positions[key] = body_id
+            self._positions[key] = (body_id, env)
             while len(self._positions) > SEEN_POSITIONS:
                 self._positions.popitem(last=False)
-            return False
-        if seen == body_id:
-            return False
+            return None
+        if seen[0] == body_id:
+            return None
         bump(self.conflicting_signers, env.signer)
-        return True
+        return seen[1]
 
 
 class EvidenceStore:
@@ -431,6 +440,31 @@ class FutureBuffer:
                 del self._items[key]
                 out.append(held)
         return out
+
+
+def _on_timeout(driver: EpochDriver, item: TimeoutFired, now_ms: int) -> None:
+    """A timeout of the running epoch fired. A propose timeout firing while the state still
+    waits in that round's propose step, undecided, counts the slot against its proposer
+    (``proposals_missed``)."""
+    st = driver.state
+    if st is None or st.params.epoch != item.epoch:
+        return
+    waiting = st.decision is None and st.round == item.round and st.step is Step.PROPOSE
+    if item.kind is TimeoutKind.PROPOSE and waiting:
+        p = st.params
+        slot = proposer_for(p.validators, p.prev_cert_hash, p.epoch, item.round)
+        bump(driver.counters.proposals_missed, slot)
+    driver._apply(transition.on_timeout(st, item.kind, item.round, now_ms))
+
+
+def _late_evidence(
+    earlier: wire.Envelope | None, env: wire.Envelope, msg: ConsensusMessage, head: int
+) -> DuplicateVoteEvidence | None:
+    """Evidence from a double sign of an epoch already decided (before ``head``), whose state,
+    which would have formed it, is gone; both envelopes passed the screen all the same."""
+    if earlier is None or not isinstance(msg, Prevote | Precommit) or msg.epoch >= head:
+        return None
+    return make_evidence(earlier, env)
 
 
 def bump(counts: dict[bytes, int], key: bytes) -> None:
@@ -694,9 +728,7 @@ class EpochDriver:
         elif isinstance(item, EvidenceIn):
             self.evidence.keep(item.evidence)
         elif isinstance(item, TimeoutFired):
-            st = self.state
-            if st is not None and st.params.epoch == item.epoch:
-                self._apply(transition.on_timeout(st, item.kind, item.round, now_ms))
+            _on_timeout(self, item, now_ms)
         elif isinstance(item, EpochDue):
             self._on_due(item)
         elif isinstance(item, InstanceOpened):
@@ -804,9 +836,11 @@ class EpochDriver:
     def _on_peer(self, item: PeerMessage, now_ms: int) -> None:
         env = item.envelope
         msg = self.screen(env)
-        self.watch.see(env, msg)
         st = self.state
         head = self.head.next_epoch
+        ev = _late_evidence(self.watch.see(env, msg), env, msg, head)
+        if ev is not None and self.evidence.keep(ev):
+            self._out.append(_Tagged(msg.epoch, Publish(ev)))
         if st is not None and msg.epoch == st.params.epoch:
             self._deliver(item, msg, st, now_ms)
         elif head <= msg.epoch <= head + FUTURE_EPOCHS:

@@ -7,8 +7,9 @@ network can be partitioned and healed. Time is trio's clock, so under
 virtual time with no real sleeps.
 
 Gossip is flooding over the connected graph among subscribers of a topic,
-with content-id de-duplication, the same validator and penalty semantics as
-the libp2p transport, and the same bounded queues and counters. With a
+with content-id de-duplication, the same per-peer rate limit, validator and
+penalty semantics as the libp2p transport, and the same bounded queues and
+counters. With a
 ``mesh_degree`` (the simulator's choice), a node forwards only along its
 topic mesh, as GossipSub does: each node prefers the ``mesh_degree``
 reachable subscribed neighbours with the lowest seeded pair rank, and a link
@@ -39,17 +40,22 @@ if TYPE_CHECKING:
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.errors import Ignore, Reject, TransportError
-from depin_p2p.gossip.penalty import PenaltyPolicy
+from depin_p2p.gossip.penalty import PenaltyPolicy, TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_SUBSCRIPTION_CAPACITY,
+    RATE_BURST,
+    RATE_BYTES_BURST,
+    RATE_BYTES_PER_SECOND,
+    RATE_PER_SECOND,
     GossipMessage,
     Handler,
     PeerEvent,
     PeerId,
     PeerStanding,
     Prepare,
+    RateLimit,
     TransportCounters,
     Validator,
     message_id,
@@ -58,6 +64,7 @@ from depin_p2p.gossip.transport import (
 log = structlog.get_logger(__name__)
 
 ADDR_PREFIX = "memory/"
+STREAMS_PER_PEER = 2  # as FrameLimits.streams_per_peer (gossip/libp2p/_frames.py)
 _PPM = 1_000_000
 
 
@@ -149,6 +156,8 @@ class MemoryNetwork:
         self._queue: list[tuple[float, int, MemoryTransport, _Item]] = []
         self._queue_seq = itertools.count()
         self._queue_wake = trio.Event()
+        self.streams: dict[tuple[PeerId, PeerId], int] = {}  # (from, to): held (open_stream)
+        self.excess_streams: dict[PeerId, ToleranceTable] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver every node's arrivals from one task until cancelled (optional; for large clusters).
@@ -304,6 +313,8 @@ class MemoryNetwork:
             return
         node_a._neighbours.discard(b)
         node_b._neighbours.discard(a)
+        self.streams.pop((a, b), None)  # a connection's streams close with it
+        self.streams.pop((b, a), None)
         self.changed()
         node_a._emit(PeerEvent(b, False))
         node_b._emit(PeerEvent(a, False))
@@ -344,6 +355,46 @@ class MemoryNetwork:
         return targets
 
 
+def _default_rate(counters: TransportCounters) -> RateLimit:
+    return RateLimit(
+        counters,
+        per_second=RATE_PER_SECOND,
+        burst=RATE_BURST,
+        bytes_per_second=RATE_BYTES_PER_SECOND,
+        bytes_burst=RATE_BYTES_BURST,
+    )
+
+
+async def open_stream(transport: MemoryTransport, peer: PeerId) -> bool:
+    """Open one more stream from ``transport`` to ``peer`` and hold it, sending nothing: True
+    if held. Raises TransportError if not connected.
+
+    Gossip here travels without streams, so no honest node opens one; this models what
+    libp2p's pubsub does with them (``gossip/libp2p/_frames.py``): a peer may hold
+    ``STREAMS_PER_PEER`` (GossipSub needs one), each further one is reset (refused) and,
+    beyond a tolerance of 16 refilled at one a second, costs ``excess_pubsub_streams``. A
+    stream that sends nothing is never timed out there either (only a frame once begun).
+    """
+    await trio.lowlevel.checkpoint()
+    net, me = transport._net, transport.peer_id
+    node = net._nodes.get(peer)
+    if node is None or peer not in transport.peers() or net._cut(me, peer):
+        raise TransportError(f"no stream to {peer}: not connected")
+    if node.is_banned(me):
+        return False
+    held = net.streams.get((me, peer), 0)
+    if held < STREAMS_PER_PEER:
+        net.streams[(me, peer)] = held + 1
+        return True
+    node.counters.count_excess_stream(me)
+    tolerance = net.excess_streams.get(peer)
+    if tolerance is None:
+        tolerance = net.excess_streams[peer] = ToleranceTable(TolerancePolicy(items=16, refill_per_second=1))
+    if tolerance.excess(me, 1, node._clock.now_ms()):
+        node.penalise(me, "excess_pubsub_streams")
+    return False
+
+
 class MemoryTransport:
     """One node on a :class:`MemoryNetwork`. Implements :class:`~depin_p2p.gossip.transport.Transport`."""
 
@@ -373,6 +424,7 @@ class MemoryTransport:
             node=peer_id,
         )
         self._request_send: trio.MemorySendChannel[_Request] | None = None
+        self._rate = _default_rate(self._counters)
 
     @property
     def peer_id(self) -> PeerId:
@@ -474,24 +526,24 @@ class MemoryTransport:
 
     def _on_gossip(self, msg: _Gossip) -> None:
         sub = self._subs.get(msg.topic)
-        if sub is None:
-            return
+        if sub is None or not self._rate.admit(msg.sender, len(msg.data), trio.current_time()):
+            return  # as libp2p, the rate is charged before the seen-cache (over it: no penalty)
         if not self._mark_seen(msg.mid):
             self._counters.duplicates += 1
             return
         validator, channel = sub
         try:
             validator(msg.sender, msg.data)
-        except Ignore:
-            self._counters.ignored += 1
+        except Ignore as exc:
+            self._counters.count_ignore(exc.code, msg.sender)
             return
         except Reject as exc:
-            self._counters.count_reject(exc.code)
+            self._counters.count_reject(exc.code, msg.sender)
             self.penalise(msg.sender, exc.code)
             return
         except Exception:  # a bug in our validator must cost the message, never the node
             log.exception("gossip.validator.crashed", topic=msg.topic, peer=msg.sender)
-            self._counters.count_reject("validator_error")
+            self._counters.count_reject("validator_error", msg.sender)
             self.penalise(msg.sender, "validator_error")
             return
         try:

@@ -43,7 +43,7 @@ from depin_p2p.clock import Clock
 from depin_p2p.errors import CodecError, Ignore, InternalError, Reject
 from depin_p2p.gossip.penalty import TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.prefetch import Prefetch
-from depin_p2p.gossip.transport import PROOFS, GossipMessage, PeerId, Transport, topic
+from depin_p2p.gossip.transport import MAX_COUNTED_PEERS, PROOFS, GossipMessage, PeerId, Transport, topic
 from depin_p2p.gossip.validation import (
     FAR_OUT_OF_WINDOW,
     FAR_TOO_OLD,
@@ -114,6 +114,12 @@ class BatchConfig:
             raise InternalError(f"max_items must be in [1, {MAX_BUNDLE_ITEMS}]")
 
 
+def _count_by_peer(by_peer: dict[str, dict[str, int]], peer: str, code: str) -> None:
+    if peer in by_peer or len(by_peer) < MAX_COUNTED_PEERS:
+        codes = by_peer.setdefault(peer, {})
+        codes[code] = codes.get(code, 0) + 1
+
+
 @dataclass(slots=True)
 class ServiceCounters:
     """Exported as metrics. Mutable: the service increments in place."""
@@ -136,6 +142,8 @@ class ServiceCounters:
     signatures: wire.SignatureTally = field(default_factory=wire.SignatureTally)  # Ed25519 checks here
     reject_codes: dict[str, int] = field(default_factory=dict)
     ignore_codes: dict[str, int] = field(default_factory=dict)
+    # Items of accepted bundles ignored one by one, by forwarding peer then code (bounded).
+    item_ignores_by_peer: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _Lru:
@@ -391,6 +399,7 @@ class ProofGossip:
         except Ignore as exc:
             self.counters.items_ignored += 1
             self.counters.ignore_codes[exc.code] = self.counters.ignore_codes.get(exc.code, 0) + 1
+            _count_by_peer(self.counters.item_ignores_by_peer, peer, exc.code)
             # Seen too: an ignored item costs no penalty, so a replay of it (reshuffled into
             # new bundles) must not cost a signature check again either.
             self._seen.add(cid, now_ms)

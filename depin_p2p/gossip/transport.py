@@ -139,10 +139,105 @@ class TransportCounters:
     peers_banned: int = 0
     peers_dropped_unresponsive: int = 0
     reject_codes: dict[str, int] = field(default_factory=dict)
+    # Gossip messages dropped by the rate limit, by forwarding peer (bounded: MAX_COUNTED_PEERS).
+    rate_limited_peers: dict[str, int] = field(default_factory=dict)
+    # Inbound pubsub streams reset for being over a peer's share, by peer (bounded likewise).
+    excess_streams_peers: dict[str, int] = field(default_factory=dict)
+    # What our validators said of each forwarding peer's messages, by peer then code (rejects
+    # as their code, ignores as ``ignored_<code>``; bounded likewise): what each peer cost us.
+    codes_by_peer: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def count_reject(self, code: str) -> None:
+    def count_reject(self, code: str, peer: str | None = None) -> None:
         self.rejected += 1
         self.reject_codes[code] = self.reject_codes.get(code, 0) + 1
+        if peer is not None:
+            self._count_code(peer, code)
+
+    def count_ignore(self, code: str, peer: str) -> None:
+        self.ignored += 1
+        self._count_code(peer, f"ignored_{code}")
+
+    def _count_code(self, peer: str, code: str) -> None:
+        codes = self.codes_by_peer.get(peer)
+        if codes is None:
+            if len(self.codes_by_peer) >= MAX_COUNTED_PEERS:
+                return
+            codes = self.codes_by_peer[peer] = {}
+        codes[code] = codes.get(code, 0) + 1
+
+    def count_rate_limited(self, peer: str) -> None:
+        self.dropped_rate_limited += 1
+        _count_peer(self.rate_limited_peers, peer)
+
+    def count_excess_stream(self, peer: str) -> None:
+        _count_peer(self.excess_streams_peers, peer)
+
+
+def _count_peer(counts: dict[str, int], peer: str) -> None:
+    if peer in counts or len(counts) < MAX_COUNTED_PEERS:
+        counts[peer] = counts.get(peer, 0) + 1
+
+
+MAX_COUNTED_PEERS = 1024
+# Gossip messages (and payload bytes) accepted per forwarding peer: both transports' defaults.
+RATE_PER_SECOND = 2_000
+RATE_BURST = 4_000
+RATE_BYTES_PER_SECOND = 16 * 1024 * 1024
+RATE_BYTES_BURST = 32 * 1024 * 1024  # a full 1 MiB message fits
+
+
+class _Bucket:
+    __slots__ = ("at", "bytes", "tokens")
+
+    def __init__(self, tokens: float, byte_tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.bytes = byte_tokens
+        self.at = at
+
+
+class RateLimit:
+    """Token buckets on trio time, one per forwarding peer: gossip messages and their bytes.
+
+    Both transports charge a remote gossip message here before their seen-cache: a duplicate
+    costs its sender rate as a new message does. A message over the rate is dropped and counted
+    (``TransportCounters.count_rate_limited``), never charged: an honest relay in a burst is
+    not an attacker.
+    """
+
+    def __init__(
+        self,
+        counters: TransportCounters,
+        *,
+        per_second: int,
+        burst: int,
+        bytes_per_second: int,
+        bytes_burst: int,
+        max_peers: int = 4096,
+    ) -> None:
+        self._counters = counters
+        self._per_second, self._burst = per_second, burst
+        self._bytes_per_second, self._bytes_burst = bytes_per_second, bytes_burst
+        self._max_peers = max_peers
+        self._buckets: dict[str, _Bucket] = {}
+
+    def admit(self, peer: str, size: int, now: float) -> bool:
+        """Take one message of ``size`` bytes from ``peer``'s buckets at ``now`` (trio seconds);
+        False: over the rate (dropped, counted)."""
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            if len(self._buckets) > self._max_peers:
+                self._buckets.clear()
+            bucket = self._buckets[peer] = _Bucket(self._burst, self._bytes_burst, now)
+        elapsed = now - bucket.at
+        bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._per_second)
+        bucket.bytes = min(self._bytes_burst, bucket.bytes + elapsed * self._bytes_per_second)
+        bucket.at = now
+        if bucket.tokens < 1 or bucket.bytes < size:
+            self._counters.count_rate_limited(peer)
+            return False
+        bucket.tokens -= 1
+        bucket.bytes -= size
+        return True
 
 
 class PeerStanding:

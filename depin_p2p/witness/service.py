@@ -95,12 +95,14 @@ def _offset_ms(device_id: bytes, epoch: int, span_ms: int) -> int:
 
 
 def _beyond_reach(beaconer: Device, witness: Device) -> bool:
-    """Registered more than ``radio.MAX_DISTANCE_M`` apart (or a location without geometry)."""
+    """Registered more than ``radio.MAX_DISTANCE_M`` apart (or a location without geometry), or
+    closer than ``radio.MIN_CELL_DISTANCE`` res-11 cells: consensus refuses a report either way."""
     try:
-        d_mm = radio.distance_mm(radio.cell_geo(beaconer.location), radio.cell_geo(witness.location))
+        a, b = radio.cell_geo(beaconer.location), radio.cell_geo(witness.location)
+        d_mm = radio.distance_mm(a, b)
     except Reject:
         return True
-    return d_mm is None or d_mm // 1000 > radio.MAX_DISTANCE_M
+    return d_mm is None or d_mm // 1000 > radio.MAX_DISTANCE_M or radio.is_too_close(a, b, d_mm)
 
 
 class WitnessService:
@@ -215,7 +217,7 @@ class WitnessService:
                 if beaconer is not None and mine is not None and mine.owner == beaconer.owner:
                     continue  # consensus rejects a sibling's report [same_owner]: do not send it
                 if beaconer is not None and mine is not None and _beyond_reach(beaconer, mine):
-                    continue  # nor one from over 100 km [too_far], which would get us banned
+                    continue  # nor one from over 100 km [too_far] or next door [too_close]: a ban
                 nursery.start_soon(self._witness, driver, verified.envelope)
 
     def _publish(self, env: wire.Envelope, nursery: trio.Nursery) -> None:

@@ -2,8 +2,9 @@
 
 A role replaces one behaviour of an honest node and nothing else. In the
 simulator its hooks are called by ``devnet/sim.py`` around the node's own
-assembly: :meth:`Role.on_publish` after each message the node publishes (the
-extra messages it returns are published too), :meth:`Role.devices` on the
+assembly: :meth:`Role.withholds` before each message the node publishes (True:
+it is not sent), :meth:`Role.on_publish` after each one it sends (the extra
+messages it returns are published too), :meth:`Role.devices` on the
 node's device drivers before assembly, and :meth:`Role.run` as one more task
 beside the node's services. What it did is counted in its node's
 :class:`AttackLog`; whether it was caught is never said by the role but
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from depin_p2p import wire
     from depin_p2p.assemble import Devices
     from depin_p2p.clock import Clock
     from depin_p2p.crypto import KeyPair
@@ -64,6 +66,37 @@ class Host(Protocol):
         """Queue an encoded proof envelope in the node's own gossip outbox, as its witness service does."""
         ...
 
+    def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
+        """The beacons of ``epoch`` the node's proof pool holds (heard or its own)."""
+        ...
+
+    def registered_location(self, device_id: bytes) -> int | None:
+        """The cell a device is registered at in the node's ledger (None: not registered)."""
+        ...
+
+    async def submit_tx(self, envelope: bytes) -> None:
+        """Submit an encoded transaction through the node's own pool (gossiped as its own)."""
+        ...
+
+    def next_nonce(self) -> int:
+        """The nonce of the node's account's next transaction (its pool's pending ones counted)."""
+        ...
+
+    def restart_forgetting_sign_state(self) -> None:
+        """Crash the node and start it again at once on its ledger with its sign-state (its
+        signed votes, its lock) forgotten (the simulator only)."""
+        ...
+
+    async def open_streams(self) -> tuple[int, int]:
+        """Open one more stream to every connected peer and hold it, sending nothing (the
+        simulator only): how many were (held, reset by the peer)."""
+        ...
+
+    async def hold_sybil_connections(self, count: int, victim: int) -> None:
+        """Open ``count`` connections to node ``victim`` from as many fresh peer ids and hold them
+        until cancelled (the simulator only: the memory network makes peer ids for nothing)."""
+        ...
+
     def current_epoch(self) -> int: ...
 
     async def send_frames(self, frames: Sequence[bytes]) -> int:
@@ -83,9 +116,14 @@ class Role:
     codes: frozenset[str] = frozenset()
     validator_only: bool = False
     ring: int = 0  # radios of as many other accounts the node runs (genesis entries: devnet/sim.py)
+    claims_near: bool = False  # its radios registered next to another node's radio (devnet/sim.py)
 
     def active(self, host: Host) -> bool:
         return host.current_epoch() >= host.from_epoch
+
+    def withholds(self, host: Host, topic_name: str, data: bytes) -> bool:
+        """Whether the node keeps ``data`` to itself instead of publishing it (default: never)."""
+        return False
 
     async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
         """Extra messages to publish on ``topic_name`` after ``data`` (default: none)."""

@@ -8,20 +8,33 @@ consensus), which credit the provider nothing.
   provider skipping the work would. Caught as ``attested_wrong_result``.
 - ``lazy-provider``: answers only after the challenge's deadline. Caught as
   ``attested_deadline_missed`` (or ``attested_no_response``).
+- ``sybil-capacity``: registers 3 compute devices (keys it holds) claiming
+  1,000,000 capacity units each, over the bound every device record is held
+  to (``MAX_COMPUTE_CAPACITY``, 1024). Its transactions pass the pool (which
+  checks envelopes, not device records) and are committed, skipped by the
+  ledger with ``bad_device_params``: no device is registered, its nonce is
+  spent, nothing is earned. Counted from the honest ledgers' skipped
+  transactions signed by its key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
 from depin_p2p import wire
 from depin_p2p.assemble import Devices
 from depin_p2p.crypto import KeyPair
+from depin_p2p.ledger.state import RegisterDevice, sign_device_binding
+from depin_p2p.model import DeviceKind
 from depin_p2p.witness import compute
 from depin_p2p.witness.devices import ComputeAnswer, ComputeDriver
 from devnet.adversaries.base import Host, Role
+
+SYBILS = 3
+HUGE_CAPACITY = 1_000_000  # units; a device may claim at most MAX_COMPUTE_CAPACITY (1024)
 
 
 class _CheatingCompute:
@@ -88,4 +101,35 @@ class LazyProvider(_ComputeCheat):
         return ComputeAnswer(answer.envelope, host.clock.now_ms() - start)
 
 
-ROLES: tuple[type[Role], ...] = (WrongResult, LazyProvider)
+class SybilCapacity(Role):
+    """Registers compute devices claiming a capacity no device may claim (MAX_COMPUTE_CAPACITY
+    is 1024 units): challenges sized by capacity would otherwise make its claim cheap to pass
+    and every passed unit a reward share."""
+
+    name = "sybil-capacity"
+    family = "compute"
+    summary = f"registers {SYBILS} compute devices claiming {HUGE_CAPACITY:,} capacity units each"
+    codes = frozenset({"bad_device_params"})
+
+    async def run(self, host: Host) -> None:
+        while not self.active(host):
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 500)
+        for k in range(SYBILS):
+            seed = hashlib.blake2b(host.key.seed + b"sybil" + bytes([k]), digest_size=32).digest()
+            device = KeyPair.from_seed(seed)
+            tx = RegisterDevice(
+                nonce=host.next_nonce(),
+                device_id=device.public_key,
+                kind=DeviceKind.COMPUTE,
+                location=0,
+                frequency_hz=0,
+                tx_power_cdbm=0,
+                gain_cdbi=0,
+                capacity=HUGE_CAPACITY,
+                device_signature=sign_device_binding(device, host.key.public_key, host.network_id),
+            )
+            host.attack.note("huge_registrations", host.clock.now_ms())
+            await host.submit_tx(wire.encode(wire.seal(tx, host.key, host.network_id)))
+
+
+ROLES: tuple[type[Role], ...] = (WrongResult, LazyProvider, SybilCapacity)

@@ -16,6 +16,23 @@
   1000 or more past its next one. Caught as ``vote_from_the_future``
   ignores (dropped at gossip intake, not forwarded, nobody charged: a
   forwarder may only relay it, and a vote is no proof of a fault).
+- ``withholding-proposer``: a validator that signs its proposals but never
+  sends them (re-sends included). Caught as ``missed_proposal_slot``: honest
+  nodes' propose timeouts in its slots, by the slot's proposer (the
+  consensus counters' ``proposals_missed``). Its penalty is only that its
+  slots are skipped: the round times out and the epoch is committed in a
+  later round of another proposer (``rounds_skipped``). The node has no
+  liveness penalty (no proposer reward to withhold, no jailing), and a missed
+  slot is no proof of a fault: a slow or cut-off proposer misses it too.
+- ``amnesia``: right after its first prevote from ``from_epoch`` on, crashes
+  and restarts at once with an empty sign-state (the votes it signed and its
+  lock forgotten; its ledger kept). Back up in the same epoch and round, it
+  prevotes again, for another value (it never saw the proposal again): two
+  signed prevotes for one (epoch, round). They reach the honest nodes after
+  they decided the epoch without it, and are convicted all the same
+  (duplicate-vote evidence from the conflict watch, then a slash). A lock
+  ignored in a later round, with no second vote at one step, would prove
+  nothing by itself: this role shows the provable case.
 """
 
 from __future__ import annotations
@@ -148,5 +165,48 @@ class FutureFlood(Role):
             await host.publish_raw(host.consensus_topic, wire.encode(vote))
 
 
+class WithholdingProposer(Role):
+    name = "withholding-proposer"
+    family = "consensus"
+    summary = "never sends its proposals"
+    codes = frozenset({"missed_proposal_slot"})
+    validator_only = True
+
+    def withholds(self, host: Host, topic_name: str, data: bytes) -> bool:
+        if topic_name != host.consensus_topic or not self.active(host):
+            return False
+        item = wire.decode(data)
+        if not isinstance(item, wire.Envelope) or item.signer != host.key.public_key:
+            return False
+        if not isinstance(wire.decode(item.body), Proposal):
+            return False
+        host.attack.note("withheld_proposals", host.clock.now_ms())
+        return True
+
+
+class Amnesia(Role):
+    """Restarts once, right after its first prevote from ``from_epoch`` on, having lost its
+    sign-state: it signs the running epoch again from scratch, lock and votes forgotten."""
+
+    name = "amnesia"
+    family = "consensus"
+    summary = "restarts after a prevote with its sign-state (votes, lock) forgotten"
+    codes = frozenset({"conflicting_votes", "duplicate_vote_evidence"})
+    validator_only = True
+
+    def __init__(self) -> None:
+        self._restarted = False
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        own = _own_vote(host, data) if topic_name == host.consensus_topic else None
+        if own is None or self._restarted or not self.active(host) or not isinstance(own[1], Prevote):
+            return ()
+        self._restarted = True
+        host.attack.note("restarts_forgetting", host.clock.now_ms())
+        host.restart_forgetting_sign_state()
+        return ()
+
+
 ROLES: tuple[type[Role], ...] = (
-    EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter, FutureFlood)
+    Amnesia,
+    EquivocatingValidator, StaleReplay, SplitProposer, NonValidatorVoter, FutureFlood, WithholdingProposer)

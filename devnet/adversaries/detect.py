@@ -1,14 +1,19 @@
 """What caught an adversary, counted on the honest nodes only.
 
 Every 100 ms of (virtual) time the :class:`Detector` reads, on each honest
-node that runs: its gossip service's and its transport's reject codes, the
-gossip service's ignore codes (``ignored_<code>``) and duplicates, the codes
-of what its value builder left out of its own proposals, the codes its proof
+node that runs: what its validators said of the messages the adversary's
+own peer sent it (its transport's reject and ignore codes by forwarding peer,
+``ignored_<code>`` for ignores, and the items of that peer's bundles its
+gossip service ignored), the messages of that peer its rate limit dropped
+(``rate_limited``) and the streams of it reset (``excess_streams``), the codes
+of what its value builder left out of its own proposals (network-wide: a
+left-out item names no forwarder), the codes its proof
 pool refused the adversary's radios' reports for once the beacon they had
 outrun came (``ProofPool.late_rejects``), its
 consensus service's conflicting signers and duplicate-vote evidence
 (``conflicting_votes``, ``duplicate_vote_evidence`` when they name the
-adversary's key), whether its transport has banned the adversary's peer
+adversary's key) and the proposer slots of the adversary it waited out
+(``missed_proposal_slot``), whether its transport has banned the adversary's peer
 (``peer_banned``), and the compute attestations its ledger committed against
 the adversary's devices (``attested_<outcome>``). Counts start when the
 adversary sends its first attack message (its :class:`AttackLog`); the time
@@ -34,7 +39,12 @@ from devnet.adversaries.base import AttackLog, Role
 
 SAMPLE_MS = 100
 # Codes that name the adversary itself (its key, its peer, its devices): no baseline to subtract.
-_NAMED = frozenset({"conflicting_votes", "duplicate_vote_evidence", "peer_banned", "unanchored_coverage"})
+_NAMED = frozenset(
+    {
+        "conflicting_votes", "duplicate_vote_evidence", "peer_banned", "unanchored_coverage",
+        "missed_proposal_slot", "sybils_pruned",
+    }
+)
 
 
 class _Watch:
@@ -45,6 +55,9 @@ class _Watch:
         self.attested: dict[bytes, compute.Outcome] = {}  # failed attestations by content id
         self.scanned: dict[int, int] = {}  # honest node -> commits already scanned
         self.unanchored: set[bytes] = set()  # its ring's committed beacons, found unanchored
+        self.sybil_links: set[tuple[int, str]] = set()  # (honest node, sybil peer) once connected
+        self.sybils_pruned: set[tuple[int, str]] = set()  # ... and closed since
+        self.honest_links_lost = 0  # most honest running peers a victim was cut from at once
 
 
 class Detector:
@@ -72,35 +85,59 @@ class Detector:
             if n:
                 out[code] = out.get(code, 0) + n
 
+        peer = adv.transport.peer_id
         for n in self._nodes:
             if n.role is not None or n.services is None:
                 continue
-            for code, k in n.services.gossip.counters.reject_codes.items():
+            # What this node's validators said of the messages the adversary's peer sent it
+            # (rejects, ignores, items of its bundles ignored), not of everyone's.
+            counters = n.transport.counters
+            for code, k in counters.codes_by_peer.get(peer, {}).items():
                 add(code, k)
-            for code, k in n.transport.counters.reject_codes.items():
-                add(code, k)
-            for code, k in n.services.gossip.counters.ignore_codes.items():
+            for code, k in n.services.gossip.counters.item_ignores_by_peer.get(peer, {}).items():
                 add(f"ignored_{code}", k)
-            add("duplicate_items", n.services.gossip.counters.items_duplicate)
+            add("rate_limited", counters.rate_limited_peers.get(peer, 0))
+            add("excess_streams", counters.excess_streams_peers.get(peer, 0))
             for code, k in n.services.consensus.ledger.dropped_codes.items():
                 add(code, k)  # left out of an honest proposal by the value builder's checks
             for (witness, code), k in n.services.pool.late_rejects.items():
                 if witness in devices:  # its radio's report outran the beacon, refused when it came
                     add(code, k)
             c = n.services.consensus
-            for code, k in c.counters.ignore_codes.items():
-                add(f"ignored_{code}", k)
             add("conflicting_votes", int(key in c.conflicting_signers))
             add("duplicate_vote_evidence", int(key in c.evidence_offenders))
+            add("missed_proposal_slot", c.counters.proposals_missed.get(key, 0))
+            for signer, code in n.ledger.tx_failures:
+                if signer == key:  # its own transactions the ledger skipped
+                    add(code, 1)
             if n.transport.is_banned(adv.transport.peer_id):
                 w.banned_by.add(n.index)
+            self._watch_sybils(w, n)
             self._scan_attestations(w, n, devices | {key})
         # Distinct attestations by outcome, however many honest ledgers hold them.
         for outcome in w.attested.values():
             add(f"attested_{outcome.name.lower()}", 1)
         add("unanchored_coverage", len(w.unanchored))
         add("peer_banned", len(w.banned_by))
+        add("sybils_pruned", len(w.sybils_pruned))
+        add("honest_links_lost", w.honest_links_lost)
         return out
+
+    def _watch_sybils(self, w: _Watch, n: Any) -> None:
+        """Links from the adversary's sybil peer ids to ``n``, and those ``n`` has closed since."""
+        sybils: set[str] = getattr(w.node, "sybil_peers", set())
+        if not sybils:
+            return
+        peers = n.transport.peers()
+        for s in sybils:
+            if s in peers:
+                w.sybil_links.add((n.index, s))
+            elif (n.index, s) in w.sybil_links:
+                w.sybils_pruned.add((n.index, s))
+        if any(i == n.index for i, _ in w.sybil_links):  # an eclipse victim: its honest links held?
+            others = (m for m in self._nodes if m is not n and m.role is None)
+            up = {m.transport.peer_id for m in others if m.state == "up"}
+            w.honest_links_lost = max(w.honest_links_lost, len(up - peers))
 
     def _scan_attestations(self, w: _Watch, n: Any, theirs: set[bytes]) -> None:
         """Note the failed attestations on the adversary's devices in ``n``'s new commits."""
@@ -162,11 +199,17 @@ class Detector:
             # A ring role claims for its ring's accounts, any other for the node's own account.
             mine = sum(rewards.get(o, 0) for o in ring_owners) if ring_owners else rewards.get(key, 0)
             others = sorted(rewards.get(n.key.public_key, 0) for n in honest)
+            # Its proposer slots an honest node waited out (each node times a slot out once).
+            skipped = max(
+                (n.services.consensus.counters.proposals_missed.get(key, 0) for n in honest if n.services),
+                default=0,
+            )
             out.append(
                 attack_row(
                     adv.role, adv.index, adv.from_epoch, adv.attack, w.sightings,
                     banned_by=len(w.banned_by), slashed_micro=slashed, reward_micro=mine,
-                    honest_rewards=others,
+                    honest_rewards=others, rounds_skipped=skipped,
+                    connections_pruned=len(w.sybils_pruned),
                 )
             )
         return tuple(out)
@@ -218,6 +261,8 @@ def attack_row(
     slashed_micro: int,
     reward_micro: int,
     honest_rewards: Sequence[int],
+    rounds_skipped: int = 0,
+    connections_pruned: int = 0,
 ) -> dict[str, Any]:
     """The report's row for one adversary (the same fields in the simulator and on processes)."""
     seen = sightings.seen
@@ -242,6 +287,8 @@ def attack_row(
             "attested_failed": sum(k for c, k in seen.items() if c.startswith("attested_")),
             "banned_by": banned_by,
             "slashed_micro": slashed_micro,
+            "rounds_skipped": rounds_skipped,
+            "connections_pruned": connections_pruned,
             "reward_micro": reward_micro,
             "honest_median_reward_micro": others[len(others) // 2] if others else 0,
         },

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import trio
 
@@ -25,6 +26,8 @@ from depin_p2p.gossip.service import ProofBundle
 from depin_p2p.gossip.transport import PROOFS, topic
 from devnet.adversaries.base import Host, Role
 
+SYBILS = 24  # eclipse: twice the victim's max_peers (DegreePolicy: target 8 + 4)
+VICTIM = 0
 # A pubsub RPC frame that is not protobuf: raised DecodeError out of a stock py-libp2p host.
 NOT_PROTOBUF = b"\xff\xff\xff\xff\x0f not a protobuf \x00\x01"
 
@@ -108,4 +111,68 @@ class CrashFrames(_OncePerEpoch):
             host.attack.note("raw_rpc_frames", host.clock.now_ms(), sent)
 
 
-ROLES: tuple[type[Role], ...] = (InvalidSignatureFlood, OversizedFrames, CrashFrames)
+class GossipSpam(_OncePerEpoch):
+    """Valid-looking duplicates: its last own vote (good signature, this network, this epoch)
+    published again ``COPIES`` times at once each epoch, byte for byte."""
+
+    name = "gossip-spam"
+    summary = "its last vote re-sent 5000 times at once, each epoch"
+    codes = frozenset({"rate_limited"})
+    validator_only = True  # its own votes are what it re-sends
+    COPIES = 5_000  # over the per-peer burst of 4000 (depin_p2p.gossip.transport.RATE_BURST)
+
+    def __init__(self) -> None:
+        self._last: bytes | None = None
+
+    async def on_publish(self, host: Host, topic_name: str, data: bytes) -> Sequence[bytes]:
+        if topic_name == host.consensus_topic:
+            item = wire.decode(data)
+            if isinstance(item, wire.Envelope) and item.signer == host.key.public_key:
+                self._last = data
+        return ()
+
+    async def burst(self, host: Host, epoch: int) -> None:
+        if self._last is None:
+            return
+        for _ in range(self.COPIES):
+            await host.publish_raw(host.consensus_topic, self._last)
+        host.attack.note("duplicates_sent", host.clock.now_ms(), self.COPIES)
+
+
+class Eclipse(Role):
+    """Many peer ids dialling one victim, to fill its connections with the adversary's."""
+
+    name = "eclipse"
+    summary = f"{SYBILS} sybil peer ids dial node {VICTIM} and hold their connections"
+    family = "network"
+    codes = frozenset({"sybils_pruned"})
+
+    async def run(self, host: Host) -> None:
+        while not self.active(host):
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 500)
+        await host.hold_sybil_connections(SYBILS, VICTIM)
+
+
+class SlowLoris(Role):
+    """Streams opened and held, sending nothing: four a second to every peer."""
+
+    name = "slow-loris"
+    summary = "opens a stream to every peer 4 times a second and holds it, sending nothing"
+    family = "network"
+    codes = frozenset({"excess_streams", "peer_banned"})
+
+    async def run(self, host: Host) -> None:
+        while True:
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 250)
+            if not self.active(host):
+                continue
+            held, refused = await host.open_streams()
+            now = host.clock.now_ms()
+            if held:
+                host.attack.note("streams_held", now, held)
+            if refused:
+                host.attack.note("streams_reset", now, refused)
+
+
+ROLES: tuple[type[Role], ...] = (
+    InvalidSignatureFlood, OversizedFrames, CrashFrames, GossipSpam, Eclipse, SlowLoris)

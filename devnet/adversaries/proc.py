@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
+from depin_p2p import wire
 from depin_p2p.assemble import Devices, NodeServices
 from depin_p2p.clock import Clock
 from depin_p2p.config import NodeConfig
@@ -108,6 +109,35 @@ class ProcHost:
         assert self._transport is not None
         return await self._transport.send_frames(frames)
 
+    def restart_forgetting_sign_state(self) -> None:
+        raise NotImplementedError("a restart with the sign-state forgotten runs only in the simulator")
+
+    async def open_streams(self) -> tuple[int, int]:
+        raise NotImplementedError("held streams run only in the simulator here")
+
+    async def hold_sybil_connections(self, count: int, victim: int) -> None:
+        raise NotImplementedError("sybil peer ids run only in the simulator")
+
+    def beacons_held(self, epoch: int) -> tuple[wire.Envelope, ...]:
+        return () if self._services is None else self._services.pool.collect(epoch).beacons
+
+    def registered_location(self, device_id: bytes) -> int | None:
+        assert self._store is not None
+        device = self._store.read(lambda v: v.get_device(device_id))
+        return None if device is None else int(device.location)
+
+    async def submit_tx(self, envelope: bytes) -> None:
+        if self._services is not None:
+            await self._services.txs.submit(envelope)
+
+    def next_nonce(self) -> int:
+        assert self._store is not None
+        account = self._store.read(lambda v: v.get_account(self.key.public_key))
+        ledger_nonce: int = account.nonce if account else 0
+        if self._services is None:
+            return ledger_nonce
+        return self._services.txpool.next_nonce(self.key.public_key, ledger_nonce)
+
 
 class RoleTransport(Libp2pTransport):
     """The node's libp2p transport; after each message it publishes, its role's extra messages."""
@@ -117,6 +147,9 @@ class RoleTransport(Libp2pTransport):
         self._role_host = host
 
     async def publish(self, topic_name: str, data: bytes) -> None:
+        if self._role_host.role.withholds(self._role_host, topic_name, data):
+            await trio.lowlevel.checkpoint()
+            return
         await super().publish(topic_name, data)
         for extra in await self._role_host.role.on_publish(self._role_host, topic_name, data):
             await super().publish(topic_name, extra)

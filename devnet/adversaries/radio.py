@@ -15,6 +15,11 @@ key: the lie is the device's, exactly as a modified firmware would sign it.
 - ``self-witness-second-key``: for each beacon of one of its radios, signs a
   witness report with each of its other radios' keys. Caught as
   ``same_owner``.
+- ``location-spoof-near``: its radios are registered at the cells touching
+  another node's first radio (closer than ``MIN_CELL_DISTANCE`` res-11
+  cells), and witness that radio's beacons all the same (an honest witness
+  service sends no report the distance rule refuses). Caught as
+  ``too_close``; its bundles are rejected whole and its peer banned.
 - ``time-liar``: reports ``received_at`` a second before the beacon was
   sent (inside any gossip time window, outside the beacon's). Caught as
   ``stale``.
@@ -226,6 +231,54 @@ class WitnessRing(Role):
         return dataclasses.replace(devices, radios=[_RingRadio(r, ring, host) for r in devices.radios])
 
 
+class LocationSpoofNear(Role):
+    """Radios registered next to another node's radio (:func:`devnet.sim.claim_near_cells`) that
+    witness its beacons all the same: honest witness services send no report closer than the
+    distance rule allows, this one sends each as heard."""
+
+    name = "location-spoof-near"
+    family = "radio"
+    summary = "radios registered next to another node's radio, witnessing it anyway"
+    codes = frozenset({"too_close"})
+    claims_near = True
+
+    def __init__(self) -> None:
+        self._radios: list[RadioDriver] = []
+        self._done: set[tuple[bytes, bytes]] = set()
+
+    def devices(self, host: Host, devices: Devices) -> Devices:
+        self._radios = list(devices.radios)
+        return devices
+
+    async def run(self, host: Host) -> None:
+        while True:
+            await host.clock.sleep_until_ms(host.clock.now_ms() + 500)
+            if not self.active(host):
+                continue
+            for beacon_env in host.beacons_held(host.current_epoch()):
+                await self._witness_too_close(host, beacon_env)
+
+    async def _witness_too_close(self, host: Host, beacon_env: wire.Envelope) -> None:
+        beacon = wire.decode_as(beacon_env.body, radio.Beacon)
+        if beacon.device in {d.device_id for d in self._radios}:
+            return  # its own: same_owner, another role's lie
+        at = radio.cell_geo(beacon.location)
+        bid = radio.beacon_id(beacon_env)
+        for driver in self._radios:
+            mine = host.registered_location(driver.device_id)
+            if driver.device_id == beacon.device or (bid, driver.device_id) in self._done or mine is None:
+                continue
+            here = radio.cell_geo(mine)
+            d_mm = radio.distance_mm(at, here)
+            if d_mm is None or not radio.is_too_close(at, here, d_mm):
+                continue  # its node's own witness service reports the others
+            self._done.add((bid, driver.device_id))
+            report = await driver.witness(beacon_env)
+            if report is not None:
+                host.attack.note("too_close_reports", host.clock.now_ms())
+                host.submit_proof(wire.encode(report))
+
+
 ROLES: tuple[type[Role], ...] = (
-    WitnessRing,
+    WitnessRing, LocationSpoofNear,
     RssiLiar, TimeLiar, BeaconReplay, LocationSpoofFar, SelfWitnessSecondKey)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork
+from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, open_stream
 from depin_p2p.gossip.transport import GossipMessage, PeerId, topic
 
 T = topic("sim", "proofs")
@@ -157,3 +157,48 @@ async def test_a_mesh_reaches_everyone_with_bounded_fan_out_and_reforms_around_a
                     assert (b"after the cut" in _drain(sub)) == (nodes[i].peer_id not in cut)
             nursery.cancel_scope.cancel()
     assert sent_by_degree[3] < sent_by_degree[None] / 2  # the point: far fewer copies on the wire
+
+
+async def test_gossip_over_a_peers_rate_is_dropped_and_counted_by_peer_not_charged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The libp2p transport's per-peer rate limit (4000 burst, 2000/s), charged before the
+    seen-cache: a peer re-sending one message 5000 times at once gets 4000 through the limit
+    (one delivered, 3999 duplicates), the rest dropped and counted against it, and no penalty."""
+    net = MemoryNetwork(seed=1)
+    a, b = net.create_node("a"), net.create_node("b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        sub = await b.subscribe(T, accept)
+        await a.connect(b.listen_addrs()[0])
+        for _ in range(5000):
+            await a.publish(T, b"same")
+        await trio.sleep(1)
+        assert sub.receive_nowait().data == b"same"
+        assert b.counters.duplicates == 3999
+        assert b.counters.dropped_rate_limited == 1000
+        assert b.counters.rate_limited_peers == {a.peer_id: 1000}
+        assert not b.is_banned(a.peer_id) and a.peer_id in b.peers()
+        nursery.cancel_scope.cancel()
+
+
+async def test_held_streams_beyond_a_peers_share_are_reset_then_charged_until_a_ban(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """libp2p's pubsub stream rule: 2 held per peer, each further one reset; past a tolerance of
+    16 each costs excess_pubsub_streams (10 points of the 100 that ban)."""
+    net = MemoryNetwork(seed=1)
+    a, b = net.create_node("a"), net.create_node("b")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await a.connect(b.listen_addrs()[0])
+        held = [await open_stream(a, b.peer_id) for _ in range(2 + 16)]
+        assert held == [True, True] + [False] * 16
+        assert not b.is_banned(a.peer_id)  # within the tolerance: reset, not charged
+        for _ in range(10):
+            assert await open_stream(a, b.peer_id) is False
+        assert b.is_banned(a.peer_id) and a.peer_id not in b.peers()
+        assert b.counters.excess_streams_peers == {a.peer_id: 26}
+        nursery.cancel_scope.cancel()

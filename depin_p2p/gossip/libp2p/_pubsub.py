@@ -167,6 +167,7 @@ class _GuardedPubsub(Pubsub):
         peer_id = stream.muxed_conn.peer_id
         if not self._frames.open_stream(peer_id):
             # GossipSub needs one inbound stream per peer; extra ones only hold our memory.
+            self._owner.counters.count_excess_stream(peer_of(peer_id))
             if self._excess_streams.excess(peer_of(peer_id), 1, int(trio.current_time() * 1000)):
                 self._owner.penalise(peer_of(peer_id), "excess_pubsub_streams")
             with contextlib.suppress(Exception):

@@ -10,20 +10,16 @@ import trio
 
 from depin_p2p.errors import Ignore, Reject
 from depin_p2p.gossip.libp2p._pubsub import peer_of
-from depin_p2p.gossip.transport import GossipMessage, PeerId, Prepare, TransportCounters, Validator
+from depin_p2p.gossip.transport import (
+    GossipMessage,
+    PeerId,
+    Prepare,
+    RateLimit,
+    TransportCounters,
+    Validator,
+)
 
 log = structlog.get_logger(__package__)
-
-
-class _TokenBucket:
-    """Integer-free token buckets on trio time, one per forwarding peer: messages and bytes."""
-
-    __slots__ = ("at", "bytes", "tokens")
-
-    def __init__(self, tokens: float, byte_tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.bytes = byte_tokens
-        self.at = at
 
 
 class Topics:
@@ -45,13 +41,15 @@ class Topics:
     ) -> None:
         self._counters = counters
         self._penalise = penalise
-        self._rate_per_second = rate_per_second
-        self._rate_burst = rate_burst
-        self._bytes_per_second = bytes_per_second
-        self._bytes_burst = bytes_burst
+        self._rate = RateLimit(
+            counters,
+            per_second=rate_per_second,
+            burst=rate_burst,
+            bytes_per_second=bytes_per_second,
+            bytes_burst=bytes_burst,
+        )
         self.subs: dict[str, tuple[Validator, trio.MemorySendChannel[GossipMessage]]] = {}
         self.prepares: dict[str, Prepare] = {}
-        self._buckets: dict[Any, _TokenBucket] = {}
         # When each peer last sent us gossip: a peer that talks is alive, so
         # pings (which a busy, CPU-starved node may answer late) only judge
         # the quiet ones.
@@ -73,22 +71,9 @@ class Topics:
     def rate_ok(self, forwarder: Any, size: int) -> bool:
         """Take one message and its ``size`` bytes from ``forwarder``'s buckets; False: dropped, counted."""
         now = trio.current_time()
-        self.heard[peer_of(forwarder)] = now
-        bucket = self._buckets.get(forwarder)
-        if bucket is None:
-            if len(self._buckets) > 4096:
-                self._buckets.clear()
-            bucket = self._buckets[forwarder] = _TokenBucket(self._rate_burst, self._bytes_burst, now)
-        elapsed = now - bucket.at
-        bucket.tokens = min(self._rate_burst, bucket.tokens + elapsed * self._rate_per_second)
-        bucket.bytes = min(self._bytes_burst, bucket.bytes + elapsed * self._bytes_per_second)
-        bucket.at = now
-        if bucket.tokens < 1 or bucket.bytes < size:
-            self._counters.dropped_rate_limited += 1
-            return False
-        bucket.tokens -= 1
-        bucket.bytes -= size
-        return True
+        peer = peer_of(forwarder)
+        self.heard[peer] = now
+        return self._rate.admit(peer, size, now)
 
     def wants_prepare(self, msg: Any) -> bool:
         """Whether one of the message's topics has a ``prepare`` hook to await before validation."""
@@ -120,16 +105,16 @@ class Topics:
             validator, _ = self.subs[topic]
             try:
                 validator(peer, data)
-            except Ignore:
-                self._counters.ignored += 1
+            except Ignore as exc:
+                self._counters.count_ignore(exc.code, peer)
                 return False
             except Reject as exc:
-                self._counters.count_reject(exc.code)
+                self._counters.count_reject(exc.code, peer)
                 self._penalise(peer, exc.code)
                 return False
             except Exception:  # a bug in our validator must cost the message, never the node
                 log.exception("gossip.validator.crashed", topic=topic, peer=peer)
-                self._counters.count_reject("validator_error")
+                self._counters.count_reject("validator_error", peer)
                 self._penalise(peer, "validator_error")
                 return False
         for topic in topics:

@@ -36,6 +36,10 @@ from depin_p2p.gossip.transport import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_SUBSCRIPTION_CAPACITY,
+    RATE_BURST,
+    RATE_BYTES_BURST,
+    RATE_BYTES_PER_SECOND,
+    RATE_PER_SECOND,
     GossipMessage,
     Handler,
     PeerEvent,
@@ -72,11 +76,11 @@ class Libp2pConfig:
     # 4 x our own recent event-loop lag (at most 30 s), drop after 3 misses in a row.
     liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
     lag_sample_interval: float = 0.25
-    rate_limit_per_second: int = 2_000  # gossip messages accepted per forwarding peer
-    rate_limit_burst: int = 4_000
+    rate_limit_per_second: int = RATE_PER_SECOND  # gossip messages accepted per forwarding peer
+    rate_limit_burst: int = RATE_BURST
     # Gossip payload bytes accepted per forwarding peer (a full 1 MiB message fits the burst).
-    rate_limit_bytes_per_second: int = 16 * 1024 * 1024
-    rate_limit_bytes_burst: int = 32 * 1024 * 1024
+    rate_limit_bytes_per_second: int = RATE_BYTES_PER_SECOND
+    rate_limit_bytes_burst: int = RATE_BYTES_BURST
     max_inbound_rpc_bytes: int = wire.MAX_MESSAGE_BYTES + 64 * 1024
     # Inbound pubsub frames: streams per peer, bytes in flight, deadlines (its
     # max_frame_bytes is replaced by max_inbound_rpc_bytes).

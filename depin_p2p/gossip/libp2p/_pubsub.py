@@ -329,6 +329,15 @@ class _GossipSub(GossipSub):
     """
 
     idontwant_min_bytes = wire.MAX_MESSAGE_BYTES + 1
+    # A GRAFT this soon after the sender's PRUNE reached us is a flood (libp2p score penalty
+    # and a PRUNE back). py-libp2p's 10 s equals our 10 s back-off: no room for a PRUNE that
+    # queued for seconds on a busy machine, so honest peers were flagged. go-libp2p keeps
+    # 1/6 of the back-off (10 s of 60 s); so do we.
+    graft_flood_threshold_s = 2.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.graft_flood_threshold = self.graft_flood_threshold_s
 
     async def publish(self, msg_forwarder: Any, pubsub_msg: Any) -> None:
         self._idontwant_enabled = len(pubsub_msg.data) >= self.idontwant_min_bytes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -33,6 +34,7 @@ from depin_p2p.consensus import sync
 from depin_p2p.consensus.ledger_io import EpochLedger, NodeLedger
 from depin_p2p.consensus.signer import Signer, SignRefused, signed_fields
 from depin_p2p.consensus.state import Certificate, DuplicateVoteEvidence, Timeouts, value_id_of
+from depin_p2p.consensus.steps import StepObserver, StepTimer
 from depin_p2p.consensus.value import ValueParams
 from depin_p2p.errors import CodecError, Ignore, Reject
 from depin_p2p.gossip.transport import CONSENSUS, SYNC, GossipMessage, PeerId, Transport, protocol, topic
@@ -57,7 +59,8 @@ class ConsensusService:
     ``grace_ms`` after an epoch's end before its instance starts, ``pending_txs`` to propose,
     ``on_commit``/``on_tx_results`` after each commit, ``offload_io`` (LMDB work in worker
     threads; False in simulations, where a thread would let trio's autojump clock skip ahead),
-    and the node's ``signatures`` cache (value checks count theirs in ``value_signatures``).
+    the node's ``signatures`` cache (value checks count theirs in ``value_signatures``), and
+    ``observe_step`` for each timed step of an instance (:mod:`~depin_p2p.consensus.steps`).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class ConsensusService:
         on_tx_results: Callable[[int, Sequence[TxResult]], None] = lambda epoch, results: None,
         offload_io: bool = True,
         signatures: wire.SignatureCache | None = None,
+        observe_step: StepObserver | None = None,
     ) -> None:
         self._clock, self._transport, self._signer, self._offload = clock, transport, signer, offload_io
         signatures = wire.SignatureCache() if signatures is None else signatures  # (empty is falsy)
@@ -92,6 +96,7 @@ class ConsensusService:
         self._timers: list[tuple[int, int, d.TimeoutFired | d.EpochDue]] = []
         self._timer_seq, self._wake = 0, trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.steps = StepTimer(observe_step)
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
         config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts(), signatures=signatures)
@@ -178,7 +183,9 @@ class ConsensusService:
 
     async def _drain(self) -> None:
         while (req := self.driver.next_request(self._clock.now_ms())) is not None:
+            started = time.perf_counter()
             answer = await self._execute(req)
+            self.steps.on_request(req, started, time.perf_counter())
             if answer is not None:
                 self.driver.feed(answer, self._clock.now_ms())
 

@@ -202,6 +202,7 @@ def main() -> None:
     )
     parser.add_argument("--epoch-seconds", type=float, default=2.0)
     parser.add_argument("--sim-seeds", default="0-19", help="simulator seeds, A-B")
+    parser.add_argument("--keep", type=Path, help="run the devnet in this new directory and keep its logs")
     args = parser.parse_args()
 
     seeds = _seed_range(args.sim_seeds)
@@ -213,7 +214,8 @@ def main() -> None:
         figures.pop("loopback_cluster", None)  # a placeholder of the simulator's CLI: measured below
 
     with TemporaryDirectory(prefix="bench-consensus-") as tmp:
-        layout, link_samples = run_cluster(Path(tmp) / "devnet", args.epochs, args.epoch_seconds)
+        root = args.keep if args.keep is not None else Path(tmp) / "devnet"
+        layout, link_samples = run_cluster(root, args.epochs, args.epoch_seconds)
         measured = cluster_latency(layout, 2, args.epochs + 1)
         steps = step_times(layout, 2, args.epochs + 1)
     one_way = _stats(link_samples)

@@ -5,8 +5,9 @@ timers) arrives on one bounded inbox; the loop hands it to the pure
 :class:`~depin_p2p.consensus.driver.EpochDriver` and runs what it asks for,
 in order: publish, sleep until (one timer task), sign durably (the signer's
 synced write: persist before you speak), build or check a value, commit (one
-LMDB write transaction), penalise a peer. LMDB work runs in worker threads
-when ``offload_io`` is set. Catch-up (:mod:`~depin_p2p.consensus.sync`) only
+LMDB write transaction), penalise a peer. LMDB reads and the commit run in
+worker threads when ``offload_io`` is set; the sign-state write runs on the
+loop (see :meth:`ConsensusService._sign`). Catch-up (:mod:`~depin_p2p.consensus.sync`) only
 fetches: certificates go through the same inbox, so this loop is the one writer.
 
 The topic validator decodes and verifies each message once (the driver's
@@ -16,7 +17,6 @@ the peer pays; a certificate or vote showing our chain behind starts catch-up.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import time
 from collections import OrderedDict
@@ -225,9 +225,12 @@ class ConsensusService:
     async def _sign(self, req: d.SignDurably) -> d.Signed | d.SignDenied:
         if self._signer is None:
             return d.SignDenied("observer")
-        sign = functools.partial(self._signer.sign, req.message, req.lock)
-        try:  # the signer's synced LMDB write is blocking I/O: off the event loop
-            env = await trio.to_thread.run_sync(sign) if self._offload else sign()
+        # On the loop, though it blocks for one synced LMDB write (~8 ms on this machine's disk):
+        # the instance's next step waits for it anyway, and in a worker thread the signature and
+        # the write queued for the GIL behind the busy libp2p loop, several times longer
+        # (bench/consensus.py's "sign" step; README "Commit latency").
+        try:
+            env = self._signer.sign(req.message, req.lock)
         except SignRefused as exc:
             log.info("consensus.sign.refused", code=exc.code)
             return d.SignDenied(exc.code)

@@ -23,6 +23,11 @@ Prints ONE JSON object::
   process after the topic validator checked its signature. The lower bound
   of the three-step protocol is three such delays (proposal, prevotes,
   precommits).
+* ``steps``: each step of an instance as the nodes timed it
+  (``consensus.epoch.timed`` in their logs, :mod:`depin_p2p.consensus.steps`),
+  pooled over the 4 nodes and the measured epochs: the work steps (value
+  build, re-check, one sign-state write, the commit's write) and the phases
+  (instance start to first prevote, to first precommit, to the commit).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trio
 
+from depin_p2p.consensus.steps import STEPS
 from devnet.fuzz import measure_latency
 from devnet.genesis import DevnetPlan, plan_devnet
 from devnet.layout import Layout, write_layout
@@ -67,6 +73,40 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 Events = tuple[dict[int, float], dict[int, tuple[float, int]], dict[int, float]]
+Timed = dict[int, dict[str, list[float]]]  # epoch -> step -> ms (one node)
+
+
+def _timed(log: Path) -> Timed:
+    """Epoch -> step -> durations (ms) from ``consensus.epoch.timed``, live instances only."""
+    out: Timed = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if "consensus.epoch.timed" not in line:
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if doc.get("event") == "consensus.epoch.timed" and doc.get("live"):
+            out.setdefault(int(doc["epoch"]), doc["steps"])
+    return out
+
+
+def step_times(layout: Layout, first: int, last: int) -> dict[str, dict[str, float | int]]:
+    pooled: dict[str, list[float]] = {name: [] for name in STEPS}
+    for node in layout.nodes:
+        for epoch, steps in _timed(node.home / "node.log").items():
+            if first <= epoch <= last:
+                for name, values in steps.items():
+                    pooled.setdefault(name, []).extend(values)
+    return {
+        name: {
+            "p50_ms": round(percentile(v, 0.5), 2),
+            "p99_ms": round(percentile(v, 0.99), 2),
+            "samples": len(v),
+        }
+        for name, v in pooled.items()
+        if v
+    }
 
 
 def _events(log: Path) -> Events:
@@ -162,6 +202,7 @@ def main() -> None:
     )
     parser.add_argument("--epoch-seconds", type=float, default=2.0)
     parser.add_argument("--sim-seeds", default="0-19", help="simulator seeds, A-B")
+    parser.add_argument("--keep", type=Path, help="run the devnet in this new directory and keep its logs")
     args = parser.parse_args()
 
     seeds = _seed_range(args.sim_seeds)
@@ -173,14 +214,17 @@ def main() -> None:
         figures.pop("loopback_cluster", None)  # a placeholder of the simulator's CLI: measured below
 
     with TemporaryDirectory(prefix="bench-consensus-") as tmp:
-        layout, link_samples = run_cluster(Path(tmp) / "devnet", args.epochs, args.epoch_seconds)
+        root = args.keep if args.keep is not None else Path(tmp) / "devnet"
+        layout, link_samples = run_cluster(root, args.epochs, args.epoch_seconds)
         measured = cluster_latency(layout, 2, args.epochs + 1)
+        steps = step_times(layout, 2, args.epochs + 1)
     one_way = _stats(link_samples)
     lower_bound = round(3 * one_way["p50"], 1)
     result = {
         "bench": "consensus",
         "simulator": sim,
         "cluster": {"processes": NODES, "epoch_seconds": args.epoch_seconds, **measured},
+        "steps": steps,
         "links": {
             "measured": "one-way delay of a ~300 B signed message, one per GossipSub message, between two "
             "processes on the node's libp2p transport (TCP+Noise+Yamux, 127.0.0.1), during the cluster run",
@@ -190,6 +234,7 @@ def main() -> None:
         "lower_bound_ms": lower_bound,
         "lower_bound": "3 x p50 one-way delay (proposal, prevote, precommit)",
         "p50_over_lower_bound": round(measured["commit_latency_ms"]["p50"] / max(lower_bound, 1e-9), 1),
+        "p99_over_lower_bound": round(measured["commit_latency_ms"]["p99"] / max(lower_bound, 1e-9), 1),
     }
     print(json.dumps(result))
 

@@ -110,6 +110,7 @@ class AssemblyConfig:
     # proof, given the check to run, and each committed epoch.
     observe_check: Callable[[wire.Verified, Callable[[], None]], None] | None = None
     on_commit: Callable[[int], None] = field(default=lambda epoch: None)
+    observe_step: Callable[[str, float], None] | None = None  # each timed consensus step, seconds
     # The Ed25519 check the node's signature cache runs on a miss (None: wire.verify_signature).
     # The simulator passes one memo shared by its nodes; each node still counts the check as its own.
     signature_check: wire.Verifier | None = None
@@ -233,6 +234,7 @@ def assemble(
         on_commit=config.on_commit,
         offload_io=config.offload_io,
         signatures=signatures,
+        observe_step=config.observe_step,
     )
     witness = WitnessService(
         network_id=net,

@@ -10,6 +10,10 @@ by the node at its own measurement points:
   epoch plus the grace for late proofs) to the commit of that epoch, for
   epochs committed live (a catch-up commit is counted, not timed);
 * the round in which each epoch committed;
+* the wall time of each step of an instance (value build, value re-check,
+  sign-state write, commit; and the phases from the instance's start to the
+  first prevote, to the first precommit, to the commit): see
+  :mod:`depin_p2p.consensus.steps`;
 * the time of the node's own check of each gossiped proof (the witness rules
   against the ledger and the pool; the envelope's signature check runs just
   before it inside the gossip service and is not included);
@@ -42,6 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from depin_p2p import __version__
+from depin_p2p.consensus.steps import STEPS
 from depin_p2p.model import MICRO
 
 if TYPE_CHECKING:
@@ -58,6 +63,7 @@ COMMIT_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 
 ROUND_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16)
 PROOF_CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 PROOF_DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0)
+STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PROOF_KINDS = ("beacon", "report", "attestation")
 
 
@@ -138,6 +144,15 @@ class NodeMetrics:
             buckets=ROUND_BUCKETS,
             registry=self.registry,
         )
+        self.consensus_step = Histogram(
+            "depin_consensus_step_seconds",
+            "wall time of each step of an epoch's instance (depin_p2p/consensus/steps.py)",
+            ["step"],
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
+        for step in STEPS:
+            self.consensus_step.labels(step)  # exported (at zero) before the first observation
         self.proof_check = Histogram(
             "depin_proof_check_seconds",
             "time of the node's witness-rule check of one gossiped proof (after its signature check)",

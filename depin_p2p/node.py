@@ -220,6 +220,7 @@ class Node:
                     grace_ms=grace_ms,
                     observe_check=timed_check(self.metrics, clock),
                     on_commit=on_commit,
+                    observe_step=lambda step, s: self.metrics.consensus_step.labels(step).observe(s),
                     bootstrap=tuple(a.text for a in cfg.bootstrap),
                     announce=cfg.announce_addrs(self.key.peer_id),
                     degree=DegreePolicy(target=cfg.target_peers),

@@ -5,8 +5,9 @@ timers) arrives on one bounded inbox; the loop hands it to the pure
 :class:`~depin_p2p.consensus.driver.EpochDriver` and runs what it asks for,
 in order: publish, sleep until (one timer task), sign durably (the signer's
 synced write: persist before you speak), build or check a value, commit (one
-LMDB write transaction), penalise a peer. LMDB work runs in worker threads
-when ``offload_io`` is set. Catch-up (:mod:`~depin_p2p.consensus.sync`) only
+LMDB write transaction), penalise a peer. LMDB reads and the commit run in
+worker threads when ``offload_io`` is set; the sign-state write runs on the
+loop (see :meth:`ConsensusService._sign`). Catch-up (:mod:`~depin_p2p.consensus.sync`) only
 fetches: certificates go through the same inbox, so this loop is the one writer.
 
 The topic validator decodes and verifies each message once (the driver's
@@ -16,8 +17,8 @@ the peer pays; a certificate or vote showing our chain behind starts catch-up.
 
 from __future__ import annotations
 
-import functools
 import heapq
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -33,6 +34,7 @@ from depin_p2p.consensus import sync
 from depin_p2p.consensus.ledger_io import EpochLedger, NodeLedger
 from depin_p2p.consensus.signer import Signer, SignRefused, signed_fields
 from depin_p2p.consensus.state import Certificate, DuplicateVoteEvidence, Timeouts, value_id_of
+from depin_p2p.consensus.steps import StepObserver, StepTimer
 from depin_p2p.consensus.value import ValueParams
 from depin_p2p.errors import CodecError, Ignore, Reject
 from depin_p2p.gossip.transport import CONSENSUS, SYNC, GossipMessage, PeerId, Transport, protocol, topic
@@ -57,7 +59,8 @@ class ConsensusService:
     ``grace_ms`` after an epoch's end before its instance starts, ``pending_txs`` to propose,
     ``on_commit``/``on_tx_results`` after each commit, ``offload_io`` (LMDB work in worker
     threads; False in simulations, where a thread would let trio's autojump clock skip ahead),
-    and the node's ``signatures`` cache (value checks count theirs in ``value_signatures``).
+    the node's ``signatures`` cache (value checks count theirs in ``value_signatures``), and
+    ``observe_step`` for each timed step of an instance (:mod:`~depin_p2p.consensus.steps`).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class ConsensusService:
         on_tx_results: Callable[[int, Sequence[TxResult]], None] = lambda epoch, results: None,
         offload_io: bool = True,
         signatures: wire.SignatureCache | None = None,
+        observe_step: StepObserver | None = None,
     ) -> None:
         self._clock, self._transport, self._signer, self._offload = clock, transport, signer, offload_io
         signatures = wire.SignatureCache() if signatures is None else signatures  # (empty is falsy)
@@ -92,6 +96,7 @@ class ConsensusService:
         self._timers: list[tuple[int, int, d.TimeoutFired | d.EpochDue]] = []
         self._timer_seq, self._wake = 0, trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.steps = StepTimer(observe_step)
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
         config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts(), signatures=signatures)
@@ -178,7 +183,9 @@ class ConsensusService:
 
     async def _drain(self) -> None:
         while (req := self.driver.next_request(self._clock.now_ms())) is not None:
+            started = time.perf_counter()
             answer = await self._execute(req)
+            self.steps.on_request(req, started, time.perf_counter())
             if answer is not None:
                 self.driver.feed(answer, self._clock.now_ms())
 
@@ -218,9 +225,12 @@ class ConsensusService:
     async def _sign(self, req: d.SignDurably) -> d.Signed | d.SignDenied:
         if self._signer is None:
             return d.SignDenied("observer")
-        sign = functools.partial(self._signer.sign, req.message, req.lock)
-        try:  # the signer's synced LMDB write is blocking I/O: off the event loop
-            env = await trio.to_thread.run_sync(sign) if self._offload else sign()
+        # On the loop, though it blocks for one synced LMDB write (~8 ms on this machine's disk):
+        # the instance's next step waits for it anyway, and in a worker thread the signature and
+        # the write queued for the GIL behind the busy libp2p loop, several times longer
+        # (bench/consensus.py's "sign" step; README "Commit latency").
+        try:
+            env = self._signer.sign(req.message, req.lock)
         except SignRefused as exc:
             log.info("consensus.sign.refused", code=exc.code)
             return d.SignDenied(exc.code)

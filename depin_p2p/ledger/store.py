@@ -665,9 +665,9 @@ class LedgerStore:
         def write(txn: lmdb.Transaction[bytes]) -> None:
             txn.put(_K_SIGN_STATE, data, db=self._dbs["sign_state"])
 
+        # One synced write: the environment is opened with sync=True and metasync=True (never
+        # map_async), so the commit returns after the data and meta pages are on disk.
         self._write(write)
-        # sync=True already flushed the commit; an explicit sync guards against a map_async env.
-        self._env.sync(True)
 
     # ------------------------------------------------------------ async shell
 

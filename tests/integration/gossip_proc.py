@@ -55,6 +55,16 @@ from depin_p2p.verifiers import ThreadVerifier
 from tests.unit.gossip.messages import NETWORK, RULES, FakeProof, signed_proof
 
 
+def gossipsub_params(args: argparse.Namespace) -> dict[str, Any]:
+    """GossipSub's heartbeat and mesh degree when given (bench/gossip.py measures them); else the node's."""
+    out: dict[str, Any] = {}
+    if args.heartbeat is not None:
+        out["heartbeat_interval"] = args.heartbeat
+    if args.degree is not None:
+        out.update(degree=args.degree, degree_low=max(1, args.degree - 2), degree_high=2 * args.degree)
+    return out
+
+
 class Node:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -65,7 +75,7 @@ class Node:
             self.key,
             network_id=NETWORK,
             clock=self.clock,
-            config=Libp2pConfig(listen_addr=f"/ip4/127.0.0.1/tcp/{args.port}"),
+            config=Libp2pConfig(listen_addr=f"/ip4/127.0.0.1/tcp/{args.port}", **gossipsub_params(args)),
         )
         self.verifier = ThreadVerifier(args.verify_threads) if args.verify_threads else None
         self.service = ProofGossip(
@@ -208,6 +218,7 @@ class Proc:
         connect: tuple[str, ...] = (),
         flush_ms: int | None = None,
         verify_threads: int = 0,
+        gossipsub: tuple[str, ...] = (),
     ) -> None:
         self.seed, self.port, self.mode = seed, port, mode
         cmd = [sys.executable, "-m", "tests.integration.gossip_proc"]
@@ -216,6 +227,7 @@ class Proc:
             cmd += ["--flush-ms", str(flush_ms)]
         if verify_threads:
             cmd += ["--verify-threads", str(verify_threads)]
+        cmd += gossipsub
         for addr in connect:
             cmd += ["--connect", addr]
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the process; closed in kill()
@@ -282,9 +294,25 @@ def wait_for(condition: Any, timeout: float, what: str, poll: float = 0.1) -> fl
 
 @contextlib.contextmanager
 def cluster(
-    n: int, *, mode: str = "batch", first_seed: int = 1, flush_ms: int | None = None, verify_threads: int = 0,
+    n: int,
+    *,
+    mode: str = "batch",
+    first_seed: int = 1,
+    flush_ms: int | None = None,
+    verify_threads: int = 0,
+    heartbeat: int | None = None,
+    degree: int | None = None,
 ) -> Iterator[list[Proc]]:
-    """``n`` node processes, fully connected, each with a full proofs mesh. Killed by PID on exit."""
+    """``n`` node processes, fully connected, each with a full proofs mesh (or ``degree`` peers in it).
+
+    Killed by PID on exit. ``heartbeat`` (s) and ``degree`` set GossipSub's (default: the node's).
+    """
+    gossipsub: tuple[str, ...] = ()
+    if heartbeat is not None:
+        gossipsub += ("--heartbeat", str(heartbeat))
+    if degree is not None:
+        gossipsub += ("--degree", str(degree))
+    mesh = n - 1 if degree is None else min(n - 1, max(1, degree - 2))
     procs: list[Proc] = []
     try:
         procs = [
@@ -293,6 +321,7 @@ def cluster(
                 mode=mode,
                 flush_ms=flush_ms,
                 verify_threads=verify_threads,
+                gossipsub=gossipsub,
             )
             for i in range(n)
         ]
@@ -302,7 +331,7 @@ def cluster(
             for q in procs[:i]:
                 assert p.call({"cmd": "connect", "addr": q.addr})["ok"]
         for p in procs:
-            wait_for(lambda p=p: len(p.call({"cmd": "stats"})["mesh"]) == n - 1, 30, f"mesh of {p.seed}")
+            wait_for(lambda p=p: len(p.call({"cmd": "stats"})["mesh"]) >= mesh, 30, f"mesh of {p.seed}")
         yield procs
     finally:
         for p in procs:
@@ -322,6 +351,8 @@ def main() -> None:
     parser.add_argument("--connect", action="append", default=[])
     parser.add_argument("--flush-ms", type=int, default=BatchConfig().flush_ms)
     parser.add_argument("--verify-threads", type=int, default=0, help="0: every signature checked inline")
+    parser.add_argument("--heartbeat", type=int, help="GossipSub heartbeat, s (default: the node's)")
+    parser.add_argument("--degree", type=int, help="GossipSub mesh degree D (low D-2, high 2D)")
     args = parser.parse_args()
     # stdout carries the JSON protocol: logs go to stderr.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))

@@ -98,6 +98,7 @@ def test_metrics_are_typed_and_named_by_convention(scrapes: list[dict[str, Metri
         for name in (
             "depin_consensus_commit_latency_seconds",
             "depin_consensus_commit_round",
+            "depin_consensus_step_seconds",
             "depin_proof_check_seconds",
             "depin_gossip_proof_delay_seconds",
         ):
@@ -127,6 +128,16 @@ def test_metrics_are_typed_and_named_by_convention(scrapes: list[dict[str, Metri
     # (the last commit may be in the ledger a moment before its observation), and saw the other's proofs.
     assert all(count(f, "depin_consensus_commit_round") >= 2 for f in scrapes)
     assert any(count(f, "depin_consensus_commit_latency_seconds") >= 1 for f in scrapes)
+
+    def step_count(families: dict[str, Metric], step: str) -> float:
+        fam = families["depin_consensus_step_seconds"]
+        return sum(
+            s.value for s in fam.samples if s.name.endswith("_count") and s.labels["step"] == step
+        )
+
+    # Each node signed and committed live, and timed its instance's phases.
+    for step in ("sign", "commit", "propose", "prevote_quorum", "precommit_quorum"):
+        assert any(step_count(f, step) >= 1 for f in scrapes), step
     assert all(count(f, "depin_proof_check_seconds") >= 1 for f in scrapes)
     assert all(count(f, "depin_gossip_proof_delay_seconds") >= 1 for f in scrapes)
     for families in scrapes:

@@ -25,6 +25,7 @@ from libp2p.tools.anyio_service.exceptions import LifecycleError
 
 from depin_p2p import wire
 from depin_p2p.gossip.libp2p._frames import FrameReader, FrameRefused, FrameStalled
+from depin_p2p.gossip.libp2p._window import credit_in_halves
 from depin_p2p.gossip.penalty import TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.transport import PeerId, TransportCounters, message_id
 
@@ -173,6 +174,7 @@ class _GuardedPubsub(Pubsub):
             with contextlib.suppress(Exception):
                 await stream.reset()
             return
+        credit_in_halves(stream)  # not a window update per read (see _window.py)
         try:
             await self.continuously_read_stream(stream)
         except (DecodeError, ParseError) as exc:

@@ -5,14 +5,12 @@ timers) arrives on one bounded inbox; the loop hands it to the pure
 :class:`~depin_p2p.consensus.driver.EpochDriver` and runs what it asks for,
 in order: publish, sleep until (one timer task), sign durably (the signer's
 synced write: persist before you speak), build or check a value, commit (one
-LMDB write transaction), penalise a peer. LMDB reads and the commit run in
-worker threads when ``offload_io`` is set; the sign-state write runs on the
-loop (see :meth:`ConsensusService._sign`). Catch-up (:mod:`~depin_p2p.consensus.sync`) only
-fetches: certificates go through the same inbox, so this loop is the one writer.
+LMDB write transaction), penalise a peer. LMDB reads and the commit run in worker threads when
+``offload_io`` is set; the sign-state write runs on the loop (``_sign``). Catch-up (``sync``)
+only fetches: certificates go through the same inbox, so this loop is the one writer.
 
-The topic validator decodes and verifies each message once (the driver's
-cache); a bad signature or a non-validator's vote is rejected there, and
-the peer pays; a certificate or vote showing our chain behind starts catch-up.
+The topic validator decodes and verifies each message once (the driver's cache); a bad signature or
+a non-validator's vote is rejected there (the peer pays); one showing us behind starts catch-up.
 """
 
 from __future__ import annotations
@@ -225,10 +223,8 @@ class ConsensusService:
     async def _sign(self, req: d.SignDurably) -> d.Signed | d.SignDenied:
         if self._signer is None:
             return d.SignDenied("observer")
-        # On the loop, though it blocks for one synced LMDB write (~8 ms on this machine's disk):
-        # the instance's next step waits for it anyway, and in a worker thread the signature and
-        # the write queued for the GIL behind the busy libp2p loop, several times longer
-        # (bench/consensus.py's "sign" step; README "Commit latency").
+        # On the loop (one synced LMDB write, ~8 ms here): the next step waits for it anyway, and in a
+        # worker thread it queued for the GIL behind libp2p, several times longer (README "Commit latency").
         try:
             env = self._signer.sign(req.message, req.lock)
         except SignRefused as exc:

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,12 @@ def load_manifest(path: Path) -> Manifest:
     return parse_manifest(text, source=str(path))
 
 
+def with_epoch_seconds(manifest: Manifest, seconds: float, *, source: str) -> Manifest:
+    """``manifest`` with epochs of ``seconds``, checked as ``network.epoch_seconds`` is."""
+    seconds = _Parser(source).epoch_seconds(seconds, "--epoch-seconds")
+    return replace(manifest, network=replace(manifest.network, epoch_seconds=seconds))
+
+
 def parse_manifest(text: str, *, source: str = "manifest") -> Manifest:
     """Parse and check manifest text (see the module docstring for the keys)."""
     try:
@@ -236,14 +242,21 @@ class _Parser:
     def number(
         self, table: dict[str, Any], key: str, where: str, bounds: tuple[float, float], default: float
     ) -> float:
+        return self.bounded(table.get(key, default), f"{where}.{key}", bounds)
+
+    def bounded(self, value: object, name: str, bounds: tuple[float, float]) -> float:
         lo, hi = bounds
-        value = table.get(key, default)
-        name = f"{where}.{key}"
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise self.fail(name, f"must be a number, not {_kind(value)}")
         if not lo <= value <= hi:
             raise self.fail(name, f"must be in [{lo:g}, {hi:g}], got {value:g}")
         return float(value)
+
+    def epoch_seconds(self, value: object, name: str) -> float:
+        seconds = self.bounded(value, name, (MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS))
+        if seconds * 1000 != int(seconds * 1000):
+            raise self.fail(name, "must be a whole number of milliseconds")
+        return seconds
 
     def tokens(self, value: object, name: str) -> int:
         """Tokens (up to 6 decimals, as a number or a string) to micro-units, > 0."""
@@ -297,11 +310,7 @@ class _Parser:
             stake = tuple(self.tokens(s, f"network.stake[{i}]") for i, s in enumerate(raw_stake))
         else:
             stake = (self.tokens(raw_stake, "network.stake"),) * validators
-        epoch_seconds = self.number(
-            t, "epoch_seconds", "network", (MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS), 10.0
-        )
-        if epoch_seconds * 1000 != int(epoch_seconds * 1000):
-            raise self.fail("network.epoch_seconds", "must be a whole number of milliseconds")
+        epoch_seconds = self.epoch_seconds(t.get("epoch_seconds", 10.0), "network.epoch_seconds")
         epochs = self.integer(t, "epochs", "network", (1, MAX_EPOCHS), None)
         seed = self.integer(t, "seed", "network", (0, 2**63 - 1), 0)
         return NetworkSpec(nodes, validators, stake, epoch_seconds, epochs, seed)

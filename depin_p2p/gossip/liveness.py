@@ -43,16 +43,29 @@ class LoopLag:
     def __init__(self, policy: LivenessPolicy | None = None) -> None:
         self.policy = policy or LivenessPolicy()
         self._samples: deque[tuple[int, int]] = deque(maxlen=self.policy.max_samples)
+        # The samples that may still be the window's largest, lags decreasing: ``recent_ms`` is
+        # asked on every frame read, so it must not scan the window.
+        self._peaks: deque[tuple[int, int]] = deque()
 
     def record(self, at_ms: int, lag_ms: int) -> None:
         """One sample: a timer due ``lag_ms`` before ``at_ms`` fired at ``at_ms``."""
-        self._samples.append((at_ms, max(0, lag_ms)))
+        sample = (at_ms, max(0, lag_ms))
+        self._samples.append(sample)
         while self._samples and self._samples[0][0] < at_ms - self.policy.window_ms:
             self._samples.popleft()
+        while self._peaks and self._peaks[-1][1] <= sample[1]:
+            self._peaks.pop()
+        self._peaks.append(sample)
+        while self._peaks[0][0] < self._samples[0][0]:  # only what ``_samples`` still holds
+            self._peaks.popleft()
 
     def recent_ms(self, now_ms: int) -> int:
         """The largest lag measured in the last ``window_ms``."""
-        return max((lag for at, lag in self._samples if at >= now_ms - self.policy.window_ms), default=0)
+        since = now_ms - self.policy.window_ms
+        for at, lag in self._peaks:
+            if at >= since:
+                return lag
+        return 0
 
     def timeout_ms(self, now_ms: int) -> int:
         """How long to wait for a ping answer now."""

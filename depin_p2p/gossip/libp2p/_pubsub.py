@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -19,12 +20,12 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub.utils import maybe_consume_signed_record
 from libp2p.pubsub.validators import signature_validator
 from libp2p.tools.anyio_service.exceptions import LifecycleError
 
 from depin_p2p import wire
 from depin_p2p.gossip.libp2p._frames import FrameReader, FrameRefused, FrameStalled
+from depin_p2p.gossip.libp2p._records import SenderRecords
 from depin_p2p.gossip.libp2p._window import credit_in_halves
 from depin_p2p.gossip.penalty import TolerancePolicy, ToleranceTable
 from depin_p2p.gossip.transport import PeerId, TransportCounters, message_id
@@ -136,6 +137,7 @@ class _GuardedPubsub(Pubsub):
         # Extra streams beyond what a teardown race gives an honest py-libp2p peer (a few, seen
         # with 16 processes on 2 cores) cost; those within it are only reset.
         self._excess_streams = ToleranceTable(TolerancePolicy(items=16, refill_per_second=1))
+        self._sender_records = SenderRecords()
 
     async def run(self) -> None:
         _contain_tasks(self)
@@ -205,7 +207,8 @@ class _GuardedPubsub(Pubsub):
     async def continuously_read_stream(self, stream: Any) -> None:
         """py-libp2p's read loop, reading each frame through our :class:`FrameReader`.
 
-        The handling of a parsed RPC is py-libp2p's own (0.8.1), unchanged.
+        The handling of a parsed RPC is py-libp2p's own (0.8.1), except that a
+        peer's unchanged signed peer record is not verified again (``_records.py``).
         A stream that ends or breaks between frames or inside one ends the
         loop quietly, as in py-libp2p.
         """
@@ -217,7 +220,7 @@ class _GuardedPubsub(Pubsub):
                     return
                 rpc_incoming = rpc_pb2.RPC()
                 rpc_incoming.ParseFromString(incoming)
-                if not maybe_consume_signed_record(rpc_incoming, self.host, peer_id):
+                if not self._sender_records.admit(rpc_incoming, self.host, peer_id, trio.current_time()):
                     continue
                 if rpc_incoming.publish:
                     for msg in rpc_incoming.publish:
@@ -235,6 +238,7 @@ class _GuardedPubsub(Pubsub):
     def _handle_dead_peer(self, peer_id: Any) -> None:
         # Called from the read loop, the sending loop, write_msg and the
         # dead-peer queue, some of them concurrently for one peer.
+        self._sender_records.forget(peer_id)
         try:
             super()._handle_dead_peer(peer_id)
         except Exception as exc:  # noqa: BLE001 -- the peer is gone either way
@@ -348,6 +352,42 @@ class _GossipSub(GossipSub):
     async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Any) -> None:
         if getattr(self, "_idontwant_enabled", True):
             await super()._emit_idontwant_for_message(msg_id, topic_ids)
+
+    def mesh_heartbeat(self) -> Any:
+        """py-libp2p's mesh maintenance, with a back-off for each peer it prunes (as go-libp2p).
+
+        Without it, a heartbeat that found the mesh under ``degree_low`` could
+        GRAFT a peer pruned a second earlier, which that peer logs and scores
+        as a GRAFT flood (thousands of lines in minutes at 16 processes).
+        """
+        graft, prune = super().mesh_heartbeat()
+        for peer, topics in prune.items():
+            for t in topics:
+                self._add_back_off(peer, t, False)
+        return graft, prune
+
+    def _prune_pending_messages(self, peer_id: Any) -> None:
+        """py-libp2p's pruning of the messages queued for a peer not yet subscribed, without a rebuild.
+
+        py-libp2p queues every message it publishes for each connected peer
+        not subscribed to its topic (up to 100 per peer, 30 s), and rebuilds
+        that peer's whole queue before each append: 7 % of a node's samples
+        in a 16-process devnet, where followers never join the consensus
+        topic. The queue is in time order, so the expired messages and the
+        excess are both a prefix: same result, one slice deleted.
+        """
+        queue = self._pending_messages.get(peer_id)
+        if queue is None:
+            return
+        now, ttl = time.time(), self._pending_messages_ttl
+        drop = 0
+        while drop < len(queue) and now - queue[drop][0] > ttl:
+            drop += 1
+        drop = max(drop, len(queue) - self._max_pending_messages_per_peer)
+        if drop:
+            del queue[:drop]
+        if not queue:
+            self._pending_messages.pop(peer_id, None)
 
     def _check_equivocation(self, msg: Any) -> bool:
         """py-libp2p's equivocation check, remembering a 32-byte digest instead of the message.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from depin_p2p.gossip.liveness import LivenessPolicy, LoopLag, MissedPings
 
 P = LivenessPolicy()
@@ -39,3 +42,20 @@ def test_a_peer_is_gone_only_after_consecutive_misses() -> None:
     m.missed("b")
     m.forget_except({"a"})
     assert m.count("b") == 0
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 5_000), st.integers(-100, 5_000)), max_size=60),
+    st.integers(0, 40_000),
+)
+def test_recent_lag_is_the_largest_sample_in_the_window(steps: list[tuple[int, int]], ahead: int) -> None:
+    policy = LivenessPolicy(window_ms=10_000, max_samples=16)
+    lag, kept, now = LoopLag(policy), [], 0
+    for gap, late in steps:
+        now += gap
+        lag.record(now, late)
+        kept = [*kept, (now, max(0, late))][-16:]
+        kept = [(at, ms) for at, ms in kept if at >= now - policy.window_ms]
+        for query in (now, now + ahead):
+            expected = max((ms for at, ms in kept if at >= query - policy.window_ms), default=0)
+            assert lag.recent_ms(query) == expected

@@ -26,7 +26,7 @@ from depin_p2p.consensus.value import ValueParams
 from depin_p2p.crypto import KeyPair, peer_id_from_public_key
 from depin_p2p.gossip.degree import DegreePolicy
 from depin_p2p.gossip.peers import PeerManager
-from depin_p2p.gossip.service import ProofGossip
+from depin_p2p.gossip.service import BatchConfig, ProofGossip
 from depin_p2p.gossip.transport import PeerId, Transport
 from depin_p2p.ledger.state import validator_set
 from depin_p2p.model import Device
@@ -192,6 +192,7 @@ def assemble(
         signatures=signatures,
         screen_item=pool.screen,  # epoch and registry before the signature
         verifier=config.verifier,
+        config=BatchConfig.for_epoch(schedule.epoch_length_ms),
     )
 
     def context() -> LedgerContext:

@@ -84,12 +84,16 @@ class ReceivedProof:
     peer: PeerId
 
 
+MIN_INTERVAL_MS = 200
+BUNDLES_PER_EPOCH = 4  # partial bundles a node sends per epoch, at most (see BatchConfig.for_epoch)
+
+
 @dataclass(frozen=True, slots=True)
 class BatchConfig:
     """Bundle size and timing, queue bounds."""
 
     flush_ms: int = 50  # a lone proof waits at most this long...
-    min_interval_ms: int = 200  # ...unless we published a partial bundle less than this ago
+    min_interval_ms: int = MIN_INTERVAL_MS  # ...unless we published a partial bundle less than this ago
     max_items: int = MAX_BUNDLE_ITEMS
     max_bytes: int = MAX_BUNDLE_BYTES
     submit_capacity: int = 10_000
@@ -108,6 +112,19 @@ class BatchConfig:
     check_budget: TolerancePolicy = field(
         default_factory=lambda: TolerancePolicy(items=16_384, refill_per_second=4_096)
     )
+
+    @classmethod
+    def for_epoch(cls, epoch_length_ms: int) -> BatchConfig:
+        """Partial bundles at most every ``epoch / BUNDLES_PER_EPOCH`` (never under the default).
+
+        Every node's bundles reach every node, each from several mesh peers,
+        and py-libp2p pays about a millisecond of CPU per RPC: the machine-wide
+        cost grows with nodes x bundle rate x nodes. With one bundle interval
+        per epoch fraction and epochs that grow with the network (the devnet's
+        rule), the network's bundle rate stays flat as it grows. Beacons go out
+        in an epoch's first half, so the last reports still leave in time.
+        """
+        return cls(min_interval_ms=max(MIN_INTERVAL_MS, epoch_length_ms // BUNDLES_PER_EPOCH))
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_items <= MAX_BUNDLE_ITEMS:

@@ -21,7 +21,7 @@ import trio.testing
 from depin_p2p import wire
 from depin_p2p.crypto import KeyPair
 from depin_p2p.gossip.memory import MemoryTransport
-from depin_p2p.gossip.service import ProofBundle
+from depin_p2p.gossip.service import BatchConfig, ProofBundle
 from depin_p2p.gossip.transport import PROOFS, topic
 from depin_p2p.witness.compute import Attestation, Outcome
 from tests.sim import cluster
@@ -101,7 +101,8 @@ async def test_a_bundle_with_far_items_is_not_relayed_but_its_fresh_items_are(
         far = [_attestation(key, provider, epoch + 5, i, c.devnet.network_id) for i in range(3, 6)]
         bundle = ProofBundle((far[0], near, fresh, *far[1:]))
         await attacker.publish(topic(c.devnet.network_id, PROOFS), wire.encode(bundle))
-        await trio.sleep(2)
+        # The fresh item leaves in node 0's next partial bundle: at most one bundle interval.
+        await trio.sleep(BatchConfig.for_epoch(cluster.EPOCH_MS).min_interval_ms / 1000 + 1)
 
     target, other = c.nodes[0].gossip.counters, c.nodes[1].gossip.counters
     assert target.bundles_rebundled == 1 and target.items_far == 3

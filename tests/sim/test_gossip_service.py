@@ -91,6 +91,24 @@ async def test_a_lone_proof_waits_flush_ms_and_partial_bundles_are_rate_limited(
         assert trio.current_time() - start == pytest.approx(0.05 + 0.2 + 0.02)
 
 
+async def test_a_node_sends_about_four_partial_bundles_per_epoch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found at 16 processes on 2 cores: a bundle every 200 ms per node, each received from
+    # several mesh peers, saturated both cores and no epoch committed. The node's config
+    # spaces partial bundles by a quarter of the epoch instead.
+    config = BatchConfig.for_epoch(8_000)
+    assert config.min_interval_ms == 2_000
+    assert BatchConfig.for_epoch(400).min_interval_ms == 200  # never below the default
+    async with services(2, config=config) as (_, svcs, clock):
+        for step in range(80):  # a proof every 100 ms for one 8 s epoch
+            svcs[0].submit(signed_proof(KEYS[0], clock.now_ms(), b"%d" % step))
+            await trio.sleep(0.1)
+        await trio.sleep(2.5)
+        assert len(drain(svcs[1])) == 80
+        assert 4 <= svcs[0].counters.bundles_published <= 5
+
+
 async def test_full_bundles_go_at_once(autojump_clock: trio.testing.MockClock) -> None:
     config = BatchConfig(flush_ms=10_000, max_items=8)
     async with services(2, config=config) as (_, svcs, clock):

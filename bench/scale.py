@@ -5,8 +5,8 @@ Run: ``.venv/bin/python bench/scale.py [--sizes 8,16,32] [--validators-share 0.5
 
 For each size in ``--sizes``, a ``depin-devnet up`` devnet (one ``depin-p2p
 run`` process per node on 127.0.0.1, simulated radio and compute devices,
-each node beyond the target degree knowing only the 2 seed nodes as
-bootstrap peers, the rest found by peer exchange) runs until every node has
+each node beyond the target degree knowing only 2 bootstrap peers, a seed
+node and its predecessor, the rest found by peer exchange) runs until every node has
 committed ``--epochs`` epochs or ``--timeout-s`` passes. Then the nodes are
 stopped and each node's ledger is read back: every epoch 1..E must hold one
 certificate, the same on every node. The epoch length is chosen per size
@@ -99,11 +99,13 @@ async def _status(node: NodeProcess) -> dict[str, Any]:
         return {}
 
 
-async def _run(args: argparse.Namespace, size: int, root: Path) -> dict[str, Any]:
+async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str, Any]:
+    """One process devnet of ``size`` nodes until ``args.epochs`` commit on all (or the timeout): its row."""
     load_start = os.getloadavg()[0]
     validators = max(1, round(size * args.validators_share))
     epoch_seconds = args.epoch_seconds or max(5.0, size / 2)
-    start_margin_ms = int(max(60.0, 2.5 * size) * 1000)  # every node imports py-libp2p first
+    margin_s = args.start_margin_s or max(60.0, 2.5 * size)  # every node imports py-libp2p first
+    start_margin_ms = int(margin_s * 1000)
     plan = DevnetPlan(
         nodes=size,
         validators=validators,
@@ -198,6 +200,9 @@ def main() -> None:
     parser.add_argument("--radios-per-node", type=int, default=3)
     parser.add_argument("--timeout-s", type=float, default=900.0, help="per size")
     parser.add_argument("--seed", default="bench-scale")
+    parser.add_argument(
+        "--start-margin-s", type=float, default=None, help="genesis this long after start (max(60, 2.5 N))"
+    )
     parser.add_argument("--sim-sizes", type=_sizes, default=[16, 64, 128], help="'' for none")
     parser.add_argument("--sim-epochs", type=int, default=1)
     parser.add_argument("--sim-budget-s", type=float, default=900.0, help="skip a bigger size")
@@ -205,7 +210,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
-            rows.append(trio.run(_run, args, size, Path(tmp) / "devnet"))
+            rows.append(trio.run(run_size, args, size, Path(tmp) / "devnet"))
         print(json.dumps(rows[-1], sort_keys=True), file=sys.stderr, flush=True)
     sim_rows, skipped = ([], []) if not args.sim_sizes else measure_sizes(
         args.sim_sizes, args.sim_epochs, args.sim_budget_s

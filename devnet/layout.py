@@ -9,8 +9,9 @@
 Each node listens on 127.0.0.1 at a free port chosen now. While the devnet
 is no larger than the nodes' target degree plus one, each node bootstraps to
 every earlier node (node 0 to nobody): a full mesh. Beyond that each node
-knows only the two seeds (nodes 0 and 1) and the node just before it
-(:func:`bootstrap_indices`), and finds the rest through peer exchange. Every
+knows only two: one of the two seeds (nodes 0 and 1, by its index's parity)
+and the node just before it (:func:`bootstrap_indices`), and finds the rest
+through peer exchange. Every
 node's API port is chosen now too, so the devnet tools know where to read
 each node's status.
 
@@ -59,13 +60,14 @@ def bootstrap_indices(index: int, nodes: int, target_peers: int = DEFAULT_TARGET
     """The earlier nodes node ``index`` bootstraps to.
 
     Every earlier node while ``nodes <= target_peers + 1`` (a full mesh:
-    everyone is within everyone's degree); beyond it the seeds (0 and 1) and
-    the node just before, so no node knows more than three and the seeds'
-    load stays at one dial per node.
+    everyone is within everyone's degree); beyond it one seed (node
+    ``index % 2``) and the node just before, so no node knows more than two,
+    the chain of predecessors connects everyone, and each seed takes about
+    half the network's first dials.
     """
     if nodes <= target_peers + 1:
         return list(range(index))
-    return sorted({*range(min(index, SEEDS)), index - 1} - {-1})
+    return sorted({index % SEEDS, index - 1} - {index, -1})
 
 
 def ephemeral_range() -> tuple[int, int]:

@@ -30,7 +30,6 @@ from multiaddr import Multiaddr
 from depin_p2p.clock import Clock
 from depin_p2p.crypto import KeyPair
 from depin_p2p.gossip.libp2p import Libp2pConfig, Libp2pTransport
-from depin_p2p.gossip.libp2p._streams import read_exactly
 from depin_p2p.gossip.liveness import LivenessPolicy
 from depin_p2p.gossip.transport import PeerId
 from tests.unit.gossip.cluster import collect_libp2p_garbage, wait_until
@@ -111,48 +110,3 @@ async def test_a_peer_that_stops_answering_pings_is_still_dropped() -> None:
     async with our_node() as node, foreign_peer(23, node, ping_handler=frozen) as peer:
         await wait_until(lambda: peer not in node.peers(), timeout=WATCH_S * 2)
         assert node.counters.peers_dropped_unresponsive == 1
-
-
-def _echo_handler(streams: list[int], pings: list[int], *, pings_per_stream: int | None = None) -> Any:
-    """The standard ping handler's behaviour, counted: echo 32 bytes until the stream ends
-    (or, with ``pings_per_stream``, close it after that many, as a peer's idle timer would)."""
-
-    async def echo(stream: Any) -> None:
-        streams.append(1)
-        answered = 0
-        while pings_per_stream is None or answered < pings_per_stream:
-            try:
-                data = await read_exactly(stream, 32)
-                await stream.write(data)
-            except Exception:  # noqa: BLE001 -- the pinger reset or closed it
-                return
-            pings.append(1)
-            answered += 1
-        await stream.close()
-
-    return echo
-
-
-async def test_a_quiet_peer_is_pinged_on_one_stream() -> None:
-    # Found at 32 idle processes: a fresh stream per ping (a multistream negotiation each way)
-    # was 4.7 % of a core per node, 1.5 of this machine's 2 cores before any epoch began.
-    streams: list[int] = []
-    pings: list[int] = []
-    async with our_node() as node, foreign_peer(24, node, ping_handler=_echo_handler(streams, pings)) as peer:
-        await trio.sleep(WATCH_S)
-        assert peer in node.peers()
-    assert len(pings) >= 5
-    assert len(streams) == 1
-
-
-async def test_a_peer_that_closes_its_ping_stream_costs_it_no_missed_ping() -> None:
-    streams: list[int] = []
-    pings: list[int] = []
-    handler = _echo_handler(streams, pings, pings_per_stream=1)
-    async with our_node() as node, foreign_peer(25, node, ping_handler=handler) as peer:
-        with structlog.testing.capture_logs() as logs:
-            await trio.sleep(WATCH_S)
-        assert peer in node.peers()
-        assert node.counters.peers_dropped_unresponsive == 0
-        assert not [e for e in logs if e["event"] == "gossip.peer.unresponsive"]
-    assert len(pings) >= 5 and len(streams) == len(pings)  # each closed stream replaced at once

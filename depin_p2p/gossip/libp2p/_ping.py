@@ -5,17 +5,10 @@ a row) is pure, in :mod:`depin_p2p.gossip.liveness`; this is its trio shell.
 
 Pings are the standard libp2p ping (``/ipfs/ping/1.0.0``: 32 random bytes,
 echoed), which every libp2p implementation serves and py-libp2p's host
-serves for us. One stream per peer carries its pings, as go-libp2p's does
-(the standard handler answers pings on a stream until it has been idle 10 s):
-a fresh stream per ping cost a multistream negotiation each way, and at
-1.5 s per quiet peer that was most of an idle node's CPU (4.7 % of a core
-per node, 32 idle processes took 1.5 of this machine's 2 cores). A stream
-that fails is reset and forgotten; a reused one that fails is retried once
-on a fresh stream within the same timeout, so a stream the peer closed
-while we were not pinging costs no missed ping. A peer that refuses the
-protocol during negotiation has answered: it is alive, is never pinged
-again and is never dropped for it (a peer is never dropped for not speaking
-a protocol it need not speak).
+serves for us; one fresh stream per ping, closed after the answer. A peer
+that refuses the protocol during negotiation has answered: it is alive, is
+never pinged again and is never dropped for it (a peer is never dropped for
+not speaking a protocol it need not speak).
 """
 
 from __future__ import annotations
@@ -83,7 +76,6 @@ class Ping:
         self._lag = lag  # also the frame reader's yardstick
         # Peers that refused the ping protocol: alive when asked, never pinged again.
         self._no_ping: set[PeerId] = set()
-        self._streams: dict[PeerId, Any] = {}  # the open ping stream of each peer
 
     @staticmethod
     def _now_ms() -> int:
@@ -99,13 +91,6 @@ class Ping:
             self._lag.record(int(after * 1000), int((after - before - period) * 1000))
 
     async def ping_loop(self) -> None:
-        """Ping quiet peers every interval until cancelled; the open ping streams are reset on the way out."""
-        try:
-            await self._rounds()
-        finally:
-            await self.close()
-
-    async def _rounds(self) -> None:
         policy = self._policy
         missed = MissedPings(policy)
         interval = policy.interval_ms / 1000
@@ -142,30 +127,17 @@ class Ping:
             for peer in [p for p in self._heard if p not in self._peers.connected]:
                 del self._heard[peer]
             self._no_ping &= self._peers.connected
-            for peer in [p for p in self._streams if p not in self._peers.connected]:
-                await self._discard(self._streams.pop(peer))
-
-    async def close(self) -> None:
-        """Reset every open ping stream (the transport is stopping)."""
-        streams, self._streams = list(self._streams.values()), {}
-        for stream in streams:
-            await self._discard(stream)
-
-    @staticmethod
-    async def _discard(stream: Any) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
-            await stream.reset()
 
     async def _ping_one(self, peer: PeerId, results: dict[PeerId, bool], timeout: float) -> None:
-        """One standard ping on the peer's stream: ``results[peer]`` says whether it answered in time."""
+        """One standard ping on a fresh stream: ``results[peer]`` says whether ``peer`` answered in time."""
+        payload = os.urandom(PING_PAYLOAD_BYTES)
+        stream: Any = None
         answered = False
         try:
             with trio.fail_after(timeout):
-                reused = self._streams.pop(peer, None)
-                if reused is not None:
-                    answered = await self._echo(peer, reused)
-                if not answered:
-                    answered = await self._echo(peer, await self._open(peer))
+                stream = await self._host.new_stream(ID.from_base58(peer), [TProtocol(PING_PROTOCOL)])
+                await stream.write(payload)
+                answered = await read_exactly(stream, PING_PAYLOAD_BYTES) == payload
         except trio.TooSlowError:
             pass
         except Exception as exc:  # noqa: BLE001 -- libp2p raises many unrelated types for a failed stream
@@ -175,32 +147,10 @@ class Ping:
                 log.info("gossip.ping.unsupported", peer=peer)
             else:
                 log.debug("gossip.ping.failed", peer=peer, error=repr(exc)[:200])
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+                    await (stream.close() if answered else stream.reset())
         results[peer] = answered
         if answered:
             self._heard[peer] = trio.current_time()
-
-    async def _open(self, peer: PeerId) -> Any:
-        return await self._host.new_stream(ID.from_base58(peer), [TProtocol(PING_PROTOCOL)])
-
-    async def _echo(self, peer: PeerId, stream: Any) -> bool:
-        """One ping on ``stream``; kept for the next ping if answered, else reset.
-
-        A stream that errors returns False (the caller tries a fresh one); a
-        timeout or cancellation resets it too (a late answer would otherwise
-        be read as the next ping's) and propagates.
-        """
-        payload = os.urandom(PING_PAYLOAD_BYTES)
-        kept = False
-        try:
-            await stream.write(payload)
-            kept = await read_exactly(stream, PING_PAYLOAD_BYTES) == payload
-        except (trio.TooSlowError, trio.Cancelled):
-            raise
-        except Exception as exc:  # noqa: BLE001 -- a dead stream: EOF, reset, closed connection
-            log.debug("gossip.ping.stream_failed", peer=peer, error=repr(exc)[:200])
-        finally:
-            if kept and peer in self._peers.connected:
-                self._streams[peer] = stream
-            else:
-                await self._discard(stream)
-        return kept

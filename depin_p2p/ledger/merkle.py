@@ -429,7 +429,8 @@ class _Rewrite:
         return self.node(buf, 1, depth, lo, hi)
 
     def node(self, buf: bytearray, s: int, depth: int, lo: int, hi: int) -> tuple[bytes, int]:
-        # The node at slot ``s < 16`` of ``buf`` with the changes lo..hi applied.
+        # The node at slot ``s < 16`` of ``buf`` with the changes lo..hi applied: its children,
+        # then the canonical subtree of the two: nothing, a leaf moved up, or a node.
         paths = self.paths
         shift = 255 - depth
         mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
@@ -438,11 +439,6 @@ class _Rewrite:
             self.child(buf, c, depth + 1, lo, mid)
         if mid < hi:
             self.child(buf, c + 1, depth + 1, mid, hi)
-        return self.combine(buf, s)
-
-    def combine(self, buf: bytearray, s: int) -> tuple[bytes, int]:
-        # The canonical subtree of slot s from its two children: nothing, a leaf moved up, or a node.
-        c = 2 * s
         kl, kr = buf[967 + c], buf[968 + c]
         o = 32 * c - 55
         if kl == K_EMPTY:
@@ -460,7 +456,8 @@ class _Rewrite:
 
     def child(self, buf: bytearray, c: int, depth: int, lo: int, hi: int) -> None:
         # Slot ``c`` of ``buf`` with the changes lo..hi applied, written back.
-        h, kind = _slot(buf, c)
+        o = 32 * c - 55
+        h, kind = bytes(buf[o : o + 32]), buf[967 + c]
         if kind == K_NODE:
             if c >= _BOTTOM:
                 h, new_kind = self.page(h, depth, lo, hi)
@@ -469,7 +466,15 @@ class _Rewrite:
             else:
                 h, new_kind = self.node(buf, c, depth, lo, hi)
         elif kind == K_LEAF:
-            h, new_kind = self.update_leaf((h, self.leaf_path(buf, c)), depth, lo, hi, buf=buf, c=c)
+            old_path = self.leaf_path(buf, c)
+            leaf = self.leaves[lo]
+            if hi - lo == 1 and leaf and old_path == self.path_bytes[lo]:
+                # The key's own leaf with a new value: the same shape and leaf paths.
+                self.removed.append(h)
+                self.added[leaf] = self.records[lo]
+                buf[o : o + 32] = leaf
+                return
+            h, new_kind = self.update_leaf((h, old_path), depth, lo, hi, buf=buf, c=c)
         else:
             leaves, paths, records = self.leaves, self.paths, self.records
             keep = [j for j in range(lo, hi) if leaves[j]]
@@ -480,7 +485,6 @@ class _Rewrite:
             if kind == K_NODE and c < _BOTTOM:
                 _clear(buf, c)
             buf[967 + c] = new_kind
-        o = 32 * c - 55
         buf[o : o + 32] = h
 
     def build(
@@ -512,7 +516,15 @@ class _Rewrite:
                 o = 32 * slot - 55
                 buf[o : o + 32] = h
                 buf[967 + slot] = kind
-        return self.combine(buf, c)
+        # Two leaves or more: a node, whatever one side holds.
+        o = 64 * c - 55
+        g = _NODE_STATE.copy()
+        g.update(buf[o : o + 64])
+        d = g.digest()
+        self.node_count += 1
+        if c == 1:
+            self.added[d] = self.page_record(buf)
+        return d, K_NODE
 
     def one(self, buf: bytearray, s: int, depth: int, j: int) -> tuple[bytes, int]:
         # ``node`` for one change, the common case below the top levels: down its path through

@@ -39,12 +39,21 @@ subtree before right). ``empties`` has one bit per sibling, in that order
 proof lists the siblings from the root down, so its size is 32 bytes per
 non-empty sibling plus a few dozen bytes.
 
-Storage: every node and leaf is stored by its hash as a record (``leaf:
-0x00 ‖ u64 version ‖ path ‖ value_hash ‖ K``, ``node: 0x02 ‖ u64 version ‖
-kind(l) ‖ kind(r) ‖ l ‖ r`` with kinds 0 empty, 1 leaf, 2 node; ``version``
-is the epoch that wrote it). :func:`compute_update` for k changed keys reads
-and rewrites only the O(k log n) nodes on their paths and reports the new
-records and the records that left the tree, for the store to prune.
+Storage: records stored by hash; ``version`` (u64) is the epoch that wrote one.
+A leaf is stored under its hash as ``0x00 ‖ version ‖ path ‖ value_hash ‖ K``.
+The nodes are stored in pages of four levels: a node ``N`` at a depth that is a
+multiple of 4 heads a page, stored under ``N``'s hash, that holds the subtree
+below it down to 4 levels, in slots numbered as a heap (slot 1 is ``N``; the
+children of slot ``s`` are ``2s``, bit 0, and ``2s + 1``, bit 1), slots 2 .. 31
+stored: ``u8 h ‖ version ‖ hash(2) ‖ … ‖ hash(m) ‖ kind(2) ‖ … ‖ kind(m) ‖
+paths``, where ``m = 2^(h+1) - 1`` for the least height ``h`` (1 to 4) whose
+deeper slots are all empty, a slot's kind is 0 (empty: its hash is ``EMPTY``),
+1 (a leaf: its hash names the leaf's record) or 2 (a node), and ``paths``
+holds the path of each leaf slot (32 bytes each, in slot order). A node in
+slots 16 .. 31 heads the next page. :func:`compute_update` for k changed keys
+reads only the pages on their paths, O(k log n / 4) records (no leaf: the
+page's paths tell whether a slot's leaf is a changed key's own), and reports
+the new records and those that left the tree, for the store to prune.
 """
 
 from __future__ import annotations
@@ -175,12 +184,12 @@ _KINDS = tuple(bytes((a, b)) for a in range(3) for b in range(3))
 
 def _prepare(
     updates: Mapping[bytes, bytes | None], version: int, path_of: PathOf | None
-) -> tuple[list[int], list[bytes], list[bytes], int]:
+) -> tuple[list[int], list[bytes], list[bytes], list[bytes], int]:
     # The changed keys sorted by path: paths, new leaf hashes (b"": deleted), new leaf
     # records, and the hashes spent. The spec's hash functions are inlined (hot loop).
     keypath, leaf, hash_value, u32 = _KEYPATH_STATE.copy, _LEAF_STATE.copy, _VALUE_STATE.copy, _U32
     head = b"\x00" + version.to_bytes(8, "big")
-    items: list[tuple[int, bytes, bytes]] = []
+    items: list[tuple[int, bytes, bytes, bytes]] = []
     append = items.append
     from_bytes = int.from_bytes
     for key, value in updates.items():
@@ -193,7 +202,7 @@ def _prepare(
             path = path_of(key)
             pb = path.to_bytes(32, "big")
         if value is None:
-            append((path, b"", b""))
+            append((path, b"", b"", pb))
             continue
         h = hash_value()
         h.update(value)
@@ -201,17 +210,18 @@ def _prepare(
         nk = len(key)
         g = leaf()
         g.update(b"".join((u32[nk] if nk < 256 else nk.to_bytes(4, "big"), key, vh)))
-        append((path, g.digest(), b"".join((head, pb, vh, key))))
+        append((path, g.digest(), b"".join((head, pb, vh, key)), pb))
     items.sort(key=itemgetter(0))
     paths = [it[0] for it in items]
     if len(set(paths)) != len(paths):
         raise InternalError("two state keys share a Merkle path")
     leaves = [it[1] for it in items]
     records = [it[2] for it in items]
+    path_bytes = [it[3] for it in items]
     # Path hashes (unless given), then a value hash and a leaf hash per key set.
     hashes = (len(items) if path_of is None else 0) + 2 * sum(1 for lh in leaves if lh)
 
-    return paths, leaves, records, hashes
+    return paths, leaves, records, path_bytes, hashes
 
 
 def compute_update(
@@ -234,9 +244,20 @@ def compute_update(
     root = source.merkle_root()
     if not updates:
         return MerkleUpdate(root, (), ())
-    paths, leaves, records, hashes = _prepare(updates, version, path_of)
-    rewrite = _Rewrite(source, paths, leaves, records, version)
-    new_root, _ = rewrite.update(root, _kind_of(source, root), 0, 0, len(paths))
+    paths, leaves, records, path_bytes, hashes = _prepare(updates, version, path_of)
+    rewrite = _Rewrite(source, (paths, leaves, records, path_bytes), version)
+    record = None if root == EMPTY else source.merkle_node(root)
+    if record is not None and record[0]:
+        new_root, _ = rewrite.page(root, 0, 0, len(paths), record)
+    elif record is not None:
+        leaf = (root, record[9:41])
+        new_root, _ = rewrite.update_leaf(leaf, 0, 0, len(paths), buf=_NO_PAGE, c=_ROOT_SLOT)
+    elif root != EMPTY:
+        raise InternalError(f"Merkle node {root.hex()} is missing from the store")
+    else:
+        keep = [j for j, lh in enumerate(leaves) if lh]
+        cols = ([paths[j] for j in keep], [leaves[j] for j in keep], [records[j] for j in keep])
+        new_root, _ = rewrite.build(0, cols, 0, len(keep), buf=_NO_PAGE, c=_ROOT_SLOT)
     removed, added = rewrite.removed, rewrite.added
     # A record both removed and added (an unchanged subtree rebuilt) is neither stale nor new.
     both = added.keys() & removed
@@ -248,162 +269,406 @@ def compute_update(
     return MerkleUpdate(new_root, nodes, stale, hashes + rewrite.node_count)
 
 
+# Pages: how the tree's nodes are stored (see "Storage" in the module docstring). A page
+# holds the nodes of the ``PAGE_LEVELS`` levels below a node at a depth that is a multiple
+# of ``PAGE_LEVELS``, in heap order: slot 1 is that node (its hash names the page), the
+# children of slot ``s`` are slots ``2s`` and ``2s + 1``; slots 2 .. 31 are stored.
+#
+# A page being read or rewritten is a bytearray: byte 0 is set once its kinds no longer match
+# its leaf paths (``_Rewrite.snapshot``), slot ``c`` has its hash at ``32c - 55`` (the two
+# children of a node are adjacent: one slice to hash) and its kind at ``967 + c``, and the
+# paths of its leaves follow from byte 999 (in slot order).
+PAGE_LEVELS = 4
+_SLOTS = (1 << (PAGE_LEVELS + 1)) - 2
+_BOTTOM = 1 << PAGE_LEVELS  # slots >= 16: the page's last level; a node there heads another page
+_ROOT_SLOT = 2 * _BOTTOM  # the tree's top: like a last-level slot, a node there heads a page
+_KO = 9 + 32 * _SLOTS  # where a full page's kinds begin
+_PAGE_BYTES = _KO + _SLOTS  # where its leaf paths begin
+_SLOTS_OF_HEIGHT = (0, 2, 6, 14, 30)
+_TEMPLATE = bytes(9) + EMPTY * _SLOTS + bytes(_SLOTS)
+_EMPTIES = {n: (EMPTY * n, bytes(n)) for n in (2, 4, 8, 16)}
+_NO_PAGE = bytearray()
+_Z16 = bytes(16)
+
+
+def _expand(record: bytes) -> bytearray:
+    # A stored page as a page buffer (the levels a shorter page leaves out are empty).
+    height = record[0]
+    if height == PAGE_LEVELS:
+        buf = bytearray(record)
+        buf[0] = 0
+        return buf
+    if not 0 < height < PAGE_LEVELS or len(record) < 9 + 33 * _SLOTS_OF_HEIGHT[height]:
+        raise InternalError(f"a Merkle page of height {height} and {len(record)} bytes")
+    n = _SLOTS_OF_HEIGHT[height]
+    split = 9 + 32 * n
+    buf = bytearray(_TEMPLATE)
+    buf[9:split] = record[9:split]
+    buf[_KO : _KO + n] = record[split : split + n]
+    buf += record[split + n :]
+    return buf
+
+
+def _clear(buf: bytearray, c: int) -> None:
+    # Empty every slot below slot ``c``: its subtree became one leaf or nothing.
+    lo, n = 2 * c, 2
+    while lo < _ROOT_SLOT:
+        hashes, kinds = _EMPTIES[n]
+        buf[32 * lo - 55 : 32 * (lo + n) - 55] = hashes
+        buf[967 + lo : 967 + lo + n] = kinds
+        lo, n = 2 * lo, 2 * n
+
+
+def _slot(buf: bytearray, c: int) -> tuple[bytes, int]:
+    o = 32 * c - 55
+    return bytes(buf[o : o + 32]), buf[967 + c]
+
+
+def record_children(record: bytes) -> tuple[bytes, ...]:
+    """The hashes of the stored records that ``record`` refers to: a page's leaves and next pages."""
+    if record[0] == 0:
+        return ()
+    buf = _expand(record)
+    return tuple(
+        _slot(buf, c)[0]
+        for c in range(2, _ROOT_SLOT)
+        if buf[967 + c] == K_LEAF or (c >= _BOTTOM and buf[967 + c] == K_NODE)
+    )
+
+
 class _Rewrite:
     """One :func:`compute_update`: the changed keys (sorted by path) and what the rewrite made."""
 
-    __slots__ = ("added", "get", "heads", "leaves", "node_count", "paths", "records", "removed")
+    __slots__ = (
+        "added",
+        "get",
+        "heads",
+        "known",
+        "leaves",
+        "node_count",
+        "path_bytes",
+        "paths",
+        "records",
+        "removed",
+    )
 
     def __init__(
         self,
         source: MerkleSource,
-        paths: list[int],
-        leaves: list[bytes],
-        records: list[bytes],
+        cols: tuple[list[int], list[bytes], list[bytes], list[bytes]],
         version: int,
     ) -> None:
         # A store may offer a faster reader of the same records (``LmdbView.merkle_record``).
         self.get: Callable[[bytes], bytes | None] = getattr(source, "merkle_record", source.merkle_node)
-        self.paths, self.leaves, self.records = paths, leaves, records
-        # A node record's head for each pair of child kinds: ``0x02 ‖ u64 version ‖ kl ‖ kr``.
-        self.heads = tuple(b"\x02" + version.to_bytes(8, "big") + kinds for kinds in _KINDS)
+        self.paths, self.leaves, self.records, self.path_bytes = cols
+        # A page record's head for each height: ``u8 height ‖ u64 version``.
+        self.heads = tuple(bytes((h,)) + version.to_bytes(8, "big") for h in range(PAGE_LEVELS + 1))
         self.added: dict[bytes, bytes] = {}
         self.removed: list[bytes] = []
+        # The path of every leaf that may change page or slot: the new ones, and those of
+        # every page whose shape changes (see ``snapshot``).
+        self.known = {leaf: path for leaf, path in zip(self.leaves, self.path_bytes, strict=True) if leaf}
         self.node_count = 0
 
-    def combine(self, left: bytes, kl: int, right: bytes, kr: int) -> tuple[bytes, int]:
-        # The canonical subtree of two halves: nothing, a single leaf moved up, or a node.
+    def snapshot(self, buf: bytearray) -> None:
+        # Before the first change of a kind in ``buf``: note its leaves' paths, which the
+        # record is then rebuilt from.
+        if buf[0]:
+            return
+        known, at = self.known, _PAGE_BYTES
+        for c in range(2, _ROOT_SLOT):
+            if buf[967 + c] == K_LEAF:
+                known[bytes(buf[32 * c - 55 : 32 * c - 23])] = bytes(buf[at : at + 32])
+                at += 32
+        buf[0] = 1
+
+    def leaf_path(self, buf: bytearray, c: int) -> bytes:
+        # The path of the leaf in slot ``c``.
+        if buf[0]:
+            return self.known[bytes(buf[32 * c - 55 : 32 * c - 23])]
+        at = _PAGE_BYTES + 32 * buf.count(K_LEAF, _KO, 967 + c)
+        return bytes(buf[at : at + 32])
+
+    def page_record(self, buf: bytearray) -> bytes:
+        # The stored form of a page: ``u8 height ‖ u64 version``, the hashes and kinds of slots
+        # 2 .. 2^(height + 1) - 1 (the least height whose deeper slots are empty), leaf paths.
+        if buf[983:999] != _Z16:
+            height = 4
+        else:
+            height = 3 if buf[975:983] != _Z16[:8] else 2 if buf[971:975] != _Z16[:4] else 1
+        tail: bytes | bytearray
+        if buf[0]:
+            known = self.known
+            tail = b"".join(
+                [known[bytes(buf[32 * c - 55 : 32 * c - 23])] for c in range(2, 32) if buf[967 + c] == K_LEAF]
+            )
+        else:
+            tail = buf[_PAGE_BYTES:]
+        if height == PAGE_LEVELS:
+            return b"".join((self.heads[height], buf[9:_PAGE_BYTES], tail))
+        n = _SLOTS_OF_HEIGHT[height]
+        return b"".join((self.heads[height], buf[9 : 9 + 32 * n], buf[_KO : _KO + n], tail))
+
+    def read(self, h: bytes) -> bytes:
+        rec = self.get(h)
+        if rec is None:
+            raise InternalError(f"Merkle record {h.hex()} is missing from the store")
+        self.removed.append(h)
+        return rec
+
+    def page(self, h: bytes, depth: int, lo: int, hi: int, record: bytes | None = None) -> tuple[bytes, int]:
+        # The subtree headed by the node ``h`` at a page boundary (its record, unless read
+        # here), with the changes lo..hi applied.
+        if record is None:
+            record = self.read(h)
+        else:
+            self.removed.append(h)
+        buf = _expand(record)
+        if hi - lo == 1:
+            return self.one(buf, 1, depth, lo)
+        return self.node(buf, 1, depth, lo, hi)
+
+    def node(self, buf: bytearray, s: int, depth: int, lo: int, hi: int) -> tuple[bytes, int]:
+        # The node at slot ``s < 16`` of ``buf`` with the changes lo..hi applied: its children,
+        # then the canonical subtree of the two: nothing, a leaf moved up, or a node.
+        paths = self.paths
+        shift = 255 - depth
+        mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
+        c = 2 * s
+        if lo < mid:
+            self.child(buf, c, depth + 1, lo, mid)
+        if mid < hi:
+            self.child(buf, c + 1, depth + 1, mid, hi)
+        kl, kr = buf[967 + c], buf[968 + c]
+        o = 32 * c - 55
         if kl == K_EMPTY:
             if kr != K_NODE:
-                return right, kr
+                return bytes(buf[o + 32 : o + 64]), kr
         elif kr == K_EMPTY and kl == K_LEAF:
-            return left, kl
-        data = left + right
+            return bytes(buf[o : o + 32]), kl
         g = _NODE_STATE.copy()
-        g.update(data)
+        g.update(buf[o : o + 64])
         d = g.digest()
-        self.added[d] = self.heads[3 * kl + kr] + data
         self.node_count += 1
+        if s == 1:
+            self.added[d] = self.page_record(buf)
         return d, K_NODE
 
-    def build(self, depth: int, cols: _Leaves, lo: int, hi: int) -> tuple[bytes, int]:
-        # The subtree at ``depth`` holding exactly the leaves lo..hi of ``cols``.
+    def child(self, buf: bytearray, c: int, depth: int, lo: int, hi: int) -> None:
+        # Slot ``c`` of ``buf`` with the changes lo..hi applied, written back.
+        o = 32 * c - 55
+        h, kind = bytes(buf[o : o + 32]), buf[967 + c]
+        if kind == K_NODE:
+            if c >= _BOTTOM:
+                h, new_kind = self.page(h, depth, lo, hi)
+            elif hi - lo == 1:
+                h, new_kind = self.one(buf, c, depth, lo)
+            else:
+                h, new_kind = self.node(buf, c, depth, lo, hi)
+        elif kind == K_LEAF:
+            old_path = self.leaf_path(buf, c)
+            leaf = self.leaves[lo]
+            if hi - lo == 1 and leaf and old_path == self.path_bytes[lo]:
+                # The key's own leaf with a new value: the same shape and leaf paths.
+                self.removed.append(h)
+                self.added[leaf] = self.records[lo]
+                buf[o : o + 32] = leaf
+                return
+            h, new_kind = self.update_leaf((h, old_path), depth, lo, hi, buf=buf, c=c)
+        else:
+            leaves, paths, records = self.leaves, self.paths, self.records
+            keep = [j for j in range(lo, hi) if leaves[j]]
+            cols = ([paths[j] for j in keep], [leaves[j] for j in keep], [records[j] for j in keep])
+            h, new_kind = self.build(depth, cols, 0, len(keep), buf=buf, c=c)
+        if new_kind != kind or new_kind == K_LEAF:  # a new shape, or maybe another key's leaf
+            self.snapshot(buf)
+            if kind == K_NODE and c < _BOTTOM:
+                _clear(buf, c)
+            buf[967 + c] = new_kind
+        buf[o : o + 32] = h
+
+    def build(
+        self, depth: int, cols: _Leaves, lo: int, hi: int, *, buf: bytearray, c: int
+    ) -> tuple[bytes, int]:
+        # The subtree at slot ``c`` (depth ``depth``, empty until now) holding exactly the
+        # leaves lo..hi of ``cols`` (a record for each new one, b"" for one already stored);
+        # its nodes go into ``buf`` below ``c``, or into a new page if ``c`` heads one.
         bp, bl, br = cols
         if hi - lo == 1:
-            self.added[bl[lo]] = br[lo]
+            if br[lo]:
+                self.added[bl[lo]] = br[lo]
             return bl[lo], K_LEAF
         if hi == lo:
             return EMPTY, K_EMPTY
         if depth >= MAX_DEPTH:
             raise InternalError("two state keys share a Merkle path")
+        if c >= _BOTTOM:
+            buf, c = bytearray(_TEMPLATE), 1
+            buf[0] = 1
+        else:
+            self.snapshot(buf)
         shift = 255 - depth
         mid = bisect_left(bp, ((bp[lo] >> shift) | 1) << shift, lo, hi)
-        if mid == lo:
-            right, kr = self.build(depth + 1, cols, lo, hi)
-            return self.combine(EMPTY, K_EMPTY, right, kr)
-        if mid == hi:
-            left, kl = self.build(depth + 1, cols, lo, hi)
-            return self.combine(left, kl, EMPTY, K_EMPTY)
-        left, kl = self.build(depth + 1, cols, lo, mid)
-        right, kr = self.build(depth + 1, cols, mid, hi)
-        return self.combine(left, kl, right, kr)
+        e = 2 * c
+        for slot, a, b in ((e, lo, mid), (e + 1, mid, hi)):
+            if a < b:
+                h, kind = self.build(depth + 1, cols, a, b, buf=buf, c=slot)
+                o = 32 * slot - 55
+                buf[o : o + 32] = h
+                buf[967 + slot] = kind
+        # Two leaves or more: a node, whatever one side holds.
+        o = 64 * c - 55
+        g = _NODE_STATE.copy()
+        g.update(buf[o : o + 64])
+        d = g.digest()
+        self.node_count += 1
+        if c == 1:
+            self.added[d] = self.page_record(buf)
+        return d, K_NODE
 
-    def update(self, h: bytes, kind: int, depth: int, lo: int, hi: int) -> tuple[bytes, int]:
-        # The subtree at ``depth`` whose hash was ``h``, with the changes lo..hi applied.
-        paths = self.paths
-        if hi - lo == 1:
-            return self._update_one(h, kind, depth, lo)
-        if kind == K_NODE:
-            rec = self.get(h)
-            if rec is None:
-                raise InternalError(f"Merkle node {h.hex()} is missing from the store")
-            self.removed.append(h)
-            shift = 255 - depth
-            mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
-            kl, kr = rec[9], rec[10]
-            left, right = rec[11:43], rec[43:75]
-            if lo < mid:
-                left, kl = self.update(left, kl, depth + 1, lo, mid)
-            if mid < hi:
-                right, kr = self.update(right, kr, depth + 1, mid, hi)
-            return self.combine(left, kl, right, kr)
-        leaves, records = self.leaves, self.records
+    def one(self, buf: bytearray, s: int, depth: int, j: int) -> tuple[bytes, int]:
+        # ``node`` for one change, the common case below the top levels: down its path through
+        # slots and pages, then back up writing each slot, in loops without recursion.
+        pages, depth = self.descend(buf, s, depth, self.paths[j])
+        buf, c, _ = pages[-1]
+        kind = buf[967 + c]
+        leaf = self.leaves[j]
         if kind == K_LEAF:
-            return self._update_leaf(h, depth, lo, hi)
-        keep = [j for j in range(lo, hi) if leaves[j]]
-        cols = ([paths[j] for j in keep], [leaves[j] for j in keep], [records[j] for j in keep])
-        return self.build(depth, cols, 0, len(keep))
-
-    def _update_one(self, h: bytes, kind: int, depth: int, j: int) -> tuple[bytes, int]:
-        # ``update`` for one change, the common case below the top levels: down its path
-        # and back up in two loops, no recursion, ``combine`` inlined.
-        path = self.paths[j]
-        get, removed = self.get, self.removed
-        stack: list[tuple[bytes, int, int]] = []  # (sibling, its kind, 1 if we went right)
-        push = stack.append
-        while kind == K_NODE:
-            rec = get(h)
-            if rec is None:
-                raise InternalError(f"Merkle node {h.hex()} is missing from the store")
-            removed.append(h)
-            if (path >> (255 - depth)) & 1:
-                push((rec[11:43], rec[9], 1))
-                h, kind = rec[43:75], rec[10]
+            h = bytes(buf[32 * c - 55 : 32 * c - 23])
+            if buf[0]:
+                old_path = self.known[h]
             else:
-                push((rec[43:75], rec[10], 0))
-                h, kind = rec[11:43], rec[9]
-            depth += 1
-        if kind == K_LEAF:
-            sub, ks = self._update_leaf(h, depth, j, j + 1)
-        elif self.leaves[j]:
-            sub, ks = self.leaves[j], K_LEAF
-            self.added[sub] = self.records[j]
+                at = _PAGE_BYTES + 32 * buf.count(K_LEAF, _KO, 967 + c)
+                old_path = bytes(buf[at : at + 32])
+            if old_path == self.path_bytes[j]:  # the key's own leaf: replaced or deleted
+                self.removed.append(h)
+                sub, ks = (leaf, K_LEAF) if leaf else (EMPTY, K_EMPTY)
+                if leaf:
+                    self.added[leaf] = self.records[j]
+            else:
+                sub, ks = self.update_leaf((h, old_path), depth, j, j + 1, buf=buf, c=c)
+        elif leaf:
+            sub, ks = leaf, K_LEAF
+            self.added[leaf] = self.records[j]
         else:
             sub, ks = EMPTY, K_EMPTY
-        added, heads, node = self.added, self.heads, _NODE_STATE.copy
-        made = 0
-        for sib, kind_s, right in reversed(stack):
-            if right:
-                left, kl, rgt, kr = sib, kind_s, sub, ks
-            else:
-                left, kl, rgt, kr = sub, ks, sib, kind_s
-            if kl == K_EMPTY:
-                if kr != K_NODE:
-                    sub, ks = rgt, kr
-                    continue
-            elif kr == K_EMPTY and kl == K_LEAF:
-                sub, ks = left, kl
+        if ks == kind:
+            return self.climb_hashes(pages, sub), K_NODE
+        return self.climb(pages, sub, ks)
+
+    def descend(
+        self, buf: bytearray, s: int, depth: int, path: int
+    ) -> tuple[list[tuple[bytearray, int, int]], int]:
+        # From the node at slot ``s`` of ``buf`` down ``path`` to the first slot that is not a
+        # node, reading the pages on the way. Per page: its buffer, the slot the climb back
+        # starts at (the last one on the path) and the slot it ends at; and the depth reached.
+        get, removed = self.get, self.removed
+        pages: list[tuple[bytearray, int, int]] = []
+        top = s
+        while True:
+            c = 2 * s + ((path >> (255 - depth)) & 1)
+            depth += 1
+            if buf[967 + c] != K_NODE:
+                break
+            if c < _BOTTOM:
+                s = c
                 continue
-            data = left + rgt
-            g = node()
-            g.update(data)
-            sub, ks = g.digest(), K_NODE
-            added[sub] = heads[3 * kl + kr] + data
-            made += 1
+            pages.append((buf, c, top))
+            h = bytes(buf[32 * c - 55 : 32 * c - 23])
+            rec = get(h)
+            if rec is None:
+                raise InternalError(f"Merkle record {h.hex()} is missing from the store")
+            removed.append(h)
+            buf, s, top = _expand(rec), 1, 1
+        pages.append((buf, c, top))
+        return pages, depth
+
+    def climb_hashes(self, pages: list[tuple[bytearray, int, int]], sub: bytes) -> bytes:
+        # Back up from a slot that kept its kind (a changed value): so does every slot above
+        # it, and only hashes change. A clean full page's record is its buffer.
+        added, node, head = self.added, _NODE_STATE.copy, self.heads[PAGE_LEVELS]
+        made = 0
+        for buf, start, top in reversed(pages):
+            c = start
+            made += c.bit_length() - top.bit_length()
+            while c > top:
+                o = 32 * c - 55
+                buf[o : o + 32] = sub
+                c >>= 1
+                o = 64 * c - 55
+                g = node()
+                g.update(buf[o : o + 64])
+                sub = g.digest()
+            if top == 1:
+                if buf[0] or buf[983:999] == _Z16:
+                    added[sub] = self.page_record(buf)
+                else:  # the buffer is done with: its head becomes the record's
+                    buf[:9] = head
+                    added[sub] = bytes(buf)
         self.node_count += made
+        return sub
+
+    def climb(self, pages: list[tuple[bytearray, int, int]], sub: bytes, ks: int) -> tuple[bytes, int]:
+        # Back up from a slot whose kind changed: each slot written with its new value, then
+        # its parent's, a leaf moved up where a node is left with one leaf.
+        node = _NODE_STATE.copy
+        for buf, start, top in reversed(pages):
+            c = start
+            while c > top:
+                o = 32 * c - 55
+                old = buf[967 + c]
+                buf[o : o + 32] = sub
+                if ks != old:
+                    self.snapshot(buf)
+                    if old == K_NODE and c < _BOTTOM:
+                        _clear(buf, c)
+                    buf[967 + c] = ks
+                c >>= 1
+                o = 64 * c - 55
+                kl, kr = buf[967 + 2 * c], buf[968 + 2 * c]
+                if kl == K_EMPTY:
+                    if kr != K_NODE:
+                        sub, ks = bytes(buf[o + 32 : o + 64]), kr
+                        continue
+                elif kr == K_EMPTY and kl == K_LEAF:
+                    sub, ks = bytes(buf[o : o + 32]), kl
+                    continue
+                g = node()
+                g.update(buf[o : o + 64])
+                sub, ks = g.digest(), K_NODE
+                self.node_count += 1
+            if top == 1 and ks == K_NODE:
+                self.added[sub] = self.page_record(buf)
         return sub, ks
 
-    def _update_leaf(self, h: bytes, depth: int, lo: int, hi: int) -> tuple[bytes, int]:
-        # A subtree that was one leaf: the changes lo..hi, plus that leaf unless one replaces it.
+    def update_leaf(
+        self, leaf: tuple[bytes, bytes], depth: int, lo: int, hi: int, *, buf: bytearray, c: int
+    ) -> tuple[bytes, int]:
+        # Slot ``c`` held ``leaf`` (its hash and path): the changes lo..hi, plus that leaf
+        # unless one of them replaces it.
+        h, old_path = leaf
         paths, leaves, records = self.paths, self.leaves, self.records
-        rec = self.get(h)
-        if rec is None:
-            raise InternalError(f"Merkle leaf {h.hex()} is missing from the store")
-        self.removed.append(h)
-        old = int.from_bytes(rec[9:41], "big")
-        if hi - lo == 1 and paths[lo] == old:  # the leaf's own key changed
-            if leaves[lo]:
-                self.added[leaves[lo]] = records[lo]
-                return leaves[lo], K_LEAF
-            return EMPTY, K_EMPTY
+        old = int.from_bytes(old_path, "big")
         i = bisect_left(paths, old, lo, hi)
+        if i < hi and paths[i] == old:  # its own key changed: replaced or deleted
+            self.removed.append(h)
+            if hi - lo == 1:
+                if leaves[lo]:
+                    self.added[leaves[lo]] = records[lo]
+                    return leaves[lo], K_LEAF
+                return EMPTY, K_EMPTY
+            keep = [j for j in range(lo, hi) if leaves[j]]
+            cols = ([paths[j] for j in keep], [leaves[j] for j in keep], [records[j] for j in keep])
+            return self.build(depth, cols, 0, len(keep), buf=buf, c=c)
+        self.known[h] = old_path  # it may move down, into another slot or page
         bp: list[int] = []
         bl: list[bytes] = []
         br: list[bytes] = []
         for j in range(lo, hi):
-            if j == i and paths[j] != old:
+            if j == i:
                 bp.append(old)
                 bl.append(h)
-                br.append(rec)
+                br.append(b"")
             if leaves[j]:
                 bp.append(paths[j])
                 bl.append(leaves[j])
@@ -411,8 +676,8 @@ class _Rewrite:
         if i == hi:
             bp.append(old)
             bl.append(h)
-            br.append(rec)
-        return self.build(depth, (bp, bl, br), 0, len(bp))
+            br.append(b"")
+        return self.build(depth, (bp, bl, br), 0, len(bp), buf=buf, c=c)
 
 
 def compute_root(entries: Iterable[tuple[bytes, bytes]], *, path_of: PathOf | None = None) -> bytes:
@@ -514,23 +779,28 @@ def prove_many(
         if kind != K_EMPTY:
             blob.append(h)
 
-    def walk(h: bytes, kind: int, depth: int, lo: int, hi: int) -> None:
+    def walk(slot: tuple[bytes, int], depth: int, lo: int, hi: int, *, buf: bytearray, c: int) -> None:
+        # Slot ``c`` of page ``buf`` holds ``slot`` (hash, kind); the keys lo..hi go through it.
+        h, kind = slot
         if kind == K_NODE:
-            rec = get(h)
-            if rec is None:
-                raise InternalError(f"Merkle node {h.hex()} is missing from the store")
+            if c >= _BOTTOM:  # a node at a page boundary: its page
+                rec = get(h)
+                if rec is None:
+                    raise InternalError(f"Merkle node {h.hex()} is missing from the store")
+                buf, c = _expand(rec), 1
             shift = 255 - depth
             mid = bisect_left(paths, ((paths[lo] >> shift) | 1) << shift, lo, hi)
-            kl, kr = rec[9], rec[10]
-            left, right = rec[11:43], rec[43:75]
+            e = 2 * c
+            left, kl = _slot(buf, e)
+            right, kr = _slot(buf, e + 1)
             if mid == lo:
                 sibling(left, kl)
             if mid == hi:
                 sibling(right, kr)
             if lo < mid:
-                walk(left, kl, depth + 1, lo, mid)
+                walk((left, kl), depth + 1, lo, mid, buf=buf, c=e)
             if mid < hi:
-                walk(right, kr, depth + 1, mid, hi)
+                walk((right, kr), depth + 1, mid, hi, buf=buf, c=e + 1)
             return
         other_key = other_vh = b""
         if kind == K_LEAF:
@@ -547,7 +817,7 @@ def prove_many(
 
     top = source.merkle_root() if root is None else root
     if items:
-        walk(top, _kind_of(source, top), 0, 0, len(items))
+        walk((top, _kind_of(source, top)), 0, 0, len(items), buf=_NO_PAGE, c=_ROOT_SLOT)
     n = len(bits)
     packed = sum(1 << (n - 1 - i) for i, b in enumerate(bits) if b) << (-n % 8)
     return MerkleProof(tuple(terminals), packed.to_bytes((n + 7) // 8, "big"), b"".join(blob))

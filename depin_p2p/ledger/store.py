@@ -6,8 +6,8 @@ by u64 big-endian epoch: consensus's encoded certificate, which carries the epoc
 so the value is stored once, there), ``sign_state`` (consensus's own
 persisted vote state), ``meta`` (``state``: LedgerMeta, ``state_root``,
 ``last_epoch``, ``last_certificate_hash``, ``genesis_hash``, ``format``),
-and the Merkle tree (see ``ledger.merkle``): ``merkle_nodes`` (node or
-leaf hash -> its record), ``merkle_stale`` (``u64 version ‖ hash`` -> empty:
+and the Merkle tree (see ``ledger.merkle``): ``merkle_nodes`` (the hash of a
+leaf, or of a node heading a page -> its record), ``merkle_stale`` (``u64 version ‖ hash`` -> empty:
 the records that left the tree in that version) and ``merkle_roots`` (``u64
 version`` -> root) for the versions still kept.
 
@@ -72,12 +72,13 @@ from depin_p2p.ledger.state import (
 )
 from depin_p2p.model import Device
 
-# Format 5: unbonding entries and used-evidence records (2), Merkle buckets as one row each
+# Format 7: unbonding entries and used-evidence records (2), Merkle buckets as one row each
 # (3), leaves bound to their keys (4), the sparse Merkle tree with path compression, its
 # nodes stored by hash with pruned old versions (5: every root changed), no ``epoch_values``
-# database: the certificate alone holds the epoch value (6). Older stores are refused:
-# re-run `init`.
-FORMAT = b"depin-p2p/ledger/6"
+# database: the certificate alone holds the epoch value (6), the tree's nodes stored as pages
+# of four levels with their leaves' paths (7: the same roots, fewer and larger records).
+# Older stores are refused: re-run `init`.
+FORMAT = b"depin-p2p/ledger/7"
 DEFAULT_KEEP_VERSIONS = 4
 DEFAULT_MAP_SIZE = 64 << 20
 MAX_MAP_SIZE = 1 << 40
@@ -600,9 +601,11 @@ class LedgerStore:
 
     @staticmethod
     def _bytes_written(changes: StateChanges) -> int:
-        # About what a commit of ``changes`` writes: records, tree records, stale entries.
+        # About what a commit of ``changes`` writes: records, tree records (pages are up to
+        # about 2 KB), stale entries.
         update = changes.merkle
-        return 128 * (len(changes.records) + len(update.nodes)) + 48 * len(update.stale) + 4096
+        tree = sum(len(record) for _, record in update.nodes) + 64 * len(update.nodes)
+        return 128 * len(changes.records) + tree + 48 * len(update.stale) + 4096
 
     def _check_base(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
         view = LmdbView(txn, self._dbs)

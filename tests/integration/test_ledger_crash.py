@@ -89,8 +89,7 @@ def reachable(view: LmdbView, root: bytes | None) -> set[bytes]:
         seen.add(node)
         record = view.merkle_node(node)
         assert record is not None
-        if record[0] == 2:  # an interior node: its non-empty children
-            todo += [c for c in (record[11:43], record[43:75]) if c != merkle.EMPTY and c not in seen]
+        todo += [c for c in merkle.record_children(record) if c not in seen]
     return seen
 
 

@@ -54,8 +54,7 @@ class DictSource:
             node = todo.pop()
             seen.add(node)
             record = self.nodes[node]
-            if record[0] == 2:  # an interior node: its non-empty children
-                todo += [c for c in (record[11:43], record[43:75]) if c != merkle.EMPTY]
+            todo += merkle.record_children(record)
         return seen
 
 

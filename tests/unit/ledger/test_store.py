@@ -252,9 +252,10 @@ def test_a_missing_tree_node_is_a_storage_error(tmp_path: Path) -> None:
 
 # Format 3 has the pre-F01 Merkle leaves (not bound to the key through the value's hash),
 # format 4 the bucketed tree whose proofs a key grinder can inflate (F11), format 5 a second
-# copy of every epoch value beside its certificate.
+# copy of every epoch value beside its certificate, format 6 one record per tree node.
 @pytest.mark.parametrize(
-    "old", [b"depin-p2p/ledger/1", b"depin-p2p/ledger/3", b"depin-p2p/ledger/4", b"depin-p2p/ledger/5"]
+    "old",
+    [b"depin-p2p/ledger/%d" % n for n in (1, 3, 4, 5, 6)],
 )
 def test_a_store_of_another_format_is_refused(tmp_path: Path, old: bytes) -> None:
     assert old != FORMAT
@@ -310,8 +311,7 @@ def _reachable(view: LmdbView, root: bytes) -> set[bytes]:
         seen.add(node)
         record = view.merkle_node(node)
         assert record is not None
-        if record[0] == 2:
-            todo += [c for c in (record[11:43], record[43:75]) if c != merkle.EMPTY]
+        todo += merkle.record_children(record)
     return seen
 
 

@@ -336,39 +336,14 @@ def record_children(record: bytes) -> tuple[bytes, ...]:
     )
 
 
-class _Rewrite:
-    """One :func:`compute_update`: the changed keys (sorted by path) and what the rewrite made."""
+class _Pages:
+    """The page-record half of :class:`_Rewrite`: reading records, page buffers' leaf paths, page records."""
 
-    __slots__ = (
-        "added",
-        "get",
-        "heads",
-        "known",
-        "leaves",
-        "node_count",
-        "path_bytes",
-        "paths",
-        "records",
-        "removed",
-    )
-
-    def __init__(
-        self,
-        source: MerkleSource,
-        cols: tuple[list[int], list[bytes], list[bytes], list[bytes]],
-        version: int,
-    ) -> None:
-        # A store may offer a faster reader of the same records (``LmdbView.merkle_record``).
-        self.get: Callable[[bytes], bytes | None] = getattr(source, "merkle_record", source.merkle_node)
-        self.paths, self.leaves, self.records, self.path_bytes = cols
-        # A page record's head for each height: ``u8 height ‖ u64 version``.
-        self.heads = tuple(bytes((h,)) + version.to_bytes(8, "big") for h in range(PAGE_LEVELS + 1))
-        self.added: dict[bytes, bytes] = {}
-        self.removed: list[bytes] = []
-        # The path of every leaf that may change page or slot: the new ones, and those of
-        # every page whose shape changes (see ``snapshot``).
-        self.known = {leaf: path for leaf, path in zip(self.leaves, self.path_bytes, strict=True) if leaf}
-        self.node_count = 0
+    __slots__ = ()
+    get: Callable[[bytes], bytes | None]
+    heads: tuple[bytes, ...]
+    known: dict[bytes, bytes]
+    removed: list[bytes]
 
     def snapshot(self, buf: bytearray) -> None:
         # Before the first change of a kind in ``buf``: note its leaves' paths, which the
@@ -415,6 +390,41 @@ class _Rewrite:
             raise InternalError(f"Merkle record {h.hex()} is missing from the store")
         self.removed.append(h)
         return rec
+
+
+class _Rewrite(_Pages):
+    """One :func:`compute_update`: the changed keys (sorted by path) and what the rewrite made."""
+
+    __slots__ = (
+        "added",
+        "get",
+        "heads",
+        "known",
+        "leaves",
+        "node_count",
+        "path_bytes",
+        "paths",
+        "records",
+        "removed",
+    )
+
+    def __init__(
+        self,
+        source: MerkleSource,
+        cols: tuple[list[int], list[bytes], list[bytes], list[bytes]],
+        version: int,
+    ) -> None:
+        # A store may offer a faster reader of the same records (``LmdbView.merkle_record``).
+        self.get: Callable[[bytes], bytes | None] = getattr(source, "merkle_record", source.merkle_node)
+        self.paths, self.leaves, self.records, self.path_bytes = cols
+        # A page record's head for each height: ``u8 height ‖ u64 version``.
+        self.heads = tuple(bytes((h,)) + version.to_bytes(8, "big") for h in range(PAGE_LEVELS + 1))
+        self.added: dict[bytes, bytes] = {}
+        self.removed: list[bytes] = []
+        # The path of every leaf that may change page or slot: the new ones, and those of
+        # every page whose shape changes (see ``snapshot``).
+        self.known = {leaf: path for leaf, path in zip(self.leaves, self.path_bytes, strict=True) if leaf}
+        self.node_count = 0
 
     def page(self, h: bytes, depth: int, lo: int, hi: int, record: bytes | None = None) -> tuple[bytes, int]:
         # The subtree headed by the node ``h`` at a page boundary (its record, unless read

@@ -369,12 +369,13 @@ class _GossipSub(GossipSub):
     def _prune_pending_messages(self, peer_id: Any) -> None:
         """py-libp2p's pruning of the messages queued for a peer not yet subscribed, without a rebuild.
 
-        py-libp2p queues every message it publishes for each connected peer
-        not subscribed to its topic (up to 100 per peer, 30 s), and rebuilds
-        that peer's whole queue before each append: 7 % of a node's samples
-        in a 16-process devnet, where followers never join the consensus
-        topic. The queue is in time order, so the expired messages and the
-        excess are both a prefix: same result, one slice deleted.
+        py-libp2p queues every message it publishes or forwards for each
+        connected peer not (yet) in its topic's peer list (bounded by
+        ``max_pending_messages_per_peer`` and ``pending_messages_ttl``, set in
+        ``transport.py``), and rebuilds that peer's whole queue before each
+        append: 7 % of a node's samples in a 16-process devnet. The queue is in
+        time order, so the expired messages and the excess are both a prefix:
+        same result, one slice deleted.
         """
         queue = self._pending_messages.get(peer_id)
         if queue is None:

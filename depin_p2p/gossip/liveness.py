@@ -13,8 +13,9 @@ time only after the deadline, and drops an honest, live peer. So:
   its own timeout) judges nobody: it says nothing about the peers;
 - a peer is dropped only after ``failures`` consecutive missed pings.
 
-On an unloaded machine a frozen peer is dropped after about
-``failures * (interval + timeout)`` (3 * 4.5 s).
+Rounds start every ``interval`` (a round that waits out a timeout is followed
+by the next at once), so on an unloaded machine a frozen peer is dropped after
+about ``failures * max(interval, timeout)`` (3 * 3 s).
 """
 
 from __future__ import annotations

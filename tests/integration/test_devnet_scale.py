@@ -21,7 +21,8 @@ import trio
 
 from bench.scale import run_size
 
-pytestmark = pytest.mark.slow
+# 16 processes saturate both cores: beside other tests it took 344 s in CI and starved them.
+pytestmark = [pytest.mark.slow, pytest.mark.whole_machine]
 
 NODES = 16
 EPOCHS = 10

@@ -94,8 +94,13 @@ class Ping:
         policy = self._policy
         missed = MissedPings(policy)
         interval = policy.interval_ms / 1000
+        # Rounds start every ``interval`` from the previous start, not after it: a round that
+        # waited out a frozen peer's timeout is followed by the next one at once, so a frozen
+        # peer goes after about ``failures * max(interval, timeout)``, not ``* (interval + timeout)``.
+        next_round = trio.current_time() + interval
         while True:
-            await trio.sleep(interval)
+            await trio.sleep_until(next_round)
+            next_round = trio.current_time() + interval
             started = self._now_ms()
             timeout_ms = self._lag.timeout_ms(started)
             now = trio.current_time()

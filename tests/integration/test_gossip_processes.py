@@ -47,7 +47,7 @@ def test_a_frozen_peer_is_dropped_and_a_restarted_peer_rejoins_within_seconds() 
     with cluster(3) as (a, b, c):
         os.kill(c.pid, signal.SIGSTOP)
         took = wait_for(lambda: all(c.peer not in peers_of(p) for p in (a, b)), 30, "drop")
-        print(f"\nSIGSTOPped peer dropped by both after {took:.1f} s (pings every 1.5 s, timeout 3 s, 3 misses)")
+        print(f"\nSIGSTOPped peer dropped by both after {took:.1f} s (ping each 1.5 s, wait 3 s, 3 misses)")
         assert took < 20
         assert a.call({"cmd": "stats"})["transport"]["peers_dropped_unresponsive"] >= 1
         # The others keep gossiping between themselves meanwhile.

@@ -456,13 +456,19 @@ class _Rewrite(_Pages):
                 return bytes(buf[o + 32 : o + 64]), kr
         elif kr == K_EMPTY and kl == K_LEAF:
             return bytes(buf[o : o + 32]), kl
+        return self.seal(buf, s), K_NODE
+
+    def seal(self, buf: bytearray, s: int) -> bytes:
+        # The hash of the node at slot ``s`` from its two children's slots; a page's head
+        # (``s == 1``) also stores the page.
+        o = 64 * s - 55
         g = _NODE_STATE.copy()
         g.update(buf[o : o + 64])
         d = g.digest()
         self.node_count += 1
         if s == 1:
             self.added[d] = self.page_record(buf)
-        return d, K_NODE
+        return d
 
     def child(self, buf: bytearray, c: int, depth: int, lo: int, hi: int) -> None:
         # Slot ``c`` of ``buf`` with the changes lo..hi applied, written back.
@@ -526,15 +532,7 @@ class _Rewrite(_Pages):
                 o = 32 * slot - 55
                 buf[o : o + 32] = h
                 buf[967 + slot] = kind
-        # Two leaves or more: a node, whatever one side holds.
-        o = 64 * c - 55
-        g = _NODE_STATE.copy()
-        g.update(buf[o : o + 64])
-        d = g.digest()
-        self.node_count += 1
-        if c == 1:
-            self.added[d] = self.page_record(buf)
-        return d, K_NODE
+        return self.seal(buf, c), K_NODE  # two leaves or more: a node, whatever one side holds
 
     def one(self, buf: bytearray, s: int, depth: int, j: int) -> tuple[bytes, int]:
         # ``node`` for one change, the common case below the top levels: down its path through

@@ -46,6 +46,7 @@ class MemoryLedger:
         self.validators: dict[bytes, ValidatorStake] = {}
         self.evidence: dict[bytes, UsedEvidence] = {}
         self.meta = LedgerMeta(0, 0, ZERO_HASH)
+        self.commit_count = 0  # as LedgerStore.commit_count
         self.certificate_hash = ZERO_HASH
         self.certificates: dict[int, bytes] = {}
         # The Merkle tree's records by hash (``ledger.merkle``); stale ones are dropped at once.
@@ -136,6 +137,7 @@ class MemoryLedger:
             del nodes[stale]
         nodes.update(changes.merkle.nodes)
         self._root = changes.root
+        self.commit_count += 1
         if changes.epoch == 0:
             self.certificate_hash = changes.meta.prev_certificate_hash
         else:

@@ -432,6 +432,9 @@ class LedgerStore:
         # One lock for every transaction of this process: growing the map needs no txn open.
         self._mutex = threading.Lock()
         self.keep_versions = keep_versions
+        # Epochs (and the genesis) this object committed: a memo of committed state is good while
+        # this is unchanged (this process is the store's only writer).
+        self.commit_count = 0
 
     @classmethod
     def open(
@@ -628,7 +631,10 @@ class LedgerStore:
             txn.put(_K_GENESIS, changes.meta.prev_certificate_hash, db=meta)
             txn.put(_K_LAST_CERT, changes.meta.prev_certificate_hash, db=meta)
 
-        self._write(write, need=self._bytes_written(changes))
+        self._write(write, self._note_commit, need=self._bytes_written(changes))
+
+    def _note_commit(self) -> None:
+        self.commit_count += 1
 
     def commit_epoch(
         self,
@@ -660,7 +666,7 @@ class LedgerStore:
             link = wire.content_id(certificate) if certificate_hash is None else certificate_hash
             txn.put(_K_LAST_CERT, link, db=self._dbs["meta"])
 
-        self._write(write, need=self._bytes_written(changes) + len(certificate))
+        self._write(write, self._note_commit, need=self._bytes_written(changes) + len(certificate))
 
     def save_sign_state(self, data: bytes) -> None:
         """Persist consensus's sign state; synced to disk when this returns (persist before send)."""

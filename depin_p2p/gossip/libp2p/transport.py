@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,32 @@ async def _no_auto_connect() -> None:
     await trio.lowlevel.checkpoint()
 
 
+ADDRS_TTL_S = 1.0
+
+
+def _remember_addrs(host: Any, ttl_s: float) -> None:
+    """Answer ``host.get_addrs()`` from a copy at most ``ttl_s`` old (an empty answer is not kept).
+
+    py-libp2p attaches our signed peer record to every outgoing RPC and, to
+    know whether its cached record is still current, rebuilds our address
+    list each time (``env_to_send_in_RPC``): 3 % of a node's CPU in a
+    16-node devnet. Our addresses change when we start listening (or learn
+    an observed one from identify), not per message.
+    """
+    compute = host.get_addrs
+    kept: list[Any] = []
+    until = 0.0
+
+    def get_addrs() -> list[Any]:
+        nonlocal kept, until
+        now = time.monotonic()
+        if now >= until or not kept:
+            kept, until = compute(), now + ttl_s
+        return list(kept)
+
+    host.get_addrs = get_addrs
+
+
 class Libp2pTransport:
     """A node's libp2p network. Implements :class:`~depin_p2p.gossip.transport.Transport`.
 
@@ -134,6 +161,7 @@ class Libp2pTransport:
         noise = NoiseTransport(kp, noise_privkey=_x25519.create_new_key_pair().private_key)
         muxers: Any = {YAMUX_PROTOCOL_ID: Yamux}
         self._host: Any = new_host(key_pair=kp, sec_opt={NOISE_PROTOCOL_ID: noise}, muxer_opt=muxers)
+        _remember_addrs(self._host, ADDRS_TTL_S)
         # The swarm's auto-connector dials every peer in the peerstore while we hold fewer than
         # its low watermark (100), 60 s after a disconnect: a pruned peer would come back.
         # Whom to dial is ours to decide (our re-dial book, the peer manager).

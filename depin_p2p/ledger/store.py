@@ -411,6 +411,51 @@ def _prune(txn: lmdb.Transaction[bytes], db: dict[str, Any], oldest: int) -> Non
         roots.delete()
 
 
+class _Gate:
+    """Shared by every open transaction of this process; held alone to grow the map.
+
+    LMDB lets read transactions run beside each other and beside the one
+    write transaction, but ``set_mapsize`` needs none open in this process.
+    A waiting grower keeps new transactions out, so a stream of readers
+    cannot hold it off.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = 0  # transactions in progress
+        self._growing = 0  # growers waiting or at work
+        self._held = False  # a grower at work (one at a time)
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._growing:
+                self._cond.wait()
+            self._open += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._open -= 1
+                if not self._open:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._growing += 1
+            while self._open or self._held:
+                self._cond.wait()
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._growing -= 1
+                self._cond.notify_all()
+
+
 class LedgerStore:
     """The node's ledger in an LMDB directory. Open with :meth:`open`; close with :meth:`close`."""
 
@@ -429,8 +474,11 @@ class LedgerStore:
         self._dbs = dbs
         self._lock_fd = lock_fd
         self._readonly = readonly
-        # One lock for every transaction of this process: growing the map needs no txn open.
+        # Write transactions one at a time (this lock); read views beside them and beside each
+        # other (LMDB's readers see a snapshot); growing the map with no transaction open in
+        # this process at all (the gate, held alone).
         self._mutex = threading.Lock()
+        self._gate = _Gate()
         self.keep_versions = keep_versions
         # Epochs (and the genesis) this object committed: a memo of committed state is good while
         # this is unchanged (this process is the store's only writer).
@@ -463,7 +511,7 @@ class LedgerStore:
 
     def close(self) -> None:
         """Close the environment and release the writer lock. Idempotent."""
-        with self._mutex:
+        with self._mutex, self._gate.alone():
             self._env.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
@@ -483,22 +531,29 @@ class LedgerStore:
     def view(self) -> Iterator[LmdbView]:
         """A consistent read view for the duration of the ``with`` block.
 
-        It holds the store's lock: writes (and other views) wait until the
-        block ends, so never call another store method inside it.
+        Views of several threads and a commit run side by side (the view
+        keeps the state it began with); only growing the map waits for open
+        views to end. Never call another store method inside the block: a
+        write in the same thread could wait for this view to end.
         """
-        with self._mutex:
-            try:
-                txn = self._env.begin(write=False)
-            except lmdb.MapResizedError:
-                # Another process grew the map: adopt its size.
+        for attempt in (1, 2):
+            with self._gate.shared():
+                try:
+                    txn = self._env.begin(write=False)
+                except lmdb.MapResizedError:
+                    if attempt == 2:
+                        raise StorageError(f"cannot read ledger at {self.path}: map resized again") from None
+                    txn = None
+                except lmdb.Error as exc:
+                    raise StorageError(f"cannot read ledger at {self.path}: {exc}") from None
+                if txn is not None:
+                    try:
+                        yield LmdbView(txn, self._dbs)
+                    finally:
+                        txn.abort()
+                    return
+            with self._gate.alone():  # another process grew the map: adopt its size, no txn open here
                 self._env.set_mapsize(0)
-                txn = self._env.begin(write=False)
-            except lmdb.Error as exc:
-                raise StorageError(f"cannot read ledger at {self.path}: {exc}") from None
-            try:
-                yield LmdbView(txn, self._dbs)
-            finally:
-                txn.abort()
 
     def read(self, fn: Callable[[LmdbView], T]) -> T:
         """Run ``fn`` on a fresh read view and return its result."""
@@ -539,7 +594,8 @@ class LedgerStore:
         while target < 2 * used + 4 * need and target < MAX_MAP_SIZE:
             target *= 2
         if target != size:
-            self._env.set_mapsize(min(target, MAX_MAP_SIZE))
+            with self._gate.alone():
+                self._env.set_mapsize(min(target, MAX_MAP_SIZE))
 
     def _write(
         self,
@@ -561,7 +617,7 @@ class LedgerStore:
                 raise StorageError(f"cannot write ledger at {self.path}: {exc}") from None
             while True:
                 try:
-                    with self._env.begin(write=True) as txn:
+                    with self._gate.shared(), self._env.begin(write=True) as txn:
                         fn(txn)
                 except lmdb.MapFullError:
                     # The failed txn was aborted by the context manager; grow and redo it all.
@@ -569,7 +625,8 @@ class LedgerStore:
                     if size > MAX_MAP_SIZE:
                         msg = f"ledger at {self.path} would exceed {MAX_MAP_SIZE} bytes"
                         raise StorageError(msg) from None
-                    self._env.set_mapsize(size)
+                    with self._gate.alone():
+                        self._env.set_mapsize(size)
                 except lmdb.Error as exc:
                     raise StorageError(f"cannot write ledger at {self.path}: {exc}") from None
                 else:

@@ -411,6 +411,14 @@ def _prune(txn: lmdb.Transaction[bytes], db: dict[str, Any], oldest: int) -> Non
         roots.delete()
 
 
+def _bytes_written(changes: StateChanges) -> int:
+    # About what a commit of ``changes`` writes: records, tree records (pages are up to
+    # about 2 KB), stale entries.
+    update = changes.merkle
+    tree = sum(len(record) for _, record in update.nodes) + 64 * len(update.nodes)
+    return 128 * len(changes.records) + tree + 48 * len(update.stale) + 4096
+
+
 class _Gate:
     """Shared by every open transaction of this process; held alone to grow the map.
 
@@ -529,12 +537,9 @@ class LedgerStore:
 
     @contextlib.contextmanager
     def view(self) -> Iterator[LmdbView]:
-        """A consistent read view for the duration of the ``with`` block.
+        """A consistent read view for the ``with`` block, beside other views and a commit.
 
-        Views of several threads and a commit run side by side (the view
-        keeps the state it began with); only growing the map waits for open
-        views to end. Never call another store method inside the block: a
-        write in the same thread could wait for this view to end.
+        Never call another store method inside it (growing the map waits for it to end).
         """
         for attempt in (1, 2):
             with self._gate.shared():
@@ -659,14 +664,6 @@ class LedgerStore:
         txn.put(_K_ROOT, changes.root, db=db["meta"])
         txn.put(_K_LAST_EPOCH, _u64(changes.epoch), db=db["meta"])
 
-    @staticmethod
-    def _bytes_written(changes: StateChanges) -> int:
-        # About what a commit of ``changes`` writes: records, tree records (pages are up to
-        # about 2 KB), stale entries.
-        update = changes.merkle
-        tree = sum(len(record) for _, record in update.nodes) + 64 * len(update.nodes)
-        return 128 * len(changes.records) + tree + 48 * len(update.stale) + 4096
-
     def _check_base(self, txn: lmdb.Transaction[bytes], changes: StateChanges) -> None:
         view = LmdbView(txn, self._dbs)
         if changes.epoch != view.last_epoch() + 1:
@@ -688,11 +685,10 @@ class LedgerStore:
             txn.put(_K_GENESIS, changes.meta.prev_certificate_hash, db=meta)
             txn.put(_K_LAST_CERT, changes.meta.prev_certificate_hash, db=meta)
 
-        self._write(write, self._note_commit, need=self._bytes_written(changes))
+        self._write(write, self._note_commit, need=_bytes_written(changes))
 
     def _note_commit(self) -> None:
         self.commit_count += 1
-
     def commit_epoch(
         self,
         changes: StateChanges,
@@ -723,7 +719,7 @@ class LedgerStore:
             link = wire.content_id(certificate) if certificate_hash is None else certificate_hash
             txn.put(_K_LAST_CERT, link, db=self._dbs["meta"])
 
-        self._write(write, self._note_commit, need=self._bytes_written(changes) + len(certificate))
+        self._write(write, self._note_commit, need=_bytes_written(changes) + len(certificate))
 
     def save_sign_state(self, data: bytes) -> None:
         """Persist consensus's sign state; synced to disk when this returns (persist before send)."""

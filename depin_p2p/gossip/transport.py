@@ -153,6 +153,11 @@ class TransportCounters:
         if peer is not None:
             self._count_code(peer, code)
 
+    def count_malformed(self, code: str, peer: str) -> None:
+        """A pubsub frame from ``peer`` that did not decode (``code``: malformed_rpc, ...)."""
+        self.malformed_frames += 1
+        self._count_code(peer, code)
+
     def count_ignore(self, code: str, peer: str) -> None:
         self.ignored += 1
         self._count_code(peer, f"ignored_{code}")

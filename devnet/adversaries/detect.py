@@ -325,11 +325,13 @@ def failed_attestations(
     return out
 
 
-def status_totals(doc: dict[str, Any], adversary_key_hex: str) -> dict[str, int]:
+def status_totals(doc: dict[str, Any], adversary_key_hex: str, adversary_peer: str) -> dict[str, int]:
     """From one honest node's ``/status``: the cumulative counts the :class:`Detector` reads in the
-    simulator, as far as ``/status`` shows them (reject and ignore codes, duplicates, conflicting
-    signers and evidence naming the adversary), plus ``malformed_rpc``: pubsub frames that did
-    not decode (the transport's ``malformed_frames``)."""
+    simulator, as far as ``/status`` shows them. As there, what the node's validators said of the
+    messages the adversary's peer sent it (reject codes, ``ignored_<code>``, the items of its
+    bundles ignored, rate-limited messages, streams reset; malformed pubsub frames as
+    ``malformed_rpc``), not of everyone's, plus the node's consensus ignores, duplicate items and
+    the conflicting signers and evidence naming the adversary."""
     out: dict[str, int] = {}
 
     def add(code: str, n: int) -> None:
@@ -338,14 +340,13 @@ def status_totals(doc: dict[str, Any], adversary_key_hex: str) -> dict[str, int]
 
     gossip = doc.get("gossip_counters", {})
     transport = doc.get("transport_counters", {})
-    for code, k in gossip.get("reject_codes", {}).items():
+    for code, k in transport.get("codes_by_peer", {}).get(adversary_peer, {}).items():
         add(str(code), k)
-    for code, k in transport.get("reject_codes", {}).items():
-        add(str(code), k)
-    for code, k in gossip.get("ignore_codes", {}).items():
+    for code, k in gossip.get("item_ignores_by_peer", {}).get(adversary_peer, {}).items():
         add(f"ignored_{code}", k)
+    add("rate_limited", transport.get("rate_limited_peers", {}).get(adversary_peer, 0))
+    add("excess_streams", transport.get("excess_streams_peers", {}).get(adversary_peer, 0))
     add("duplicate_items", gossip.get("items_duplicate", 0))
-    add("malformed_rpc", transport.get("malformed_frames", 0))
     consensus = doc.get("consensus", {})
     for code, k in consensus.get("ignore_codes", {}).items():
         add(f"ignored_{code}", k)

@@ -169,6 +169,7 @@ async def test_crash_frames_and_forged_stream_cost_only_the_offender() -> None:
             banned = [e for e in logs if e["event"] == "gossip.peer.banned" and e["peer"] == offender]
             assert [e["code"] for e in penalised] == [code], penalised
             assert len(banned) == 1, banned
+            assert victim.counters.codes_by_peer[offender][code] >= 1  # what /status shows of it
         about_honest = [e for e in logs if e.get("peer") == honest.peer_id and "peer." in e["event"]]
         assert not about_honest
         # Nothing forged reached either subscriber.

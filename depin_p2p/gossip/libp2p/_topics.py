@@ -64,7 +64,7 @@ class Topics:
 
     def on_malformed(self, peer_id: Any, code: str, exc: BaseException) -> None:
         peer = peer_of(peer_id)
-        self._counters.malformed_frames += 1
+        self._counters.count_malformed(code, peer)
         log.debug("gossip.frame.malformed", peer=peer, code=code, error=repr(exc)[:200])
         self._penalise(peer, code)
 

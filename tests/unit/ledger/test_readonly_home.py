@@ -46,6 +46,8 @@ def _chmod_tree(root: Path, *, writable: bool) -> None:
 
 @pytest.fixture
 def readonly_home() -> Iterator[Path]:
+    if _as_nobody_python("-c", "import depin_p2p").returncode != 0:
+        pytest.skip(f"user nobody cannot import depin_p2p from {sys.prefix} (is a parent directory 0700?)")
     # Not under pytest's tmp_path: its parents are root-only (0700), and nobody must reach the home.
     top = Path(tempfile.mkdtemp(prefix="depin-ro-", dir="/tmp"))
     try:
@@ -62,10 +64,14 @@ def readonly_home() -> Iterator[Path]:
 
 
 def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    return _as_nobody_python("-m", "depin_p2p", *args)
+
+
+def _as_nobody_python(*args: str) -> subprocess.CompletedProcess[str]:
     assert SETPRIV is not None
     cmd = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     return subprocess.run(
-        [*cmd, sys.executable, "-m", "depin_p2p", *args],
+        [*cmd, sys.executable, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -23,6 +23,7 @@ Type id ranges, so subsystems never collide:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -669,6 +670,12 @@ class SignatureCache:
     ``keep_commits`` commits after it was entered (:meth:`on_commit`; a
     signature of an old epoch is rarely seen again), so the memory levels off
     at the traffic of a few epochs, not at the cap after hours.
+
+    Safe across threads without a lock (this module is pure): the value check
+    enters signatures from a worker thread while the event loop enters
+    gossip's, so eviction tolerates the other thread's changes (an entry it
+    already removed, the dict changing size under an iterator). The counts
+    may then miss an increment; they are diagnostics, never decisions.
     """
 
     __slots__ = ("_capacity", "_commits", "_keep", "_seen", "cached", "check", "marked", "verified")
@@ -757,20 +764,28 @@ class SignatureCache:
         self.mark(env.signer, signed, env.signature)
 
     def _remember(self, key: bytes) -> None:
+        """Enter ``key``, evicting the oldest entries while over capacity."""
         seen = self._seen
         seen[key] = self._commits
-        if len(seen) > self._capacity:
-            del seen[next(iter(seen))]
+        for _ in range(8):  # another thread may spoil an attempt; it trims as well
+            if len(seen) <= self._capacity:
+                return
+            with contextlib.suppress(RuntimeError, StopIteration):  # changed under the iterator
+                seen.pop(next(iter(seen)), None)
 
     def on_commit(self) -> None:
         """An epoch committed: forget what was entered ``keep_commits`` commits ago or earlier."""
         self._commits += 1
         horizon, seen = self._commits - self._keep, self._seen
         while seen:
-            oldest = next(iter(seen))
-            if seen[oldest] >= horizon:
+            try:
+                oldest = next(iter(seen))
+            except (RuntimeError, StopIteration):  # another thread changed the dict: look again
+                continue
+            entered = seen.get(oldest)
+            if entered is not None and entered >= horizon:
                 break
-            del seen[oldest]
+            seen.pop(oldest, None)
 
 
 def open_envelope(

@@ -541,10 +541,9 @@ class MemoryTransport:
             self._counters.count_reject(exc.code, msg.sender)
             self.penalise(msg.sender, exc.code)
             return
-        except Exception:  # a bug in our validator must cost the message, never the node
+        except Exception:  # our bug: it costs the message, never the node or the peer
             log.exception("gossip.validator.crashed", topic=msg.topic, peer=msg.sender)
             self._counters.count_reject("validator_error", msg.sender)
-            self.penalise(msg.sender, "validator_error")
             return
         try:
             channel.send_nowait(GossipMessage(msg.topic, msg.data, msg.sender))

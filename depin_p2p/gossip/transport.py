@@ -17,7 +17,8 @@ Semantics both implementations share:
   runs one: libp2p does, the memory network does not). It returns to
   accept, raises ``Ignore`` to drop quietly, or ``Reject`` to drop and
   penalise the peer that forwarded it. Any other
-  exception counts as ``Reject('validator_error')``.
+  exception (a bug of ours) drops the message and is counted as the reject
+  code ``validator_error``, but costs the peer nothing: only a proven offence does.
 - Accepted messages land on a bounded channel per subscription; when the
   consumer falls behind, the newest message is dropped and counted.
 - ``request`` opens one exchange on a named protocol: the request and the

@@ -133,7 +133,7 @@ async def test_ignore_drops_quietly_reject_drops_penalises_and_bans(kind: str, v
 
 async def test_validator_crash_costs_the_message_not_the_node(kind: str, vclock: object) -> None:
     def broken(peer: PeerId, data: bytes) -> None:
-        if data == b"boom":
+        if data.startswith(b"boom"):
             raise ZeroDivisionError("a bug in our own validator")
 
     async with cluster(kind, 2) as (a, b):
@@ -141,11 +141,15 @@ async def test_validator_crash_costs_the_message_not_the_node(kind: str, vclock:
         sub_b = await b.subscribe(T, broken)
         await connect_line([a, b])
         await wait_until(lambda: b.topic_peers(T) == {a.peer_id} and a.topic_peers(T) == {b.peer_id})
-        await a.publish(T, b"boom")
+        # Our bug is no offence of the peer's: twelve of them (ten rejects would ban it) cost it nothing.
+        for i in range(12):
+            await a.publish(T, b"boom %d" % i)
         await a.publish(T, b"after")
         with trio.fail_after(10):
-            assert (await sub_b.receive()).data == b"after"
-        assert b.counters.reject_codes == {"validator_error": 1}
+            while (await sub_b.receive()).data != b"after":
+                pass
+        assert b.counters.reject_codes == {"validator_error": 12}
+        assert a.peer_id in b.peers() and not b.is_banned(a.peer_id)
 
 
 async def test_request_response_caps_timeouts_and_errors(kind: str, vclock: object) -> None:
@@ -280,7 +284,7 @@ async def test_libp2p_awaits_prepare_before_the_validator_and_a_crashing_one_dec
     async def prepare(peer: PeerId, data: bytes) -> None:
         order.append(("prepare", data))
         await trio.to_thread.run_sync(lambda: None)  # a real hop to a worker thread, as gossip's
-        if data == b"boom":
+        if data.startswith(b"boom"):
             raise ZeroDivisionError("a bug in our own hook")
 
     def validator(peer: PeerId, data: bytes) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections import Counter
 
 import pytest
@@ -85,3 +87,34 @@ def test_our_own_envelope_is_entered_without_a_check() -> None:
 def test_a_cache_holds_at_least_one_entry() -> None:
     with pytest.raises(InternalError):
         wire.SignatureCache(capacity=0)
+
+
+def test_a_worker_thread_and_the_event_loop_entering_signatures_at_once_break_nothing() -> None:
+    # The value check runs in a worker thread and enters the signatures it checked while the event
+    # loop enters gossip's: a 32-node devnet lost a node to `del seen[next(iter(seen))]` raising
+    # KeyError (both threads evicting the same oldest entry). Switching threads every microsecond
+    # makes that interleaving near certain here.
+    cache = wire.SignatureCache(capacity=4, keep_commits=2)
+    errors: list[BaseException] = []
+
+    def enter(tag: bytes) -> None:
+        try:
+            for i in range(20_000):
+                cache.mark(tag, b"%d" % i, b"s")
+                if i % 500 == 0:
+                    cache.on_commit()
+        except BaseException as exc:  # noqa: BLE001 -- the test reports whatever broke
+            errors.append(exc)
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=enter, args=(bytes([t]) * 32,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        sys.setswitchinterval(before)
+    assert errors == []
+    assert len(cache) <= 4 + 4  # each thread trims after its last entry; a race may spoil one trim

@@ -112,10 +112,9 @@ class Topics:
                 self._counters.count_reject(exc.code, peer)
                 self._penalise(peer, exc.code)
                 return False
-            except Exception:  # a bug in our validator must cost the message, never the node
+            except Exception:  # our bug: it costs the message, never the node or the peer
                 log.exception("gossip.validator.crashed", topic=topic, peer=peer)
                 self._counters.count_reject("validator_error", peer)
-                self._penalise(peer, "validator_error")
                 return False
         for topic in topics:
             _, channel = self.subs[topic]

@@ -34,6 +34,11 @@ Keys (stable): ``processes``, a list of rows, one per size:
 * ``commit_rounds``: the round each epoch's certificate was made in, from node
   0's ledger (above 0: rounds timed out, so slow epochs are consensus waiting,
   not only proofs arriving late);
+* ``commit_latency_s_p50``, ``commit_latency_s_p99``: seconds from each epoch's end by the
+  clock to each node's ``consensus.epoch.committed`` log line, over every node and epoch
+  1..``epochs_committed`` (the floor is the grace for late proofs, a tenth of an epoch, at most 1 s);
+* ``cpu_s_per_node`` (user + system CPU seconds, from ``/proc``, sampled with the RSS) and
+  ``cpu_cores_per_node_median``: the median of those over the run's wall time;
 * ``load_average``: the 1-minute load average at the start and the end (the
   machine is shared: a high one explains slow epochs).
 
@@ -45,6 +50,7 @@ simulated epoch, full stack); ``simulator_skipped``; ``growth_exponent``
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 import json
 import os
@@ -89,6 +95,42 @@ def _offences(home: Path) -> dict[str, int]:
     return out
 
 
+def _commit_latencies(home: Path, genesis_s: float, epoch_s: float, upto: int) -> list[float]:
+    """Seconds from each epoch's end by the clock to this node's ``consensus.epoch.committed`` line."""
+    out: list[float] = []
+    path = home / "node.log"
+    if not path.exists():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        if "consensus.epoch.committed" not in line:
+            continue
+        try:
+            doc = json.loads(line)
+            epoch = int(doc["epoch"])
+            at = datetime.datetime.fromisoformat(str(doc["timestamp"])).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if 1 <= epoch <= upto:
+            out.append(at - (genesis_s + epoch * epoch_s))
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
 def _certificates(home: Path, upto: int) -> list[Certificate | None]:
     with LedgerStore.open(home / "data", readonly=True) as store, store.view() as view:
         raws = [view.get_certificate(e) for e in range(1, upto + 1)]
@@ -122,6 +164,7 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
     nodes = [NodeProcess(n) for n in layout.nodes]
     started = time.monotonic()
     rss_max = [0] * len(nodes)
+    cpu_s = [0.0] * len(nodes)
     crashed: dict[int, dict[str, Any]] = {}
     epochs = [0] * len(nodes)
     commits_seen: dict[int, float] = {}  # epoch -> wall time the last node reached it
@@ -137,6 +180,7 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
                 last_sample = now
                 for i, n in enumerate(nodes):
                     rss_max[i] = max(rss_max[i], rss_bytes(n.pid)[0] if n.pid is not None else 0)
+                    cpu_s[i] = max(cpu_s[i], _cpu_seconds(n.pid) if n.pid is not None else 0.0)
             for i, n in enumerate(nodes):
                 if n.exited is not None and i not in crashed:
                     crashed[i] = {"status": n.exited, "tail": n.tail(8)}
@@ -151,6 +195,9 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
                 break
             await trio.sleep(1.0)
     finally:
+        ran_s = time.monotonic() - started
+        for i, n in enumerate(nodes):
+            cpu_s[i] = max(cpu_s[i], _cpu_seconds(n.pid) if n.pid is not None else 0.0)
         stop_all(nodes)
     low = min(epochs)
     held = [_certificates(n.layout.home, low) for n in nodes] if low else []
@@ -160,6 +207,9 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
     for n in nodes:
         for k, v in _offences(n.layout.home).items():
             offences[k] = offences.get(k, 0) + v
+    latencies = [
+        x for n in nodes for x in _commit_latencies(n.layout.home, genesis_ms / 1000, epoch_seconds, low)
+    ]
     times = [commits_seen[e] for e in sorted(commits_seen)]
     intervals = [b - a for a, b in itertools.pairwise(times)]
     interval = statistics.median(intervals) if intervals else None
@@ -186,6 +236,10 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
         ),
         "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "commit_rounds": rounds,
+        "commit_latency_s_p50": _percentile(latencies, 0.5),
+        "commit_latency_s_p99": _percentile(latencies, 0.99),
+        "cpu_s_per_node": [round(c, 1) for c in cpu_s],
+        "cpu_cores_per_node_median": round(statistics.median(cpu_s) / ran_s, 3) if ran_s > 0 else None,
     }
 
 

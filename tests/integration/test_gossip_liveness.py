@@ -1,10 +1,13 @@
-"""Issue 12 item 4: liveness is the standard libp2p ping, and an optional protocol is never a reason to drop.
+"""Issue 12 item 4: liveness needs only libp2p itself; an optional protocol is never a reason to drop.
 
-A peer of another libp2p implementation speaks ``/ipfs/ping/1.0.0`` but not
-our own protocols: before the fix it missed our ``/depin/<net>/ping/1`` and
-was dropped as unresponsive within about three ping rounds. Driven through
-real py-libp2p hosts on 127.0.0.1, with a fast liveness policy so that three
-rounds take about two seconds.
+A peer of another libp2p implementation speaks none of our own protocols:
+before the fix it missed our ``/depin/<net>/ping/1`` and was dropped as
+unresponsive within about three ping rounds. Pings are now yamux PING frames,
+which every yamux muxer answers (issue 13: a fresh ``/ipfs/ping/1.0.0`` stream
+per ping was most of an idle node's CPU), so a peer without the standard ping
+protocol is pinged all the same, and one whose muxer stops answering is
+dropped. Driven through real py-libp2p hosts on 127.0.0.1, with a fast
+liveness policy so that three rounds take about two seconds.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
 from libp2p.security.noise.transport import Transport as Noise
+from libp2p.stream_muxer.yamux.yamux import FLAG_ACK, TYPE_PING, Yamux
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from multiaddr import Multiaddr
 
 from depin_p2p.clock import Clock
@@ -60,14 +63,24 @@ async def our_node() -> AsyncIterator[Libp2pTransport]:
         nursery.cancel_scope.cancel()
 
 
+class _DeafYamux(Yamux):
+    """A muxer whose read loop never answers a PING: what a frozen process's looks like from outside."""
+
+    async def _write_frame(self, data: bytes) -> None:
+        if len(data) >= 4 and data[1] == TYPE_PING and int.from_bytes(data[2:4], "big") & FLAG_ACK:
+            return
+        await super()._write_frame(data)
+
+
 @asynccontextmanager
 async def foreign_peer(
-    seed: int, node: Libp2pTransport, ping_handler: Any = "default"
+    seed: int, node: Libp2pTransport, ping_handler: Any = "default", muxer: type[Yamux] = Yamux
 ) -> AsyncIterator[PeerId]:
     """A bare py-libp2p host (no pubsub, none of our protocols) connected to ``node``.
 
     ``ping_handler``: the standard one ``new_host`` installs, ``None`` for a
-    host that does not speak ping at all, or a replacement handler.
+    host that does not speak ping at all, or a replacement handler; ``muxer``: the
+    class its connection's muxer behaves as.
     """
     kp = ed25519.create_new_key_pair(bytes([seed]) * 32)
     host = new_host(
@@ -84,6 +97,10 @@ async def foreign_peer(
             await host.connect(info_from_p2p_addr(Multiaddr(node.listen_addrs()[0])))
         peer = PeerId(ID.from_pubkey(kp.public_key).to_base58())
         await wait_until(lambda: peer in node.peers())
+        # py-libp2p 0.8.1 builds every yamux connection as ``Yamux`` whatever ``muxer_opt`` names:
+        # this connection's muxer takes the other class's behaviour here.
+        for conn in host.get_network().get_connections():
+            conn.muxed_conn.__class__ = muxer
         yield peer
 
 
@@ -104,9 +121,21 @@ async def test_a_peer_that_does_not_speak_ping_is_not_dropped_for_it() -> None:
 
 
 async def test_a_peer_that_stops_answering_pings_is_still_dropped() -> None:
-    async def frozen(stream: Any) -> None:
-        await trio.sleep(3600)  # negotiates the protocol, then never answers
-
-    async with our_node() as node, foreign_peer(23, node, ping_handler=frozen) as peer:
+    async with our_node() as node, foreign_peer(23, node, muxer=_DeafYamux) as peer:
         await wait_until(lambda: peer not in node.peers(), timeout=WATCH_S * 2)
         assert node.counters.peers_dropped_unresponsive == 1
+
+
+async def test_pings_open_no_ping_stream_and_keep_a_quiet_peer() -> None:
+    opened: list[Any] = []
+
+    async def counting(stream: Any) -> None:
+        opened.append(stream)
+        await stream.reset()
+
+    async with our_node() as node, foreign_peer(24, node, ping_handler=counting) as peer:
+        with structlog.testing.capture_logs() as logs:
+            await trio.sleep(WATCH_S)
+        assert peer in node.peers()
+        assert opened == []  # rounds of yamux PINGs (every 0.3 s here), no /ipfs/ping/1.0.0 stream
+        assert not [e for e in logs if e["event"] in ("gossip.ping.unsupported", "gossip.peer.unresponsive")]

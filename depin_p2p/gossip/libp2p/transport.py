@@ -219,7 +219,7 @@ class Libp2pTransport:
         self._streams = Streams(
             self._host, self._counters, timeout=config.dial_timeout, penalise=self.penalise
         )
-        # Liveness is the standard /ipfs/ping/1.0.0, which new_host already serves.
+        # Liveness: yamux PING frames (/ipfs/ping/1.0.0, which new_host serves, on other muxers).
         self._ping = Ping(
             self._host,
             lag=lag,

@@ -1,7 +1,8 @@
 """Scale: do many real node processes on this machine commit, ban nobody and stay small? ONE JSON object.
 
 Run: ``.venv/bin/python bench/scale.py [--sizes 8,16,32] [--validators-share 0.5] [--epochs 10]
-[--sim-sizes 16,64,128] [--sim-epochs 1]``.
+[--sim-sizes 16,64,128] [--sim-epochs 1] [--keep DIR]``
+(``--keep``: run each devnet in ``DIR/devnet-N`` and keep its logs and ledgers).
 
 For each size in ``--sizes``, a ``depin-devnet up`` devnet (one ``depin-p2p
 run`` process per node on 127.0.0.1, simulated radio and compute devices,
@@ -266,11 +267,15 @@ def main() -> None:
     parser.add_argument("--sim-sizes", type=_sizes, default=[16, 64, 128], help="'' for none")
     parser.add_argument("--sim-epochs", type=int, default=1)
     parser.add_argument("--sim-budget-s", type=float, default=900.0, help="skip a bigger size")
+    parser.add_argument("--keep", type=Path, help="run the devnets under this directory, keep their logs")
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
-        with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
-            rows.append(trio.run(run_size, args, size, Path(tmp) / "devnet"))
+        if args.keep is not None:
+            rows.append(trio.run(run_size, args, size, args.keep / f"devnet-{size}"))
+        else:
+            with tempfile.TemporaryDirectory(prefix="depin-scale-") as tmp:
+                rows.append(trio.run(run_size, args, size, Path(tmp) / "devnet"))
         print(json.dumps(rows[-1], sort_keys=True), file=sys.stderr, flush=True)
     sim_rows, skipped = ([], []) if not args.sim_sizes else measure_sizes(
         args.sim_sizes, args.sim_epochs, args.sim_budget_s

@@ -40,6 +40,9 @@ Keys (stable): ``processes``, a list of rows, one per size:
   1..``epochs_committed`` (the floor is the grace for late proofs, a tenth of an epoch, at most 1 s);
 * ``cpu_s_per_node`` (user + system CPU seconds, from ``/proc``, sampled with the RSS) and
   ``cpu_cores_per_node_median``: the median of those over the run's wall time;
+* ``inbound_mb_per_node_by_topic``: per topic kind (``proofs``, ``consensus``, ...), the median over
+  the nodes of the pubsub payload MB each read off the wire, duplicates included (the transport's
+  ``inbound_bytes_by_topic``, from the last ``/status`` before the stop);
 * ``load_average``: the 1-minute load average at the start and the end (the
   machine is shared: a high one explains slow epochs).
 
@@ -169,6 +172,7 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
     crashed: dict[int, dict[str, Any]] = {}
     epochs = [0] * len(nodes)
     commits_seen: dict[int, float] = {}  # epoch -> wall time the last node reached it
+    statuses: list[dict[str, Any]] = []
     try:
         for n in nodes:
             n.start()
@@ -241,7 +245,20 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
         "commit_latency_s_p99": _percentile(latencies, 0.99),
         "cpu_s_per_node": [round(c, 1) for c in cpu_s],
         "cpu_cores_per_node_median": round(statistics.median(cpu_s) / ran_s, 3) if ran_s > 0 else None,
+        "inbound_mb_per_node_by_topic": _inbound_mb(statuses),
     }
+
+
+def _inbound_mb(statuses: list[dict[str, Any]]) -> dict[str, float]:
+    """Median over the nodes of the pubsub payload MB each read off the wire, duplicates included,
+    by topic kind (``/depin/<network>/<kind>/<version>``), from the last ``/status`` seen."""
+    per_kind: dict[str, list[int]] = {}
+    for st in statuses:
+        counted = (st.get("transport_counters") or {}).get("inbound_bytes_by_topic") or {}
+        for name, size in counted.items():
+            parts = name.split("/")
+            per_kind.setdefault(parts[3] if len(parts) > 3 else name, []).append(int(size))
+    return {k: round(statistics.median(v) / MB, 2) for k, v in sorted(per_kind.items())}
 
 
 def _sizes(text: str) -> list[int]:

@@ -147,6 +147,15 @@ class TransportCounters:
     # What our validators said of each forwarding peer's messages, by peer then code (rejects
     # as their code, ignores as ``ignored_<code>``; bounded likewise): what each peer cost us.
     codes_by_peer: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Payload bytes of the pubsub messages read off the wire, duplicates included, by topic (only
+    # topics we subscribe to; the rest as "other"): what each kind of gossip costs to receive.
+    inbound_bytes_by_topic: dict[str, int] = field(default_factory=dict)
+    inbound_messages_by_topic: dict[str, int] = field(default_factory=dict)
+
+    def count_inbound(self, topic: str, size: int) -> None:
+        """One pubsub message of ``size`` payload bytes read for ``topic`` (a topic we subscribe to)."""
+        self.inbound_bytes_by_topic[topic] = self.inbound_bytes_by_topic.get(topic, 0) + size
+        self.inbound_messages_by_topic[topic] = self.inbound_messages_by_topic.get(topic, 0) + 1
 
     def count_reject(self, code: str, peer: str | None = None) -> None:
         self.rejected += 1

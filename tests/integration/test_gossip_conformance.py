@@ -227,6 +227,10 @@ async def test_the_same_bytes_on_two_topics_are_two_messages(kind: str, vclock: 
         with trio.fail_after(10):
             assert (await sub_other.receive()).data == b"next"
         assert b.counters.delivered == 3
+        if kind == "libp2p":
+            # What each topic cost to read, the duplicate (re-sent) copy included.
+            assert b.counters.inbound_bytes_by_topic == {T: 10, other: 10 + 10 + 4}
+            assert b.counters.inbound_messages_by_topic == {T: 1, other: 3}
 
 async def test_disconnect_costs_nothing_and_unbooked_dials_are_not_redialled(
     kind: str, vclock: object

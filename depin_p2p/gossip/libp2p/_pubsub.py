@@ -223,8 +223,12 @@ class _GuardedPubsub(Pubsub):
                 if not self._sender_records.admit(rpc_incoming, self.host, peer_id, trio.current_time()):
                     continue
                 if rpc_incoming.publish:
+                    counters = self._owner.counters
                     for msg in rpc_incoming.publish:
-                        if self._is_subscribed_to_msg(msg) and self.manager.is_running:
+                        # Keyed by a topic we subscribe to, never by a name a peer made up.
+                        ours = next((t for t in msg.topicIDs if t in self.topic_ids), None)
+                        counters.count_inbound("other" if ours is None else ours, len(msg.data))
+                        if ours is not None and self.manager.is_running:
                             self.manager.run_task(self.push_msg, peer_id, msg)
                 subscriptions = rpc_incoming.subscriptions
                 if subscriptions and len(subscriptions) <= self.max_subscriptions_per_rpc:

@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python bench/scale.py [--sizes 8,16,32] [--validators-share 0.5] [--epochs 10]
 [--sim-sizes 16,64,128] [--sim-epochs 1] [--keep DIR]``
-(``--keep``: run each devnet in ``DIR/devnet-N`` and keep its logs and ledgers).
+(``--keep``: run each devnet in ``DIR/devnet-N`` and keep its logs, ledgers and each node's last
+``/status`` as ``status.json``).
 
 For each size in ``--sizes``, a ``depin-devnet up`` devnet (one ``depin-p2p
 run`` process per node on 127.0.0.1, simulated radio and compute devices,
@@ -204,6 +205,9 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
         for i, n in enumerate(nodes):
             cpu_s[i] = max(cpu_s[i], _cpu_seconds(n.pid) if n.pid is not None else 0.0)
         stop_all(nodes)
+        if args.keep is not None:  # what each node said last, beside its log (why one fell behind)
+            for n, st in zip(nodes, statuses, strict=False):
+                (n.layout.home / "status.json").write_text(json.dumps(st, indent=1, sort_keys=True) + "\n")
     low = min(epochs)
     held = [_certificates(n.layout.home, low) for n in nodes] if low else []
     certs = [[certificate_hash(c).hex() if c else "missing" for c in node] for node in held]

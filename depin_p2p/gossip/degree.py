@@ -26,6 +26,13 @@ Pruning is gentle and never a penalty: at most ``prune_batch`` per tick,
 only above ``max_peers``, never a bootstrap peer, a peer we must keep (the
 current validators, when we are one), a recently reached peer or a
 connection younger than ``min_age_ms``.
+
+Peers we must keep count towards the target but never crowd the others out:
+with R of them, a node aims at ``max(target - R, target // 2)`` other peers
+and prunes others only above that plus ``max_peers - target``. (Counted in
+one budget, 16 validators at target 8 each pruned every follower: the
+network split into a validator clique that committed and followers that
+heard nothing, bench/scale.py at 32 processes.)
 """
 
 from __future__ import annotations
@@ -155,6 +162,11 @@ class DegreePolicy:
     def high(self) -> int:
         """Prune only above this many connections."""
         return self.max_peers or self.target + max(2, self.target // 2)
+
+    @property
+    def others_floor(self) -> int:
+        """Connections kept to peers we need not keep, however many we must (half the target)."""
+        return max(1, self.target // 2)
 
 
 class Source(enum.IntEnum):
@@ -369,7 +381,12 @@ def compute_peer_plan(book: AddressBook, situation: PeerSituation, seed: bytes) 
     entries = book.entries()
     dial: list[str] = [e.peer for e in entries if e.peer in s.required and dialable(e, True)]
     dial.sort(key=lambda p: _rank(seed, p))
-    short = policy.target - len(connected) - len(s.dialing) - len(dial)
+    # Required peers come on top of a floor of others: a validator that must keep more
+    # validators than its degree still keeps some followers, or the network splits in two.
+    others = [p for p in connected if p not in s.required]
+    others_target = max(policy.target - len(s.required), policy.others_floor)
+    others_high = others_target + policy.high - policy.target
+    short = others_target - len(others) - sum(1 for p in s.dialing if p not in s.required)
     if short > 0:
         # Bootstrap peers last once we know others, so the seeds are not everyone's neighbours;
         # first when we have nobody at all.
@@ -380,20 +397,20 @@ def compute_peer_plan(book: AddressBook, situation: PeerSituation, seed: bytes) 
     dials = tuple((p, by_peer[p].addrs) for p in dial)
 
     prune: list[str] = []
-    excess = len(connected) - policy.high
+    excess = len(others) - others_high
     if excess > 0:
-        keep = s.required | book.bootstrap_peers()
+        keep = book.bootstrap_peers()
         prunable = [
             p
-            for p, since in connected.items()
+            for p in others
             if p not in keep
-            and now - since >= policy.min_age_ms
+            and now - connected[p] >= policy.min_age_ms
             and now - s.reached.get(p, -policy.reach_keep_ms) >= policy.reach_keep_ms
         ]
         prunable.sort(key=lambda p: _rank(seed, p))
         prune = prunable[: min(excess, policy.prune_batch)]
 
-    satisfied = len(connected) >= policy.target
+    satisfied = len(others) >= others_target
     exchange: tuple[str, ...] = ()
     due = s.last_exchange_ms is None or now - s.last_exchange_ms >= (
         policy.exchange_ms if satisfied else policy.short_exchange_ms

@@ -257,6 +257,31 @@ def test_pruning_is_gentle_and_spares_bootstrap_required_young_and_reached_peers
     assert compute_peer_plan(book, situation(connected, now=now, required=every), SEED).prune == ()
 
 
+def test_a_validator_with_more_validators_than_its_degree_still_keeps_and_dials_followers() -> None:
+    """Regression (bench/scale.py, 32 processes, 16 validators, target 8): each validator held
+    its 15 required validator connections, over the prune line of 12, so it pruned every
+    follower and dialled none; the followers were left meshed among themselves and stayed at
+    epoch 2 while the validators committed 21 epochs. Required peers now sit on top of the
+    degree: a node keeps at least half its target in other peers, whatever it must keep."""
+    policy = DegreePolicy(target=8, min_age_ms=0, prune_batch=100)
+    vals = peers(15, "v")
+    book = book_of(vals + peers(20, "f"), policy)
+    now = 10**9
+    required = frozenset(vals)
+    five = {**dict.fromkeys(vals, 0), **dict.fromkeys(peers(5, "f"), 0)}
+    plan = compute_peer_plan(book, situation(five, now=now, required=required), SEED)
+    assert plan.prune == ()  # 15 required + 5 others: at most 4 + 4 others is not exceeded
+    alone = compute_peer_plan(book, situation(dict.fromkeys(vals, 0), now=now, required=required), SEED)
+    assert len(alone.dial) == 4 and all(p.startswith("f") for p, _ in alone.dial)
+    crowded = {**dict.fromkeys(vals, 0), **dict.fromkeys(peers(12, "f"), 0)}
+    over = compute_peer_plan(book, situation(crowded, now=now, required=required), SEED)
+    assert len(over.prune) == 4 and all(p.startswith("f") for p in over.prune)  # down to 4 + 4
+    # A node with few required peers counts them in its target, as before.
+    few = {**dict.fromkeys(vals[:2], 0), **dict.fromkeys(peers(10, "f"), 0)}
+    assert compute_peer_plan(book, situation(few, now=now, required=frozenset(vals[:2])), SEED).prune == ()
+    assert len(compute_peer_plan(book, situation({**few, "f10": 0}, now=now), SEED).prune) == 1
+
+
 def test_exchange_is_frequent_below_target_rare_at_target() -> None:
     policy = DegreePolicy(target=2, exchange_ms=30_000, short_exchange_ms=3_000)
     book = book_of(peers(3), policy)

@@ -37,6 +37,7 @@ def test_sixteen_nodes_from_two_bootstrap_peers_commit_ten_epochs_and_blame_nobo
         timeout_s=420.0,
         seed="scale-test",
         start_margin_s=30.0,
+        keep=None,  # the devnet lives in tmp_path; no status files beside it
     )
     root = tmp_path / "devnet"
     row = trio.run(run_size, args, NODES, root)

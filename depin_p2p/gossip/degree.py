@@ -29,7 +29,7 @@ connection younger than ``min_age_ms``.
 
 Peers we must keep count towards the target but never crowd the others out:
 with R of them, a node aims at ``max(target - R, max(1, target // 2))`` other peers
-and prunes others only above that plus ``max_peers - target``. (Counted in
+and prunes others only above that plus ``high - target``. (Counted in
 one budget, 16 validators at target 8 each pruned every follower: the
 network split into a validator clique that committed and followers that
 heard nothing, bench/scale.py at 32 processes.) R counts every required

@@ -153,7 +153,7 @@ class TransportCounters:
     inbound_messages_by_topic: dict[str, int] = field(default_factory=dict)
 
     def count_inbound(self, topic: str, size: int) -> None:
-        """One pubsub message of ``size`` payload bytes read for ``topic`` (a topic we subscribe to)."""
+        """One pubsub message of ``size`` payload bytes read for ``topic`` (ours, or ``"other"``)."""
         self.inbound_bytes_by_topic[topic] = self.inbound_bytes_by_topic.get(topic, 0) + size
         self.inbound_messages_by_topic[topic] = self.inbound_messages_by_topic.get(topic, 0) + 1
 

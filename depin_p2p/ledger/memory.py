@@ -169,6 +169,16 @@ class MemoryLedger:
     def get_certificate(self, epoch: int) -> bytes | None:
         return self.certificates.get(epoch)
 
+    def commit_epoch(
+        self,
+        changes: StateChanges,
+        certificate: bytes,
+        *,
+        certificate_hash: bytes | None = None,
+    ) -> None:
+        """As ``LedgerStore.commit_epoch``, in memory."""
+        self.commit(changes, certificate, certificate_hash)
+
     async def commit_epoch_async(
         self,
         changes: StateChanges,

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from depin_p2p import wire
 from depin_p2p.consensus import transition
@@ -34,6 +35,7 @@ from depin_p2p.consensus.state import (
     BuildValue,
     Candidate,
     Certificate,
+    CommitNotice,
     Decide,
     DuplicateVoteEvidence,
     Effect,
@@ -52,10 +54,13 @@ from depin_p2p.consensus.state import (
     TimeoutKind,
     Timeouts,
     ValidatorSet,
+    certificate_from,
     make_evidence,
+    notice_of,
     proposer_for,
     value_id_of,
     verify_certificate,
+    verify_notice,
 )
 from depin_p2p.errors import CodecError, Ignore, InternalError, Reject
 
@@ -580,6 +585,80 @@ def screen_certificate(driver: EpochDriver, cert: Certificate, now_ms: int) -> i
         quorum=config.rules.quorum,
     )
     return None
+
+
+def screen_any(driver: EpochDriver, item: object, now_ms: int) -> tuple[object | None, int | None]:
+    """Gossip intake of a decoded consensus item: (what the pump hands the driver, the epoch to catch up to).
+
+    A :class:`CommitNotice` becomes the certificate it stands for, or None
+    (:func:`screen_notice`); anything else goes through :func:`screen_gossip` as it is.
+    """
+    if isinstance(item, CommitNotice):
+        return screen_notice(driver, item, now_ms)
+    return item, screen_gossip(driver, item, now_ms)
+
+
+def gossip_form(item: wire.Envelope | Certificate | DuplicateVoteEvidence) -> object:
+    """What a :class:`Publish` puts on the wire: a certificate as its notice (the value stays home)."""
+    return notice_of(item) if isinstance(item, Certificate) else item
+
+
+def screen_notice(
+    driver: EpochDriver, notice: CommitNotice, now_ms: int
+) -> tuple[Certificate | None, int | None]:
+    """Gossip intake of a commit notice: the certificate it stands for, or the epoch to catch up to.
+
+    One for our next epoch is verified in full (a forged one is a proven fault
+    of the forwarder); if this node holds the decided candidate (it heard the
+    proposal), the notice becomes that certificate (forwarded, then fed as a
+    :class:`CertificateIn`), else the node fetches the certificate from the
+    sender. One for a later epoch, not past the one the clock runs, cannot be
+    verified yet: it shows the peer ahead, and the node catches up. The caller
+    forwards neither of those two, at no one's cost, as with a certificate.
+
+    Raises:
+        Ignore: ``old_certificate``, ``certificate_from_the_future`` (counted in
+            ``driver.counters.ignore_codes``).
+        Reject: what :func:`verify_notice` raises, for our next epoch.
+    """
+    head, config = driver.head, driver.config
+    running_epoch = config.clock.latest_due(now_ms) + 1
+    if notice.epoch < head.next_epoch or driver.pending_commit() is not None:
+        _ignore(driver, "old_certificate")
+    if notice.epoch > running_epoch:
+        _ignore(driver, "certificate_from_the_future", f"epoch {notice.epoch} while {running_epoch} runs")
+    if notice.epoch > head.next_epoch:
+        return None, notice.epoch
+    verify_notice(
+        notice,
+        head.validators,
+        config.network_id,
+        head.prev_cert_hash,
+        verify=driver.verify,
+        quorum=config.rules.quorum,
+    )
+    for cand in held_candidates(driver, notice.epoch):
+        cert = certificate_from(notice, cand)
+        if cert is not None:
+            return cert, None
+    return None, notice.epoch
+
+
+def _ignore(driver: EpochDriver, code: str, detail: str = "") -> NoReturn:
+    codes = driver.counters.ignore_codes
+    codes[code] = codes.get(code, 0) + 1
+    raise Ignore(code, detail)
+
+
+def held_candidates(driver: EpochDriver, epoch: int) -> list[Candidate]:
+    """The candidates of ``epoch`` this node heard proposed (in any round) in its running instance."""
+    st = driver.state
+    if st is None or st.params.epoch != epoch:
+        return []
+    out = [proposal.candidate for proposal, _ in st.proposals.values()]
+    if st.valid_value is not None:
+        out.append(st.valid_value)
+    return out
 
 
 def screen_envelope(

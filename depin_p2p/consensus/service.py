@@ -145,12 +145,12 @@ class ConsensusService:
             item = wire.decode(data, d.CONSENSUS_MESSAGE_CAP)
         except CodecError as exc:
             raise Reject("malformed", str(exc)) from None
-        ahead = d.screen_gossip(self.driver, item, self._clock.now_ms())
-        if ahead is not None:  # a peer is ahead: catch up (one chase at a time)
+        item, ahead = d.screen_any(self.driver, item, self._clock.now_ms())  # a notice: its certificate
+        if ahead is not None:  # a peer is ahead, or has what we lack: catch up (one chase at a time)
             if self._nursery is not None:
                 self._nursery.start_soon(self.sync.chase, peer, ahead)
-            if isinstance(item, Certificate):
-                raise Ignore("certificate_ahead", f"epoch {item.epoch}: catching up")
+            if not isinstance(item, wire.Envelope):
+                raise Ignore("certificate_ahead", f"epoch {ahead}: catching up")
         self._stash[wire.content_id(data)] = item
         while len(self._stash) > STASH_CAPACITY:
             self._stash.popitem(last=False)
@@ -189,7 +189,7 @@ class ConsensusService:
 
     async def _execute(self, req: d.Request) -> d.Input | None:
         if isinstance(req, d.Publish):
-            await self._transport.publish(self._topic, wire.encode(req.item))
+            await self._transport.publish(self._topic, wire.encode(d.gossip_form(req.item)))
         elif isinstance(req, d.SleepUntil):
             self._timer_seq += 1
             heapq.heappush(self._timers, (req.at_ms, self._timer_seq, req.then))

@@ -334,8 +334,8 @@ class _GossipSub(GossipSub):
     399 ms and 276 ms vs 41 ms in back-to-back runs), because frames, not
     bytes, are what py-libp2p pays for. We still honour the IDONTWANTs that
     other peers send us. go-libp2p's threshold is 1 KiB; ours is 64 KiB:
-    never for the few-kB bundles, votes and transactions, always for
-    proposals and certificates (100 kB to 1 MiB each). There one small
+    never for the few-kB bundles, votes, commit notices and transactions,
+    always for proposals (100 kB to 1 MiB each). There one small
     control frame saves a whole copy: at 32 processes with 1 radio each the
     proposal bytes a node read fell from about 12.6 to 7.5 MB over 10 epochs,
     every epoch in round 0 both times (bench/scale.py, docs/LIBP2P_NOTES.md).

@@ -102,7 +102,7 @@ def test_every_buffered_message_is_replayed_even_after_one_that_fails() -> None:
     assert [c.epoch for c in ex.committed] == [1]
     assert ex.committed[0].candidate.value == b"their value"
     assert drv.head.next_epoch == 2 and drv.state is None
-    assert ex.published[-1] == ex.committed[0]  # the certificate is gossiped after the commit
+    assert ex.published[-1] == ex.committed[0]  # the certificate is gossiped after the commit (as its notice)
 
 
 def test_a_signature_is_verified_once_and_our_own_never() -> None:
@@ -181,3 +181,68 @@ def test_a_vote_far_past_our_clock_is_ignored_at_the_gate_and_one_within_reach_p
     d.screen_epoch(drv, near, now_ms=2_500)  # no error: a skewed clock a little ahead is fine
     with pytest.raises(Ignore, match="vote_from_the_future"):
         d.screen_epoch(drv, Prevote(running + d.FUTURE_EPOCHS + 1, 0, None), now_ms=2_500)
+
+
+# ------------------------------------------------ commit notices: certificates gossiped without the value
+
+from depin_p2p.consensus.state import CommitNotice, certificate_from, notice_of  # noqa: E402
+
+
+def _certificate(decision: list[wire.Envelope]) -> Certificate:
+    cand = wire.decode_as(decision[0].body, Proposal).candidate
+    sigs = sorted((commit_sig_of(env) for env in decision[1:]), key=lambda s: s.validator)
+    return Certificate(cand, wire.decode_as(decision[1].body, Precommit).round, tuple(sigs))
+
+
+def test_a_commit_is_gossiped_as_a_notice_of_a_few_hundred_bytes_whatever_the_value() -> None:
+    cert = _certificate(_decision())
+    big = Certificate(Candidate(1, GENESIS_PREV_HASH, bytes(800_000)), cert.round, cert.signatures)
+    wire_form = d.gossip_form(big)
+    assert isinstance(wire_form, CommitNotice)
+    assert len(wire.encode(wire_form)) < 400 < 800_000 < len(wire.encode(big))
+    assert certificate_from(wire_form, big.candidate) == big  # the value makes it whole again
+    assert certificate_from(wire_form, cert.candidate) is None  # another value does not
+    envelope = _decision()[0]
+    assert d.gossip_form(envelope) is envelope  # votes and proposals go out as they are
+
+
+def test_a_notice_of_a_heard_proposal_becomes_its_certificate_and_commits() -> None:
+    drv, ex = _driver()
+    drv.boot(2_500)
+    ex.drain(2_500)
+    decision = _decision()
+    drv.feed(d.PeerMessage(decision[0], "proposer"), 2_600)  # the proposal, but none of the precommits
+    ex.drain(2_600)
+    cert = _certificate(decision)
+    got, chase = d.screen_notice(drv, notice_of(cert), now_ms=2_700)
+    assert got == cert and chase is None
+    drv.feed(d.CertificateIn(got, "peer"), 2_700)
+    ex.drain(2_700)
+    assert ex.committed == [cert]
+
+
+def test_a_notice_of_a_value_never_heard_fetches_the_certificate_from_its_sender() -> None:
+    drv, ex = _driver()
+    drv.boot(2_500)
+    ex.drain(2_500)
+    got, chase = d.screen_notice(drv, notice_of(_certificate(_decision())), now_ms=2_600)
+    assert got is None and chase == 1  # catch up to epoch 1 (the service then forwards nothing)
+    assert not ex.committed
+
+
+def test_a_forged_notice_is_a_proven_fault_and_old_or_future_ones_are_ignored() -> None:
+    drv, _ = _driver()
+    cert = _certificate(_decision())
+    forged = notice_of(cert)
+    stolen = CommitNotice(1, GENESIS_PREV_HASH, b"\x07" * 32, forged.round, forged.signatures)
+    with pytest.raises(Reject, match="bad_signature"):  # the signatures are not over this value id
+        d.screen_notice(drv, stolen, now_ms=2_500)
+    with pytest.raises(Reject, match="insufficient_power"):
+        d.screen_notice(drv, CommitNotice(1, GENESIS_PREV_HASH, cert.value_id, 0, ()), now_ms=2_500)
+    with pytest.raises(Ignore, match="certificate_from_the_future"):
+        d.screen_notice(drv, notice_of(_forged(2**64 - 1)), now_ms=2_500)
+    assert d.screen_notice(drv, notice_of(_forged(2)), now_ms=2_500) == (None, 2)  # ahead: catch up
+    old = d.EpochDriver(d.DriverConfig(NET, KEYS[0].public_key, CLOCK), d.Head(3, b"\x01" * 32, VALIDATORS))
+    with pytest.raises(Ignore, match="old_certificate"):
+        d.screen_notice(old, forged, now_ms=4_500)
+    assert old.counters.ignore_codes["old_certificate"] == 1

@@ -385,6 +385,7 @@ class Verdicts:
     def __init__(self) -> None:
         self._known: OrderedDict[bytes, tuple[bool, object]] = OrderedDict()
         self._parked: dict[bytes, list[PeerMessage | CertificateIn]] = {}
+        self._checking: dict[bytes, Candidate] = {}  # the candidates of the checks running
 
     def __contains__(self, value_id: bytes) -> bool:
         return value_id in self._known
@@ -392,12 +393,13 @@ class Verdicts:
     def get(self, value_id: bytes) -> tuple[bool, object] | None:
         return self._known.get(value_id)
 
-    def park(self, value_id: bytes, item: PeerMessage | CertificateIn) -> bool:
+    def park(self, value_id: bytes, item: PeerMessage | CertificateIn, candidate: Candidate) -> bool:
         """Hold ``item`` until the verdict; True if a check must be requested (the first to wait)."""
         waiting = self._parked.get(value_id)
         first = waiting is None
         if waiting is None:
             self._parked[value_id] = waiting = []
+            self._checking[value_id] = candidate
         if sum(len(v) for v in self._parked.values()) < PARKED_CAPACITY:
             waiting.append(item)
         return first
@@ -407,11 +409,17 @@ class Verdicts:
         self._known[value_id] = (ok, payload)
         while len(self._known) > VERDICTS_CAPACITY:
             self._known.popitem(last=False)
+        self._checking.pop(value_id, None)
         return self._parked.pop(value_id, [])
+
+    def checking(self) -> list[Candidate]:
+        """The candidates whose check runs (their proposal heard, not yet in the instance)."""
+        return list(self._checking.values())
 
     def clear(self) -> None:
         self._known.clear()
         self._parked.clear()
+        self._checking.clear()
 
     def lookup(self, candidate: Candidate) -> None:
         """``Params.validate_value``: the verdict the check already returned."""
@@ -651,11 +659,13 @@ def _ignore(driver: EpochDriver, code: str, detail: str = "") -> NoReturn:
 
 
 def held_candidates(driver: EpochDriver, epoch: int) -> list[Candidate]:
-    """The candidates of ``epoch`` this node heard proposed (in any round) in its running instance."""
+    """The candidates this node heard proposed (any round) in its running instance of ``epoch``,
+    including those whose check still runs (:func:`certificate_from` matches epoch and id)."""
     st = driver.state
+    out = driver.verdicts.checking()
     if st is None or st.params.epoch != epoch:
-        return []
-    out = [proposal.candidate for proposal, _ in st.proposals.values()]
+        return out
+    out += [proposal.candidate for proposal, _ in st.proposals.values()]
     if st.valid_value is not None:
         out.append(st.valid_value)
     return out
@@ -1007,7 +1017,7 @@ class EpochDriver:
         vid = value_id_of(cand)
         if vid in self.verdicts:
             return False
-        if self.verdicts.park(vid, item):
+        if self.verdicts.park(vid, item, cand):
             self._out.append(CheckValue(cand))
         return True
 

@@ -5,19 +5,20 @@ timers) arrives on one bounded inbox; the loop hands it to the pure
 :class:`~depin_p2p.consensus.driver.EpochDriver` and runs what it asks for,
 in order: publish, sleep until (one timer task), sign durably (the signer's
 synced write: persist before you speak), build or check a value, commit (one
-LMDB write transaction), penalise a peer. LMDB reads and the commit run in worker threads when
-``offload_io`` is set; the sign-state write runs on the loop (``_sign``). Catch-up (``sync``)
+LMDB write transaction), penalise a peer. With ``offload_io`` the LMDB reads and the commit of a big
+value run in worker threads (:mod:`~depin_p2p.consensus.ledger_io`); the sign-state write runs on
+the loop (``_sign``). Catch-up (``sync``)
 only fetches: certificates go through the same inbox, so this loop is the one writer.
 
-The topic validator decodes and verifies each message once (the driver's cache); a bad signature or
-a non-validator's vote is rejected there (the peer pays); one showing us behind starts catch-up.
+The topic validator (:mod:`~depin_p2p.consensus.intake`) decodes and verifies each message once (the
+driver's cache); a bad signature or a non-validator's vote is rejected there (the peer pays); one
+showing us behind starts catch-up.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -29,13 +30,13 @@ from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.consensus import driver as d
 from depin_p2p.consensus import sync
+from depin_p2p.consensus.intake import GossipIntake
 from depin_p2p.consensus.ledger_io import EpochLedger, NodeLedger
 from depin_p2p.consensus.signer import Signer, SignRefused, signed_fields
-from depin_p2p.consensus.state import Certificate, DuplicateVoteEvidence, Timeouts, value_id_of
+from depin_p2p.consensus.state import Certificate, Timeouts, value_id_of
 from depin_p2p.consensus.steps import StepObserver, StepTimer
 from depin_p2p.consensus.value import ValueParams
-from depin_p2p.errors import CodecError, Ignore, Reject
-from depin_p2p.gossip.transport import CONSENSUS, SYNC, GossipMessage, PeerId, Transport, protocol, topic
+from depin_p2p.gossip.transport import CONSENSUS, SYNC, PeerId, Transport, protocol, topic
 from depin_p2p.ledger.state import TxResult
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.pool import ProofPool
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("depin_p2p.consensus")
 INBOX_CAPACITY = 4_096
-STASH_CAPACITY = 4_096  # decoded messages between the topic validator and the pump
 ConsensusCounters = d.ConsensusCounters  # re-exported: /status reads it
 
 
@@ -90,10 +90,8 @@ class ConsensusService:
         self._topic = topic(network_id, CONSENSUS)
         self._sync_protocol = protocol(network_id, SYNC)
         self._send, self._inbox = trio.open_memory_channel[d.Input | trio.Event](INBOX_CAPACITY)
-        self._stash: OrderedDict[bytes, object] = OrderedDict()
         self._timers: list[tuple[int, int, d.TimeoutFired | d.EpochDue]] = []
         self._timer_seq, self._wake = 0, trio.Event()
-        self._nursery: trio.Nursery | None = None
         self.steps = StepTimer(observe_step)
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
@@ -104,6 +102,7 @@ class ConsensusService:
         self.evidence_offenders = self.driver.evidence.offenders  # the signer each new evidence names
         self.committed = trio.Event()  # replaced after each commit; tests and the node wait on it
         self.sync = sync.CatchUp(transport, self._sync_protocol, self._submit_synced, self.last_epoch)
+        self.intake = GossipIntake(self.driver, clock, self.sync, self._send)
 
     @property
     def running_epoch(self) -> int | None:
@@ -122,10 +121,10 @@ class ConsensusService:
         self._transport.set_handler(
             self._sync_protocol, sync.make_server(self.ledger.ledger), max_request_bytes=sync.MAX_SYNC_REQUEST
         )
-        channel = await self._transport.subscribe(self._topic, self._validate_gossip, capacity=INBOX_CAPACITY)
+        channel = await self._transport.subscribe(self._topic, self.intake.validate, capacity=INBOX_CAPACITY)
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._pump, channel)
+            self.intake.nursery = nursery
+            nursery.start_soon(self.intake.pump, channel)
             nursery.start_soon(self._timer)
             self.driver.boot(self._clock.now_ms())
             task_status.started()
@@ -136,35 +135,6 @@ class ConsensusService:
                     continue
                 self.driver.feed(item, self._clock.now_ms())
                 await self._drain()
-
-    # ------------------------------------------------------------ intake
-
-    def _validate_gossip(self, peer: PeerId, data: bytes) -> None:
-        """Topic validator: decode once, screen envelopes (signature, signer); stash for the pump."""
-        try:
-            item = wire.decode(data, d.CONSENSUS_MESSAGE_CAP)
-        except CodecError as exc:
-            raise Reject("malformed", str(exc)) from None
-        item, ahead = d.screen_any(self.driver, item, self._clock.now_ms())  # a notice: its certificate
-        if ahead is not None:  # a peer is ahead, or has what we lack: catch up (one chase at a time)
-            if self._nursery is not None:
-                self._nursery.start_soon(self.sync.chase, peer, ahead)
-            if not isinstance(item, wire.Envelope):
-                raise Ignore("certificate_ahead", f"epoch {ahead}: catching up")
-        self._stash[wire.content_id(data)] = item
-        while len(self._stash) > STASH_CAPACITY:
-            self._stash.popitem(last=False)
-
-    async def _pump(self, channel: trio.MemoryReceiveChannel[GossipMessage]) -> None:
-        async with channel:
-            async for msg in channel:
-                item = self._stash.pop(wire.content_id(msg.data), None)
-                if isinstance(item, wire.Envelope):
-                    await self._send.send(d.PeerMessage(item, msg.peer))
-                elif isinstance(item, Certificate):
-                    await self._send.send(d.CertificateIn(item, msg.peer))
-                elif isinstance(item, DuplicateVoteEvidence):
-                    await self._send.send(d.EvidenceIn(item))
 
     async def _timer(self) -> None:
         """The one timer: posts each requested input back at its time."""

@@ -144,7 +144,7 @@ class CommitNotice:
     (:func:`verify_notice`); a node that holds the decided candidate (it heard
     the proposal) makes the certificate back from it (:func:`certificate_from`),
     and one that does not fetches the certificate from the sender by catch-up.
-    A few kB instead of the whole value (up to 900 kB) per copy.
+    About 100 bytes per signature instead of the whole value (up to 900 kB) per copy.
     """
 
     epoch: wire.U64

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Protocol, TypeVar
 
 import structlog
+import trio
 
 from depin_p2p import wire
 from depin_p2p.consensus.state import Certificate
@@ -132,22 +133,52 @@ class CatchUp:
         self._submit = submit
         self._last_epoch = last_epoch
         self._chasing = False
+        self._again: tuple[PeerId, int] | None = None  # the latest request made while a chase ran
+        self._waiting: set[int] = set()  # epochs a chase_after waits for
 
     async def chase(self, peer: PeerId, up_to: int) -> None:
         """Catch up to ``up_to``, from ``peer`` first, then the others; one chase at a time.
 
         The loop asks for this when a peer shows a certificate past our next epoch. A
-        second request while one runs is dropped: a flood of far certificates costs one sync.
+        request made while a chase runs is remembered, the latest one only, and run once
+        the chase ends if it still asks for more: a flood of far certificates costs one more
+        sync, and a notice from a peer that committed meanwhile is not lost (its sender may
+        not have committed when the first chase asked it).
         """
         if self._chasing:
+            self._again = (peer, up_to)
             return
         self._chasing = True
         try:
-            others = sorted(p for p in self._transport.peers() if p != peer)
-            applied = await self.from_any([peer, *others], up_to)
-            log.info("consensus.sync.caught_up", applied=applied, last_epoch=self._last_epoch())
+            while True:
+                others = sorted(p for p in self._transport.peers() if p != peer)
+                applied = await self.from_any([peer, *others], up_to)
+                log.info("consensus.sync.caught_up", applied=applied, last_epoch=self._last_epoch())
+                again, self._again = self._again, None
+                if again is None or again[1] <= self._last_epoch():
+                    break
+                peer, up_to = again
         finally:
             self._chasing = False
+
+    async def chase_after(
+        self, peer: PeerId, up_to: int, delay_s: float, settled: Callable[[], Awaitable[bool]]
+    ) -> None:
+        """:meth:`chase` after ``delay_s`` unless ``up_to`` committed or ``settled()`` by then.
+
+        For a commit notice of a value this node lacks: the proposal may still be on its
+        way or in its check. One wait per epoch, however many notices name it.
+        """
+        if up_to in self._waiting:
+            return
+        self._waiting.add(up_to)
+        try:
+            await trio.sleep(delay_s)
+            if self._last_epoch() >= up_to or await settled():
+                return
+        finally:
+            self._waiting.discard(up_to)
+        await self.chase(peer, up_to)
 
     async def from_peer(self, peer: PeerId, up_to: int) -> int:
         """Catch up from ``peer`` until ``up_to``; return the epochs committed meanwhile.

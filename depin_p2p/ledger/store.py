@@ -30,7 +30,9 @@ retried. A second process opening the same store for writing gets a
 StorageError (an exclusive ``flock`` on ``writer.lock``).
 
 All methods block; trio code calls the ``*_async`` wrappers, which run them
-in a worker thread with ``trio.to_thread.run_sync``.
+in a worker thread with ``trio.to_thread.run_sync``, except where a short
+call on the loop measured faster (the sign-state write, and the reads and
+commit of a small epoch value: ``consensus/ledger_io.py``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 The fifth node, a follower, drops every proposal at its topic validator, so it
 never holds a decided value: each epoch it gets the votes and the other nodes'
-commit notices, and must fetch each certificate over ``/sync/1`` from a
-notice's sender. The validators make every certificate back from the proposal
-they heard and fetch nothing.
+commit notices, and must fetch each certificate over ``/sync/1`` once a
+notice has waited ``NOTICE_WAIT_S`` for its proposal in vain. The
+validators make every certificate back from the proposal they heard and
+fetch nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ async def test_a_follower_that_never_hears_a_proposal_commits_every_epoch_from_t
     c = cluster.make_cluster(nodes=5, validators=4, with_consensus=True)
     deaf = c.consensus[4]
     heard: list[type] = []
-    validate = deaf._validate_gossip
+    validate = deaf.intake.validate
 
     def no_proposals(peer: PeerId, data: bytes) -> None:
         item = wire.decode(data)
@@ -37,7 +38,7 @@ async def test_a_follower_that_never_hears_a_proposal_commits_every_epoch_from_t
             raise Ignore("test_drops_proposals")
         validate(peer, data)
 
-    deaf._validate_gossip = no_proposals  # type: ignore[method-assign]
+    deaf.intake.validate = no_proposals  # type: ignore[method-assign]
     fetched = [0] * 5  # epochs each node committed from certificates fetched over /sync/1
 
     def counting(i: int) -> None:

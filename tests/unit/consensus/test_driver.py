@@ -246,3 +246,17 @@ def test_a_forged_notice_is_a_proven_fault_and_old_or_future_ones_are_ignored() 
     with pytest.raises(Ignore, match="old_certificate"):
         d.screen_notice(old, forged, now_ms=4_500)
     assert old.counters.ignore_codes["old_certificate"] == 1
+
+
+def test_a_notice_of_a_proposal_whose_check_still_runs_becomes_its_certificate() -> None:
+    # Review finding: a big proposal's check takes a while, and the notices of the nodes that
+    # checked faster arrive meanwhile; the candidate is held, so nothing is fetched again.
+    drv, ex = _driver()
+    drv.boot(2_500)
+    ex.drain(2_500)  # the instance of epoch 1 opens
+    decision = _decision()
+    drv.feed(d.PeerMessage(decision[0], "proposer"), 2_600)
+    pending = [r for r in iter(lambda: drv.next_request(2_600), None)]
+    assert any(isinstance(r, d.CheckValue) for r in pending)  # not answered: the check runs
+    cert = _certificate(decision)
+    assert d.screen_notice(drv, notice_of(cert), now_ms=2_700) == (cert, None)

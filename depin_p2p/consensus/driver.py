@@ -631,7 +631,8 @@ def screen_notice(
     """
     head, config = driver.head, driver.config
     running_epoch = config.clock.latest_due(now_ms) + 1
-    if notice.epoch < head.next_epoch or driver.pending_commit() is not None:
+    writing = driver.pending_commit() is not None  # our next epoch is being written: as good as old
+    if notice.epoch < head.next_epoch or (notice.epoch == head.next_epoch and writing):
         _ignore(driver, "old_certificate")
     if notice.epoch > running_epoch:
         _ignore(driver, "certificate_from_the_future", f"epoch {notice.epoch} while {running_epoch} runs")

@@ -140,13 +140,14 @@ class CatchUp:
         """Catch up to ``up_to``, from ``peer`` first, then the others; one chase at a time.
 
         The loop asks for this when a peer shows a certificate past our next epoch. A
-        request made while a chase runs is remembered, the latest one only, and run once
+        request made while a chase runs is remembered, the furthest one only, and run once
         the chase ends if it still asks for more: a flood of far certificates costs one more
         sync, and a notice from a peer that committed meanwhile is not lost (its sender may
         not have committed when the first chase asked it).
         """
         if self._chasing:
-            self._again = (peer, up_to)
+            if self._again is None or up_to >= self._again[1]:
+                self._again = (peer, up_to)
             return
         self._chasing = True
         try:

@@ -82,3 +82,18 @@ async def test_chase_after_waits_once_per_epoch_and_not_at_all_if_settled(
     assert c.calls == [(PeerId("a"), 1)]
     await c.chase_after(PeerId("a"), 1, 2.0, never)  # committed already: not even asked
     assert settled == [False]
+
+
+async def test_a_nearer_request_made_during_a_chase_does_not_replace_a_further_one() -> None:
+    # Review finding: notices for epoch 2, then a late vote showing epoch 1, while a chase for 1 ran.
+    c = Recording()
+    c.reachable = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(c.chase, PeerId("a"), 1)
+        await trio.testing.wait_all_tasks_blocked()
+        await c.chase(PeerId("b"), 2)
+        await c.chase(PeerId("a"), 1)
+        c.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        c.reachable = 10**9
+    assert c.calls == [(PeerId("a"), 1), (PeerId("b"), 2)]  # the further one ran, not (a, 1) again

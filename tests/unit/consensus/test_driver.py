@@ -260,3 +260,20 @@ def test_a_notice_of_a_proposal_whose_check_still_runs_becomes_its_certificate()
     assert any(isinstance(r, d.CheckValue) for r in pending)  # not answered: the check runs
     cert = _certificate(decision)
     assert d.screen_notice(drv, notice_of(cert), now_ms=2_700) == (cert, None)
+
+
+def test_a_notice_past_the_epoch_being_written_is_chased_not_dropped() -> None:
+    # Review finding: while epoch 1's commit was written, a notice for epoch 2 counted as old.
+    drv, ex = _driver()
+    drv.boot(2_500)
+    ex.drain(2_500)
+    for env in _decision():
+        drv.feed(d.PeerMessage(env, "peer"), 2_600)
+    while not isinstance(req := drv.next_request(2_600), d.Commit):  # answer all but the commit
+        assert req is not None
+        if (answer := ex.answer(req)) is not None:
+            drv.feed(answer, 2_600)
+    assert drv.pending_commit() is not None
+    assert d.screen_notice(drv, notice_of(_forged(2)), now_ms=2_600) == (None, 2)  # ahead: catch up
+    with pytest.raises(Ignore, match="old_certificate"):  # the one being written is as good as old
+        d.screen_notice(drv, notice_of(_certificate(_decision())), now_ms=2_600)

@@ -133,7 +133,7 @@ class CatchUp:
         self._submit = submit
         self._last_epoch = last_epoch
         self._chasing = False
-        self._again: tuple[PeerId, int] | None = None  # the latest request made while a chase ran
+        self._again: tuple[PeerId, int] | None = None  # the furthest request made while a chase ran
         self._waiting: set[int] = set()  # epochs a chase_after waits for
 
     async def chase(self, peer: PeerId, up_to: int) -> None:

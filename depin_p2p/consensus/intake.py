@@ -24,7 +24,7 @@ import trio
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.consensus import driver as d
-from depin_p2p.consensus.state import Certificate, DuplicateVoteEvidence
+from depin_p2p.consensus.state import Certificate, CommitNotice, DuplicateVoteEvidence
 from depin_p2p.consensus.sync import CatchUp
 from depin_p2p.errors import CodecError, Ignore, Reject, ValidationError
 from depin_p2p.gossip.transport import GossipMessage, PeerId
@@ -62,22 +62,24 @@ class GossipIntake:
         while len(self._stash) > STASH_CAPACITY:
             self._stash.popitem(last=False)
 
-    def _catch_up(self, peer: PeerId, up_to: int, notice: object) -> None:
+    def _catch_up(self, peer: PeerId, up_to: int, notice: object | None) -> None:
         if self.nursery is None:
             return
-        if notice is not None and up_to == self._driver.head.next_epoch:  # a notice of a value we lack
+        if isinstance(notice, CommitNotice) and up_to == self._driver.head.next_epoch:  # a value we lack
             settle = partial(self._settle, peer, notice)
             self.nursery.start_soon(self._sync.chase_after, peer, up_to, NOTICE_WAIT_S, settle)
         else:
             self.nursery.start_soon(self._sync.chase, peer, up_to)
 
-    async def _settle(self, peer: PeerId, notice: object) -> bool:
+    async def _settle(self, peer: PeerId, notice: CommitNotice) -> bool:
         """True if ``notice`` is settled: its epoch committed, or its proposal heard meanwhile."""
+        if notice.epoch < self._driver.head.next_epoch:
+            return True  # committed meanwhile (not counted as an ignored message a second time)
         try:
-            cert, _ = d.screen_any(self._driver, notice, self._clock.now_ms())
+            cert, _ = d.screen_notice(self._driver, notice, self._clock.now_ms())
         except ValidationError:
-            return True  # committed meanwhile
-        if isinstance(cert, Certificate):
+            return True  # its epoch is being written
+        if cert is not None:
             await self._send.send(d.CertificateIn(cert, peer))
         return cert is not None
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 from depin_p2p import wire
 from depin_p2p.consensus import transition
@@ -538,10 +537,14 @@ def screen_gossip(driver: EpochDriver, item: object, now_ms: int) -> int | None:
         if not isinstance(item, DuplicateVoteEvidence):
             raise Reject("unexpected_type", type(item).__name__)
     except Ignore as exc:
-        codes = driver.counters.ignore_codes
-        codes[exc.code] = codes.get(exc.code, 0) + 1
+        _count_ignore(driver, exc)
         raise
     return None
+
+
+def _count_ignore(driver: EpochDriver, exc: Ignore) -> None:
+    codes = driver.counters.ignore_codes
+    codes[exc.code] = codes.get(exc.code, 0) + 1
 
 
 def screen_epoch(driver: EpochDriver, msg: ConsensusMessage, now_ms: int) -> None:
@@ -577,12 +580,7 @@ def screen_certificate(driver: EpochDriver, cert: Certificate, now_ms: int) -> i
         Reject: what :func:`verify_certificate` raises, for our next epoch.
     """
     head, config = driver.head, driver.config
-    running_epoch = config.clock.latest_due(now_ms) + 1
-    if cert.epoch < head.next_epoch:
-        raise Ignore("old_certificate")
-    if cert.epoch > running_epoch:
-        raise Ignore("certificate_from_the_future", f"epoch {cert.epoch} while {running_epoch} runs")
-    if cert.epoch > head.next_epoch:
+    if _commit_is_ahead(driver, cert.epoch, now_ms):
         return cert.epoch
     verify_certificate(
         cert,
@@ -593,6 +591,23 @@ def screen_certificate(driver: EpochDriver, cert: Certificate, now_ms: int) -> i
         quorum=config.rules.quorum,
     )
     return None
+
+
+def _commit_is_ahead(driver: EpochDriver, epoch: int, now_ms: int, *, writing_is_old: bool = False) -> bool:
+    """The epoch screen of a gossiped certificate or notice: True when ``epoch`` is past our next one.
+
+    Raises:
+        Ignore: ``old_certificate`` (with ``writing_is_old``, also our next epoch while its commit
+            is being written); ``certificate_from_the_future`` (an epoch our clock has not reached).
+    """
+    head = driver.head
+    writing = writing_is_old and epoch == head.next_epoch and driver.pending_commit() is not None
+    if epoch < head.next_epoch or writing:
+        raise Ignore("old_certificate")
+    running_epoch = driver.config.clock.latest_due(now_ms) + 1
+    if epoch > running_epoch:
+        raise Ignore("certificate_from_the_future", f"epoch {epoch} while {running_epoch} runs")
+    return epoch > head.next_epoch
 
 
 def screen_any(driver: EpochDriver, item: object, now_ms: int) -> tuple[object | None, int | None]:
@@ -630,14 +645,12 @@ def screen_notice(
         Reject: what :func:`verify_notice` raises, for our next epoch.
     """
     head, config = driver.head, driver.config
-    running_epoch = config.clock.latest_due(now_ms) + 1
-    writing = driver.pending_commit() is not None  # our next epoch is being written: as good as old
-    if notice.epoch < head.next_epoch or (notice.epoch == head.next_epoch and writing):
-        _ignore(driver, "old_certificate")
-    if notice.epoch > running_epoch:
-        _ignore(driver, "certificate_from_the_future", f"epoch {notice.epoch} while {running_epoch} runs")
-    if notice.epoch > head.next_epoch:
-        return None, notice.epoch
+    try:  # our next epoch being written is as good as old
+        if _commit_is_ahead(driver, notice.epoch, now_ms, writing_is_old=True):
+            return None, notice.epoch
+    except Ignore as exc:
+        _count_ignore(driver, exc)
+        raise
     verify_notice(
         notice,
         head.validators,
@@ -651,12 +664,6 @@ def screen_notice(
         if cert is not None:
             return cert, None
     return None, notice.epoch
-
-
-def _ignore(driver: EpochDriver, code: str, detail: str = "") -> NoReturn:
-    codes = driver.counters.ignore_codes
-    codes[code] = codes.get(code, 0) + 1
-    raise Ignore(code, detail)
 
 
 def held_candidates(driver: EpochDriver, epoch: int) -> list[Candidate]:

@@ -533,9 +533,7 @@ def verify_certificate(
     ``unsorted_signatures`` (not strictly sorted: duplicates or non-canonical),
     ``unknown_validator``, ``bad_signature``, ``insufficient_power`` (not > 2/3).
     """
-    c = cert.candidate
-    notice = CommitNotice(c.epoch, c.prev_cert_hash, cert.value_id, cert.round, cert.signatures)
-    verify_notice(notice, validators, network_id, prev_cert_hash, verify=verify, quorum=quorum)
+    verify_notice(notice_of(cert), validators, network_id, prev_cert_hash, verify=verify, quorum=quorum)
 
 
 def verify_notice(

@@ -187,5 +187,5 @@ class MemoryLedger:
         certificate_hash: bytes | None = None,
     ) -> None:
         """As ``LedgerStore.commit_epoch_async``, in memory (no thread, so virtual time holds)."""
-        self.commit(changes, certificate, certificate_hash)
+        self.commit_epoch(changes, certificate, certificate_hash=certificate_hash)
         await trio.lowlevel.checkpoint()

@@ -82,6 +82,7 @@ class ConsensusService:
         observe_step: StepObserver | None = None,
     ) -> None:
         self._clock, self._transport, self._signer, self._offload = clock, transport, signer, offload_io
+        self._grace_ms = grace_ms
         signatures = wire.SignatureCache() if signatures is None else signatures  # (empty is falsy)
         self.value_signatures = wire.SignatureTally()
         value_params = replace(value_params, verify=signatures.verifier(self.value_signatures))
@@ -126,6 +127,8 @@ class ConsensusService:
             self.intake.nursery = nursery
             nursery.start_soon(self.intake.pump, channel)
             nursery.start_soon(self._timer)
+            if self._signer is not None:  # the round-0 proposer's value, built before it is due
+                nursery.start_soon(self._build_ahead, self._signer.public_key)
             self.driver.boot(self._clock.now_ms())
             task_status.started()
             await self._drain()
@@ -146,6 +149,10 @@ class ConsensusService:
             deadline = self._clock.deadline_for(self._timers[0][0]) if self._timers else float("inf")
             with trio.move_on_at(deadline):
                 await self._wake.wait()
+
+    async def _build_ahead(self, me: bytes) -> None:
+        epochs, lead = self.driver.config.clock, self._grace_ms // 2
+        await self.ledger.build_ahead(self._clock, epochs, me, self.driver.evidence.all, lead)
 
     # ------------------------------------------------------------ requests
 

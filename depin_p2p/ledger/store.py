@@ -161,7 +161,11 @@ class LmdbView:
         self._txn = txn
         self._dbs = dbs
         self._accounts = dbs["accounts"]
+        self._devices = dbs["devices"]
         self._nodes = dbs["merkle_nodes"]
+        # Decoded devices, for this view's life (one snapshot, so exact): a value check reads the
+        # same few dozen devices hundreds of times (each report's witness, each reward's owner).
+        self._device_memo: dict[bytes, Device | None] = {}
         # The tree update's hot read (one per node on a changed path), without a Python frame.
         self.merkle_record: Callable[[bytes], bytes | None] = functools.partial(txn.get, db=self._nodes)
 
@@ -173,8 +177,13 @@ class LmdbView:
         return None if raw is None else _decode_account(raw)
 
     def get_device(self, device_id: bytes) -> Device | None:
-        raw = self._get("devices", device_id)
-        return None if raw is None else _decode(raw, DeviceRecord, "device").device
+        memo = self._device_memo
+        if device_id in memo:
+            return memo[device_id]
+        raw = self._txn.get(device_id, db=self._devices)
+        device = None if raw is None else _decode(raw, DeviceRecord, "device").device
+        memo[device_id] = device
+        return device
 
     def iter_devices(self) -> Iterator[Device]:
         cursor = self._txn.cursor(db=self._dbs["devices"])

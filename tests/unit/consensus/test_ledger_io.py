@@ -16,15 +16,18 @@ from typing import TypeVar
 
 import pytest
 import trio
+import trio.testing
 
 from depin_p2p import wire
+from depin_p2p.clock import Clock
 from depin_p2p.consensus import driver as d
 from depin_p2p.consensus.ledger_io import EpochLedger
-from depin_p2p.consensus.state import Candidate, Certificate, value_id_of
+from depin_p2p.consensus.state import Candidate, Certificate, proposer_for, value_id_of
 from depin_p2p.consensus.sync import ReadView
-from depin_p2p.consensus.value import ValueParams
+from depin_p2p.consensus.value import EpochContent, ValueParams
+from depin_p2p.crypto import KeyPair
 from depin_p2p.ledger.genesis import parse_genesis
-from depin_p2p.ledger.state import StateChanges, compute_genesis_changes
+from depin_p2p.ledger.state import StateChanges, Transfer, compute_genesis_changes
 from depin_p2p.ledger.store import LedgerStore
 from depin_p2p.witness.pool import ProofPool
 from devnet.genesis import DevnetPlan, plan_devnet
@@ -123,3 +126,75 @@ def test_build_check_and_commit_run_on_the_loop_only_for_a_small_value(
     assert s.last_epoch() == 1
     raw = s.read(lambda v: v.get_certificate(1))
     assert wire.decode_as(raw or b"", Certificate).epoch == 1  # committed for real
+
+
+def _ahead_ledger(s: LedgerStore, network_id: str, txs: list[wire.Envelope]) -> EpochLedger:
+    return EpochLedger(
+        s,
+        ProofPool(s, network_id),
+        ValueParams(network_id=network_id, emission_per_epoch=1_000),
+        pending_txs=lambda: txs,
+        on_tx_results=lambda _e, _r: None,
+        on_commit=lambda _e: None,
+        offload=True,
+    )
+
+
+EPOCHS = d.EpochClock(origin_ms=1_000_000, length_ms=2_000)  # epoch 1 due at 1,002,000
+
+
+async def _built_ahead_then_asked(
+    ledger: EpochLedger, me: bytes, change: Callable[[], None] = lambda: None
+) -> d.ValueBuilt:
+    clock = Clock(wall_anchor_ms=EPOCHS.origin_ms - 5_000)  # started before the genesis
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ledger.build_ahead, clock, EPOCHS, me, lambda: (), 100)
+        await clock.sleep_until_ms(EPOCHS.due_ms(1) - 50)  # built 100 ms ahead; due in 50 ms
+        change()
+        await clock.sleep_until_ms(EPOCHS.due_ms(1))
+        built = await ledger.build(d.BuildRequest(1, 0, ()))
+        nursery.cancel_scope.cancel()
+    return built
+
+
+def _proposer(ledger: EpochLedger) -> bytes:
+    head = ledger.head()
+    return proposer_for(head.validators, head.prev_cert_hash, 1, 0)
+
+
+def _transfer(network_id: str) -> wire.Envelope:
+    return wire.seal(Transfer(0, b"\x07" * 32, 5), KeyPair.from_seed(b"\x33" * 32), network_id)
+
+
+async def test_the_round_0_proposer_builds_ahead_and_uses_that_value_when_nothing_changed(
+    store: tuple[LedgerStore, str], autojump_clock: trio.testing.MockClock
+) -> None:
+    s, network_id = store
+    ledger = _ahead_ledger(s, network_id, [_transfer(network_id)])
+    built = await _built_ahead_then_asked(ledger, _proposer(ledger))
+    assert ledger.build_ahead_counts == {"used": 1, "stale": 0}
+    fresh = await _ahead_ledger(s, network_id, [_transfer(network_id)]).build(d.BuildRequest(1, 0, ()))
+    assert built.value == fresh.value and built.round == 0
+
+
+async def test_a_value_built_ahead_is_built_again_when_its_inputs_changed(
+    store: tuple[LedgerStore, str], autojump_clock: trio.testing.MockClock
+) -> None:
+    s, network_id = store
+    txs: list[wire.Envelope] = []
+    ledger = _ahead_ledger(s, network_id, txs)
+    late_tx = _transfer(network_id)
+    built = await _built_ahead_then_asked(ledger, _proposer(ledger), lambda: txs.append(late_tx))
+    assert ledger.build_ahead_counts == {"used": 0, "stale": 1}
+    content = wire.decode_as(built.value, EpochContent)
+    assert content.ledger.txs == (_transfer(network_id),)  # the transaction that came after the early build
+
+
+async def test_a_validator_that_does_not_propose_round_0_builds_nothing_ahead(
+    store: tuple[LedgerStore, str], autojump_clock: trio.testing.MockClock
+) -> None:
+    s, network_id = store
+    ledger = _ahead_ledger(s, network_id, [])
+    others = [v.address for v in ledger.head().validators.members if v.address != _proposer(ledger)]
+    await _built_ahead_then_asked(ledger, others[0])
+    assert ledger.build_ahead_counts == {"used": 0, "stale": 0}

@@ -62,3 +62,18 @@ def test_a_kept_value_is_served_without_a_read_until_the_next_commit(tmp_path: P
         assert reads[-1] == b"a"
     finally:
         store.close()
+
+
+def test_a_store_view_decodes_each_device_once_and_a_later_view_sees_the_next_commit(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "store")
+    try:
+        with store.view() as before:
+            assert before.get_device(DEVICE.public_key) is None
+            assert before.get_device(DEVICE.public_key) is None
+        _commit(store, _register(0))
+        with store.view() as after:
+            found = after.get_device(DEVICE.public_key)
+            assert found is not None and found.owner == KEYS[0].public_key
+            assert after.get_device(DEVICE.public_key) is found  # decoded once for the view's life
+    finally:
+        store.close()

@@ -36,6 +36,7 @@ from depin_p2p.verifiers import BatchVerifier
 from depin_p2p.witness.devices import ComputeDriver, RadioDriver
 from depin_p2p.witness.pool import ProofPool
 from depin_p2p.witness.service import LedgerContext, WitnessService, proof_rules
+from depin_p2p.witness.verdicts import ReportVerdicts
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -210,7 +211,8 @@ def assemble(
     )
     # One memory of good signatures for every check on this node: each envelope verified once.
     signatures = wire.SignatureCache(check=config.signature_check)
-    pool = ProofPool(registry, net, signatures=signatures)
+    verdicts = ReportVerdicts()  # a report the pool judged good is not judged again by a value check
+    pool = ProofPool(registry, net, signatures=signatures, verdicts=verdicts)
     def check_item(verified: wire.Verified, peer: PeerId) -> None:
         if config.observe_check is None:
             pool.check(verified, clock.now_ms())
@@ -263,7 +265,7 @@ def assemble(
         ledger=ledger,
         signer=signer,
         pool=pool,
-        value_params=ValueParams(network_id=net, emission_per_epoch=config.emission_per_epoch),
+        value_params=ValueParams(net, config.emission_per_epoch, reports=verdicts),
         timeouts=config.timeouts,
         grace_ms=grace,
         pending_txs=txpool.pending,

@@ -187,6 +187,12 @@ class NodeView:
                 "marked": s.signatures.marked,
                 "value_check": counters(consensus.value_signatures),
             },
+            # Witness-report checks served from an earlier good verdict (witness/verdicts.py).
+            "report_verdicts": {} if pool.verdicts is None else {
+                "reused": pool.verdicts.hits,
+                "judged": pool.verdicts.misses,
+                "kept": len(pool.verdicts),
+            },
             "gossip_counters": counters(s.gossip.counters),
             "witness": {
                 "beacons_sent": witness.beacons_sent,

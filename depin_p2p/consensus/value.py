@@ -90,6 +90,7 @@ from depin_p2p.witness.rewards import (
     compute_epoch_rewards,
     lottery_ticket,
 )
+from depin_p2p.witness.verdicts import ReportVerdicts
 
 MAX_BEACONS = 2_048
 MAX_REPORTS = 16_384
@@ -170,6 +171,8 @@ class ValueParams:
     judge_evidence: EvidenceJudge = field(default=judge_duplicate_votes, compare=False)
     # The node's SignatureCache.verify: a proof the pool verified is not verified again here.
     verify: wire.Verifier = field(default=wire.verify_signature, compare=False)
+    # The node's memory of good report verdicts (its pool's): a report the pool judged is not judged again.
+    reports: ReportVerdicts | None = field(default=None, compare=False)
 
 
 def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[bytes, ComputeAssignment]:
@@ -245,14 +248,18 @@ def _accept_beacon(acc: _Accepted, env: wire.Envelope, view: LedgerView, epoch: 
 
 
 def _accept_report(acc: _Accepted, env: wire.Envelope, view: LedgerView, p: ValueParams) -> None:
-    report = _decode_report(env)
+    memo = p.reports
+    report = memo.decoded(env) if memo is not None else None
+    if report is None:
+        report = _decode_report(env)
     beacon = acc.beacons.get(report.beacon_id)
     if beacon is None:
         raise Reject("unknown_beacon", "the report's beacon is not in this value")
     seen = acc.witnesses[report.beacon_id]
     if len(seen) >= p.max_reports_per_beacon:
         raise Reject("too_many_reports", f"more than {p.max_reports_per_beacon} reports for one beacon")
-    checked = validate_witness_report(
+    validate = validate_witness_report if memo is None else memo.validate
+    checked = validate(
         beacon, env, registry=view, network_id=p.network_id, seen=seen, verify=p.verify, decoded=report
     )
     seen.append(checked.report.witness)

@@ -54,6 +54,7 @@ from depin_p2p.witness.radio import (
     validate_witness_report,
 )
 from depin_p2p.witness.rewards import lottery_ticket
+from depin_p2p.witness.verdicts import ReportVerdicts
 
 # An epoch further than this from the running one is beyond any clock skew or relay delay: no
 # honest node signs or forwards a proof of it (``far_out_of_window``, charged by gossip per item).
@@ -95,6 +96,8 @@ class ProofPool:
         limits: the bounds.
         signatures: the node's verified-signature cache (a private one if None); the pool's
             share of its checks is counted in :attr:`signature_checks`.
+        verdicts: the node's memory of good report verdicts, shared with its value checks
+            (None: every report checked in full).
     """
 
     def __init__(
@@ -103,8 +106,11 @@ class ProofPool:
         network_id: str,
         limits: PoolLimits | None = None,
         signatures: wire.SignatureCache | None = None,
+        verdicts: ReportVerdicts | None = None,
     ) -> None:
         self.registry = registry
+        self.verdicts = verdicts
+        self.validate_report = validate_witness_report if verdicts is None else verdicts.validate
         self.signature_checks = wire.SignatureTally()
         cache = wire.SignatureCache() if signatures is None else signatures  # (an empty one is falsy)
         self.verify = cache.verifier(self.signature_checks)
@@ -262,7 +268,7 @@ class ProofPool:
                 _trim(self._unchecked, self.limits.pending_reports)
                 return
             slot = self._epochs[epoch]
-            validate_witness_report(
+            self.validate_report(
                 slot.beacons[msg.beacon_id],
                 verified.envelope,
                 registry=self.registry,
@@ -387,7 +393,7 @@ def _judge_late(pool: ProofPool, epoch: int, report: WitnessReport, env: wire.En
     """
     slot = pool._epochs[epoch]
     try:
-        validate_witness_report(
+        pool.validate_report(
             slot.beacons[report.beacon_id],
             env,
             registry=pool.registry,

@@ -72,3 +72,6 @@ async def test_a_gossiped_beacon_is_verified_once_on_each_node(
         # The value checks (build and re-check of epochs 1 and 2) ran on proofs gossip had checked.
         assert node.consensus.value_signatures.cached > 0
         assert node.consensus.value_signatures.verified == 0
+        # Nor were the reports judged again: the pool's verdicts served the value checks.
+        others = [env for env in content.reports if env.signer not in mine]
+        assert node.pool.verdicts is not None and node.pool.verdicts.hits >= len(others) > 0, i

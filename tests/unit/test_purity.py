@@ -23,6 +23,7 @@ PURE = {
     "depin_p2p.witness.rewards",
     "depin_p2p.witness.candidates",
     "depin_p2p.witness.world",
+    "depin_p2p.witness.verdicts",
     "depin_p2p.consensus.state",
     "depin_p2p.consensus.transition",
     "depin_p2p.consensus.value",

@@ -34,6 +34,7 @@ from depin_p2p.model import MICRO, Device
 from depin_p2p.witness import compute, radio
 from depin_p2p.witness.assign import assign_compute_witnesses
 from depin_p2p.witness.rewards import lottery_ticket
+from depin_p2p.witness.verdicts import ReportVerdicts
 from tests.unit.witness import support as s
 
 NET = s.NETWORK
@@ -208,9 +209,9 @@ def test_builder_drops_invalid_items_with_their_codes() -> None:
     check_content(ledger(), built.content, PARAMS)
 
 
-def _code(content: EpochContent) -> str:
+def _code(content: EpochContent, params: ValueParams = PARAMS) -> str:
     with pytest.raises(Reject) as info:
-        check_content(ledger(), content, PARAMS)
+        check_content(ledger(), content, params)
     return info.value.code
 
 
@@ -257,6 +258,29 @@ def test_invalid_or_duplicate_proofs_are_rejected() -> None:
     assert _code(_with(c, "reports", orphan)) == "unknown_beacon"
     assert _code(_with(c, "beacons", beacon(RADIO_KEYS[4], epoch=EPOCH + 1))) == "wrong_epoch"
     assert _code(dataclasses.replace(c, evidence=(b"x",))) == "malformed"
+
+
+def test_a_check_served_by_the_pools_verdicts_decides_as_the_full_check() -> None:
+    memo = ReportVerdicts()
+    params = dataclasses.replace(PARAMS, reports=memo)
+    built = build(ledger(), params)  # the builder judges each report once, as the pool does
+    c = wire.decode_as(wire.encode(built.content), EpochContent)  # the bytes a validator receives
+    misses = memo.misses
+    changes = check_content(ledger(), c, params)
+    assert memo.misses == misses and memo.hits >= len(c.reports) > 10
+    assert changes == check_content(ledger(), c, PARAMS)
+    # The rejections, each with every other report served from memory.
+    bid = radio.beacon_id(c.beacons[0])
+    w10 = RADIO_KEYS[10].public_key
+    others = tuple(r for r in c.reports if not (r.signer == w10 and _beacon_of(r) == bid))
+    without = dataclasses.replace(c, reports=others)
+    loud = report(RADIO_KEYS[10], c.beacons[0], rssi=2_000)
+    assert _code(_with(without, "reports", loud), params) == "rssi_above_fspl_bound"
+    second = report(RADIO_KEYS[10], c.beacons[0], rssi=-11_500)
+    assert _code(_with(c, "reports", second), params) == "duplicate"
+    assert _code(_with(c, "reports", c.reports[0]), params) == "not_canonical"
+    forged = dataclasses.replace(second, signature=c.reports[0].signature)
+    assert _code(_with(without, "reports", forged), params) == "bad_signature"
 
 
 def test_reordered_content_is_not_canonical() -> None:

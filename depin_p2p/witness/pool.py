@@ -374,6 +374,8 @@ class ProofPool:
         for epoch in [e for e in self._epochs if e <= committed_epoch]:
             for bid in self._epochs.pop(epoch).beacons:
                 self._beacon_epoch.pop(bid, None)
+        if self.verdicts is not None:
+            self.verdicts.prune(committed_epoch)
 
 
 def _count(counts: dict[tuple[bytes, str], int], key: tuple[bytes, str], cap: int) -> None:

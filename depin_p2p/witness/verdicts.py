@@ -20,9 +20,15 @@ What depends on the caller is still applied on every check: the reports
 already seen for the beacon (``Ignore("duplicate")``) and, with ``now_ms``,
 the arrival window. A verdict kept was reached with every rule applied, so
 a check served from memory ends as the full check would. Failures are not
-kept. The memory is bounded (cleared when full). A dict's get, set and
-clear are each atomic under the GIL, so a value check in a worker thread
-may share it with the event loop.
+kept. A caller's ``decoded`` must be ``envelope.body`` decoded (as
+:func:`~depin_p2p.witness.radio.validate_witness_report` requires): it is
+what later checks get back from :meth:`ReportVerdicts.decoded`.
+
+Verdicts are kept by their beacon's epoch, at most ``per_epoch`` for each
+(more are checked in full, never kept), and dropped with the proof pool's
+epochs (:meth:`ReportVerdicts.prune`): nothing outlives the proofs it is
+about. A dict's get, set and pop are each atomic under the GIL, so a value
+check in a worker thread may share the memory with the event loop.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from depin_p2p.witness.radio import (
     validate_witness_report,
 )
 
-DEFAULT_CAPACITY = 16_384  # about 6 epochs of a 32-node devnet at 3 radios (~2,800 reports each)
+PER_EPOCH = 16_384  # consensus.value.MAX_REPORTS: as many as one epoch's value may hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,22 +65,34 @@ class ReportVerdicts:
     """Good witness-report verdicts, each reached once and reused while its inputs hold.
 
     Args:
-        capacity: verdicts kept; the memory is cleared when it is full.
+        per_epoch: verdicts kept per beacon epoch.
     """
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        self.capacity = capacity
-        self._good: dict[wire.Envelope, _Verdict] = {}
+    def __init__(self, per_epoch: int = PER_EPOCH) -> None:
+        self.per_epoch = per_epoch
+        self._epochs: dict[int, dict[wire.Envelope, _Verdict]] = {}
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._good)
+        return sum(len(kept) for kept in list(self._epochs.values()))
+
+    def _find(self, envelope: wire.Envelope) -> _Verdict | None:
+        for kept in list(self._epochs.values()):
+            verdict = kept.get(envelope)
+            if verdict is not None:
+                return verdict
+        return None
 
     def decoded(self, envelope: wire.Envelope) -> WitnessReport | None:
         """The decoded body of a report checked good before (None: not known here)."""
-        verdict = self._good.get(envelope)
+        verdict = self._find(envelope)
         return None if verdict is None else verdict.checked.report
+
+    def prune(self, through_epoch: int) -> None:
+        """Forget the verdicts on beacons of epochs up to ``through_epoch`` (the pool's prune)."""
+        for epoch in [e for e in list(self._epochs) if e <= through_epoch]:
+            self._epochs.pop(epoch, None)
 
     def validate(
         self,
@@ -93,7 +111,7 @@ class ReportVerdicts:
 
         Same arguments, result and exceptions.
         """
-        verdict = self._good.get(envelope)
+        verdict = self._find(envelope)
         if verdict is not None and self._holds(verdict, beacon, registry, network_id, params):
             self.hits += 1
             checked = verdict.checked
@@ -114,9 +132,9 @@ class ReportVerdicts:
             verify=verify,
             decoded=decoded,
         )
-        if len(self._good) >= self.capacity:
-            self._good.clear()
-        self._good[envelope] = _Verdict(network_id, beacon.beacon_id, beacon.device, params, checked)
+        kept = self._epochs.setdefault(beacon.beacon.epoch, {})
+        if len(kept) < self.per_epoch:
+            kept[envelope] = _Verdict(network_id, beacon.beacon_id, beacon.device, params, checked)
         return checked
 
     @staticmethod

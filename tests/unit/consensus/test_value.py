@@ -283,6 +283,26 @@ def test_a_check_served_by_the_pools_verdicts_decides_as_the_full_check() -> Non
     assert _code(_with(without, "reports", forged), params) == "bad_signature"
 
 
+def test_a_check_on_another_registry_decides_as_the_full_check_with_the_rest_from_memory() -> None:
+    memo = ReportVerdicts()
+    params = dataclasses.replace(PARAMS, reports=memo)
+    c = wire.decode_as(wire.encode(build(ledger(), params).content), EpochContent)  # memo: ledger A
+    # Ledger B: witness 10 now belongs to beaconer 0's owner, so its report of beacon 0 is refused.
+    w10 = RADIO_KEYS[10].public_key
+    beaconer = next(d for d in _devices() if d.device_id == c.beacons[0].signer)
+    devices = [dataclasses.replace(d, owner=beaconer.owner) if d.device_id == w10 else d for d in _devices()]
+    initial = dataclasses.replace(_initial(), devices=tuple(sorted(devices, key=lambda d: d.device_id)))
+    other = MemoryLedger()
+    other.commit(compute_genesis_changes(other, initial), b"")
+    with pytest.raises(Reject) as full:
+        check_content(other, c, PARAMS)
+    assert full.value.code == "same_owner"
+    hits = memo.hits
+    with pytest.raises(Reject) as served:
+        check_content(other, c, params)
+    assert served.value.code == "same_owner" and memo.hits > hits
+
+
 def test_reordered_content_is_not_canonical() -> None:
     c = _valid()
     assert _code(dataclasses.replace(c, reports=tuple(reversed(c.reports)))) == "not_canonical"

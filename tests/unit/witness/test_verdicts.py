@@ -119,13 +119,30 @@ def test_another_network_or_other_radio_params_are_judged_again() -> None:
     assert memo.hits == 0
 
 
-def test_failures_are_not_kept_and_a_full_memory_starts_again() -> None:
-    memo = ReportVerdicts(capacity=2)
+def test_failures_are_not_kept_an_epoch_keeps_at_most_its_share_and_prune_forgets() -> None:
+    memo = ReportVerdicts(per_epoch=2)
     bad = s.make_report(BEACONER, B_ENV)
     for _ in range(2):
         with pytest.raises(Reject):
             memo.validate(CHECKED, bad, registry=REG, network_id=s.NETWORK)
     assert len(memo) == 0 and memo.misses == 2
-    for rssi in (-9_000, -9_100, -9_200):
-        memo.validate(CHECKED, s.make_report(NEAR, B_ENV, rssi=rssi), registry=REG, network_id=s.NETWORK)
-    assert len(memo) == 1
+    reports = [s.make_report(NEAR, B_ENV, rssi=rssi) for rssi in (-9_000, -9_100, -9_200)]
+    for env in reports:
+        memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
+    assert len(memo) == 2  # the third was checked in full and not kept; the first two stay
+    assert memo.decoded(reports[0]) is not None and memo.decoded(reports[2]) is None
+    epoch = CHECKED.beacon.epoch
+    memo.prune(epoch - 1)
+    assert len(memo) == 2
+    memo.prune(epoch)
+    assert len(memo) == 0 and memo.decoded(reports[0]) is None
+
+
+def test_a_verdict_is_not_served_for_another_beacon() -> None:
+    memo = ReportVerdicts()
+    env = s.make_report(NEAR, B_ENV)
+    memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
+    other = dataclasses.replace(CHECKED, beacon_id=b"\x07" * 32)  # a beacon the report does not name
+    with pytest.raises(Reject) as info:
+        memo.validate(other, env, registry=REG, network_id=s.NETWORK)
+    assert info.value.code == "wrong_beacon"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,21 @@ def _counting() -> tuple[list[bytes], wire.Verifier]:
         wire.verify_signature(public_key, data, signature)
 
     return calls, verify
+
+
+def _warmed() -> tuple[ReportVerdicts, wire.Envelope]:
+    """A memory holding the good verdict on NEAR's report of the test beacon, and that report."""
+    memo = ReportVerdicts()
+    env = s.make_report(NEAR, B_ENV)
+    memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
+    return memo, env
+
+
+def _refused(memo: ReportVerdicts, beacon: radio.CheckedBeacon, env: wire.Envelope, **kw: Any) -> str:
+    """The code ``memo.validate`` rejects ``env`` with (it must reject)."""
+    with pytest.raises(Reject) as info:
+        memo.validate(beacon, env, **kw)
+    return info.value.code
 
 
 def _outcome(memo: ReportVerdicts, env: wire.Envelope, case: Case) -> str | None:
@@ -60,62 +76,42 @@ def test_a_hit_skips_decoding_and_the_signature_and_returns_the_same_verdict() -
 
 
 def test_a_copy_with_other_bytes_under_the_same_signature_is_checked_in_full() -> None:
-    memo = ReportVerdicts()
-    env = s.make_report(NEAR, B_ENV)
-    memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
+    memo, env = _warmed()
     forged = dataclasses.replace(s.make_report(NEAR, B_ENV, rssi=-9_100), signature=env.signature)
     assert memo.decoded(forged) is None
-    with pytest.raises(Reject) as info:
-        memo.validate(CHECKED, forged, registry=REG, network_id=s.NETWORK)
-    assert info.value.code == "bad_signature"
+    assert _refused(memo, CHECKED, forged, registry=REG, network_id=s.NETWORK) == "bad_signature"
 
 
 def test_a_witness_moved_by_a_commit_is_judged_again_in_its_new_place() -> None:
-    memo = ReportVerdicts()
-    env = s.make_report(NEAR, B_ENV)
-    memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
+    memo, env = _warmed()
     near = REG.get_device(NEAR.public_key)
     seven = REG.get_device(SEVEN.public_key)
     assert near is not None and seven is not None
     moved = s.DictRegistry(
         [B_DEV, dataclasses.replace(near, location=seven.location)]  # now 7 cells from the beaconer
     )
-    with pytest.raises(Reject) as info:
-        memo.validate(CHECKED, env, registry=moved, network_id=s.NETWORK)
-    assert info.value.code == "too_close"
+    assert _refused(memo, CHECKED, env, registry=moved, network_id=s.NETWORK) == "too_close"
     gone = s.DictRegistry([B_DEV])
-    with pytest.raises(Reject) as info:
-        memo.validate(CHECKED, env, registry=gone, network_id=s.NETWORK)
-    assert info.value.code == "unknown_device"
+    assert _refused(memo, CHECKED, env, registry=gone, network_id=s.NETWORK) == "unknown_device"
     assert memo.hits == 0
 
 
 def test_a_beaconer_changed_by_a_commit_is_judged_again() -> None:
-    memo = ReportVerdicts()
-    env = s.make_report(NEAR, B_ENV)
-    memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
+    memo, env = _warmed()
     near = REG.get_device(NEAR.public_key)
     assert near is not None
     sold = dataclasses.replace(B_DEV, owner=near.owner)  # the beaconer now belongs to the witness's owner
     registry = s.DictRegistry([sold, near])
     checked = radio.validate_beacon(B_ENV, registry=registry, network_id=s.NETWORK)
-    with pytest.raises(Reject) as info:
-        memo.validate(checked, env, registry=registry, network_id=s.NETWORK)
-    assert info.value.code == "same_owner"
+    assert _refused(memo, checked, env, registry=registry, network_id=s.NETWORK) == "same_owner"
     assert memo.hits == 0
 
 
 def test_another_network_or_other_radio_params_are_judged_again() -> None:
-    memo = ReportVerdicts()
-    env = s.make_report(NEAR, B_ENV)
-    memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
-    with pytest.raises(Reject) as info:
-        memo.validate(CHECKED, env, registry=REG, network_id="elsewhere")
-    assert info.value.code == "wrong_network"
+    memo, env = _warmed()
+    assert _refused(memo, CHECKED, env, registry=REG, network_id="elsewhere") == "wrong_network"
     strict = dataclasses.replace(radio.DEFAULT_PARAMS, max_distance_m=1)
-    with pytest.raises(Reject) as info:
-        memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK, params=strict)
-    assert info.value.code == "too_far"
+    assert _refused(memo, CHECKED, env, registry=REG, network_id=s.NETWORK, params=strict) == "too_far"
     assert memo.hits == 0
 
 
@@ -139,10 +135,6 @@ def test_failures_are_not_kept_an_epoch_keeps_at_most_its_share_and_prune_forget
 
 
 def test_a_verdict_is_not_served_for_another_beacon() -> None:
-    memo = ReportVerdicts()
-    env = s.make_report(NEAR, B_ENV)
-    memo.validate(CHECKED, env, registry=REG, network_id=s.NETWORK)
+    memo, env = _warmed()
     other = dataclasses.replace(CHECKED, beacon_id=b"\x07" * 32)  # a beacon the report does not name
-    with pytest.raises(Reject) as info:
-        memo.validate(other, env, registry=REG, network_id=s.NETWORK)
-    assert info.value.code == "wrong_beacon"
+    assert _refused(memo, other, env, registry=REG, network_id=s.NETWORK) == "wrong_beacon"

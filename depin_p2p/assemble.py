@@ -22,7 +22,7 @@ from depin_p2p.consensus.ledger_io import NodeLedger
 from depin_p2p.consensus.service import ConsensusService
 from depin_p2p.consensus.signer import Signer, SignStateStore
 from depin_p2p.consensus.state import Timeouts
-from depin_p2p.consensus.value import ValueParams
+from depin_p2p.consensus.value import CheckedValues, ValueParams
 from depin_p2p.crypto import KeyPair, peer_id_from_public_key
 from depin_p2p.gossip.degree import DegreePolicy
 from depin_p2p.gossip.peers import PeerManager
@@ -149,6 +149,11 @@ class AssemblyConfig:
     # The Ed25519 check the node's signature cache runs on a miss (None: wire.verify_signature).
     # The simulator passes one memo shared by its nodes; each node still counts the check as its own.
     signature_check: wire.Verifier | None = None
+    # The memory of good witness-report verdicts (None: one of the node's own) and of good value
+    # checks (None: none kept). The simulator passes one of each shared by its nodes: each is a
+    # pure function of inputs every memory compares, so a node served from one decides as it would alone.
+    report_verdicts: ReportVerdicts | None = None
+    checked_values: CheckedValues | None = None
     # Checks gossip's signatures in batches on worker threads (both cores). None: every check
     # inline, as the simulator needs (determinism) and, for now, depin-p2p run (see verifiers.py).
     verifier: BatchVerifier | None = None
@@ -211,7 +216,8 @@ def assemble(
     )
     # One memory of good signatures for every check on this node: each envelope verified once.
     signatures = wire.SignatureCache(check=config.signature_check)
-    verdicts = ReportVerdicts()  # a report the pool judged good is not judged again by a value check
+    # A report the pool judged good is not judged again by a value check.
+    verdicts = ReportVerdicts() if config.report_verdicts is None else config.report_verdicts
     pool = ProofPool(registry, net, signatures=signatures, verdicts=verdicts)
     def check_item(verified: wire.Verified, peer: PeerId) -> None:
         if config.observe_check is None:
@@ -265,7 +271,9 @@ def assemble(
         ledger=ledger,
         signer=signer,
         pool=pool,
-        value_params=ValueParams(net, config.emission_per_epoch, reports=verdicts),
+        value_params=ValueParams(
+            net, config.emission_per_epoch, reports=verdicts, checked=config.checked_values
+        ),
         timeouts=config.timeouts,
         grace_ms=grace,
         pending_txs=txpool.pending,

@@ -36,7 +36,7 @@ from depin_p2p.assemble import AssemblyConfig, Devices, NodeServices, assemble
 from depin_p2p.clock import Clock
 from depin_p2p.consensus.signer import MemorySignStateStore
 from depin_p2p.consensus.state import Certificate, Precommit, Prevote, Proposal, certificate_hash
-from depin_p2p.consensus.value import EpochContent, ValueParams, check_content
+from depin_p2p.consensus.value import CheckedValues, EpochContent, ValueParams, check_content
 from depin_p2p.crypto import KeyPair
 from depin_p2p.errors import DepinError, TransportError
 from depin_p2p.gossip.memory import LinkProfile, MemoryNetwork, MemoryTransport, open_stream
@@ -47,6 +47,7 @@ from depin_p2p.ledger.state import Stake, StateChanges, Transfer, Unstake, compu
 from depin_p2p.model import DeviceKind
 from depin_p2p.schedule import EpochSchedule
 from depin_p2p.witness.devices import ComputeDriver, SimulatedCompute, SimulatedRadio
+from depin_p2p.witness.verdicts import ReportVerdicts
 from depin_p2p.witness.world import World
 from devnet.adversaries.base import AttackLog, Role
 from devnet.adversaries.detect import Detector
@@ -412,6 +413,10 @@ class Simulation:
         self.progress: Callable[[int], None] = lambda epoch: None  # told each epoch as it starts
         self.nodes: list[SimNode] = []
         self.signature_check = SharedSignatureCheck()
+        # Pure judgements every node makes alike, reached once for all: report verdicts (each use
+        # still compares the caller's registry) and value checks (by bytes and state root).
+        self.report_verdicts: ReportVerdicts | None = ReportVerdicts()
+        self.checked_values: CheckedValues | None = CheckedValues()
         self.detector: Detector | None = None
 
     def _build(self) -> None:
@@ -486,6 +491,8 @@ class Simulation:
             offload_io=False,
             peer_of=lambda owner: PeerId(self._peer_of_owner(owner)),
             signature_check=self.signature_check,
+            report_verdicts=self.report_verdicts,
+            checked_values=self.checked_values,
         )
         tap: Any = _Tap(node.transport, node)
         node.services = assemble(

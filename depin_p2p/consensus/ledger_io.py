@@ -213,8 +213,9 @@ class EpochLedger:
     async def check(self, value: bytes, value_id: bytes) -> d.ValueChecked:
         try:
             content = wire.decode_as(value, EpochContent, d.CONSENSUS_MESSAGE_CAP)
+            check = check_content if self._params.checked is None else self._params.checked.check
             changes = await self._read(
-                lambda v: check_content(v, content, self._params, encoded=value),
+                lambda v: check(v, content, self._params, encoded=value),
                 inline=len(value) <= self._inline_bytes,
             )
         except (CodecError, Reject) as exc:

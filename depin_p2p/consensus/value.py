@@ -173,6 +173,9 @@ class ValueParams:
     verify: wire.Verifier = field(default=wire.verify_signature, compare=False)
     # The node's memory of good report verdicts (its pool's): a report the pool judged is not judged again.
     reports: ReportVerdicts | None = field(default=None, compare=False)
+    # Good checks shared by several nodes (the simulator's): a value checked on one state is not
+    # checked again on the same state. None: every check runs (a real node checks a value once).
+    checked: CheckedValues | None = field(default=None, compare=False)
 
 
 def _assignments(view: LedgerView, epoch: int, prev_cert_hash: bytes) -> dict[bytes, ComputeAssignment]:
@@ -398,6 +401,42 @@ def check_content(
     if changes.root != content.state_root:
         raise Reject("wrong_state_root", "the state root differs from the recomputed one")
     return changes
+
+
+class CheckedValues:
+    """Good :func:`check_content` results, kept for nodes that check the same value on the same state.
+
+    A check is a pure function of the content's bytes, the ledger state and the
+    parameters. The state is named by its Merkle root, which commits to every
+    record a check reads, and by the last certificate hash, which the root does
+    not hold; the parameters by their compared fields, so the nodes sharing one
+    memory must also share ``judge_evidence`` (the simulator's nodes do). The
+    changes handed back are the same object for every node, which only reads
+    them. Rejections are not kept. At most ``capacity`` results, the oldest
+    dropped first.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._kept: dict[tuple[bytes, bytes, bytes, ValueParams], StateChanges] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def check(
+        self, view: LedgerView, content: EpochContent, params: ValueParams, *, encoded: bytes
+    ) -> StateChanges:
+        """:func:`check_content` of ``content``, whose canonical bytes are ``encoded``."""
+        key = (wire.content_id(encoded), view.merkle_root(), view.last_certificate_hash(), params)
+        changes = self._kept.get(key)
+        if changes is not None:
+            self.hits += 1
+            return changes
+        self.misses += 1
+        changes = check_content(view, content, params, encoded=encoded)
+        self._kept[key] = changes
+        while len(self._kept) > self.capacity:
+            del self._kept[next(iter(self._kept))]
+        return changes
 
 
 @dataclass(frozen=True, slots=True)

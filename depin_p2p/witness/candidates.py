@@ -30,6 +30,7 @@ just registered) disagree only on what they forward.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Final
 
@@ -43,7 +44,16 @@ _SPACE: Final = 1 << 256
 
 
 def potential_witnesses(devices: Iterable[Device], max_distance_m: int = MAX_DISTANCE_M) -> dict[bytes, int]:
-    """For each registered radio, how many radios of other owners lie within ``max_distance_m`` of it."""
+    """For each registered radio, how many radios of other owners lie within ``max_distance_m`` of it.
+
+    The counts cost O(radios²); those of the last few registries are kept by value, so nodes
+    holding equal registries (the simulator's) count once between them.
+    """
+    return dict(_potential_witnesses(tuple(devices), max_distance_m))
+
+
+@functools.lru_cache(maxsize=4)
+def _potential_witnesses(devices: tuple[Device, ...], max_distance_m: int) -> dict[bytes, int]:
     radios = []
     for d in devices:
         if d.kind is not DeviceKind.RADIO:

@@ -43,6 +43,7 @@ in an area no anchor's device reaches earn nothing until one does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ MAX_REWARDED_WITNESSES: Final = 14
 DEFAULT_RADIO_POOL_BPS: Final = 7_000
 DEFAULT_COMPUTE_QUORUM: Final = 2
 _LOTTERY_TAG: Final = b"depin-p2p/witness-lottery"
+LOTTERY_MEMO: Final = 8_192  # tickets kept, most recent first
 
 Payouts = tuple[tuple[bytes, int], ...]
 
@@ -136,11 +138,15 @@ def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:
     return beaconer, witness
 
 
+@functools.lru_cache(maxsize=LOTTERY_MEMO)
 def lottery_ticket(prev_cert_hash: bytes, epoch: int, beaconer: bytes, witness: bytes) -> bytes:
     """A witness's ticket for the beaconer's beacon of ``epoch`` (lower wins).
 
     Only inputs fixed before the beacon is signed enter (never the beacon id),
-    so the beaconer cannot steer the draw by re-signing its beacon.
+    so the beaconer cannot steer the draw by re-signing its beacon. The last
+    ``LOTTERY_MEMO`` tickets are kept: a report's ticket is asked for by the
+    pool's screen, its cut and the value check (and, in the simulator, by
+    every node).
     """
     h = hashlib.blake2b(digest_size=32)
     for part in (_LOTTERY_TAG, prev_cert_hash, epoch.to_bytes(8, "big"), beaconer, witness):

@@ -11,7 +11,7 @@ import pytest
 from devnet.invariants import check_all
 from devnet.manifest import load_manifest
 from devnet.report import build_report, report_json
-from devnet.sim import simulate
+from devnet.sim import Simulation, simulate
 
 MANIFESTS = sorted((Path(__file__).resolve().parents[2] / "devnet" / "manifests").glob("*.toml"))
 
@@ -54,6 +54,24 @@ def test_one_seed_gives_one_report_and_another_seed_another(tmp_path: Path) -> N
     cli = _cli(str(path), "--seed", "11", "--json")
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert cli.stdout.encode() == first
+
+
+@pytest.mark.parametrize("name", ["smoke", "attacks/witness-ring"])
+def test_judgements_the_simulated_nodes_share_change_no_report(name: str) -> None:
+    manifest = load_manifest(MANIFESTS[0].parent / f"{name}.toml")
+    seed = manifest.network.seed
+    shared = Simulation(manifest, seed)
+    alone = Simulation(manifest, seed)
+    alone.report_verdicts = alone.checked_values = None  # each node judges every proof and value itself
+    reports = []
+    for sim in (shared, alone):
+        run = sim.run()
+        reports.append(report_json(build_report(manifest, seed, run, check_all(run))))
+    assert reports[0] == reports[1]
+    assert shared.report_verdicts is not None and shared.checked_values is not None
+    nodes = manifest.network.nodes
+    assert shared.report_verdicts.hits > shared.report_verdicts.misses * (nodes - 2)
+    assert shared.checked_values.hits >= shared.checked_values.misses * (nodes - 2) > 0
 
 
 def test_a_stalled_network_fails_liveness_with_exit_1(tmp_path: Path) -> None:

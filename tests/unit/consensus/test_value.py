@@ -10,6 +10,7 @@ import pytest
 
 from depin_p2p import wire
 from depin_p2p.consensus.value import (
+    CheckedValues,
     EpochContent,
     JudgedEvidence,
     ValueParams,
@@ -446,3 +447,49 @@ def test_equivocation_evidence_is_judged_included_and_slashed() -> None:
     assert {d.code for d in _build_empty(view, 3, (evidence,), PARAMS).dropped} == {"evidence_reused"}
     honest = wire.encode(make_evidence(a, wire.seal(Prevote(1, 1, b"\x02" * 32), VALIDATORS[0], NET)))
     assert {d.code for d in _build_empty(view, 3, (honest,), PARAMS).dropped} == {"not_conflicting"}
+
+
+def test_checked_values_serve_a_check_only_on_the_same_bytes_state_and_parameters() -> None:
+    memo = CheckedValues(capacity=2)
+    c = _valid()
+    encoded = wire.encode(c)
+    first = memo.check(ledger(), c, PARAMS, encoded=encoded)
+    assert first == check_content(ledger(), c, PARAMS)
+    # Another node with an equal ledger (another object): served, the same changes.
+    assert memo.check(ledger(), c, PARAMS, encoded=encoded) is first and (memo.hits, memo.misses) == (1, 1)
+    # The same bytes on another state are checked afresh, and decide as the full check there.
+    w10 = RADIO_KEYS[10].public_key
+    beaconer = next(d for d in _devices() if d.device_id == c.beacons[0].signer)
+    devices = [dataclasses.replace(d, owner=beaconer.owner) if d.device_id == w10 else d for d in _devices()]
+    initial = dataclasses.replace(_initial(), devices=tuple(sorted(devices, key=lambda d: d.device_id)))
+    other = MemoryLedger()
+    other.commit(compute_genesis_changes(other, initial), b"")
+    with pytest.raises(Reject) as refused:
+        memo.check(other, c, PARAMS, encoded=encoded)
+    assert refused.value.code == "same_owner" and memo.misses == 2
+    # ...and so are other parameters, and a refusal is not kept.
+    with pytest.raises(Reject) as again:
+        memo.check(other, c, PARAMS, encoded=encoded)
+    assert again.value.code == "same_owner" and memo.misses == 3
+    richer = dataclasses.replace(PARAMS, emission_per_epoch=EMISSION * 2)
+    with pytest.raises(Reject) as wrong:
+        memo.check(ledger(), c, richer, encoded=encoded)
+    assert wrong.value.code == "wrong_emission" and memo.misses == 4
+    # Another certificate hash behind the same state root is another state too.
+    behind = ledger()
+    behind.certificate_hash = b"\x01" * 32
+    with pytest.raises(Reject) as prev:
+        memo.check(behind, c, PARAMS, encoded=encoded)
+    assert prev.value.code == "wrong_prev_certificate" and memo.misses == 5
+
+
+def test_checked_values_keep_at_most_their_capacity_oldest_dropped_first() -> None:
+    memo = CheckedValues(capacity=1)
+    c = _valid()
+    empty = _build_empty(ledger(), EPOCH, (), PARAMS).content
+    memo.check(ledger(), c, PARAMS, encoded=wire.encode(c))
+    memo.check(ledger(), empty, PARAMS, encoded=wire.encode(empty))
+    memo.check(ledger(), c, PARAMS, encoded=wire.encode(c))
+    assert (memo.hits, memo.misses) == (0, 3)
+    memo.check(ledger(), c, PARAMS, encoded=wire.encode(c))
+    assert (memo.hits, memo.misses) == (1, 3)

@@ -254,3 +254,13 @@ def test_candidates_are_the_lowest_tickets_about_the_target_many_and_counted_by_
     assert all(n == len(DEVICES) - 1 for n in near.values())  # all within 100 km, each its own owner
     far = s.radio_device(s.key("pool-far"), s.cell(s.SF_LAT + 2.0, s.SF_LNG))  # ~220 km north
     assert potential_witnesses([*DEVICES, far])[far.device_id] == 0
+
+
+def test_potential_witnesses_of_an_equal_registry_are_the_same_counts_in_a_dict_of_ones_own() -> None:
+    counts = potential_witnesses(DEVICES)
+    counts[DEVICES[0].device_id] = -1  # the caller's dict, not the memory's
+    again = potential_witnesses(iter(list(DEVICES)))  # an equal registry, as another node holds it
+    assert again[DEVICES[0].device_id] == len(DEVICES) - 1
+    moved = dataclasses.replace(DEVICES[1], location=s.cell(s.SF_LAT + 2.0, s.SF_LNG))
+    registry = [moved if d is DEVICES[1] else d for d in DEVICES]
+    assert potential_witnesses(registry)[moved.device_id] == 0  # a changed device is counted afresh

@@ -413,8 +413,9 @@ class Simulation:
         self.progress: Callable[[int], None] = lambda epoch: None  # told each epoch as it starts
         self.nodes: list[SimNode] = []
         self.signature_check = SharedSignatureCheck()
-        # Pure judgements every node makes alike, reached once for all: report verdicts (each use
-        # still compares the caller's registry) and value checks (by bytes and state root).
+        # Pure judgements every honest node makes alike, reached once for all of them: report
+        # verdicts (each use still compares the caller's registry) and value checks (by bytes and
+        # state root).
         self.report_verdicts: ReportVerdicts | None = ReportVerdicts()
         self.checked_values: CheckedValues | None = CheckedValues()
         self.detector: Detector | None = None
@@ -491,8 +492,11 @@ class Simulation:
             offload_io=False,
             peer_of=lambda owner: PeerId(self._peer_of_owner(owner)),
             signature_check=self.signature_check,
-            report_verdicts=self.report_verdicts,
-            checked_values=self.checked_values,
+            # An adversary's memories are its own: a verdict is only as good as the signature check
+            # that reached it, and a node's cache passes what the node itself marked (its own
+            # envelopes, signed or forged) unchecked.
+            report_verdicts=self.report_verdicts if node.honest else None,
+            checked_values=self.checked_values if node.honest else None,
         )
         tap: Any = _Tap(node.transport, node)
         node.services = assemble(

@@ -412,8 +412,12 @@ class CheckedValues:
     not hold; the parameters by their compared fields, so the nodes sharing one
     memory must also share ``judge_evidence`` (the simulator's nodes do). The
     changes handed back are the same object for every node, which only reads
-    them. Rejections are not kept. At most ``capacity`` results, the oldest
-    dropped first.
+    them. A result is only as good as the signature checks that reached it
+    (``params.verify``, not compared): share one memory only between nodes
+    whose checks pass good signatures alone (the simulator's honest nodes; a
+    node's cache passes the envelopes it marked itself, forged or not).
+    Rejections are not kept. At most ``capacity`` results, the oldest dropped
+    first. For one thread (the simulator checks inline).
     """
 
     def __init__(self, capacity: int = 64) -> None:
@@ -435,7 +439,7 @@ class CheckedValues:
         changes = check_content(view, content, params, encoded=encoded)
         self._kept[key] = changes
         while len(self._kept) > self.capacity:
-            del self._kept[next(iter(self._kept))]
+            self._kept.pop(next(iter(self._kept)), None)
         return changes
 
 

@@ -138,7 +138,6 @@ def beacon_shares(w: int, redundancy: int = REDUNDANCY) -> tuple[int, int]:
     return beaconer, witness
 
 
-@functools.lru_cache(maxsize=LOTTERY_MEMO)
 def lottery_ticket(prev_cert_hash: bytes, epoch: int, beaconer: bytes, witness: bytes) -> bytes:
     """A witness's ticket for the beaconer's beacon of ``epoch`` (lower wins).
 
@@ -148,6 +147,11 @@ def lottery_ticket(prev_cert_hash: bytes, epoch: int, beaconer: bytes, witness: 
     pool's screen, its cut and the value check (and, in the simulator, by
     every node).
     """
+    return _lottery_ticket(prev_cert_hash, epoch, beaconer, witness)
+
+
+@functools.lru_cache(maxsize=LOTTERY_MEMO)
+def _lottery_ticket(prev_cert_hash: bytes, epoch: int, beaconer: bytes, witness: bytes) -> bytes:
     h = hashlib.blake2b(digest_size=32)
     for part in (_LOTTERY_TAG, prev_cert_hash, epoch.to_bytes(8, "big"), beaconer, witness):
         h.update(part)

@@ -29,6 +29,11 @@ Verdicts are kept by their beacon's epoch, at most ``per_epoch`` for each
 epochs (:meth:`ReportVerdicts.prune`): nothing outlives the proofs it is
 about. A dict's get, set and pop are each atomic under the GIL, so a value
 check in a worker thread may share the memory with the event loop.
+
+A verdict is only as good as the ``verify`` that reached it, and a hit does
+not verify again: share one memory only between checks whose ``verify``
+passes good signatures alone (one node's; the simulator's honest nodes, not
+an adversary whose cache passes what it marked itself).
 """
 
 from __future__ import annotations

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from depin_p2p import wire
+from depin_p2p.assemble import Devices
+from depin_p2p.witness.devices import RadioDriver
+from devnet import manifest as manifest_module
+from devnet.adversaries import registry
+from devnet.adversaries.base import Host, Role
 from devnet.invariants import check_all
-from devnet.manifest import load_manifest
+from devnet.manifest import load_manifest, parse_manifest
 from devnet.report import build_report, report_json
 from devnet.sim import Simulation, simulate
 
@@ -69,9 +76,64 @@ def test_judgements_the_simulated_nodes_share_change_no_report(name: str) -> Non
         reports.append(report_json(build_report(manifest, seed, run, check_all(run))))
     assert reports[0] == reports[1]
     assert shared.report_verdicts is not None and shared.checked_values is not None
-    nodes = manifest.network.nodes
-    assert shared.report_verdicts.hits > shared.report_verdicts.misses * (nodes - 2)
-    assert shared.checked_values.hits >= shared.checked_values.misses * (nodes - 2) > 0
+    honest = [n for n in shared.nodes if n.honest]  # an adversary keeps memories of its own
+    assert all(n.services is not None for n in shared.nodes)
+    assert all((n.services.pool.verdicts is shared.report_verdicts) == n.honest for n in shared.nodes)  # type: ignore[union-attr]
+    assert shared.report_verdicts.hits > shared.report_verdicts.misses * (len(honest) - 2)
+    assert shared.checked_values.hits >= shared.checked_values.misses * (len(honest) - 2) > 0
+
+
+class _ForgingRadio:
+    """A radio driver whose reports carry a corrupted signature (its node marks them good, as its own)."""
+
+    def __init__(self, inner: RadioDriver, host: Host, role: Role) -> None:
+        self._inner, self._host, self._role = inner, host, role
+
+    @property
+    def device_id(self) -> bytes:
+        return self._inner.device_id
+
+    async def beacon(self, *, epoch: int, nonce: int) -> wire.Envelope:
+        return await self._inner.beacon(epoch=epoch, nonce=nonce)
+
+    async def witness(self, beacon_envelope: wire.Envelope) -> wire.Envelope | None:
+        env = await self._inner.witness(beacon_envelope)
+        if env is None or not self._role.active(self._host):
+            return env
+        return dataclasses.replace(env, signature=bytes([env.signature[0] ^ 0xFF]) + env.signature[1:])
+
+
+class _ForgedReports(Role):
+    name = "forged-reports"
+    family = "radio"
+    summary = "reports with corrupted signatures, which its own signature cache passes"
+    codes = frozenset({"bad_signature"})
+
+    def devices(self, host: Host, devices: Devices) -> Devices:
+        return dataclasses.replace(devices, radios=[_ForgingRadio(r, host, self) for r in devices.radios])
+
+
+def test_an_adversary_whose_cache_passes_its_forgeries_shares_no_judgement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: with one memory for every node, the forger's own verdicts (reached by a
+    # cache that passes what it marked) served the honest nodes, and they accepted its proposals.
+    monkeypatch.setitem(registry.CATALOGUE, _ForgedReports.name, _ForgedReports)
+    monkeypatch.setattr(manifest_module, "ADVERSARY_ROLES", frozenset(registry.CATALOGUE))
+    manifest = parse_manifest(
+        "[network]\nnodes = 4\nvalidators = 4\nepoch_seconds = 10\nepochs = 5\nseed = 1\n"
+        '[[adversary]]\nrole = "forged-reports"\nnode = 3\nfrom_epoch = 2\n'
+    )
+    reports = []
+    for share in (True, False):
+        sim = Simulation(manifest, 1)
+        if not share:
+            sim.report_verdicts = sim.checked_values = None
+        run = sim.run()
+        verdicts = check_all(run)
+        assert all(v.ok for v in verdicts.values()), {k: v.detail for k, v in verdicts.items() if not v.ok}
+        reports.append(report_json(build_report(manifest, 1, run, verdicts)))
+    assert reports[0] == reports[1]
 
 
 def test_a_stalled_network_fails_liveness_with_exit_1(tmp_path: Path) -> None:

@@ -264,3 +264,6 @@ def test_potential_witnesses_of_an_equal_registry_are_the_same_counts_in_a_dict_
     moved = dataclasses.replace(DEVICES[1], location=s.cell(s.SF_LAT + 2.0, s.SF_LNG))
     registry = [moved if d is DEVICES[1] else d for d in DEVICES]
     assert potential_witnesses(registry)[moved.device_id] == 0  # a changed device is counted afresh
+    sold = dataclasses.replace(DEVICES[1], owner=DEVICES[0].owner)  # same place, DEVICES[0]'s owner now
+    registry = [sold if d is DEVICES[1] else d for d in DEVICES]
+    assert potential_witnesses(registry)[sold.device_id] == len(DEVICES) - 2

@@ -284,17 +284,23 @@ def test_a_check_served_by_the_pools_verdicts_decides_as_the_full_check() -> Non
     assert _code(_with(without, "reports", forged), params) == "bad_signature"
 
 
+def _with_witness_10_sold_to_the_beaconer_of(beacon_env: wire.Envelope) -> MemoryLedger:
+    """The genesis ledger with witness 10 owned by the beaconer: its report is ``same_owner``."""
+    w10 = RADIO_KEYS[10].public_key
+    beaconer = next(d for d in _devices() if d.device_id == beacon_env.signer)
+    devices = [dataclasses.replace(d, owner=beaconer.owner) if d.device_id == w10 else d for d in _devices()]
+    initial = dataclasses.replace(_initial(), devices=tuple(sorted(devices, key=lambda d: d.device_id)))
+    other = MemoryLedger()
+    other.commit(compute_genesis_changes(other, initial), b"")
+    return other
+
+
 def test_a_check_on_another_registry_decides_as_the_full_check_with_the_rest_from_memory() -> None:
     memo = ReportVerdicts()
     params = dataclasses.replace(PARAMS, reports=memo)
     c = wire.decode_as(wire.encode(build(ledger(), params).content), EpochContent)  # memo: ledger A
     # Ledger B: witness 10 now belongs to beaconer 0's owner, so its report of beacon 0 is refused.
-    w10 = RADIO_KEYS[10].public_key
-    beaconer = next(d for d in _devices() if d.device_id == c.beacons[0].signer)
-    devices = [dataclasses.replace(d, owner=beaconer.owner) if d.device_id == w10 else d for d in _devices()]
-    initial = dataclasses.replace(_initial(), devices=tuple(sorted(devices, key=lambda d: d.device_id)))
-    other = MemoryLedger()
-    other.commit(compute_genesis_changes(other, initial), b"")
+    other = _with_witness_10_sold_to_the_beaconer_of(c.beacons[0])
     with pytest.raises(Reject) as full:
         check_content(other, c, PARAMS)
     assert full.value.code == "same_owner"
@@ -458,12 +464,7 @@ def test_checked_values_serve_a_check_only_on_the_same_bytes_state_and_parameter
     # Another node with an equal ledger (another object): served, the same changes.
     assert memo.check(ledger(), c, PARAMS, encoded=encoded) is first and (memo.hits, memo.misses) == (1, 1)
     # The same bytes on another state are checked afresh, and decide as the full check there.
-    w10 = RADIO_KEYS[10].public_key
-    beaconer = next(d for d in _devices() if d.device_id == c.beacons[0].signer)
-    devices = [dataclasses.replace(d, owner=beaconer.owner) if d.device_id == w10 else d for d in _devices()]
-    initial = dataclasses.replace(_initial(), devices=tuple(sorted(devices, key=lambda d: d.device_id)))
-    other = MemoryLedger()
-    other.commit(compute_genesis_changes(other, initial), b"")
+    other = _with_witness_10_sold_to_the_beaconer_of(c.beacons[0])
     with pytest.raises(Reject) as refused:
         memo.check(other, c, PARAMS, encoded=encoded)
     assert refused.value.code == "same_owner" and memo.misses == 2

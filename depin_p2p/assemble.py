@@ -150,8 +150,9 @@ class AssemblyConfig:
     # The simulator passes one memo shared by its nodes; each node still counts the check as its own.
     signature_check: wire.Verifier | None = None
     # The memory of good witness-report verdicts (None: one of the node's own) and of good value
-    # checks (None: none kept). The simulator passes one of each shared by its nodes: each is a
-    # pure function of inputs every memory compares, so a node served from one decides as it would alone.
+    # checks (None: none kept). The simulator passes one of each shared by its honest nodes: each
+    # is a pure function of inputs every memory compares, given a signature check that passes good
+    # signatures alone, so a node served from one decides as it would alone.
     report_verdicts: ReportVerdicts | None = None
     checked_values: CheckedValues | None = None
     # Checks gossip's signatures in batches on worker threads (both cores). None: every check

@@ -373,6 +373,30 @@ class _GossipSub(GossipSub):
                 self._add_back_off(peer, t, False)
         return graft, prune
 
+    async def _emit_control_msgs(
+        self,
+        peers_to_graft: dict[Any, list[str]],
+        peers_to_prune: dict[Any, list[str]],
+        peers_to_gossip: dict[Any, dict[str, list[bytes]]],
+    ) -> None:
+        """One control frame per peer with that peer's GRAFTs, PRUNEs and IHAVEs, nothing else.
+
+        py-libp2p 0.8.1 builds the lists once before its loop over the peers to
+        graft and never empties them, so each peer grafted in a heartbeat also
+        got every earlier one's GRAFTs, PRUNEs and IHAVEs: peers grafted us on
+        topics we never chose them for, against our back-off (40,000 "GRAFT:
+        ignoring request" lines in 15 minutes at 32 processes), and pruned us
+        where we had not pruned them. Epoch 1 never committed there.
+        """
+        for peer in dict.fromkeys([*peers_to_graft, *peers_to_prune, *peers_to_gossip]):
+            grafts = [rpc_pb2.ControlGraft(topicID=t) for t in peers_to_graft.get(peer, ())]
+            prunes = [rpc_pb2.ControlPrune(topicID=t) for t in peers_to_prune.get(peer, ())]
+            ihaves = [
+                rpc_pb2.ControlIHave(messageIDs=ids, topicID=t)
+                for t, ids in peers_to_gossip.get(peer, {}).items()
+            ]
+            await self.emit_control_message(self.pack_control_msgs(ihaves, grafts, prunes), peer)
+
     def _prune_pending_messages(self, peer_id: Any) -> None:
         """py-libp2p's pruning of the messages queued for a peer not yet subscribed, without a rebuild.
 

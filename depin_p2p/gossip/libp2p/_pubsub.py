@@ -347,6 +347,8 @@ class _GossipSub(GossipSub):
     # queued for seconds on a busy machine, so honest peers were flagged. go-libp2p keeps
     # 1/6 of the back-off (10 s of 60 s); so do we.
     graft_flood_threshold_s = 2.0
+    # How far past a back-off's end our own GRAFTs wait, and how early a peer's is taken.
+    back_off_slack_s = 3.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -372,6 +374,35 @@ class _GossipSub(GossipSub):
             for t in topics:
                 self._add_back_off(peer, t, False)
         return graft, prune
+
+    def _check_back_off(self, peer: Any, topic: str) -> bool:
+        """Whether ``peer`` is still backed off on ``topic`` for our own GRAFTs: its end plus a slack.
+
+        Both ends of a PRUNE count the same back-off, each from its own clock:
+        the side that pruned from when it sent the PRUNE, the other from when it
+        read it, seconds later on a starved machine. The first side's back-off
+        ends first, its GRAFT reaches a peer still backed off, which ignores it,
+        starts a new back-off and PRUNEs back, and the roles swap: a ping-pong
+        for as long as both want each other. At 32 processes 45 % of 6,978
+        "GRAFT: ignoring" lines came in the last 3 s of a back-off. go-libp2p
+        keeps a back-off two heartbeats past its end; we wait
+        ``back_off_slack_s``, and (:meth:`handle_graft`) take a GRAFT as that
+        much early.
+        """
+        till = self.back_off.get(topic, {}).get(peer)
+        if till is None:
+            return False
+        if till + self.back_off_slack_s > time.time():
+            return True
+        del self.back_off[topic][peer]
+        return False
+
+    async def handle_graft(self, graft_msg: Any, sender_peer_id: Any) -> None:
+        """py-libp2p's GRAFT handling, taking a GRAFT within ``back_off_slack_s`` of a back-off's end."""
+        till = self.back_off.get(graft_msg.topicID, {}).get(sender_peer_id)
+        if till is not None and till - self.back_off_slack_s <= time.time():
+            del self.back_off[graft_msg.topicID][sender_peer_id]
+        await super().handle_graft(graft_msg, sender_peer_id)
 
     async def _emit_control_msgs(
         self,

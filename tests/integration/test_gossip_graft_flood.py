@@ -102,3 +102,17 @@ async def test_our_grafts_wait_a_slack_past_a_back_off_and_a_peers_graft_that_ea
             await router.handle_graft(rpc_pb2.ControlGraft(topicID=T), p)
         assert ending in router.mesh[T]
         assert backed_off not in router.mesh[T] and router.back_off[T][backed_off] >= now + 10
+
+
+async def test_a_graft_within_the_slack_refused_as_a_flood_keeps_our_back_off() -> None:
+    """py-libp2p prunes a GRAFT flooder without backing off; the back-off we had must stay."""
+    async with cluster("libp2p", 1) as (node,):
+        await node.subscribe(T, lambda peer, data: None)
+        router = node._router  # type: ignore[attr-defined]
+        flooder = _peer(5)
+        till = int(time.time()) + int(router.back_off_slack_s) - 1
+        router.back_off.setdefault(T, {})[flooder] = till
+        router.graft_flood_tracking[flooder][T] = time.time()  # its PRUNE reached us just now
+        await router.handle_graft(rpc_pb2.ControlGraft(topicID=T), flooder)
+        assert flooder not in router.mesh[T]
+        assert router.back_off[T][flooder] == till

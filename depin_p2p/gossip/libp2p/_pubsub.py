@@ -376,7 +376,7 @@ class _GossipSub(GossipSub):
         return graft, prune
 
     def _check_back_off(self, peer: Any, topic: str) -> bool:
-        """Whether ``peer`` is still backed off on ``topic`` for our own GRAFTs: its end plus a slack.
+        """Whether ``peer`` is backed off on ``topic`` (no GRAFT, IHAVE, fanout): its end plus a slack.
 
         Both ends of a PRUNE count the same back-off, each from its own clock:
         the side that pruned from when it sent the PRUNE, the other from when it
@@ -398,11 +398,21 @@ class _GossipSub(GossipSub):
         return False
 
     async def handle_graft(self, graft_msg: Any, sender_peer_id: Any) -> None:
-        """py-libp2p's GRAFT handling, taking a GRAFT within ``back_off_slack_s`` of a back-off's end."""
-        till = self.back_off.get(graft_msg.topicID, {}).get(sender_peer_id)
-        if till is not None and till - self.back_off_slack_s <= time.time():
-            del self.back_off[graft_msg.topicID][sender_peer_id]
+        """py-libp2p's GRAFT handling, taking a GRAFT within ``back_off_slack_s`` of a back-off's end.
+
+        A GRAFT refused for another reason (a flood, a graylisted or direct
+        peer) keeps the back-off it found: py-libp2p prunes such a sender
+        without backing off itself.
+        """
+        topic = graft_msg.topicID
+        till = self.back_off.get(topic, {}).get(sender_peer_id)
+        early = till is not None and till - self.back_off_slack_s <= time.time()
+        if early:
+            del self.back_off[topic][sender_peer_id]
         await super().handle_graft(graft_msg, sender_peer_id)
+        if till is not None and early and sender_peer_id not in self.mesh.get(topic, ()):
+            backs = self.back_off.setdefault(topic, {})
+            backs[sender_peer_id] = max(backs.get(sender_peer_id, 0), till)
 
     async def _emit_control_msgs(
         self,

@@ -5,7 +5,7 @@ and IHAVE lists once, before the loop over the peers it grafts, and never
 empties them: the second peer grafted in a heartbeat also got the first
 one's GRAFTs, PRUNEs and IHAVEs, the third those of both, and so on. At 32
 processes (``bench/scale.py --sizes 32 --sim-sizes '' --radios-per-node 1
---keep DIR``) the nodes logged 40,000 "GRAFT: ignoring request ... back off"
+--keep DIR``) the nodes logged 29,749 "GRAFT: ignoring request ... back off"
 lines in 15 minutes, meshes were torn by PRUNEs meant for other peers, and
 epoch 1 never committed (17 rounds, proposals missed). Three nodes on
 127.0.0.1; what each receiver is told is recorded as it arrives.

@@ -425,7 +425,7 @@ class _GossipSub(GossipSub):
         py-libp2p 0.8.1 builds the lists once before its loop over the peers to
         graft and never empties them, so each peer grafted in a heartbeat also
         got every earlier one's GRAFTs, PRUNEs and IHAVEs: peers grafted us on
-        topics we never chose them for, against our back-off (40,000 "GRAFT:
+        topics we never chose them for, against our back-off (29,749 "GRAFT:
         ignoring request" lines in 15 minutes at 32 processes), and pruned us
         where we had not pruned them. Epoch 1 never committed there.
         """

@@ -39,6 +39,10 @@ Keys (stable): ``processes``, a list of rows, one per size:
 * ``commit_latency_s_p50``, ``commit_latency_s_p99``: seconds from each epoch's end by the
   clock to each node's ``consensus.epoch.committed`` log line, over every node and epoch
   1..``epochs_committed`` (the floor is the grace for late proofs, a tenth of an epoch, at most 1 s);
+* ``proposal_delay_s_p50``, ``proposal_delay_s_p99``, ``proposals_heard``: seconds from a
+  proposer's ``consensus.vote.signed`` line for a proposal to each other node's
+  ``consensus.proposal.heard`` line for it, over every proposal of the run (above the propose
+  timeout, 3 s + 0.5 s per round, the round times out waiting for it);
 * ``cpu_s_per_node`` (user + system CPU seconds, from ``/proc``, sampled with the RSS) and
   ``cpu_cores_per_node_median``: the median of those over the run's wall time;
 * ``inbound_mb_per_node_by_topic``: per topic kind (``proofs``, ``consensus``, ...), the median over
@@ -86,31 +90,17 @@ SAMPLE_S = 10.0
 
 def _offences(home: Path) -> dict[str, int]:
     out: dict[str, int] = {}
-    path = home / "node.log"
-    if not path.exists():
-        return out
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and doc.get("event") in OFFENCES:
-            key = f"{doc['event']}:{doc.get('code', '?')}"
-            out[key] = out.get(key, 0) + 1
+    for doc in _log_lines(home, OFFENCES):
+        key = f"{doc['event']}:{doc.get('code', '?')}"
+        out[key] = out.get(key, 0) + 1
     return out
 
 
 def _commit_latencies(home: Path, genesis_s: float, epoch_s: float, upto: int) -> list[float]:
     """Seconds from each epoch's end by the clock to this node's ``consensus.epoch.committed`` line."""
     out: list[float] = []
-    path = home / "node.log"
-    if not path.exists():
-        return out
-    for line in path.read_text(errors="replace").splitlines():
-        if "consensus.epoch.committed" not in line:
-            continue
+    for doc in _log_lines(home, ("consensus.epoch.committed",)):
         try:
-            doc = json.loads(line)
             epoch = int(doc["epoch"])
             at = datetime.datetime.fromisoformat(str(doc["timestamp"])).timestamp()
         except (ValueError, KeyError, TypeError):
@@ -118,6 +108,41 @@ def _commit_latencies(home: Path, genesis_s: float, epoch_s: float, upto: int) -
         if 1 <= epoch <= upto:
             out.append(at - (genesis_s + epoch * epoch_s))
     return out
+
+
+def _log_lines(home: Path, events: tuple[str, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    path = home / "node.log"
+    if not path.exists():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        if not any(e in line for e in events):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("event") in events:
+            out.append(doc)
+    return out
+
+
+def _proposal_delays(homes: list[Path]) -> list[float]:
+    """Seconds from each proposal's signing (its proposer's log) to each other node hearing it."""
+
+    def at(doc: dict[str, Any]) -> float:
+        return datetime.datetime.fromisoformat(str(doc["timestamp"])).timestamp()
+
+    signed: dict[tuple[int, int], float] = {}
+    heard: list[tuple[tuple[int, int], float]] = []
+    for home in homes:
+        for doc in _log_lines(home, ("consensus.vote.signed", "consensus.proposal.heard")):
+            key = (int(doc["epoch"]), int(doc["round"]))
+            if doc["event"] == "consensus.proposal.heard":
+                heard.append((key, at(doc)))
+            elif doc.get("kind") == "proposal":
+                signed[key] = min(signed.get(key, at(doc)), at(doc))
+    return [t - signed[k] for k, t in heard if k in signed]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -166,6 +191,10 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
     genesis_ms = int(time.time() * 1000) + start_margin_ms
     devnet = plan_devnet(plan, genesis_time_ms=genesis_ms)
     layout = write_layout(devnet, root)
+    if args.log_level != "info":  # debug: each node also logs every vote it hears (consensus.vote.heard)
+        for n in layout.nodes:
+            toml = n.home / "node.toml"
+            toml.write_text(toml.read_text().replace('level = "info"', f'level = "{args.log_level}"'))
     nodes = [NodeProcess(n) for n in layout.nodes]
     started = time.monotonic()
     rss_max = [0] * len(nodes)
@@ -219,6 +248,7 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
     latencies = [
         x for n in nodes for x in _commit_latencies(n.layout.home, genesis_ms / 1000, epoch_seconds, low)
     ]
+    delays = _proposal_delays([n.layout.home for n in nodes])
     times = [commits_seen[e] for e in sorted(commits_seen)]
     intervals = [b - a for a, b in itertools.pairwise(times)]
     interval = statistics.median(intervals) if intervals else None
@@ -247,6 +277,9 @@ async def run_size(args: argparse.Namespace, size: int, root: Path) -> dict[str,
         "commit_rounds": rounds,
         "commit_latency_s_p50": _percentile(latencies, 0.5),
         "commit_latency_s_p99": _percentile(latencies, 0.99),
+        "proposal_delay_s_p50": _percentile(delays, 0.5),
+        "proposal_delay_s_p99": _percentile(delays, 0.99),
+        "proposals_heard": len(delays),
         "cpu_s_per_node": [round(c, 1) for c in cpu_s],
         "cpu_cores_per_node_median": round(statistics.median(cpu_s) / ran_s, 3) if ran_s > 0 else None,
         "inbound_mb_per_node_by_topic": _inbound_mb(statuses),
@@ -285,6 +318,7 @@ def main() -> None:
     parser.add_argument(
         "--start-margin-s", type=float, default=None, help="genesis this long after start (max(60, 2.5 N))"
     )
+    parser.add_argument("--log-level", choices=("debug", "info"), default="info", help="the nodes' log level")
     parser.add_argument("--sim-sizes", type=_sizes, default=[16, 64, 128], help="'' for none")
     parser.add_argument("--sim-epochs", type=int, default=1)
     parser.add_argument("--sim-budget-s", type=float, default=900.0, help="skip a bigger size")

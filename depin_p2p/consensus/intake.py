@@ -16,21 +16,25 @@ check), then becomes its certificate, or the node fetches the certificate
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from functools import partial
 
+import structlog
 import trio
 
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.consensus import driver as d
-from depin_p2p.consensus.state import Certificate, CommitNotice, DuplicateVoteEvidence
+from depin_p2p.consensus.state import Certificate, CommitNotice, DuplicateVoteEvidence, Proposal
 from depin_p2p.consensus.sync import CatchUp
 from depin_p2p.errors import CodecError, Ignore, Reject, ValidationError
 from depin_p2p.gossip.transport import GossipMessage, PeerId
 
 STASH_CAPACITY = 4_096  # decoded messages between the topic validator and the pump
 NOTICE_WAIT_S = 2.0  # a notice of a value we lack waits this long for its proposal, then fetches
+
+log = structlog.get_logger("depin_p2p.consensus")
 
 
 class GossipIntake:
@@ -61,6 +65,8 @@ class GossipIntake:
         self._stash[wire.content_id(data)] = item
         while len(self._stash) > STASH_CAPACITY:
             self._stash.popitem(last=False)
+        if isinstance(item, wire.Envelope):
+            _log_heard(item, peer, len(data))
 
     def _catch_up(self, peer: PeerId, up_to: int, notice: object | None) -> None:
         if self.nursery is None:
@@ -94,3 +100,17 @@ class GossipIntake:
                     await self._send.send(d.CertificateIn(item, msg.peer))
                 elif isinstance(item, DuplicateVoteEvidence):
                     await self._send.send(d.EvidenceIn(item))
+
+
+def _log_heard(env: wire.Envelope, peer: PeerId, size: int) -> None:
+    """``consensus.proposal.heard`` (info: one per round) or ``consensus.vote.heard`` (debug).
+
+    With each signer's ``consensus.vote.signed`` line, these say how long a
+    proposal or vote took to reach each node (why a round timed out).
+    """
+    msg = d.decode_consensus(env)  # the screen decoded it already: the decode memo answers
+    fields = {"epoch": msg.epoch, "round": msg.round, "signer": env.signer.hex()[:16], "peer": str(peer)}
+    if isinstance(msg, Proposal):
+        log.info("consensus.proposal.heard", **fields, bytes=size)
+    elif log.is_enabled_for(logging.DEBUG):
+        log.debug("consensus.vote.heard", kind=type(msg).__name__.lower(), **fields)

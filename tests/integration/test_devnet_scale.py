@@ -41,6 +41,7 @@ def test_sixteen_nodes_from_two_bootstrap_peers_commit_ten_epochs_and_blame_nobo
         seed="scale-test",
         start_margin_s=30.0,
         keep=None,  # the devnet lives in tmp_path; no status files beside it
+        log_level="info",
     )
     root = tmp_path / "devnet"
     row = trio.run(run_size, args, NODES, root)
@@ -53,4 +54,5 @@ def test_sixteen_nodes_from_two_bootstrap_peers_commit_ten_epochs_and_blame_nobo
     assert row["epochs_committed"] >= EPOCHS, row["epochs_committed_per_node"]
     assert row["agreement"]  # one certificate per epoch 1..E, the same in every node's LMDB
     assert row["offences"] == {}  # nobody penalised or banned anybody
+    assert row["proposals_heard"] >= EPOCHS * (NODES - 1) // 2  # consensus.proposal.heard is logged
     assert row["rss_mb_max"] < 150  # issue 13's bound (122 MB alone here, 1 radio per node)

@@ -38,8 +38,12 @@ py-libp2p 0.8.1 needs defending (see ``LIBP2P_NOTES.md``):
   per-peer sending loop, the replay of recent messages to a new peer, the
   flush of pending messages): a message over one 64 KiB Yamux frame is then
   interleaved with another and the receiver reads garbage, for which it
-  would ban an honest peer. :meth:`._pubsub._GuardedPubsub.write_msg` serialises the
+  would ban an honest peer. :meth:`._pubsub._GuardedPubsub._write_rpcs` serialises the
   writes of each stream.
+- py-libp2p writes each RPC in a yamux frame, a Noise frame and a syscall of
+  its own, and a starved node's queue fills with small ones: our sending loop
+  (:meth:`._pubsub._GuardedPubsub.handle_sending_messages`) writes whatever is
+  queued for a peer at once, the same length-prefixed RPCs in one write.
 - Teardown races end the node in py-libp2p: ``_teardown_if_connected``
   deletes ``peers[peer_id]`` after an ``await`` during which the sending
   loop's dead-peer handler may already have deleted it (``KeyError``), and

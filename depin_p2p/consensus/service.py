@@ -96,7 +96,8 @@ class ConsensusService:
         self.steps = StepTimer(observe_step)
         clock_ = d.EpochClock(schedule.end_of(0) + grace_ms, schedule.epoch_length_ms)
         me = signer.public_key if signer is not None else None
-        config = d.DriverConfig(network_id, me, clock_, timeouts or Timeouts(), signatures=signatures)
+        timeouts = timeouts or Timeouts.for_epoch(schedule.epoch_length_ms)
+        config = d.DriverConfig(network_id, me, clock_, timeouts, signatures=signatures)
         self.driver = d.EpochDriver(config, self.ledger.head())
         self.counters = self.driver.counters
         self.conflicting_signers = self.driver.watch.conflicting_signers  # validly signed, same step

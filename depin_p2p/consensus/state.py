@@ -331,6 +331,31 @@ class Timeouts:
         }[kind]
         return base + round_ * self.delta_ms
 
+    @staticmethod
+    def for_epoch(epoch_ms: int) -> Timeouts:
+        """The defaults, stretched for epochs over 12 s: propose a quarter of the epoch, prevote
+        and precommit a sixteenth, the per-round growth a thirty-second.
+
+        Timeouts decide liveness only, never safety. On a starved machine every
+        message is late (32 processes on 2 cores, 32 s epochs: proposals reached
+        the other nodes p50 2.6-5 s after signing), so a 3 s propose timeout
+        makes validators prevote nil just before the proposal arrives, round
+        after round, and each new round adds a proposal to the load. Waiting a
+        quarter of a long epoch costs an epoch whose proposer is down 8 s of
+        32, and still commits within it; epochs of 12 s or less keep the defaults.
+        """
+        d = _DEFAULT_TIMEOUTS
+        return Timeouts(
+            propose_ms=max(d.propose_ms, epoch_ms // 4),
+            prevote_ms=max(d.prevote_ms, epoch_ms // 16),
+            precommit_ms=max(d.precommit_ms, epoch_ms // 16),
+            delta_ms=max(d.delta_ms, epoch_ms // 32),
+            retransmit_ms=d.retransmit_ms,
+        )
+
+
+_DEFAULT_TIMEOUTS = Timeouts()
+
 
 def _accept_any_value(candidate: Candidate) -> None:
     return None

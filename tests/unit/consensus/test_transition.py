@@ -365,3 +365,14 @@ def test_a_restored_lock_brings_back_its_value_and_proof_of_lock() -> None:
     assert (st.locked_round, st.locked_id, st.valid_round, st.valid_value) == (0, vid, 0, cand(b"a"))
     assert set(transition.polka_envelopes(st)) == set(pol)  # re-sent so peers accept a re-proposal
     assert st.round == 1 and not votes_of(eff)
+
+
+def test_timeouts_for_an_epoch_keep_the_defaults_to_12_s_and_stretch_beyond() -> None:
+    for epoch_ms in (2_000, 5_000, 10_000, 12_000):
+        assert Timeouts.for_epoch(epoch_ms) == Timeouts()
+    long = Timeouts.for_epoch(32_000)
+    got = (long.propose_ms, long.prevote_ms, long.precommit_ms, long.delta_ms)
+    assert got == (8_000, 2_000, 2_000, 1_000)
+    assert long.retransmit_ms == Timeouts().retransmit_ms
+    # A proposer that is down costs a quarter of the epoch in round 0; round 1 still fits the epoch.
+    assert long.duration(TimeoutKind.PROPOSE, 0) + long.duration(TimeoutKind.PROPOSE, 1) < 32_000

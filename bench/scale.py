@@ -42,7 +42,8 @@ Keys (stable): ``processes``, a list of rows, one per size:
 * ``proposal_delay_s_p50``, ``proposal_delay_s_p99``, ``proposals_heard``: seconds from a
   proposer's ``consensus.vote.signed`` line for a proposal to each other node's
   ``consensus.proposal.heard`` line for it, over every proposal of the run (above the propose
-  timeout, 3 s + 0.5 s per round, the round times out waiting for it);
+  timeout, ``Timeouts.for_epoch``: 4 s + 0.5 s per round at 16 s epochs, the round times out
+  waiting for it; a node's first line per proposal only);
 * ``cpu_s_per_node`` (user + system CPU seconds, from ``/proc``, sampled with the RSS) and
   ``cpu_cores_per_node_median``: the median of those over the run's wall time;
 * ``inbound_mb_per_node_by_topic``: per topic kind (``proofs``, ``consensus``, ...), the median over
@@ -136,12 +137,14 @@ def _proposal_delays(homes: list[Path]) -> list[float]:
     signed: dict[tuple[int, int], float] = {}
     heard: list[tuple[tuple[int, int], float]] = []
     for home in homes:
+        first: dict[tuple[int, int], float] = {}  # a proposal heard again after the seen-TTL: not a delay
         for doc in _log_lines(home, ("consensus.vote.signed", "consensus.proposal.heard")):
             key = (int(doc["epoch"]), int(doc["round"]))
             if doc["event"] == "consensus.proposal.heard":
-                heard.append((key, at(doc)))
+                first.setdefault(key, at(doc))
             elif doc.get("kind") == "proposal":
                 signed[key] = min(signed.get(key, at(doc)), at(doc))
+        heard.extend(first.items())
     return [t - signed[k] for k, t in heard if k in signed]
 
 

@@ -16,6 +16,7 @@ check), then becomes its certificate, or the node fetches the certificate
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
 from functools import partial
@@ -66,7 +67,8 @@ class GossipIntake:
         while len(self._stash) > STASH_CAPACITY:
             self._stash.popitem(last=False)
         if isinstance(item, wire.Envelope):
-            _log_heard(item, peer, len(data))
+            with contextlib.suppress(Exception):  # a log that cannot be written costs no message
+                _log_heard(item, peer, len(data))
 
     def _catch_up(self, peer: PeerId, up_to: int, notice: object | None) -> None:
         if self.nursery is None:
@@ -108,7 +110,8 @@ def _log_heard(env: wire.Envelope, peer: PeerId, size: int) -> None:
     With each signer's ``consensus.vote.signed`` line, these say how long a
     proposal or vote took to reach each node (why a round timed out).
     """
-    msg = d.decode_consensus(env)  # the screen decoded it already: the decode memo answers
+    # A second decode (the screen's is not kept): about 7 us for a vote, 3.5 ms for a 900 kB proposal.
+    msg = d.decode_consensus(env)
     fields = {"epoch": msg.epoch, "round": msg.round, "signer": env.signer.hex()[:16], "peer": str(peer)}
     if isinstance(msg, Proposal):
         log.info("consensus.proposal.heard", **fields, bytes=size)

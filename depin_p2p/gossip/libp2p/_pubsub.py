@@ -151,8 +151,9 @@ class _GuardedPubsub(Pubsub):
             # IDONTWANT) and overflow drops silently; size it for a burst.
             queue._queue.max_size = self._outbound_queue_rpcs
 
-    # RPCs already queued for a peer go out as one stream write, up to this many bytes: one yamux
-    # frame, one Noise frame and one syscall each side instead of one per RPC.
+    # RPCs already queued for a peer go out as one stream write, from about this many bytes on no
+    # more is added (the last one taken may pass it): a yamux frame or two, each one or two Noise
+    # messages and syscalls, instead of one of each per RPC.
     batch_bytes = 60 * 1024
 
     async def handle_sending_messages(self, peer_id: Any, stream: Any, queue: Any) -> None:
@@ -164,7 +165,9 @@ class _GuardedPubsub(Pubsub):
         pile up exactly when a node is starved (32 processes on 2 cores: votes
         took 10 s to cross the network). The loop never waits to fill a batch:
         it takes what is there, so an idle node's latency is unchanged. The
-        bytes on the stream are the same length-prefixed RPCs, in the same order.
+        bytes on the stream are the same length-prefixed RPCs, in the same order
+        (the priority lane first, as py-libp2p pops it), so any reader reads them
+        unchanged; a control frame queued during a write waits for that batch.
         """
         try:
             while True:

@@ -14,6 +14,7 @@ import trio.testing
 from depin_p2p import wire
 from depin_p2p.clock import Clock
 from depin_p2p.consensus import driver as d
+from depin_p2p.consensus import intake as intake_module
 from depin_p2p.consensus.intake import NOTICE_WAIT_S, GossipIntake
 from depin_p2p.consensus.state import notice_of
 from depin_p2p.errors import Ignore
@@ -50,3 +51,24 @@ async def test_a_notice_of_a_value_not_heard_waits_for_its_proposal_then_fetches
         assert got == [d.CertificateIn(cert, "peer")] and catch_up.calls == []  # made back, not fetched
     else:
         assert got == [] and catch_up.calls == [("peer", 1)]  # fetched once, after the wait
+
+
+async def test_a_proposal_whose_heard_line_cannot_be_written_still_passes(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The topic validator logs each proposal it passes; a log that fails (a full disk) drops nothing."""
+    drv, ex = _driver()
+    clock = Clock(wall_anchor_ms=2_500)
+    drv.boot(clock.now_ms())
+    ex.drain(clock.now_ms())  # epoch 1's instance is open
+    proposal = _decision()[0]
+    send, _ = trio.open_memory_channel[d.Input | trio.Event](16)
+    intake = GossipIntake(drv, clock, Recording(), send)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(intake_module.log, "info", full_disk)
+    data = wire.encode(proposal)
+    intake.validate("peer", data)  # no exception: the transport would count one as a validator error
+    assert intake._stash[wire.content_id(data)] == proposal  # handed to the pump as if logged

@@ -103,7 +103,7 @@ def _commit_latencies(home: Path, genesis_s: float, epoch_s: float, upto: int) -
     for doc in _log_lines(home, ("consensus.epoch.committed",)):
         try:
             epoch = int(doc["epoch"])
-            at = datetime.datetime.fromisoformat(str(doc["timestamp"])).timestamp()
+            at = _at(doc)
         except (ValueError, KeyError, TypeError):
             continue
         if 1 <= epoch <= upto:
@@ -128,12 +128,13 @@ def _log_lines(home: Path, events: tuple[str, ...]) -> list[dict[str, Any]]:
     return out
 
 
+def _at(doc: dict[str, Any]) -> float:
+    """A log line's time, in seconds since the epoch."""
+    return datetime.datetime.fromisoformat(str(doc["timestamp"])).timestamp()
+
+
 def _proposal_delays(homes: list[Path]) -> list[float]:
     """Seconds from each proposal's signing (its proposer's log) to each other node hearing it."""
-
-    def at(doc: dict[str, Any]) -> float:
-        return datetime.datetime.fromisoformat(str(doc["timestamp"])).timestamp()
-
     signed: dict[tuple[int, int], float] = {}
     heard: list[tuple[tuple[int, int], float]] = []
     for home in homes:
@@ -141,9 +142,9 @@ def _proposal_delays(homes: list[Path]) -> list[float]:
         for doc in _log_lines(home, ("consensus.vote.signed", "consensus.proposal.heard")):
             key = (int(doc["epoch"]), int(doc["round"]))
             if doc["event"] == "consensus.proposal.heard":
-                first.setdefault(key, at(doc))
+                first.setdefault(key, _at(doc))
             elif doc.get("kind") == "proposal":
-                signed[key] = min(signed.get(key, at(doc)), at(doc))
+                signed[key] = min(signed.get(key, _at(doc)), _at(doc))
         heard.extend(first.items())
     return [t - signed[k] for k, t in heard if k in signed]
 
